@@ -1,0 +1,131 @@
+//! `advisor`: the operator's view of netmoded. A thin CLI over the daemon's JSON endpoint;
+//! one file per subcommand.
+
+mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use netmode_advisor::Error;
+use netmode_advisor::client::{Client, DEFAULT_ENDPOINT};
+
+const USAGE: &str = "\
+usage: advisor [--endpoint URL] <command> [options]
+
+commands:
+  status [--json]     one row per running container: mode, live traffic, what netmode sees
+
+options:
+  --endpoint URL      netmoded's endpoint (default: $NETMODE_ENDPOINT, else http://127.0.0.1:9431)
+  --timeout SECS      how long to wait for netmoded (default 10)
+  --json              print the endpoint's JSON instead of a table
+  -h, --help          this text
+  -V, --version       advisor's version
+
+exit codes: 0 ok, 1 error, 2 usage, 3 netmoded not answering, 4 no such container";
+
+/// What the command line asked for.
+pub struct Args {
+    pub command: String,
+    pub operands: Vec<String>,
+    pub json: bool,
+    pub endpoint: String,
+    pub timeout: Duration,
+}
+
+fn usage(message: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("{message}\n\n{USAGE}"))
+}
+
+fn parse_args() -> Result<Option<Args>, Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut command = None;
+    let mut operands = Vec::new();
+    let mut json = false;
+    let mut endpoint = None;
+    let mut timeout = Duration::from_secs(10);
+    while let Some(arg) = parser.next().map_err(usage)? {
+        match arg {
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("advisor {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            Long("json") => json = true,
+            Long("endpoint") => {
+                endpoint = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
+            }
+            Long("timeout") => {
+                let v: f64 = parser
+                    .value()
+                    .and_then(|v| v.parse())
+                    .map_err(|e| usage(format!("--timeout: {e}")))?;
+                if !(v > 0.0 && v <= 3600.0) {
+                    return Err(usage("--timeout: expected seconds between 0 and 3600"));
+                }
+                timeout = Duration::from_secs_f64(v);
+            }
+            Value(v) => {
+                let v = v.string().map_err(usage)?;
+                if command.is_none() {
+                    command = Some(v);
+                } else {
+                    operands.push(v);
+                }
+            }
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    let command = command.ok_or_else(|| usage("missing command"))?;
+    let endpoint = endpoint
+        .or_else(|| {
+            std::env::var("NETMODE_ENDPOINT")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    Ok(Some(Args {
+        command,
+        operands,
+        json,
+        endpoint,
+        timeout,
+    }))
+}
+
+fn run() -> Result<(), Error> {
+    let Some(args) = parse_args()? else {
+        return Ok(());
+    };
+    if args.command == "help" {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let client = Client::new(&args.endpoint, args.timeout)?;
+    match args.command.as_str() {
+        "status" => status::run(&client, &args),
+        other => Err(usage(format!("unknown command {other:?}"))),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("advisor: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// Fail with a usage error unless exactly `n` operands were given.
+pub fn expect_operands(args: &Args, n: usize, what: &str) -> Result<(), Error> {
+    if args.operands.len() != n {
+        return Err(usage(format!("{} expects {what}", args.command)));
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! A small blocking HTTP client for netmoded's local endpoint (plain HTTP on loopback).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::ApiError;
+use crate::error::Error;
+
+/// The endpoint `advisor` uses when neither `--endpoint` nor `NETMODE_ENDPOINT` is given.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9431";
+
+pub struct Client {
+    endpoint: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// `endpoint` like `http://127.0.0.1:9431`; only plain `http://` is served by netmoded.
+    pub fn new(endpoint: &str, timeout: Duration) -> Result<Self, Error> {
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        let rest = endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| Error::Endpoint {
+                endpoint: endpoint.clone(),
+                reason: "must start with http:// (netmoded serves plain HTTP on a local address)"
+                    .into(),
+            })?;
+        if rest.is_empty() || rest.contains('/') {
+            return Err(Error::Endpoint {
+                endpoint: endpoint.clone(),
+                reason: "expected http://HOST:PORT with no path".into(),
+            });
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            // A local daemon is never reached through an HTTP proxy from the environment.
+            .proxy(None)
+            .build()
+            .into();
+        Ok(Client { endpoint, agent })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// GET `path` and decode the JSON body; a 404 becomes `Error::NotFound` with the
+    /// daemon's message, other non-2xx answers `Error::Http`.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let (status, body) = self.request("GET", path)?;
+        self.decode(path, status, &body)
+    }
+
+    /// POST `path` with an empty body and decode the JSON answer.
+    pub fn post_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let (status, body) = self.request("POST", path)?;
+        self.decode(path, status, &body)
+    }
+
+    /// GET `path` and return the raw body text (for `--json`, printed as served).
+    pub fn get_text(&self, path: &str) -> Result<String, Error> {
+        let (status, body) = self.request("GET", path)?;
+        self.check(path, status, &body)?;
+        Ok(body)
+    }
+
+    fn request(&self, method: &str, path: &str) -> Result<(u16, String), Error> {
+        let url = format!("{}{}", self.endpoint, path);
+        let result = match method {
+            "POST" => self.agent.post(&url).send_empty(),
+            _ => self.agent.get(&url).call(),
+        };
+        let mut resp = result.map_err(|e| Error::Unreachable {
+            endpoint: self.endpoint.clone(),
+            reason: short_reason(&e),
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| Error::Decode {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok((status, body))
+    }
+
+    fn check(&self, path: &str, status: u16, body: &str) -> Result<(), Error> {
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let message = serde_json::from_str::<ApiError>(body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| body.chars().take(200).collect());
+        if status == 404 {
+            return Err(Error::NotFound { message });
+        }
+        Err(Error::Http {
+            url: format!("{}{}", self.endpoint, path),
+            status,
+            message,
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, status: u16, body: &str) -> Result<T, Error> {
+        self.check(path, status, body)?;
+        serde_json::from_str(body).map_err(|e| Error::Decode {
+            url: format!("{}{}", self.endpoint, path),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn short_reason(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_must_be_plain_http_host_port() {
+        let t = Duration::from_secs(1);
+        assert!(Client::new("http://127.0.0.1:9431/", t).is_ok());
+        let e = Client::new("https://127.0.0.1:9431", t).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("must start with http://"), "{e}");
+        let e = Client::new("http://127.0.0.1:9431/v1", t).err().unwrap();
+        assert!(e.to_string().contains("no path"), "{e}");
+    }
+}

@@ -1,0 +1,36 @@
+//! The advisor crate's one error type.
+
+/// Everything the `advisor` CLI can fail on. `exit_code` maps each to the documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "netmoded does not answer at {endpoint} ({reason}); is it running? (set --endpoint or NETMODE_ENDPOINT)"
+    )]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("netmoded answered {url} with HTTP {status}: {message}")]
+    Http {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("netmoded's answer to {url} is not the expected JSON: {reason}")]
+    Decode { url: String, reason: String },
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Exit codes: 2 usage, 3 daemon not answering, 4 no such container, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Endpoint { .. } => 2,
+            Error::Unreachable { .. } => 3,
+            Error::NotFound { .. } => 4,
+            Error::Http { .. } | Error::Decode { .. } => 1,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `netmoded run`: the daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_lite::StreamExt;
+use netmode_advisor::api::Host;
+
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use crate::live::hoststat;
+use crate::netlink::Netlink;
+use crate::state::Shared;
+use crate::state_dir::StateDir;
+use crate::{docker, http, live, rt};
+
+/// Load the configuration: an explicit path must exist; the default path may be absent.
+fn load_config(path: Option<PathBuf>) -> Result<(Config, PathBuf)> {
+    let (config, path) = match path {
+        Some(p) => (Config::load(&p, false)?, p),
+        None => {
+            let p = PathBuf::from(config::DEFAULT_PATH);
+            (Config::load(&p, true)?, p)
+        }
+    };
+    config.check_environment(&path)?;
+    Ok((config, path))
+}
+
+fn init_logging() {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // Under systemd the journal adds its own timestamps.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        b.format_timestamp(None);
+    }
+    b.init();
+}
+
+pub fn run(config_path: Option<PathBuf>) -> Result<()> {
+    let (config, path) = load_config(config_path)?;
+    init_logging();
+    if path.exists() {
+        log::info!("configuration {}", path.display());
+    } else {
+        log::info!(
+            "no {}: using the embedded default configuration",
+            path.display()
+        );
+    }
+    let socket = config.docker.effective_socket().map_err(Error::Usage)?;
+    let state_dir = StateDir::open(&config.daemon.state_dir)?;
+
+    let listener = std::net::TcpListener::bind(config.http.listen).map_err(|e| Error::Listen {
+        addr: config.http.listen.to_string(),
+        source: e,
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the bound address of", "the HTTP listener", e))?;
+    state_dir.write_atomic("endpoint", format!("http://{addr}\n").as_bytes())?;
+
+    let host = Host {
+        hostname: hoststat::hostname(),
+        kernel: hoststat::kernel(),
+        arch: std::env::consts::ARCH.to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        sample_interval_s: config.daemon.sample_interval.as_secs_f64(),
+        cpu_utilisation: None,
+        softirq_share: None,
+        context_switches_per_s: None,
+        net_rx_softirqs_per_s: None,
+        net_tx_softirqs_per_s: None,
+    };
+    log::info!(
+        "state directory {} (instance {})",
+        state_dir.path().display(),
+        state_dir.instance_id()
+    );
+    let shared = Arc::new(Shared::new(config, socket, state_dir, host));
+
+    rt::block_on(async move {
+        let listener = smol::net::TcpListener::try_from(listener)
+            .map_err(|e| Error::io("cannot register the HTTP listener", "epoll", e))?;
+        let netlink = Netlink::new()?;
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+                .map_err(|e| Error::io("cannot install signal handlers", "SIGTERM/SIGINT", e))?;
+
+        rt::spawn(docker::watch::run(shared.clone())).detach();
+        rt::spawn(live::run(shared.clone(), netlink.clone())).detach();
+        rt::spawn(http::serve(listener, shared.clone())).detach();
+        log::info!(
+            "netmoded {} serving http://{addr}",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        if let Some(Ok(sig)) = signals.next().await {
+            log::info!("{sig:?}: stopping");
+        }
+        Ok(())
+    })
+}

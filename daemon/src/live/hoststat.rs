@@ -1,0 +1,128 @@
+//! Host-level CPU figures from /proc/stat and /proc/softirqs.
+
+use std::io;
+use std::time::Instant;
+
+use procfs::CurrentSI;
+
+/// Cumulative host counters at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSnapshot {
+    pub at: Instant,
+    pub cpus: u32,
+    /// Clock ticks, all CPUs.
+    pub total: u64,
+    pub idle: u64,
+    pub softirq: u64,
+    pub context_switches: u64,
+    pub net_rx_softirqs: u64,
+    pub net_tx_softirqs: u64,
+}
+
+/// Figures over the interval between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuRates {
+    pub utilisation: f64,
+    pub softirq_share: f64,
+    pub context_switches_per_s: f64,
+    pub net_rx_softirqs_per_s: f64,
+    pub net_tx_softirqs_per_s: f64,
+}
+
+pub fn read() -> io::Result<CpuSnapshot> {
+    let stat = procfs::KernelStats::current().map_err(io::Error::other)?;
+    let t = &stat.total;
+    let idle = t.idle + t.iowait.unwrap_or(0);
+    let total = t.user
+        + t.nice
+        + t.system
+        + idle
+        + t.irq.unwrap_or(0)
+        + t.softirq.unwrap_or(0)
+        + t.steal.unwrap_or(0);
+    let (net_rx, net_tx) = net_softirqs(&std::fs::read_to_string("/proc/softirqs")?);
+    Ok(CpuSnapshot {
+        at: Instant::now(),
+        cpus: stat.cpu_time.len().max(1) as u32,
+        total,
+        idle,
+        softirq: t.softirq.unwrap_or(0),
+        context_switches: stat.ctxt,
+        net_rx_softirqs: net_rx,
+        net_tx_softirqs: net_tx,
+    })
+}
+
+/// NET_RX and NET_TX totals over all CPUs from the text of /proc/softirqs.
+pub fn net_softirqs(text: &str) -> (u64, u64) {
+    let sum = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(name))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    (sum("NET_RX:"), sum("NET_TX:"))
+}
+
+pub fn rates(prev: &CpuSnapshot, cur: &CpuSnapshot) -> Option<CpuRates> {
+    let dt = cur.at.duration_since(prev.at).as_secs_f64();
+    let ticks = cur.total.checked_sub(prev.total)? as f64;
+    if dt <= 0.0 || ticks <= 0.0 {
+        return None;
+    }
+    let idle = cur.idle.saturating_sub(prev.idle) as f64;
+    Some(CpuRates {
+        utilisation: ((ticks - idle) / ticks).clamp(0.0, 1.0),
+        softirq_share: (cur.softirq.saturating_sub(prev.softirq) as f64 / ticks).clamp(0.0, 1.0),
+        context_switches_per_s: cur.context_switches.saturating_sub(prev.context_switches) as f64
+            / dt,
+        net_rx_softirqs_per_s: cur.net_rx_softirqs.saturating_sub(prev.net_rx_softirqs) as f64 / dt,
+        net_tx_softirqs_per_s: cur.net_tx_softirqs.saturating_sub(prev.net_tx_softirqs) as f64 / dt,
+    })
+}
+
+pub fn hostname() -> String {
+    read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into())
+}
+
+pub fn kernel() -> String {
+    read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into())
+}
+
+fn read_trimmed(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softirq_lines_are_summed_over_cpus() {
+        let text = "                    CPU0       CPU1\n          HI:          1          0\n      \
+                    NET_TX:         10         20\n      NET_RX:        300        400\n";
+        assert_eq!(net_softirqs(text), (700, 30));
+    }
+
+    #[test]
+    fn real_counters_move_forward() {
+        let a = read().unwrap();
+        // Burn a little CPU so the tick counters advance.
+        let until = Instant::now() + std::time::Duration::from_millis(120);
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let b = read().unwrap();
+        assert!(b.cpus >= 1);
+        assert!(b.context_switches >= a.context_switches);
+        let r = rates(&a, &b).expect("ticks advanced");
+        assert!(r.utilisation > 0.0 && r.utilisation <= 1.0, "{r:?} {x}");
+    }
+}

@@ -1,0 +1,593 @@
+//! Live traffic: every `sample_interval`, each container's counters and the host's CPU
+//! figures, turned into rates.
+//!
+//! - Bridge and user-defined bridge networks: the host side of the container's veth pairs,
+//!   found through the netns id the host gives the container's namespace (64-bit link stats,
+//!   rtnetlink). Host rx is container tx.
+//! - Host network: the container shares the host's interfaces, so interface counters cannot
+//!   tell it apart. Its TCP traffic is attributed from the sockets its own processes hold
+//!   (sock_diag, TCP_INFO byte counters). UDP has no such counters; the output says so.
+
+pub mod hoststat;
+pub mod procs;
+pub mod sockdiag;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use netmode_advisor::api::{Attribution, Live, ModeKind};
+
+use crate::netlink::{Link, Netlink};
+use crate::state::Shared;
+
+/// Cumulative counters from the container's point of view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.rx_bytes += o.rx_bytes;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.tx_packets += o.tx_packets;
+    }
+
+    /// Growth from `prev` to `self`; a counter that went backwards was reset (interface
+    /// recreated), so all of its current value is new.
+    fn since(&self, prev: &Counters) -> Counters {
+        let d = |c: u64, p: u64| if c >= p { c - p } else { c };
+        Counters {
+            rx_bytes: d(self.rx_bytes, prev.rx_bytes),
+            tx_bytes: d(self.tx_bytes, prev.tx_bytes),
+            rx_packets: d(self.rx_packets, prev.rx_packets),
+            tx_packets: d(self.tx_packets, prev.tx_packets),
+        }
+    }
+}
+
+/// Traffic since the previous sample, summed over a container's counter sources (veths by
+/// ifindex, sockets by cookie). A source seen for the first time counts in full, except in
+/// the container's first sample, which only sets the baseline.
+pub fn delta(
+    prev: &HashMap<u64, Counters>,
+    cur: &HashMap<u64, Counters>,
+    first_sample: bool,
+) -> Counters {
+    let mut total = Counters::default();
+    if first_sample {
+        return total;
+    }
+    for (key, c) in cur {
+        match prev.get(key) {
+            Some(p) => total.add(&c.since(p)),
+            None => total.add(c),
+        }
+    }
+    total
+}
+
+/// Rates over `dt` seconds.
+pub fn rates(d: &Counters, dt: f64) -> (f64, f64, f64, f64, Option<f64>) {
+    let packets = d.rx_packets + d.tx_packets;
+    let mean = (packets > 0).then(|| (d.rx_bytes + d.tx_bytes) as f64 / packets as f64);
+    (
+        d.rx_bytes as f64 * 8.0 / dt,
+        d.tx_bytes as f64 * 8.0 / dt,
+        d.rx_packets as f64 / dt,
+        d.tx_packets as f64 / dt,
+        mean,
+    )
+}
+
+/// What the sampler remembers of one container between samples.
+struct Track {
+    netns: u64,
+    nsid: Option<i32>,
+    sources: HashMap<u64, Counters>,
+    /// Sockets that left the dump recently, with their last counters and age in samples:
+    /// their destroy broadcast may arrive a little later.
+    retired: HashMap<u64, (Counters, u8)>,
+    totals: Counters,
+    at: Instant,
+}
+
+impl Track {
+    /// Account closed sockets: the growth since they were last seen for sockets of this
+    /// container, their whole counters for connections accepted on its listening ports that
+    /// opened and closed between two samples. Matched entries are removed from `closed`.
+    fn account_closed(
+        &mut self,
+        cur: &HashMap<u64, Counters>,
+        ports: &HashSet<u16>,
+        closed: &mut Vec<sockdiag::Closed>,
+    ) -> Counters {
+        let mut total = Counters::default();
+        closed.retain(|c| {
+            let final_ = socket_counters(&c.counters);
+            let last = self
+                .sources
+                .get(&c.counters.cookie)
+                .or_else(|| self.retired.get(&c.counters.cookie).map(|(c, _)| c));
+            match last {
+                Some(last) if !cur.contains_key(&c.counters.cookie) => {
+                    total.add(&final_.since(last));
+                    self.retired.remove(&c.counters.cookie);
+                    false
+                }
+                None if ports.contains(&c.local_port) => {
+                    total.add(&final_);
+                    false
+                }
+                _ => true,
+            }
+        });
+        // Sockets gone from the dump without a broadcast yet wait two samples for it.
+        for (cookie, c) in &self.sources {
+            if !cur.contains_key(cookie) {
+                self.retired.insert(*cookie, (*c, 0));
+            }
+        }
+        self.retired.retain(|_, (_, age)| {
+            *age += 1;
+            *age <= 2
+        });
+        total
+    }
+}
+
+fn socket_counters(t: &sockdiag::TcpCounters) -> Counters {
+    Counters {
+        rx_bytes: t.bytes_received,
+        tx_bytes: t.bytes_acked,
+        rx_packets: t.segs_in as u64,
+        tx_packets: t.segs_out as u64,
+    }
+}
+
+/// Destroyed TCP sockets of the host's namespace, collected between samples.
+#[derive(Default)]
+struct ClosedQueue {
+    items: std::sync::Mutex<Vec<sockdiag::Closed>>,
+    /// Only kept while host-mode containers exist.
+    wanted: std::sync::atomic::AtomicBool,
+}
+
+/// Beyond this many closes per interval the oldest are dropped (bounded memory).
+const CLOSED_CAP: usize = 16 * 1024;
+
+async fn collect_closed(sock: async_io::Async<rtnetlink::sys::Socket>, queue: Arc<ClosedQueue>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match sock.read_with(|s| s.recv(&mut &mut buf[..], 0)).await {
+            Ok(n) => {
+                if !queue.wanted.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                let mut items = queue.items.lock().unwrap_or_else(|e| e.into_inner());
+                items.extend(sockdiag::parse_closed(&buf[..n]));
+                if items.len() > CLOSED_CAP {
+                    let excess = items.len() - CLOSED_CAP;
+                    items.drain(..excess);
+                }
+            }
+            // ENOBUFS: the kernel dropped broadcasts under a burst; keep going.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                log::debug!("sock_diag destroy broadcasts were dropped (burst of closes)");
+            }
+            Err(e) => {
+                log::warn!("closed-socket accounting stopped: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// One container in this round.
+struct Seen {
+    id: String,
+    name: String,
+    pid: u32,
+    mode_kind: ModeKind,
+    network_mode: String,
+    driver: Option<String>,
+    netns: u64,
+}
+
+pub struct Sampler {
+    netlink: Netlink,
+    closed: Option<Arc<ClosedQueue>>,
+    cgroups: Arc<procs::CgroupMounts>,
+    host_netns: u64,
+    prev_cpu: Option<hoststat::CpuSnapshot>,
+    tracks: HashMap<String, Track>,
+}
+
+const HOST_NOTE: &str = "host network: TCP is counted from the container's own sockets; \
+                         UDP and other protocols share the host's interfaces and are not seen";
+const HOST_NOTE_NO_CLOSED: &str = "host network: TCP is counted from the container's own sockets, \
+     but bytes of connections that close between samples are missed (no CAP_NET_ADMIN for \
+     sock_diag destroy events); UDP and other protocols are not seen";
+
+impl Sampler {
+    pub fn new(netlink: Netlink) -> std::io::Result<Sampler> {
+        let closed = match sockdiag::closed_sockets() {
+            Ok(sock) => {
+                let q = Arc::new(ClosedQueue::default());
+                crate::rt::spawn(collect_closed(sock, q.clone())).detach();
+                Some(q)
+            }
+            Err(e) => {
+                log::warn!("{e}: host-mode connections that close between samples will be missed");
+                None
+            }
+        };
+        Ok(Sampler {
+            netlink,
+            closed,
+            cgroups: Arc::new(procs::CgroupMounts::discover()),
+            host_netns: procs::netns_inode(std::process::id())?,
+            prev_cpu: None,
+            tracks: HashMap::new(),
+        })
+    }
+
+    /// Take one sample and publish it in `shared`.
+    pub async fn sample(&mut self, shared: &Shared) {
+        self.sample_host(shared).await;
+        self.sample_containers(shared).await;
+    }
+
+    async fn sample_host(&mut self, shared: &Shared) {
+        let snap = match smol::unblock(hoststat::read).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot read /proc/stat: {e}");
+                return;
+            }
+        };
+        let r = self
+            .prev_cpu
+            .as_ref()
+            .and_then(|p| hoststat::rates(p, &snap));
+        self.prev_cpu = Some(snap);
+        shared.update_host(|h| {
+            h.cpus = snap.cpus;
+            if let Some(r) = r {
+                h.cpu_utilisation = Some(r.utilisation);
+                h.softirq_share = Some(r.softirq_share);
+                h.context_switches_per_s = Some(r.context_switches_per_s);
+                h.net_rx_softirqs_per_s = Some(r.net_rx_softirqs_per_s);
+                h.net_tx_softirqs_per_s = Some(r.net_tx_softirqs_per_s);
+            }
+        });
+    }
+
+    async fn sample_containers(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let mut seen = Vec::new();
+        for r in shared.inventory().into_values() {
+            let i = r.info;
+            // A container whose init process is gone is about to leave the inventory.
+            let Ok(netns) = procs::netns_inode(i.pid) else {
+                continue;
+            };
+            let driver = i
+                .networks
+                .iter()
+                .find(|n| n.name == i.network_mode)
+                .and_then(|n| n.driver.clone());
+            seen.push(Seen {
+                id: i.id,
+                name: i.name,
+                pid: i.pid,
+                mode_kind: i.mode_kind,
+                network_mode: i.network_mode,
+                driver,
+                netns,
+            });
+        }
+        self.tracks.retain(|id, _| seen.iter().any(|s| &s.id == id));
+
+        let mut by_netns: HashMap<u64, Vec<String>> = HashMap::new();
+        for s in &seen {
+            by_netns.entry(s.netns).or_default().push(s.name.clone());
+        }
+
+        let need_links = seen.iter().any(|s| s.netns != self.host_netns);
+        let links = if need_links {
+            match self.netlink.links().await {
+                Ok(l) => l,
+                Err(e) => {
+                    log::warn!("{e}");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let any_host = seen.iter().any(|s| s.netns == self.host_netns);
+        let mut closed = match &self.closed {
+            Some(q) => {
+                q.wanted
+                    .store(any_host, std::sync::atomic::Ordering::Relaxed);
+                std::mem::take(&mut *q.items.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+            None => Vec::new(),
+        };
+        let mut host_sockets = self.host_sockets(&seen).await;
+
+        let mut live = HashMap::new();
+        for s in &seen {
+            let track_is_new = !self.tracks.contains_key(&s.id)
+                || self.tracks.get(&s.id).is_some_and(|t| t.netns != s.netns);
+            if track_is_new {
+                self.tracks.insert(
+                    s.id.clone(),
+                    Track {
+                        netns: s.netns,
+                        nsid: None,
+                        sources: HashMap::new(),
+                        retired: HashMap::new(),
+                        totals: Counters::default(),
+                        at: now,
+                    },
+                );
+            }
+            let mut listening = HashSet::new();
+            let is_host = s.netns == self.host_netns;
+            let (sources, attributed, source, interfaces, note) = if is_host {
+                let (sources, ports) = host_sockets.remove(&s.id).unwrap_or_default();
+                listening = ports;
+                let note = if self.closed.is_some() {
+                    HOST_NOTE
+                } else {
+                    HOST_NOTE_NO_CLOSED
+                };
+                (
+                    sources,
+                    Attribution::TcpOnly,
+                    "sock_diag",
+                    Vec::new(),
+                    Some(note.to_string()),
+                )
+            } else {
+                let nsid = self.nsid_for(s).await;
+                let veths: Vec<&Link> = match nsid {
+                    Some(id) => links
+                        .iter()
+                        .filter(|l| l.peer_netnsid == Some(id) && l.kind.as_deref() == Some("veth"))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let sources: HashMap<u64, Counters> = veths
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.index as u64,
+                            // The host side receives what the container sends.
+                            Counters {
+                                rx_bytes: l.tx_bytes,
+                                tx_bytes: l.rx_bytes,
+                                rx_packets: l.tx_packets,
+                                tx_packets: l.rx_packets,
+                            },
+                        )
+                    })
+                    .collect();
+                let names: Vec<String> = veths.iter().map(|l| l.name.clone()).collect();
+                let sharers: Vec<&String> = by_netns[&s.netns]
+                    .iter()
+                    .filter(|n| **n != s.name)
+                    .collect();
+                if !sharers.is_empty() {
+                    let list: Vec<&str> = sharers.iter().map(|s| s.as_str()).collect();
+                    let note = format!(
+                        "shares its network namespace with {}: the figures are the whole namespace's",
+                        list.join(", ")
+                    );
+                    let a = if veths.is_empty() {
+                        Attribution::None
+                    } else {
+                        Attribution::Shared
+                    };
+                    (
+                        sources,
+                        a,
+                        if veths.is_empty() { "none" } else { "veth" },
+                        names,
+                        Some(note),
+                    )
+                } else if !veths.is_empty() {
+                    (sources, Attribution::Full, "veth", names, None)
+                } else {
+                    let note = match s.mode_kind {
+                        ModeKind::None => {
+                            "network mode none: loopback only, no traffic leaves the container"
+                                .to_string()
+                        }
+                        _ => format!(
+                            "network {} (driver {}) gives the container no host-side interface; its traffic is not measured yet",
+                            s.network_mode,
+                            s.driver.as_deref().unwrap_or("unknown")
+                        ),
+                    };
+                    (sources, Attribution::None, "none", names, Some(note))
+                }
+            };
+            let track = self.tracks.get_mut(&s.id).expect("inserted above");
+            let mut d = delta(&track.sources, &sources, track_is_new);
+            if is_host && !track_is_new {
+                d.add(&track.account_closed(&sources, &listening, &mut closed));
+            }
+            track.totals.add(&d);
+            let dt = now.duration_since(track.at).as_secs_f64();
+            track.sources = sources;
+            track.at = now;
+            if track_is_new || dt <= 0.0 {
+                continue;
+            }
+            let (rx_bps, tx_bps, rx_pps, tx_pps, mean) = rates(&d, dt);
+            let t = track.totals;
+            live.insert(
+                s.id.clone(),
+                Live {
+                    rx_bps,
+                    tx_bps,
+                    rx_pps,
+                    tx_pps,
+                    mean_packet_bytes: mean,
+                    attributed,
+                    source: source.to_string(),
+                    interfaces,
+                    rx_bytes: t.rx_bytes,
+                    tx_bytes: t.tx_bytes,
+                    rx_packets: t.rx_packets,
+                    tx_packets: t.tx_packets,
+                    interval_s: dt,
+                    note,
+                },
+            );
+        }
+        shared.set_live(live);
+    }
+
+    /// The host's netns id for the container's namespace (kept for the container's life).
+    async fn nsid_for(&mut self, s: &Seen) -> Option<i32> {
+        if let Some(id) = self.tracks.get(&s.id).and_then(|t| t.nsid) {
+            return Some(id);
+        }
+        let f = std::fs::File::open(format!("/proc/{}/ns/net", s.pid)).ok()?;
+        let id = match self.netlink.netnsid(&f).await {
+            Ok(id) => id,
+            Err(e) => {
+                log::debug!("netns id of {}: {e}", s.name);
+                None
+            }
+        };
+        if let Some(t) = self.tracks.get_mut(&s.id) {
+            t.nsid = id;
+        }
+        id
+    }
+
+    /// Per host-mode container: its TCP sockets' counters keyed by socket cookie, and the
+    /// TCP ports it listens on.
+    async fn host_sockets(
+        &self,
+        seen: &[Seen],
+    ) -> HashMap<String, (HashMap<u64, Counters>, HashSet<u16>)> {
+        let host: Vec<(String, u32)> = seen
+            .iter()
+            .filter(|s| s.netns == self.host_netns)
+            .map(|s| (s.id.clone(), s.pid))
+            .collect();
+        if host.is_empty() {
+            return HashMap::new();
+        }
+        let cgroups = self.cgroups.clone();
+        smol::unblock(move || {
+            let socks = match sockdiag::tcp_counters() {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("{e}");
+                    return HashMap::new();
+                }
+            };
+            let listeners = sockdiag::listeners().unwrap_or_else(|e| {
+                log::debug!("{e}");
+                Vec::new()
+            });
+            let mut out = HashMap::new();
+            for (id, pid) in host {
+                let inodes: HashSet<u32> = procs::socket_inodes(&cgroups.container_pids(pid));
+                let mine: HashMap<u64, Counters> = socks
+                    .iter()
+                    .filter(|t| inodes.contains(&t.inode))
+                    .map(|t| (t.cookie, socket_counters(t)))
+                    .collect();
+                let ports: HashSet<u16> = listeners
+                    .iter()
+                    .filter(|l| l.protocol == "tcp" && inodes.contains(&l.inode))
+                    .map(|l| l.port)
+                    .collect();
+                out.insert(id, (mine, ports));
+            }
+            out
+        })
+        .await
+    }
+}
+
+/// The sampler task: one sample per `interval`, forever.
+pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
+    let interval = shared.config.daemon.sample_interval;
+    let mut sampler = match Sampler::new(netlink) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("live traffic disabled: cannot read our own network namespace: {e}");
+            return;
+        }
+    };
+    let mut next = Instant::now();
+    loop {
+        sampler.sample(&shared).await;
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (suspended, overloaded): skip the missed ticks.
+            next = now + interval;
+        }
+        async_io::Timer::at(next).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(rx: u64, tx: u64) -> Counters {
+        Counters {
+            rx_bytes: rx,
+            tx_bytes: tx,
+            rx_packets: rx / 100,
+            tx_packets: tx / 100,
+        }
+    }
+
+    #[test]
+    fn first_sample_only_sets_the_baseline() {
+        let cur = HashMap::from([(1, c(1000, 2000))]);
+        assert_eq!(delta(&HashMap::new(), &cur, true), Counters::default());
+    }
+
+    #[test]
+    fn growth_new_sources_and_resets() {
+        let prev = HashMap::from([(1, c(1000, 2000)), (2, c(500, 500))]);
+        // 1 grew, 2 was reset (recreated interface), 3 is new (a new socket).
+        let cur = HashMap::from([(1, c(1500, 2600)), (2, c(100, 0)), (3, c(300, 0))]);
+        let d = delta(&prev, &cur, false);
+        assert_eq!((d.rx_bytes, d.tx_bytes), (500 + 100 + 300, 600));
+    }
+
+    #[test]
+    fn rates_and_mean_packet_size() {
+        let d = Counters {
+            rx_bytes: 1_000_000,
+            tx_bytes: 0,
+            rx_packets: 1000,
+            tx_packets: 0,
+        };
+        let (rx_bps, tx_bps, rx_pps, _, mean) = rates(&d, 2.0);
+        assert_eq!(
+            (rx_bps, tx_bps, rx_pps, mean),
+            (4_000_000.0, 0.0, 500.0, Some(1000.0))
+        );
+        assert_eq!(rates(&Counters::default(), 1.0).4, None);
+    }
+}
