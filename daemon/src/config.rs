@@ -168,8 +168,20 @@ impl Config {
                 message,
             }
         };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| at(first_line(e.message()), e.span(), None))?;
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            // A syntax error about a key (a duplicate, ...) points at it: name it.
+            let key = e
+                .span()
+                .and_then(|s| text.get(s.start..))
+                .map(|rest| {
+                    rest.trim_start_matches('[')
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
+                        .collect::<String>()
+                })
+                .filter(|k| !k.is_empty());
+            at(first_line(e.message()), e.span(), key)
+        })?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut key = e.path().to_string();
             let inner = e.inner();
@@ -390,6 +402,13 @@ mod tests {
     fn relative_socket_is_refused() {
         let e = parse("[docker]\nsocket = \"docker.sock\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("docker.socket"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_key_is_named() {
+        let e = parse("[daemon]\nsample_interval = \"1s\"\nsample_interval = \"2s\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("sample_interval")), "{e}");
+        assert!(e.to_string().contains("duplicate"), "{e}");
     }
 
     #[test]

@@ -1,1 +1,471 @@
+//! Harness for netmode's end-to-end tests: the real Docker engine, the real `netmoded` and
+//! `advisor` binaries, real sockets and a real HTTP client. No part is mocked.
+//!
+//! Every test owns what it creates (containers named `nmt-...`, labelled `netmode-test`,
+//! temporary state directories) and removes it on drop, also when it fails. Tests need a
+//! Docker engine: when none answers they fail, they are never skipped.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use netmode_advisor::api;
+
+/// A unique name for something this test process creates.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The directory holding the freshly built `netmoded` and `advisor` (built once per test
+/// process, in the same profile as the tests).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "netmoded", "-p", "netmode-advisor", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building netmoded and advisor failed");
+        dir
+    })
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} missing after build", p.display());
+    p
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(&format!("netmode-{tag}")));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- Docker
+
+/// Run `docker ARGS`, panicking with its stderr if it fails.
+pub fn docker(args: &[&str]) -> String {
+    let out = docker_output(args);
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn docker_output(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI must be installed (apt-get install docker.io)")
+}
+
+/// Fail (never skip) when no Docker engine answers.
+pub fn require_docker() {
+    static OK: OnceLock<()> = OnceLock::new();
+    OK.get_or_init(|| {
+        let out = docker_output(&["version", "--format", "{{.Server.Version}}"]);
+        assert!(
+            out.status.success(),
+            "these tests need a running Docker engine: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// A tiny image made from this machine's static busybox (no registry needed): `sh`, `nc`,
+/// `sleep`, `cat`.
+pub fn busybox_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        require_docker();
+        let name = "netmode-test-busybox:1";
+        if docker_output(&["image", "inspect", name]).status.success() {
+            return name.to_string();
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static must be installed (apt-get install busybox-static)");
+        let tmp = TempDir::new("bbimg");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        for applet in ["sh", "nc", "sleep", "cat", "echo"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tar");
+        let out = Command::new("docker")
+            .args(["import", "-", name])
+            .stdin(tar.stdout.expect("tar stdout"))
+            .output()
+            .expect("docker import");
+        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+        name.to_string()
+    })
+}
+
+/// A container this test started; removed (with `-f`) on drop.
+pub struct Container {
+    pub name: String,
+    pub id: String,
+}
+
+impl Container {
+    /// `docker run -d --name <unique> --label netmode-test <extra...> <image> <cmd...>`.
+    pub fn run(prefix: &str, extra: &[&str], image: &str, cmd: &[&str]) -> Container {
+        let name = unique(&format!("nmt-{prefix}"));
+        let mut args = vec!["run", "-d", "--name", &name, "--label", "netmode-test=1"];
+        args.extend_from_slice(extra);
+        args.push(image);
+        args.extend_from_slice(cmd);
+        let id = docker(&args);
+        Container { name, id }
+    }
+
+    /// A busybox container that accepts TCP connections on `port` forever and discards
+    /// what it receives.
+    pub fn tcp_sink(prefix: &str, extra: &[&str], port: u16) -> Container {
+        let script = format!("while true; do nc -l -p {port} > /dev/null; done");
+        Container::run(prefix, extra, busybox_image(), &["sh", "-c", &script])
+    }
+
+    pub fn ip(&self) -> String {
+        docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &self.id])
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker_output(&["rm", "-f", &self.id]);
+    }
+}
+
+/// A TCP port free on the host right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Send bytes to `addr` for `duration` from a background thread (retrying the connection
+/// while the listener comes up). Returns the thread; its result is the number of bytes sent.
+pub fn stream_tcp(addr: String, duration: Duration) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + duration;
+        let buf = vec![0x5au8; 16 * 1024];
+        let mut sent = 0u64;
+        while Instant::now() < deadline {
+            let Ok(mut s) = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1)) else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
+            while Instant::now() < deadline {
+                match s.write(&buf) {
+                    Ok(n) => sent += n as u64,
+                    Err(_) => break,
+                }
+                // Keep it a steady stream, not a CPU hog on a 2-core machine.
+                if sent % (4 << 20) < buf.len() as u64 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+        sent
+    })
+}
+
+// ---------------------------------------------------------------- the daemon
+
+/// A `netmoded run` process with its own state directory and port; killed on drop. Its log
+/// is printed when the test is failing.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub endpoint: String,
+    log: PathBuf,
+}
+
+pub const FAST_SAMPLING: &str = "sample_interval = \"500ms\"";
+
+impl Daemon {
+    /// Start with `extra` appended to a config that sets the state directory and a free port.
+    /// `extra` must not repeat `[daemon]` keys other than through `daemon_keys`.
+    pub fn start(daemon_keys: &str, extra: &str) -> Daemon {
+        Daemon::start_with_env(daemon_keys, extra, &[])
+    }
+
+    pub fn start_with_env(daemon_keys: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = TempDir::new("daemon");
+        let state = dir.path().join("state");
+        let config = dir.path().join("netmoded.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\n{daemon_keys}\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("netmoded.log");
+        let child = Command::new(bin("netmoded"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("RUST_LOG", "netmoded=debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start netmoded");
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            endpoint: String::new(),
+            log,
+        };
+        let endpoint_file = state.join("endpoint");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&endpoint_file) {
+                d.endpoint = s.trim().to_string();
+                if http_get(&format!("{}/healthz", d.endpoint)).is_ok_and(|(code, _)| code == 200) {
+                    return d;
+                }
+            }
+            if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
+                panic!("netmoded exited early ({status}):\n{}", d.log_text());
+            }
+            assert!(Instant::now() < deadline, "netmoded did not come up:\n{}", d.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// `GET path` -> (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&format!("{}{path}", self.endpoint)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn status(&self) -> api::Status {
+        let (code, body) = self.get("/v1/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("status JSON: {e}\n{body}"))
+    }
+
+    /// Poll `/v1/status` until `f` returns `Some`, or panic after `timeout` with `what`.
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&api::Status) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if let Some(v) = f(&s) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status:\n{}",
+                serde_json::to_string_pretty(&s).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Run `advisor --endpoint <this> ARGS`.
+    pub fn advisor(&self, args: &[&str]) -> Output {
+        Command::new(bin("advisor"))
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .expect("run advisor")
+    }
+
+    /// SIGTERM, and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("netmoded did not stop within 20 s of SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- netmoded log ({}) ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// A plain HTTP GET with a real client (ureq), no proxy; non-2xx statuses are returned, not
+/// turned into errors.
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    http(url, "GET")
+}
+
+pub fn http(url: &str, method: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let resp = match method {
+        "POST" => agent.post(url).send_empty(),
+        "PUT" => agent.put(url).send_empty(),
+        "DELETE" => agent.delete(url).call(),
+        _ => agent.get(url).call(),
+    };
+    let mut resp = resp.map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    let mut body = String::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_string(&mut body)
+        .map_err(|e| e.to_string())?;
+    Ok((code, body))
+}
+
+/// The container named `name` in a status document.
+pub fn find<'a>(s: &'a api::Status, name: &str) -> Option<&'a api::Container> {
+    s.containers.iter().find(|c| c.name == name)
+}
+
+// ---------------------------------------------------------------- an engine that comes and goes
+
+/// A unix-socket proxy in front of the real Docker socket. Stopping it closes every
+/// connection through it, as an engine restart does; starting it again brings the engine
+/// "back" at the same path.
+pub struct DockerProxy {
+    pub path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DockerProxy {
+    pub fn start(path: &Path) -> DockerProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).expect("bind proxy socket");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<UnixStream>::new()));
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else { continue };
+                let mut list = conns2.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(engine.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                    (engine, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        DockerProxy {
+            path: path.to_path_buf(),
+            stop,
+            conns,
+            accept: Some(accept),
+        }
+    }
+
+    /// Close every connection and the listening socket.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

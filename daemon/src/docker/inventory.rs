@@ -148,7 +148,10 @@ pub fn record_from_inspect(
     };
 
     let mut ports = Vec::new();
-    if let Some(bindings) = host.and_then(|h| h.port_bindings.as_ref()) {
+    // The bindings in effect (with the host ports Docker picked for `-p 127.0.0.1::80`),
+    // else the ones asked for.
+    let actual = c.network_settings.as_ref().and_then(|n| n.ports.as_ref());
+    if let Some(bindings) = actual.or(host.and_then(|h| h.port_bindings.as_ref())) {
         for (spec, binds) in bindings {
             let Some((port, proto)) = parse_port_spec(spec) else {
                 continue;
@@ -254,7 +257,8 @@ mod tests {
                      "Labels": {"com.docker.compose.project": "gw", "netmode.policy": "host"}},
           "HostConfig": {"NetworkMode": "backend", "NanoCpus": 500000000, "Memory": 67108864,
                          "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}},
-          "NetworkSettings": {"Networks": {"backend": {"IPAddress": "172.20.0.2",
+          "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "81/tcp": null},
+                              "Networks": {"backend": {"IPAddress": "172.20.0.2",
                               "Aliases": ["api", "4f2a0c6d9e1b"], "Links": null}}}
         }"#;
         let c: ContainerInspectResponse = serde_json::from_str(json).unwrap();
