@@ -15,7 +15,11 @@ fn advisor(args: &[&str], endpoint_env: Option<&str>) -> Output {
 
 fn closed_port() -> u16 {
     // Bound then released: nothing listens there.
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]

@@ -406,8 +406,13 @@ mod tests {
 
     #[test]
     fn duplicate_key_is_named() {
-        let e = parse("[daemon]\nsample_interval = \"1s\"\nsample_interval = \"2s\"\n").unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("sample_interval")), "{e}");
+        let e =
+            parse("[daemon]\nsample_interval = \"1s\"\nsample_interval = \"2s\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("sample_interval")),
+            "{e}"
+        );
         assert!(e.to_string().contains("duplicate"), "{e}");
     }
 

@@ -32,14 +32,21 @@ fn the_shipped_example_config_is_valid() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(": ok"));
     // print-config prints that same file.
     let o = netmoded(&["print-config"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), std::fs::read_to_string(example).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(example).unwrap()
+    );
 }
 
 #[test]
 fn config_errors_name_key_and_line_and_exit_78() {
     let d = tmp("cfg");
     let f = d.join("bad.toml");
-    std::fs::write(&f, "[daemon]\nstate_dir = \"/tmp/x\"\n\n[http]\nlisten = \"127.0.0.1:9431\"\nlisen = \"x\"\n").unwrap();
+    std::fs::write(
+        &f,
+        "[daemon]\nstate_dir = \"/tmp/x\"\n\n[http]\nlisten = \"127.0.0.1:9431\"\nlisen = \"x\"\n",
+    )
+    .unwrap();
     let o = netmoded(&["check-config", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(78));
     let e = stderr(&o);
@@ -51,7 +58,10 @@ fn config_errors_name_key_and_line_and_exit_78() {
     let o = netmoded(&["--config", f.to_str().unwrap(), "run"]);
     assert_eq!(o.status.code(), Some(78));
     let e = stderr(&o);
-    assert!(e.contains(":2:") && e.contains("daemon.sample_interval") && e.contains("\"soon\""), "{e}");
+    assert!(
+        e.contains(":2:") && e.contains("daemon.sample_interval") && e.contains("\"soon\""),
+        "{e}"
+    );
 
     let o = netmoded(&["--config", d.join("absent.toml").to_str().unwrap(), "run"]);
     assert_eq!(o.status.code(), Some(78), "an explicit config must exist");
@@ -62,7 +72,10 @@ fn config_errors_name_key_and_line_and_exit_78() {
 #[test]
 fn a_non_unix_docker_host_is_a_config_error() {
     let o = Command::new(env!("CARGO_BIN_EXE_netmoded"))
-        .args(["check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/netmoded.example.toml")])
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/netmoded.example.toml"),
+        ])
         .env("DOCKER_HOST", "tcp://10.0.0.1:2375")
         .output()
         .unwrap();
@@ -105,12 +118,26 @@ fn one_daemon_per_state_directory_and_a_busy_port_is_reported() {
     let o = netmoded(&["--config", cfg.to_str().unwrap(), "run"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("in use by another netmoded") && e.contains(&first.id().to_string()), "{e}");
+    assert!(
+        e.contains("in use by another netmoded") && e.contains(&first.id().to_string()),
+        "{e}"
+    );
 
     // The first daemon's port is busy for a second one on another state directory.
-    let addr = std::fs::read_to_string(&endpoint).unwrap().trim().trim_start_matches("http://").to_string();
+    let addr = std::fs::read_to_string(&endpoint)
+        .unwrap()
+        .trim()
+        .trim_start_matches("http://")
+        .to_string();
     let cfg2 = d.join("c2.toml");
-    std::fs::write(&cfg2, format!("[daemon]\nstate_dir = \"{}\"\n[http]\nlisten = \"{addr}\"\n", d.join("state2").display())).unwrap();
+    std::fs::write(
+        &cfg2,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n[http]\nlisten = \"{addr}\"\n",
+            d.join("state2").display()
+        ),
+    )
+    .unwrap();
     let o = netmoded(&["--config", cfg2.to_str().unwrap(), "run"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);

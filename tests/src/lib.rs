@@ -18,7 +18,11 @@ pub use netmode_advisor::api;
 /// A unique name for something this test process creates.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The directory holding the freshly built `netmoded` and `advisor` (built once per test
@@ -28,10 +32,22 @@ pub fn bin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
-        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "netmoded", "-p", "netmode-advisor", "--bins"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "netmoded",
+            "-p",
+            "netmode-advisor",
+            "--bins",
+        ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -135,7 +151,11 @@ pub fn busybox_image() -> &'static str {
             .stdin(tar.stdout.expect("tar stdout"))
             .output()
             .expect("docker import");
-        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         name.to_string()
     })
 }
@@ -166,7 +186,12 @@ impl Container {
     }
 
     pub fn ip(&self) -> String {
-        docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &self.id])
+        docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &self.id,
+        ])
     }
 }
 
@@ -178,7 +203,11 @@ impl Drop for Container {
 
 /// A TCP port free on the host right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Send bytes to `addr` for `duration` from a background thread (retrying the connection
@@ -189,7 +218,9 @@ pub fn stream_tcp(addr: String, duration: Duration) -> std::thread::JoinHandle<u
         let buf = vec![0x5au8; 16 * 1024];
         let mut sent = 0u64;
         while Instant::now() < deadline {
-            let Ok(mut s) = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1)) else {
+            let Ok(mut s) =
+                TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1))
+            else {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             };
@@ -270,7 +301,11 @@ impl Daemon {
             if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
                 panic!("netmoded exited early ({status}):\n{}", d.log_text());
             }
-            assert!(Instant::now() < deadline, "netmoded did not come up:\n{}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "netmoded did not come up:\n{}",
+                d.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -295,7 +330,12 @@ impl Daemon {
     }
 
     /// Poll `/v1/status` until `f` returns `Some`, or panic after `timeout` with `what`.
-    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&api::Status) -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&api::Status) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.status();
@@ -332,7 +372,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("netmoded did not stop within 20 s of SIGTERM:\n{}", self.log_text());
+                panic!(
+                    "netmoded did not stop within 20 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -348,7 +391,10 @@ impl Daemon {
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 impl Drop for Daemon {
@@ -358,7 +404,11 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- netmoded log ({}) ----\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "---- netmoded log ({}) ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -423,7 +473,9 @@ impl DockerProxy {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else { continue };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    continue;
+                };
                 let mut list = conns2.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(engine.try_clone().unwrap());

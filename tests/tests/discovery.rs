@@ -21,12 +21,16 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
     let t2 = stream_tcp(format!("127.0.0.1:{host_port}"), Duration::from_secs(6));
 
     // Both are listed with the right modes, and their counters grow between two looks.
-    let first = daemon.wait_for("both containers with traffic", Duration::from_secs(20), |s| {
-        let b = find(s, &bridge.name)?;
-        let h = find(s, &host.name)?;
-        let (bl, hl) = (b.live.as_ref()?, h.live.as_ref()?);
-        (bl.rx_bytes > 0 && hl.rx_bytes > 0).then(|| (bl.rx_bytes, hl.rx_bytes))
-    });
+    let first = daemon.wait_for(
+        "both containers with traffic",
+        Duration::from_secs(20),
+        |s| {
+            let b = find(s, &bridge.name)?;
+            let h = find(s, &host.name)?;
+            let (bl, hl) = (b.live.as_ref()?, h.live.as_ref()?);
+            (bl.rx_bytes > 0 && hl.rx_bytes > 0).then(|| (bl.rx_bytes, hl.rx_bytes))
+        },
+    );
     let s = daemon.wait_for("counters to grow", Duration::from_secs(10), |s| {
         let b = find(s, &bridge.name)?.live.as_ref()?.rx_bytes;
         let h = find(s, &host.name)?.live.as_ref()?.rx_bytes;
@@ -42,7 +46,10 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
     let bl = b.live.as_ref().unwrap();
     assert_eq!(bl.attributed, Attribution::Full);
     assert_eq!(bl.source, "veth");
-    assert!(bl.interfaces.iter().all(|i| i.starts_with("veth")) && !bl.interfaces.is_empty(), "{bl:?}");
+    assert!(
+        bl.interfaces.iter().all(|i| i.starts_with("veth")) && !bl.interfaces.is_empty(),
+        "{bl:?}"
+    );
     assert!(bl.rx_bps > 0.0 && bl.rx_pps > 0.0, "{bl:?}");
     assert!(bl.mean_packet_bytes.is_some_and(|m| m > 40.0), "{bl:?}");
 
@@ -54,7 +61,10 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
     assert_eq!(hl.source, "sock_diag");
     assert!(hl.rx_bps > 0.0, "{hl:?}");
     let note = hl.note.as_deref().unwrap_or("");
-    assert!(note.contains("UDP") && note.contains("not seen"), "says plainly what it cannot see: {note}");
+    assert!(
+        note.contains("UDP") && note.contains("not seen"),
+        "says plainly what it cannot see: {note}"
+    );
 
     assert!(t1.join().unwrap() > 0 && t2.join().unwrap() > 0);
 
@@ -70,12 +80,19 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
     const N: usize = 20_000_000;
     send_exactly(&format!("{}:18000", bridge.ip()), N);
     send_exactly(&format!("127.0.0.1:{host_port}"), N);
-    let after = daemon.wait_for("the exact bytes to be counted", Duration::from_secs(10), |s| {
-        let (b, h) = quiet(s)?;
-        (b - before.0 >= N as u64 && h - before.1 >= N as u64).then_some((b, h))
-    });
+    let after = daemon.wait_for(
+        "the exact bytes to be counted",
+        Duration::from_secs(10),
+        |s| {
+            let (b, h) = quiet(s)?;
+            (b - before.0 >= N as u64 && h - before.1 >= N as u64).then_some((b, h))
+        },
+    );
     let (db, dh) = (after.0 - before.0, after.1 - before.1);
-    assert!(db <= N as u64 + N as u64 / 10, "bridge counted {db} for {N} bytes sent");
+    assert!(
+        db <= N as u64 + N as u64 / 10,
+        "bridge counted {db} for {N} bytes sent"
+    );
     assert!(dh <= N as u64 + 10, "host counted {dh} for {N} bytes sent");
 
     // The single-container endpoint, by name and by id prefix.
@@ -91,7 +108,10 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
     let (code, metrics) = daemon.get("/metrics");
     assert_eq!(code, 200);
     let line = |name: &str, c: &Container, mode: &str| {
-        format!("{name}{{container=\"{}\",network_mode=\"{mode}\"}} ", c.name)
+        format!(
+            "{name}{{container=\"{}\",network_mode=\"{mode}\"}} ",
+            c.name
+        )
     };
     for (c, mode) in [(&bridge, "bridge"), (&host, "host")] {
         let l = line("netmode_container_receive_bytes_total", c, mode);
@@ -108,10 +128,20 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
 
     // advisor status shows both, as a table and as the endpoint's JSON.
     let out = daemon.advisor(&["status"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    let row = |name: &str| table.lines().find(|l| l.starts_with(name)).map(str::to_string);
-    let brow = row(&bridge.name).unwrap_or_else(|| panic!("no row for {} in\n{table}", bridge.name));
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_string)
+    };
+    let brow =
+        row(&bridge.name).unwrap_or_else(|| panic!("no row for {} in\n{table}", bridge.name));
     let hrow = row(&host.name).unwrap_or_else(|| panic!("no row for {} in\n{table}", host.name));
     assert!(brow.split_whitespace().nth(1) == Some("bridge"), "{brow}");
     assert!(hrow.split_whitespace().nth(1) == Some("host"), "{hrow}");
@@ -124,14 +154,18 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
     // A stopped container leaves the list within two seconds.
     docker(&["kill", &bridge.id]);
     let stopped = Instant::now();
-    daemon.wait_for("the killed container to leave", Duration::from_secs(2), |s| {
-        find(s, &bridge.name).is_none().then_some(())
-    });
+    daemon.wait_for(
+        "the killed container to leave",
+        Duration::from_secs(2),
+        |s| find(s, &bridge.name).is_none().then_some(()),
+    );
     docker(&["stop", "-t", "1", &host.id]);
     let stopped_host = Instant::now();
-    daemon.wait_for("the stopped container to leave", Duration::from_secs(2), |s| {
-        find(s, &host.name).is_none().then_some(())
-    });
+    daemon.wait_for(
+        "the stopped container to leave",
+        Duration::from_secs(2),
+        |s| find(s, &host.name).is_none().then_some(()),
+    );
     eprintln!(
         "left the list {:?} after kill, {:?} after stop",
         stopped.elapsed(),
@@ -164,9 +198,24 @@ fn unknown_containers_and_endpoints_get_json_errors() {
 #[test]
 fn containers_started_before_the_daemon_and_renamed_ones_are_tracked() {
     require_docker();
-    let before = Container::tcp_sink("early", &["--cpus", "0.5", "-m", "64m", "-p", "127.0.0.1::18000", "-l", "netmode.policy=bridge"], 18000);
+    let before = Container::tcp_sink(
+        "early",
+        &[
+            "--cpus",
+            "0.5",
+            "-m",
+            "64m",
+            "-p",
+            "127.0.0.1::18000",
+            "-l",
+            "netmode.policy=bridge",
+        ],
+        18000,
+    );
     let daemon = Daemon::start(FAST_SAMPLING, "");
-    let c = daemon.wait_for("the early container", Duration::from_secs(10), |s| find(s, &before.name).cloned());
+    let c = daemon.wait_for("the early container", Duration::from_secs(10), |s| {
+        find(s, &before.name).cloned()
+    });
     assert_eq!(c.limits.cpus, Some(0.5));
     assert_eq!(c.limits.memory_bytes, Some(64 << 20));
     assert_eq!(c.policy_label.as_deref(), Some("bridge"));
@@ -184,15 +233,27 @@ fn containers_started_before_the_daemon_and_renamed_ones_are_tracked() {
     // A user-defined bridge network: still a veth, measured in full, attachments listed.
     let net = unique("nmt-net");
     docker(&["network", "create", "--label", "netmode-test=1", &net]);
-    let on_net = Container::tcp_sink("usernet", &["--network", &net, "--network-alias", "api"], 18000);
-    let c = daemon.wait_for("the container on a user network to be measured", Duration::from_secs(15), |s| {
-        let c = find(s, &on_net.name)?;
-        c.live.as_ref().map(|_| c.clone())
-    });
+    let on_net = Container::tcp_sink(
+        "usernet",
+        &["--network", &net, "--network-alias", "api"],
+        18000,
+    );
+    let c = daemon.wait_for(
+        "the container on a user network to be measured",
+        Duration::from_secs(15),
+        |s| {
+            let c = find(s, &on_net.name)?;
+            c.live.as_ref().map(|_| c.clone())
+        },
+    );
     assert_eq!(c.network_mode, net);
     assert_eq!(c.mode_kind, ModeKind::Bridge);
     assert_eq!(c.networks[0].driver.as_deref(), Some("bridge"));
-    assert!(c.networks[0].aliases.contains(&"api".to_string()), "{:?}", c.networks);
+    assert!(
+        c.networks[0].aliases.contains(&"api".to_string()),
+        "{:?}",
+        c.networks
+    );
     assert_eq!(c.live.unwrap().attributed, Attribution::Full);
     drop(on_net);
     let _ = docker_output(&["network", "rm", &net]);

@@ -13,7 +13,10 @@ fn engine_absent_then_present_then_restarting() {
     let sock = dir.path().join("docker.sock");
     let daemon = Daemon::start(
         FAST_SAMPLING,
-        &format!("[docker]\nsocket = \"{}\"\nreconnect_max_backoff = \"300ms\"\n", sock.display()),
+        &format!(
+            "[docker]\nsocket = \"{}\"\nreconnect_max_backoff = \"300ms\"\n",
+            sock.display()
+        ),
     );
 
     // No engine: still serving, and saying so.
@@ -22,7 +25,10 @@ fn engine_absent_then_present_then_restarting() {
     });
     assert_eq!(s.docker.endpoint, format!("unix://{}", sock.display()));
     let err = s.docker.error.unwrap_or_default();
-    assert!(err.contains(&sock.display().to_string()), "names the socket: {err}");
+    assert!(
+        err.contains(&sock.display().to_string()),
+        "names the socket: {err}"
+    );
     assert_eq!(daemon.get("/healthz").0, 200);
     let out = daemon.advisor(&["status"]);
     assert!(out.status.success());
@@ -67,8 +73,13 @@ fn docker_host_environment_variable_is_honoured() {
     let c = Container::tcp_sink("dockerhost", &[], 18000);
     let url = format!("unix://{}", sock.display());
     let daemon = Daemon::start_with_env(FAST_SAMPLING, "", &[("DOCKER_HOST", &url)]);
-    let s = daemon.wait_for("connected through DOCKER_HOST", Duration::from_secs(5), |s| {
-        (s.docker.state == DockerState::Connected && find(s, &c.name).is_some()).then(|| s.clone())
-    });
+    let s = daemon.wait_for(
+        "connected through DOCKER_HOST",
+        Duration::from_secs(5),
+        |s| {
+            (s.docker.state == DockerState::Connected && find(s, &c.name).is_some())
+                .then(|| s.clone())
+        },
+    );
     assert_eq!(s.docker.endpoint, url);
 }
