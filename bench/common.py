@@ -1,0 +1,225 @@
+"""Shared helpers of netmode's benchmarks: process-tree CPU and memory from /proc, the test
+busybox image, containers, the release binaries, HTTP timing. Standard library only."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+IMAGE = "netmode-test-busybox:1"
+LABEL = "netmode-bench=1"
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(args, check=check, text=True, capture_output=True, **kw)
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def release_bin(name):
+    """Build (if needed) and return a release binary of this workspace."""
+    sh("cargo", "build", "--release", "--quiet", "-p", "netmoded", "-p", "netmode-advisor", "--bins", cwd=ROOT)
+    return os.path.join(ROOT, "target", "release", name)
+
+
+def busybox_image():
+    if sh("docker", "image", "inspect", IMAGE, check=False).returncode == 0:
+        return IMAGE
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(f"{d}/bin")
+        os.makedirs(f"{d}/tmp")
+        sh("cp", "/bin/busybox", f"{d}/bin/busybox")
+        for a in ["sh", "nc", "sleep", "cat", "echo"]:
+            os.symlink("busybox", f"{d}/bin/{a}")
+        tar = subprocess.Popen(["tar", "-C", d, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", IMAGE], stdin=tar.stdout, check=True, capture_output=True)
+    return IMAGE
+
+
+def start_containers(n, prefix, host_every=4):
+    """n idle containers; every `host_every`-th in host mode, the rest in bridge mode."""
+    busybox_image()
+    ids = []
+    for i in range(n):
+        net = ["--network", "host"] if host_every and i % host_every == host_every - 1 else []
+        ids.append(sh("docker", "run", "-d", "--label", LABEL, "--name", f"{prefix}-{i}", *net,
+                      IMAGE, "sleep", "1000000").stdout.strip())
+    return ids
+
+
+def remove_benchmark_containers():
+    ids = sh("docker", "ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
+    if ids:
+        sh("docker", "rm", "-f", *ids, check=False)
+
+
+def tree(root):
+    """root and its descendants (scans /proc)."""
+    parent = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    parent[int(p)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    out, i = [root], 0
+    while i < len(out):
+        out += [c for c, pp in parent.items() if pp == out[i]]
+        i += 1
+    return out
+
+
+def cpu_seconds(pids):
+    """utime+stime of the processes, plus what their reaped children used."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def status_kib(pids, key):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class Footprint:
+    """Samples a process tree's RSS once a second and its CPU over a window."""
+
+    def __init__(self, pid, scrape_url=None, scrape_every=15):
+        self.pid = pid
+        self.scrape_url = scrape_url
+        self.scrape_every = scrape_every
+
+    def measure(self, window):
+        """Over `window` seconds; the scrape URL (if any) is fetched every `scrape_every`
+        seconds, as a Prometheus server would."""
+        pids = tree(self.pid)
+        c0, t0 = cpu_seconds(pids), time.monotonic()
+        rss = []
+        next_scrape = t0
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while time.monotonic() - t0 < window:
+            if self.scrape_url and time.monotonic() >= next_scrape:
+                with opener.open(self.scrape_url, timeout=30) as r:
+                    r.read()
+                next_scrape += self.scrape_every
+            time.sleep(1)
+            pids = tree(self.pid)
+            rss.append(status_kib(pids, "VmRSS"))
+        c1, t1 = cpu_seconds(pids), time.monotonic()
+        return {
+            "rss_kib_mean": statistics.mean(rss),
+            "rss_kib_max": max(rss),
+            "peak_rss_kib": status_kib(pids, "VmHWM"),
+            "cpu_percent_of_a_core": 100 * (c1 - c0) / (t1 - t0),
+            "cpu_seconds_per_hour": 3600 * (c1 - c0) / (t1 - t0),
+            "processes": len(pids),
+        }
+
+
+def wait_http(url, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                r.read()
+                return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout}s")
+
+
+def latency(url, n):
+    """n sequential GETs with a fresh connection each (as a fleet script does)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    times, size = [], 0
+    for _ in range(n):
+        t = time.perf_counter()
+        with opener.open(url, timeout=30) as r:
+            size = len(r.read())
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {"p50_ms": times[len(times) // 2], "p95_ms": times[int(len(times) * 0.95)],
+            "max_ms": times[-1], "bytes": size}
+
+
+def start_netmoded(state_dir, extra=""):
+    cfg = os.path.join(state_dir, "netmoded.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[daemon]\nstate_dir = "{state_dir}/state"\n[http]\nlisten = "127.0.0.1:0"\n{extra}\n')
+    p = subprocess.Popen([release_bin("netmoded"), "--config", cfg, "run"],
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(state_dir, "log"), "w"))
+    ep = os.path.join(state_dir, "state", "endpoint")
+    for _ in range(300):
+        if os.path.exists(ep):
+            break
+        time.sleep(0.1)
+    url = open(ep).read().strip()
+    wait_http(url + "/healthz")
+    return p, url
+
+
+def start_peer(name):
+    """A peer monitor started the same way as netmoded (foreground, by hand)."""
+    if name == "node-exporter":
+        exe = "/usr/bin/prometheus-node-exporter"
+        if not os.path.exists(exe):
+            return None
+        p = subprocess.Popen([exe, "--web.listen-address=127.0.0.1:19101"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = "http://127.0.0.1:19101/metrics"
+    elif name == "netdata":
+        exe = "/usr/sbin/netdata"
+        if not os.path.exists(exe):
+            return None
+        p = subprocess.Popen([exe, "-D", "-p", "19999"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = "http://127.0.0.1:19999/api/v1/allmetrics?format=prometheus"
+    else:
+        raise ValueError(name)
+    wait_http(url)
+    return p, url
+
+
+def stop(p):
+    p.terminate()
+    try:
+        p.wait(20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def report(title, rows, columns):
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
+    sys.stdout.flush()
+
+
+def dump_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
