@@ -21,6 +21,8 @@ pub struct Status {
     pub docker: DockerInfo,
     /// Running containers, sorted by name.
     pub containers: Vec<Container>,
+    /// The probe engine: what runs, what is next, the latest multi-container sweep.
+    pub probe: ProbeStatus,
 }
 
 /// Host-level figures, from `/proc/stat` and `/proc/softirqs`, over the last sample interval.
@@ -138,6 +140,9 @@ pub struct Container {
     pub policy_label: Option<String>,
     /// Live traffic; `null` until netmoded has two samples of this container.
     pub live: Option<Live>,
+    /// The latest probe of this container (what it gets in bridge and in host mode);
+    /// `null` until it has been probed.
+    pub probes: Option<ContainerProbes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +225,229 @@ pub struct Live {
     pub interval_s: f64,
     /// A plain statement of what is not seen, when something is not.
     pub note: Option<String>,
+}
+
+// ------------------------------------------------------------------ probes
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// Where a probe's sender runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeMode {
+    /// A probe container on the target's bridge network (Docker's default bridge for a
+    /// host-mode target), with the target's CPU and memory limits.
+    Bridge,
+    /// A probe container in host mode, with the target's limits.
+    Host,
+    /// From inside the target's own network namespace (a daemon thread; no CPU limits).
+    InPlace,
+}
+
+impl ProbeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeMode::Bridge => "bridge",
+            ProbeMode::Host => "host",
+            ProbeMode::InPlace => "in_place",
+        }
+    }
+}
+
+/// CPU cycles, instructions and IPC, or why they could not be counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerfCounts {
+    pub cycles: Option<u64>,
+    pub instructions: Option<u64>,
+    pub ipc: Option<f64>,
+    /// Set when the counts are `null`: the reason (no PMU, not permitted, ...).
+    pub unavailable: Option<String>,
+}
+
+impl PerfCounts {
+    pub fn unavailable(reason: impl Into<String>) -> PerfCounts {
+        PerfCounts {
+            unavailable: Some(reason.into()),
+            ..PerfCounts::default()
+        }
+    }
+}
+
+/// System counters of one probe cell (summed over its senders).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellCounters {
+    /// What the process counters cover, e.g. "probe container processes".
+    pub scope: String,
+    pub cpu_s: f64,
+    pub user_s: f64,
+    pub system_s: f64,
+    pub voluntary_context_switches: u64,
+    pub involuntary_context_switches: u64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    /// NET_RX / NET_TX softirqs raised on the whole host during the cell (softirqs cannot
+    /// be attributed to a process).
+    pub net_rx_softirqs: u64,
+    pub net_tx_softirqs: u64,
+    pub perf: PerfCounts,
+}
+
+/// One measurement: a mode, a protocol, a message size, a number of concurrent senders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeCell {
+    pub mode: ProbeMode,
+    pub protocol: Protocol,
+    /// Message size in bytes (TCP: bytes per write; UDP: datagram payload).
+    pub size: u32,
+    /// Concurrent senders (1 for a container probe; N in a sweep).
+    pub concurrency: u32,
+    /// Receiver-side goodput, bit/s (summed over concurrent senders); `null` if it failed.
+    pub goodput_bps: Option<f64>,
+    /// What the senders sent, bit/s.
+    pub sent_bps: Option<f64>,
+    /// UDP: fraction of datagrams lost (0..1).
+    pub loss: Option<f64>,
+    pub duration_s: f64,
+    pub counters: Option<CellCounters>,
+    pub error: Option<String>,
+}
+
+/// The container a probe was about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeTarget {
+    pub id: String,
+    pub name: String,
+    pub network_mode: String,
+    /// The network the bridge probe ran on.
+    pub bridge_network: String,
+    pub limits: Limits,
+}
+
+/// Probe results of one container in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerProbe {
+    pub target: ProbeTarget,
+    pub cells: Vec<ProbeCell>,
+    /// Set when the cells were measured once for several containers with the same network
+    /// and limits: the container they were measured for.
+    pub measured_for: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The latest probe of a container, as `/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerProbes {
+    pub run_id: String,
+    pub finished_at_ms: u64,
+    pub bridge: Vec<ProbeCell>,
+    pub host: Vec<ProbeCell>,
+    pub in_place: Vec<ProbeCell>,
+    pub measured_for: Option<String>,
+}
+
+/// Aggregate goodput of 1..N concurrent probe containers per mode (the study's
+/// multi-container experiment) and the measured crossover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub protocol: Protocol,
+    pub size: u32,
+    /// Limits every sweep container ran with.
+    pub limits: Limits,
+    /// One cell per mode and concurrency.
+    pub cells: Vec<ProbeCell>,
+    /// The smallest N at which host mode's aggregate goodput exceeds bridge mode's;
+    /// `null` if it never did up to the largest N measured.
+    pub crossover: Option<u32>,
+    pub max_concurrency: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Aborted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+}
+
+/// One probe run: some containers, and/or a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRun {
+    pub id: String,
+    pub trigger: Trigger,
+    pub state: RunState,
+    pub queued_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    /// Where the traffic went, e.g. `local 198.18.78.2:5291` or `iperf3://10.0.0.5:5201`.
+    pub sink: Option<String>,
+    /// Seconds each cell sent for.
+    pub cell_duration_s: f64,
+    pub containers: Vec<ContainerProbe>,
+    pub sweep: Option<Sweep>,
+    pub error: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// `POST /v1/probes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    /// Container name or id to probe.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Also run the multi-container sweep (alone if no container is given).
+    #[serde(default)]
+    pub sweep: bool,
+}
+
+/// `GET /v1/probes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeList {
+    pub running: Option<ProbeRun>,
+    pub queued: Vec<ProbeRun>,
+    /// Finished runs, newest first.
+    pub runs: Vec<ProbeRun>,
+}
+
+/// The probe engine's state in `/v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// Periodic probing on (manual probes work either way).
+    pub enabled: bool,
+    /// Where probe traffic goes; `null` while the sink is not ready.
+    pub sink: Option<String>,
+    /// Why probing cannot run at all, if it cannot (e.g. the sink could not be built).
+    pub error: Option<String>,
+    pub running: Option<String>,
+    pub queued: u32,
+    pub next_run_at_ms: Option<u64>,
+    /// Why the last scheduled run was skipped or postponed.
+    pub last_skip: Option<String>,
+    /// The latest multi-container sweep.
+    pub sweep: Option<Sweep>,
 }
 
 /// `GET /healthz`.

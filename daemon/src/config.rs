@@ -6,10 +6,11 @@
 //! `Config::default()`). Unknown keys and bad values are errors naming file, line and key.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use netmode_advisor::api::Protocol;
 use serde::{Deserialize, Deserializer};
 
 /// The commented example configuration, embedded: the daemon's defaults.
@@ -25,6 +26,7 @@ pub struct Config {
     pub daemon: Daemon,
     pub http: Http,
     pub docker: Docker,
+    pub probe: Probe,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -61,6 +63,132 @@ pub struct Docker {
     pub reconnect_max_backoff: Duration,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probe {
+    /// Periodic probing (`advisor probe` works either way).
+    pub enabled: bool,
+    /// Time between the starts of two scheduled runs (at least; see max_duty_cycle).
+    #[serde(deserialize_with = "probe_interval")]
+    pub interval: Duration,
+    /// How long each cell sends.
+    #[serde(deserialize_with = "cell_duration")]
+    pub duration: Duration,
+    #[serde(deserialize_with = "protocols")]
+    pub protocols: Vec<Protocol>,
+    #[serde(deserialize_with = "sizes")]
+    pub sizes: Vec<u32>,
+    /// Cap per sender, bit/s; `None`: as fast as it goes.
+    #[serde(deserialize_with = "optional_rate")]
+    pub rate: Option<u64>,
+    /// Also probe bridge-mode containers from inside their own namespace.
+    pub in_place: bool,
+    /// `None`: the local sink; else `netmode://HOST:PORT` or `iperf3://HOST:PORT`.
+    #[serde(deserialize_with = "probe_target")]
+    pub target: Option<String>,
+    #[serde(deserialize_with = "sink_subnet")]
+    pub sink_subnet: SinkSubnet,
+    #[serde(deserialize_with = "port")]
+    pub sink_port: u16,
+    /// Largest N of the multi-container sweep; 0: CPU count + 1.
+    #[serde(deserialize_with = "concurrency")]
+    pub max_concurrency: u32,
+    pub sweep_protocol: Protocol,
+    #[serde(deserialize_with = "size")]
+    pub sweep_size: u32,
+    /// Fraction of wall time probing may take (0..1].
+    #[serde(deserialize_with = "fraction")]
+    pub max_duty_cycle: f64,
+    /// Postpone a scheduled run while the containers' live traffic is above this (bit/s).
+    #[serde(deserialize_with = "rate")]
+    pub skip_above_traffic: u64,
+    /// ... or while the host's CPU utilisation is above this (0..1].
+    #[serde(deserialize_with = "fraction")]
+    pub skip_above_cpu: f64,
+    /// How long a postponed run waits before trying again.
+    #[serde(deserialize_with = "retry_after")]
+    pub retry_after: Duration,
+    /// Probe runs kept in `<state_dir>/probes.jsonl`.
+    #[serde(deserialize_with = "history")]
+    pub history: usize,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            enabled: true,
+            interval: Duration::from_secs(30 * 60),
+            duration: Duration::from_secs(3),
+            protocols: vec![Protocol::Tcp, Protocol::Udp],
+            sizes: vec![64, 1024],
+            rate: None,
+            in_place: true,
+            target: None,
+            sink_subnet: "198.18.78.0/30".parse().expect("valid default"),
+            sink_port: 5291,
+            max_concurrency: 0,
+            sweep_protocol: Protocol::Tcp,
+            sweep_size: 64,
+            max_duty_cycle: 0.05,
+            skip_above_traffic: 50_000_000,
+            skip_above_cpu: 0.5,
+            retry_after: Duration::from_secs(5 * 60),
+            history: 200,
+        }
+    }
+}
+
+impl Probe {
+    /// The sweep's largest N on a host with `cpus` CPUs.
+    pub fn sweep_max(&self, cpus: u32) -> u32 {
+        if self.max_concurrency == 0 {
+            cpus + 1
+        } else {
+            self.max_concurrency
+        }
+    }
+}
+
+/// The local sink's subnet: the host side takes the first address, the sink the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkSubnet {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl SinkSubnet {
+    pub fn host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+    pub fn sink_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 2)
+    }
+}
+
+impl std::str::FromStr for SinkSubnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid subnet {s:?}: expected an IPv4 network like \"198.18.78.0/30\" (prefix 8..30)");
+        let (ip, len) = s.split_once('/').ok_or_else(bad)?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+        let prefix: u8 = len.parse().map_err(|_| bad())?;
+        if !(8..=30).contains(&prefix) {
+            return Err(bad());
+        }
+        let mask = u32::MAX << (32 - prefix);
+        if u32::from(ip) & !mask != 0 {
+            return Err(format!("invalid subnet {s:?}: {ip} is not the network address of a /{prefix}"));
+        }
+        Ok(SinkSubnet { network: ip, prefix })
+    }
+}
+
+impl fmt::Display for SinkSubnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 impl Default for Daemon {
     fn default() -> Self {
         Daemon {
@@ -94,6 +222,7 @@ impl Default for Config {
             daemon: Daemon::default(),
             http: Http::default(),
             docker: Docker::default(),
+            probe: Probe::default(),
         }
     }
 }
@@ -288,6 +417,121 @@ fn reconnect_backoff<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
     duration_in(d, Duration::from_millis(100), Duration::from_secs(3600))
 }
 
+fn probe_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::from_secs(10), Duration::from_secs(7 * 24 * 3600))
+}
+
+fn cell_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::from_millis(200), Duration::from_secs(60))
+}
+
+fn retry_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+}
+
+fn protocols<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Protocol>, D::Error> {
+    use serde::de::Error;
+    let v = Vec::<Protocol>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(D::Error::custom("expected at least one of \"tcp\", \"udp\""));
+    }
+    Ok(v)
+}
+
+/// Message sizes: 16 bytes (a UDP probe's header) up to 65000.
+fn check_size<E: serde::de::Error>(v: u32) -> Result<u32, E> {
+    if !(16..=65_000).contains(&v) {
+        return Err(E::custom(format!("message size {v} is out of range: expected 16..65000 bytes")));
+    }
+    Ok(v)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    check_size(u32::deserialize(d)?)
+}
+
+fn sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    use serde::de::Error;
+    let v = Vec::<u32>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(D::Error::custom("expected at least one message size, like [64, 1024]"));
+    }
+    v.into_iter().map(check_size).collect()
+}
+
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    parse_rate(&String::deserialize(d)?).map_err(D::Error::custom)
+}
+
+fn optional_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_rate(&s).map(Some).map_err(D::Error::custom)
+}
+
+fn probe_target<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let ok = ["netmode://", "iperf3://"]
+        .iter()
+        .any(|p| t.strip_prefix(p).is_some_and(|rest| rest.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok())));
+    if !ok {
+        return Err(D::Error::custom(format!(
+            "invalid target {t:?}: expected \"\" (the local sink), \"netmode://HOST:PORT\" or \"iperf3://HOST:PORT\""
+        )));
+    }
+    Ok(Some(t.to_string()))
+}
+
+fn sink_subnet<'de, D: Deserializer<'de>>(d: D) -> Result<SinkSubnet, D::Error> {
+    use serde::de::Error;
+    String::deserialize(d)?.parse().map_err(D::Error::custom)
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    use serde::de::Error;
+    let v = u64::deserialize(d)?;
+    u16::try_from(v)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| D::Error::custom(format!("port {v} is out of range: expected 1..65535")))
+}
+
+fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let v = u32::deserialize(d)?;
+    if v > 32 {
+        return Err(D::Error::custom(format!("{v} is out of range: expected 0 (CPU count + 1) .. 32")));
+    }
+    Ok(v)
+}
+
+fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::de::Error;
+    let v = f64::deserialize(d)?;
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(D::Error::custom(format!("{v} is out of range: expected a fraction in (0, 1]")));
+    }
+    Ok(v)
+}
+
+fn history<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    use serde::de::Error;
+    let v = u64::deserialize(d)?;
+    if !(1..=10_000).contains(&v) {
+        return Err(D::Error::custom(format!("{v} is out of range: expected 1..10000 runs")));
+    }
+    Ok(v as usize)
+}
+
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     use serde::de::Error;
     let s = String::deserialize(d)?;
@@ -308,6 +552,28 @@ fn docker_socket<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::
         )));
     }
     Ok(Some(PathBuf::from(p)))
+}
+
+/// A bit rate: `"20Mbit"`, `"500kbit"`, `"1.5Gbit"`, or a plain number of bit/s.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let lower = lower.trim_end_matches("/s").trim_end_matches("ps");
+    let (num, mult) = if let Some(n) = lower.strip_suffix("gbit") {
+        (n, 1e9)
+    } else if let Some(n) = lower.strip_suffix("mbit") {
+        (n, 1e6)
+    } else if let Some(n) = lower.strip_suffix("kbit") {
+        (n, 1e3)
+    } else if let Some(n) = lower.strip_suffix("bit") {
+        (n, 1.0)
+    } else {
+        (lower, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * mult) as u64),
+        _ => Err(format!("invalid rate {t:?}: write it like \"20Mbit\", \"500kbit\" or a number of bit/s")),
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +680,39 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn probe_values_are_checked_with_key_and_line() {
+        let e = parse("[probe]\nsizes = [64, 8]\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("probe.sizes")), "{e}");
+        assert!(e.to_string().contains("16..65000"), "{e}");
+        let e = parse("[probe]\nprotocols = [\"icmp\"]\n").unwrap_err();
+        assert!(e.key.as_deref().is_some_and(|k| k.starts_with("probe.protocols")), "{e}");
+        assert!(e.to_string().contains("icmp"), "{e}");
+        let e = parse("[probe]\n\ntarget = \"10.0.0.5:5201\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("probe.target")), "{e}");
+        let e = parse("[probe]\nsink_subnet = \"198.18.78.1/30\"\n").unwrap_err();
+        assert!(e.to_string().contains("not the network address"), "{e}");
+        let e = parse("[probe]\nduration = \"2m\"\n").unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let e = parse("[probe]\nmax_duty_cycle = 0\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("probe.max_duty_cycle"), "{e}");
+        let c = parse("[probe]\ntarget = \"iperf3://gw-upstream:5201\"\nrate = \"20Mbit\"\n").unwrap();
+        assert_eq!(c.probe.target.as_deref(), Some("iperf3://gw-upstream:5201"));
+        assert_eq!(c.probe.rate, Some(20_000_000));
+        let s: SinkSubnet = "10.99.0.0/30".parse().unwrap();
+        assert_eq!((s.host_ip().to_string(), s.sink_ip().to_string()), ("10.99.0.1".into(), "10.99.0.2".into()));
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("20Mbit"), Ok(20_000_000));
+        assert_eq!(parse_rate("1.5Gbit/s"), Ok(1_500_000_000));
+        assert_eq!(parse_rate("500kbit"), Ok(500_000));
+        assert_eq!(parse_rate("64000"), Ok(64_000));
+        assert!(parse_rate("fast").unwrap_err().contains("invalid rate"));
+        assert!(parse_rate("-3Mbit").is_err());
     }
 
     #[test]

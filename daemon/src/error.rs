@@ -32,6 +32,9 @@ pub enum Error {
     #[error("netlink: {what}: {reason}")]
     Netlink { what: &'static str, reason: String },
 
+    #[error("probe: {0}")]
+    Probe(String),
+
     #[error("{0}")]
     Usage(String),
 }

@@ -13,6 +13,7 @@ mod http;
 mod live;
 mod metrics;
 mod netlink;
+mod probe;
 mod rt;
 mod state;
 mod state_dir;

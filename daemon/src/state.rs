@@ -160,6 +160,7 @@ impl Shared {
             host: self.host(),
             docker: self.docker(),
             containers,
+            probe: api::ProbeStatus::default(),
         }
     }
 

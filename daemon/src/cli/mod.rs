@@ -2,6 +2,8 @@
 
 mod check_config;
 mod run;
+mod send;
+mod sink;
 
 use std::path::PathBuf;
 
@@ -15,6 +17,11 @@ commands:
                        exists, else the embedded defaults)
   check-config PATH    validate a configuration file and exit (78 if invalid)
   print-config         print the embedded default configuration (every key, commented)
+  sink --listen ADDR   receive probe traffic on ADDR (TCP and UDP), for an upstream host;
+                       probe.target = \"netmode://ADDR\" sends probes there
+  send --target URL    send one probe stream and print what the receiver got:
+         [--protocol tcp|udp] [--size BYTES] [--duration 3s] [--rate 20Mbit] [--json]
+         URL is netmode://HOST:PORT (a netmoded sink) or iperf3://HOST:PORT (iperf3 -s)
 
 options:
   --config PATH        configuration file (must exist when given)
@@ -31,6 +38,8 @@ pub struct Args {
     pub command: String,
     pub operands: Vec<String>,
     pub config: Option<PathBuf>,
+    pub send: send::Options,
+    pub listen: Option<String>,
 }
 
 fn usage(m: impl std::fmt::Display) -> Error {
@@ -43,6 +52,11 @@ fn parse() -> Result<Option<Args>> {
     let mut command = None;
     let mut operands = Vec::new();
     let mut config = None;
+    let mut send = send::Options::default();
+    let mut listen = None;
+    let text = |p: &mut lexopt::Parser| -> Result<String> {
+        p.value().map_err(usage)?.string().map_err(usage)
+    };
     while let Some(arg) = p.next().map_err(usage)? {
         match arg {
             Short('h') | Long("help") => {
@@ -54,6 +68,43 @@ fn parse() -> Result<Option<Args>> {
                 return Ok(None);
             }
             Long("config") => config = Some(PathBuf::from(p.value().map_err(usage)?)),
+            Long("listen") => listen = Some(text(&mut p)?),
+            Long("target") => send.target = Some(text(&mut p)?),
+            Long("protocol") => {
+                send.protocol = match text(&mut p)?.as_str() {
+                    "tcp" => netmode_advisor::api::Protocol::Tcp,
+                    "udp" => netmode_advisor::api::Protocol::Udp,
+                    other => return Err(usage(format!("--protocol {other:?}: tcp or udp"))),
+                }
+            }
+            Long("size") => {
+                let v = text(&mut p)?;
+                send.size = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=65_000).contains(s))
+                    .ok_or_else(|| usage(format!("--size {v:?}: bytes, 1..65000")))?;
+            }
+            Long("duration") => {
+                let v = text(&mut p)?;
+                send.duration = humantime::parse_duration(&v)
+                    .ok()
+                    .filter(|d| !d.is_zero() && d.as_secs() <= 3600)
+                    .ok_or_else(|| usage(format!("--duration {v:?}: like 3s, up to 1h")))?;
+            }
+            Long("rate") => send.rate_bps = Some(crate::config::parse_rate(&text(&mut p)?).map_err(usage)?),
+            Long("session") => {
+                let v = text(&mut p)?;
+                send.session = Some(v.parse().map_err(|_| usage(format!("--session {v:?}: a number")))?);
+            }
+            Long("wait-go") => {
+                let v = text(&mut p)?;
+                send.wait_go = Some(
+                    humantime::parse_duration(&v).map_err(|e| usage(format!("--wait-go {v:?}: {e}")))?,
+                );
+            }
+            Long("json") => send.json = true,
+            Long("perf") => send.perf = true,
             Value(v) => {
                 let v = v.string().map_err(usage)?;
                 if command.is_none() {
@@ -70,6 +121,8 @@ fn parse() -> Result<Option<Args>> {
         command,
         operands,
         config,
+        send,
+        listen,
     }))
 }
 
@@ -97,6 +150,15 @@ pub fn main() -> Result<()> {
             },
             _ => Err(usage("check-config expects one PATH")),
         },
+        "send" => {
+            no_operands(&args)?;
+            send::run(args.send)
+        }
+        "sink" => {
+            no_operands(&args)?;
+            let listen = args.listen.ok_or_else(|| usage("sink needs --listen IP:PORT"))?;
+            sink::run(&listen)
+        }
         "print-config" => {
             no_operands(&args)?;
             print!("{}", crate::config::EXAMPLE);

@@ -201,6 +201,7 @@ pub fn record_from_inspect(
             compose,
             policy_label: label("netmode.policy"),
             live: None,
+            probes: None,
         },
         started_ns,
     })

@@ -1,0 +1,272 @@
+//! A client for a stock iperf3 server (`iperf3 -s`), so users can point probes at servers they
+//! already run. One stream, TCP or UDP, `len` = the message size; the receiver-side figures
+//! come from the server's own results.
+//!
+//! The protocol: a control connection that starts with a 37-byte cookie; the server drives
+//! the client through signed one-byte states; JSON messages are prefixed with a 4-byte
+//! big-endian length. Data streams open with the cookie (TCP) or a 4-byte hello answered by
+//! the server (UDP). UDP datagrams carry seconds, microseconds and a packet count (from 1),
+//! big-endian. At the end the client sends its results first, then reads the server's.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use netmode_advisor::api::Protocol;
+use serde_json::{Value, json};
+
+use super::sender::{tcp_stream, udp_socket, udp_stream};
+use super::{Outcome, SendSpec};
+
+const COOKIE_LEN: usize = 37;
+const TEST_START: i8 = 1;
+const TEST_RUNNING: i8 = 2;
+const TEST_END: i8 = 4;
+const PARAM_EXCHANGE: i8 = 9;
+const CREATE_STREAMS: i8 = 10;
+const SERVER_TERMINATE: i8 = 11;
+const EXCHANGE_RESULTS: i8 = 13;
+const DISPLAY_RESULTS: i8 = 14;
+const IPERF_DONE: i8 = 16;
+const ACCESS_DENIED: i8 = -1;
+const SERVER_ERROR: i8 = -2;
+/// The UDP stream hello, as bytes on the wire.
+const UDP_HELLO: &[u8; 4] = b"9876";
+/// Largest JSON message accepted from the server.
+const MAX_JSON: u32 = 1 << 20;
+/// iperf3's UDP header: sec, usec, 32-bit packet count.
+const UDP_HEADER: usize = 12;
+
+fn cookie(session: u32) -> [u8; COOKIE_LEN] {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut c = [0u8; COOKIE_LEN];
+    let mut x = session as u64 ^ 0x2545_f491_4f6c_dd1d ^ super::new_session() as u64;
+    for b in c.iter_mut().take(COOKIE_LEN - 1) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = ALPHABET[(x % 32) as usize];
+    }
+    c
+}
+
+fn state_name(s: i8) -> String {
+    match s {
+        ACCESS_DENIED => "ACCESS_DENIED (the server is busy with another test)".into(),
+        SERVER_ERROR => "SERVER_ERROR".into(),
+        SERVER_TERMINATE => "SERVER_TERMINATE".into(),
+        other => format!("state {other}"),
+    }
+}
+
+fn read_state(c: &mut TcpStream) -> io::Result<i8> {
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b)?;
+    Ok(b[0] as i8)
+}
+
+fn expect(c: &mut TcpStream, want: i8, what: &str) -> Result<(), String> {
+    let got = read_state(c).map_err(|e| format!("iperf3 control connection, waiting for {what}: {e}"))?;
+    if got == want {
+        return Ok(());
+    }
+    if got == SERVER_ERROR {
+        let mut codes = [0u8; 8];
+        if c.read_exact(&mut codes).is_ok() {
+            let i_errno = i32::from_be_bytes(codes[..4].try_into().unwrap());
+            let errno = i32::from_be_bytes(codes[4..].try_into().unwrap());
+            return Err(format!(
+                "iperf3 server error while waiting for {what} (iperf error {i_errno}, errno {errno}: {})",
+                io::Error::from_raw_os_error(errno)
+            ));
+        }
+    }
+    Err(format!("iperf3 server sent {} while netmode waited for {what}", state_name(got)))
+}
+
+fn write_json(c: &mut TcpStream, v: &Value) -> io::Result<()> {
+    let body = serde_json::to_vec(v).map_err(io::Error::other)?;
+    c.write_all(&(body.len() as u32).to_be_bytes())?;
+    c.write_all(&body)
+}
+
+fn read_json(c: &mut TcpStream) -> Result<Value, String> {
+    let mut len = [0u8; 4];
+    c.read_exact(&mut len).map_err(|e| format!("iperf3 results: {e}"))?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_JSON {
+        return Err(format!("iperf3 results of {len} bytes refused"));
+    }
+    let mut body = vec![0u8; len as usize];
+    c.read_exact(&mut body).map_err(|e| format!("iperf3 results: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("iperf3 results are not JSON: {e}"))
+}
+
+pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
+    let addr = spec.target.addr();
+    if spec.protocol == Protocol::Udp && spec.size < UDP_HEADER {
+        return Err(format!("UDP message size must be at least {UDP_HEADER} bytes (iperf3's header)"));
+    }
+    let ctx = |e: io::Error| format!("iperf3 server {addr}: {e}");
+    let mut ctrl = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(ctx)?;
+    ctrl.set_read_timeout(Some(Duration::from_secs(15))).map_err(ctx)?;
+    let _ = ctrl.set_nodelay(true);
+    let cookie = cookie(spec.session);
+    ctrl.write_all(&cookie).map_err(ctx)?;
+    expect(&mut ctrl, PARAM_EXCHANGE, "PARAM_EXCHANGE")?;
+
+    let udp = spec.protocol == Protocol::Udp;
+    let mut params = json!({
+        "omit": 0,
+        "time": spec.duration.as_secs_f64().ceil().max(1.0) as u64,
+        "num": 0,
+        "blockcount": 0,
+        "parallel": 1,
+        "len": spec.size,
+        "pacing_timer": 1000,
+        "client_version": "3.12",
+    });
+    if udp {
+        params["udp"] = json!(true);
+        // 0: unlimited (`-b 0`); the server does not pace, the client does.
+        params["bandwidth"] = json!(spec.rate_bps.unwrap_or(0));
+    } else {
+        params["tcp"] = json!(true);
+    }
+    write_json(&mut ctrl, &params).map_err(ctx)?;
+    expect(&mut ctrl, CREATE_STREAMS, "CREATE_STREAMS")?;
+
+    enum Data {
+        Tcp(TcpStream),
+        Udp(std::net::UdpSocket),
+    }
+    let data = if udp {
+        let s = udp_socket(addr).map_err(ctx)?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(ctx)?;
+        s.send(UDP_HELLO).map_err(ctx)?;
+        let mut reply = [0u8; 4];
+        s.recv(&mut reply).map_err(|e| format!("iperf3 server {addr}: no answer to the UDP stream hello: {e}"))?;
+        Data::Udp(s)
+    } else {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(ctx)?;
+        s.write_all(&cookie).map_err(ctx)?;
+        Data::Tcp(s)
+    };
+    expect(&mut ctrl, TEST_START, "TEST_START")?;
+    expect(&mut ctrl, TEST_RUNNING, "TEST_RUNNING")?;
+
+    let mut out = match &data {
+        Data::Tcp(s) => {
+            let mut s = s.try_clone().map_err(ctx)?;
+            tcp_stream(&mut s, spec)
+        }
+        Data::Udp(s) => udp_stream(s, spec, UDP_HEADER, |buf, seq| {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            buf[..4].copy_from_slice(&(now.as_secs() as u32).to_be_bytes());
+            buf[4..8].copy_from_slice(&now.subsec_micros().to_be_bytes());
+            buf[8..12].copy_from_slice(&((seq + 1) as u32).to_be_bytes());
+        }),
+    }
+    .map_err(|e| format!("sending to iperf3 server {addr}: {e}"))?;
+
+    // TEST_END goes out before the data streams close.
+    ctrl.write_all(&[TEST_END as u8]).map_err(ctx)?;
+    expect(&mut ctrl, EXCHANGE_RESULTS, "EXCHANGE_RESULTS")?;
+    let mine = json!({
+        "cpu_util_total": 0.0,
+        "cpu_util_user": 0.0,
+        "cpu_util_system": 0.0,
+        "sender_has_retransmits": -1,
+        "streams": [{
+            "id": 1,
+            "bytes": out.sent_bytes,
+            "retransmits": -1,
+            "jitter": 0.0,
+            "errors": 0,
+            "packets": out.sent_messages,
+            "start_time": 0.0,
+            "end_time": out.elapsed_s,
+        }],
+    });
+    write_json(&mut ctrl, &mine).map_err(ctx)?;
+    let theirs = read_json(&mut ctrl)?;
+    expect(&mut ctrl, DISPLAY_RESULTS, "DISPLAY_RESULTS")?;
+    let _ = ctrl.write_all(&[IPERF_DONE as u8]);
+    drop(data);
+
+    let stream = theirs["streams"]
+        .get(0)
+        .ok_or_else(|| format!("iperf3 server results without streams: {theirs}"))?;
+    let num = |k: &str| stream[k].as_f64();
+    out.received_bytes = num("bytes").ok_or("iperf3 server results without bytes")? as u64;
+    out.received_active_s = match (num("start_time"), num("end_time")) {
+        (Some(s), Some(e)) if e > s => e - s,
+        _ => out.elapsed_s,
+    };
+    if udp {
+        let (errors, packets) = (num("errors").unwrap_or(0.0), num("packets").unwrap_or(0.0));
+        out.loss = (packets > 0.0).then(|| (errors / packets).clamp(0.0, 1.0));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SendSpec, Target};
+    use super::*;
+
+    #[test]
+    fn cookies_are_36_characters_of_the_iperf3_alphabet() {
+        let c = cookie(42);
+        assert_eq!(c[36], 0);
+        assert!(c[..36].iter().all(|b| b"abcdefghijklmnopqrstuvwxyz234567".contains(b)));
+        assert_ne!(cookie(42)[..36], cookie(43)[..36]);
+    }
+
+    /// Against the real iperf3 server from Debian's package (installed by tests/run).
+    #[test]
+    fn speaks_to_a_real_iperf3_server() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = std::process::Command::new("iperf3")
+            .args(["-s", "-B", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3 must be installed (apt-get install iperf3)");
+        let target = Target::Iperf3(format!("127.0.0.1:{port}").parse().unwrap());
+        let probe = |protocol, size| {
+            for _ in 0..50 {
+                let r = run(&SendSpec {
+                    target,
+                    protocol,
+                    size,
+                    duration: Duration::from_millis(1200),
+                    rate_bps: None,
+                    session: 1,
+                });
+                if r.as_ref().is_err_and(|e| e.contains("refused")) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                return r;
+            }
+            Err("iperf3 never listened".into())
+        };
+        let tcp = probe(Protocol::Tcp, 1024);
+        let udp = probe(Protocol::Udp, 1024);
+        let small = probe(Protocol::Udp, 8);
+        let _ = server.kill();
+        let _ = server.wait();
+
+        let o = tcp.unwrap();
+        // The server counts what it read before TEST_END: nearly all of it.
+        assert!(o.received_bytes <= o.sent_bytes && o.received_bytes as f64 >= 0.9 * o.sent_bytes as f64, "{o:?}");
+        assert!(o.received_active_s > 1.0 && o.loss.is_none(), "{o:?}");
+
+        let o = udp.unwrap();
+        assert!(o.received_bytes > 0 && o.received_bytes <= o.sent_bytes, "{o:?}");
+        assert!(o.received_bytes % 1024 == 0, "whole datagrams: {o:?}");
+        assert!(o.loss.is_some_and(|l| (0.0..1.0).contains(&l)), "{o:?}");
+
+        assert!(small.unwrap_err().contains("at least 12"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The probe sink: receives probe traffic (TCP streams and UDP datagrams), counts it per
+//! session on the receiving side, and answers report queries. Plain threads with blocking
+//! sockets: the receive path is as short as it can be. Used by `netmoded sink` on an upstream
+//! host and, inside its own network namespace, as the daemon's local sink.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::wire::{self, SessionReport};
+
+/// Sessions idle longer than this are forgotten.
+const SESSION_TTL: Duration = Duration::from_secs(300);
+const MAX_SESSIONS: usize = 4096;
+/// Concurrent TCP connections served; more are closed at once.
+const MAX_CONNECTIONS: usize = 256;
+
+#[derive(Default)]
+struct Acc {
+    bytes: u64,
+    datagrams: u64,
+    next_seq: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    connections: u32,
+    touched: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    map: Mutex<HashMap<u32, Acc>>,
+}
+
+impl Sessions {
+    fn with<R>(&self, session: u32, f: impl FnOnce(&mut Acc) -> R) -> R {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(&session) {
+            let now = Instant::now();
+            map.retain(|_, a| a.touched.is_some_and(|t| now.duration_since(t) < SESSION_TTL));
+            if map.len() >= MAX_SESSIONS {
+                // Forget the stalest.
+                if let Some(k) = map.iter().min_by_key(|(_, a)| a.touched).map(|(k, _)| *k) {
+                    map.remove(&k);
+                }
+            }
+        }
+        let acc = map.entry(session).or_default();
+        acc.touched = Some(Instant::now());
+        f(acc)
+    }
+
+    fn report(&self, session: u32) -> SessionReport {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(a) = map.get(&session) else {
+            return SessionReport {
+                session,
+                ..Default::default()
+            };
+        };
+        SessionReport {
+            session,
+            bytes: a.bytes,
+            datagrams: a.datagrams,
+            expected: a.next_seq,
+            active_s: match (a.first, a.last) {
+                (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+                _ => 0.0,
+            },
+            connections: a.connections,
+        }
+    }
+}
+
+/// A running sink. Dropping it stops it.
+pub struct Sink {
+    pub tcp_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    listener_fd: i32,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Sink {
+    /// Serve on sockets already bound (possibly in another network namespace: a socket stays
+    /// in the namespace it was created in, whatever thread uses it).
+    pub fn serve(tcp: TcpListener, udp: UdpSocket) -> io::Result<Sink> {
+        let tcp_addr = tcp.local_addr()?;
+        let sessions = Arc::new(Sessions::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        udp.set_read_timeout(Some(Duration::from_millis(250)))?;
+        grow_receive_buffer(&udp, 8 << 20);
+        let listener_fd = tcp.as_raw_fd();
+        let mut threads = Vec::new();
+        {
+            let (sessions, stop) = (sessions.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sink-udp".into())
+                    .spawn(move || udp_loop(udp, &sessions, &stop))?,
+            );
+        }
+        {
+            let (sessions, stop) = (sessions.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sink-tcp".into())
+                    .spawn(move || accept_loop(tcp, sessions, stop))?,
+            );
+        }
+        Ok(Sink {
+            tcp_addr,
+            stop,
+            listener_fd,
+            threads,
+        })
+    }
+
+    /// Bind TCP and UDP on `addr` (same port for both) and serve.
+    pub fn bind(addr: SocketAddr) -> io::Result<Sink> {
+        let tcp = TcpListener::bind(addr)?;
+        let udp = UdpSocket::bind(tcp.local_addr()?)?;
+        Sink::serve(tcp, udp)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocked accept() with an error.
+        // SAFETY: shutdown on the listener's descriptor, owned by the accept thread until it
+        // returns (we join it below).
+        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn grow_receive_buffer(s: &impl AsRawFd, bytes: i32) {
+    let fd = s.as_raw_fd();
+    let v = bytes;
+    let len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: setsockopt with a pointer to an i32 of the given length.
+    unsafe {
+        // FORCE needs CAP_NET_ADMIN; fall back to the plain option (capped by rmem_max).
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&v as *const i32).cast(), len) != 0 {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&v as *const i32).cast(), len);
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, sessions: Arc<Sessions>, stop: Arc<AtomicBool>) {
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(conn) = conn else {
+            // EMFILE and the like: do not spin.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (sessions, active, stop) = (sessions.clone(), active.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("sink-conn".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = serve_conn(conn, &sessions, &stop);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            log::warn!("sink: cannot start a connection thread");
+        }
+    }
+}
+
+fn serve_conn(mut conn: TcpStream, sessions: &Sessions, stop: &AtomicBool) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut hello = [0u8; wire::HELLO_LEN];
+    conn.read_exact(&mut hello)?;
+    let Some((kind, session)) = wire::parse_hello(&hello) else {
+        return Ok(());
+    };
+    if kind == wire::KIND_REPORT {
+        let mut line = serde_json::to_vec(&sessions.report(session)).map_err(io::Error::other)?;
+        line.push(b'\n');
+        conn.write_all(&line)?;
+        return Ok(());
+    }
+    sessions.with(session, |a| a.connections += 1);
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut buf = vec![0u8; 128 * 1024];
+    let (mut bytes, mut first, mut last) = (0u64, None, None);
+    let mut flush_at = Instant::now() + Duration::from_millis(500);
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let now = Instant::now();
+                bytes += n as u64;
+                first.get_or_insert(now);
+                last = Some(now);
+                // Merge now and then, so a report asked for mid-stream is not empty.
+                if now >= flush_at {
+                    merge(sessions, session, &mut bytes, &mut first, last);
+                    flush_at = now + Duration::from_millis(500);
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    merge(sessions, session, &mut bytes, &mut first, last);
+    // Our close tells the sender everything was read.
+    let _ = conn.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+fn merge(sessions: &Sessions, session: u32, bytes: &mut u64, first: &mut Option<Instant>, last: Option<Instant>) {
+    if *bytes == 0 && last.is_none() {
+        return;
+    }
+    sessions.with(session, |a| {
+        a.bytes += *bytes;
+        if let Some(f) = first.take() {
+            a.first = Some(a.first.map_or(f, |x| x.min(f)));
+        }
+        if let Some(l) = last {
+            a.last = Some(a.last.map_or(l, |x| x.max(l)));
+        }
+    });
+    *bytes = 0;
+}
+
+/// Receives datagrams in batches (recvmmsg). Only the 16-byte header is copied out of each
+/// datagram; MSG_TRUNC makes the kernel report its full length.
+fn udp_loop(udp: UdpSocket, sessions: &Sessions, stop: &AtomicBool) {
+    const BATCH: usize = 64;
+    const SLOT: usize = 64;
+    let fd = udp.as_raw_fd();
+    let mut bufs = vec![[0u8; SLOT]; BATCH];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: SLOT,
+        })
+        .collect();
+    // SAFETY: zeroed mmsghdr is a valid empty header.
+    let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    let mut batch: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: hdrs/iovs/bufs outlive the call; BATCH entries are initialised.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as _,
+                (libc::MSG_TRUNC | libc::MSG_WAITFORONE) as _,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            continue; // timeout (checks `stop`) or EINTR
+        }
+        let now = Instant::now();
+        batch.clear();
+        for i in 0..n as usize {
+            let len = hdrs[i].msg_len as u64;
+            if let Some((session, seq)) = wire::parse_udp_header(&bufs[i]) {
+                let e = batch.entry(session).or_insert((0, 0, 0));
+                e.0 += len;
+                e.1 += 1;
+                e.2 = e.2.max(seq + 1);
+            }
+        }
+        for (session, (bytes, datagrams, next_seq)) in batch.drain() {
+            sessions.with(session, |a| {
+                a.bytes += bytes;
+                a.datagrams += datagrams;
+                a.next_seq = a.next_seq.max(next_seq);
+                a.first.get_or_insert(now);
+                a.last = Some(now);
+            });
+        }
+    }
+}
+
+/// Ask the sink at `addr` what it received for `session`.
+pub fn query(addr: SocketAddr, session: u32, timeout: Duration) -> io::Result<SessionReport> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(&wire::hello(wire::KIND_REPORT, session))?;
+    let mut text = String::new();
+    s.take(64 * 1024).read_to_string(&mut text)?;
+    serde_json::from_str(text.trim()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
