@@ -49,27 +49,31 @@ impl Client {
     /// GET `path` and decode the JSON body; a 404 becomes `Error::NotFound` with the
     /// daemon's message, other non-2xx answers `Error::Http`.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
-        let (status, body) = self.request("GET", path)?;
+        let (status, body) = self.request("GET", path, &[])?;
         self.decode(path, status, &body)
     }
 
-    /// POST `path` with an empty body and decode the JSON answer.
-    pub fn post_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
-        let (status, body) = self.request("POST", path)?;
-        self.decode(path, status, &body)
+    /// POST a JSON `body` to `path` and decode the JSON answer.
+    pub fn post_json<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, Error> {
+        let (status, text) = self.request("POST", path, body)?;
+        self.decode(path, status, &text)
     }
 
     /// GET `path` and return the raw body text (for `--json`, printed as served).
     pub fn get_text(&self, path: &str) -> Result<String, Error> {
-        let (status, body) = self.request("GET", path)?;
+        let (status, body) = self.request("GET", path, &[])?;
         self.check(path, status, &body)?;
         Ok(body)
     }
 
-    fn request(&self, method: &str, path: &str) -> Result<(u16, String), Error> {
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), Error> {
         let url = format!("{}{}", self.endpoint, path);
         let result = match method {
-            "POST" => self.agent.post(&url).send_empty(),
+            "POST" => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body),
             _ => self.agent.get(&url).call(),
         };
         let mut resp = result.map_err(|e| Error::Unreachable {

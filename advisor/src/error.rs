@@ -21,6 +21,8 @@ pub enum Error {
     Endpoint { endpoint: String, reason: String },
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Probe(String),
 }
 
 impl Error {
@@ -30,7 +32,7 @@ impl Error {
             Error::Usage(_) | Error::Endpoint { .. } => 2,
             Error::Unreachable { .. } => 3,
             Error::NotFound { .. } => 4,
-            Error::Http { .. } | Error::Decode { .. } => 1,
+            Error::Http { .. } | Error::Decode { .. } | Error::Probe(_) => 1,
         }
     }
 }

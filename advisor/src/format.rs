@@ -215,3 +215,231 @@ mod tests {
         assert_eq!(percent(None), "-");
     }
 }
+
+// ------------------------------------------------------------------ probe results
+
+use crate::api::{ProbeCell, ProbeMode, ProbeRun, Sweep};
+
+fn limits_text(l: &crate::api::Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = l.cpus {
+        parts.push(format!("{c} CPU"));
+    }
+    if let Some(s) = &l.cpuset {
+        parts.push(format!("cpuset {s}"));
+    }
+    if let Some(s) = l.cpu_shares {
+        parts.push(format!("{s} shares"));
+    }
+    if let Some(m) = l.memory_bytes {
+        parts.push(format!("{} MiB", m >> 20));
+    }
+    if parts.is_empty() {
+        "no limits".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn opt_mbit(v: Option<f64>) -> String {
+    v.map(mbit).unwrap_or_else(|| "-".into())
+}
+
+/// The rows of a set of cells, and the first reason perf counters were unavailable.
+fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
+    let mut header = vec!["MODE"];
+    if with_n {
+        header.push(">N");
+    }
+    header.extend([
+        "PROTO",
+        ">SIZE",
+        ">GOODPUT Mbit/s",
+        ">SENT Mbit/s",
+        ">LOSS",
+        ">CPU s",
+        ">CTX SW",
+        ">FAULTS",
+        ">NET SOFTIRQS",
+        ">IPC",
+    ]);
+    let mut t = Table::new(&header);
+    let mut perf_reason = None;
+    let dash = || "-".to_string();
+    for c in cells {
+        let k = c.counters.as_ref();
+        if let Some(r) = k.and_then(|k| k.perf.unavailable.clone()) {
+            perf_reason.get_or_insert(r);
+        }
+        let mut row = vec![c.mode.as_str().to_string()];
+        if with_n {
+            row.push(c.concurrency.to_string());
+        }
+        row.extend([
+            c.protocol.as_str().to_string(),
+            c.size.to_string(),
+            if c.error.is_some() {
+                "failed".into()
+            } else {
+                opt_mbit(c.goodput_bps)
+            },
+            opt_mbit(c.sent_bps),
+            c.loss
+                .map(|l| format!("{:.1}%", l * 100.0))
+                .unwrap_or_else(dash),
+            k.map(|k| format!("{:.2}", k.cpu_s)).unwrap_or_else(dash),
+            k.map(|k| (k.voluntary_context_switches + k.involuntary_context_switches).to_string())
+                .unwrap_or_else(dash),
+            k.map(|k| (k.minor_faults + k.major_faults).to_string())
+                .unwrap_or_else(dash),
+            k.map(|k| (k.net_rx_softirqs + k.net_tx_softirqs).to_string())
+                .unwrap_or_else(dash),
+            k.and_then(|k| k.perf.ipc)
+                .map(|i| format!("{i:.2}"))
+                .unwrap_or_else(dash),
+        ]);
+        t.row(row);
+    }
+    let mut text = t.render();
+    for c in cells.iter().filter(|c| c.error.is_some()) {
+        text.push_str(&format!(
+            "  {} {} {} B failed: {}\n",
+            c.mode.as_str(),
+            c.protocol.as_str(),
+            c.size,
+            c.error.as_deref().unwrap_or("")
+        ));
+    }
+    (text, perf_reason)
+}
+
+/// "tcp 64 B: bridge 123.40 vs host 98.20 Mbit/s (bridge +25.7%)" for each protocol and size.
+pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut keys: Vec<(crate::api::Protocol, u32)> =
+        cells.iter().map(|c| (c.protocol, c.size)).collect();
+    keys.sort();
+    keys.dedup();
+    for (p, s) in keys {
+        let get = |m: ProbeMode| {
+            cells
+                .iter()
+                .find(|c| c.mode == m && c.protocol == p && c.size == s && c.concurrency == 1)
+                .and_then(|c| c.goodput_bps)
+        };
+        if let (Some(b), Some(h)) = (get(ProbeMode::Bridge), get(ProbeMode::Host)) {
+            let (winner, gain) = if b >= h {
+                ("bridge", b / h - 1.0)
+            } else {
+                ("host", h / b - 1.0)
+            };
+            out.push(format!(
+                "{} {} B: bridge {} vs host {} Mbit/s ({winner} +{:.1}%)",
+                p.as_str(),
+                s,
+                mbit(b),
+                mbit(h),
+                gain * 100.0
+            ));
+        }
+    }
+    out
+}
+
+pub fn sweep_table(s: &Sweep) -> String {
+    let mut out = format!(
+        "sweep: {} {} B, N = 1..{}, {} each\n",
+        s.protocol.as_str(),
+        s.size,
+        s.max_concurrency,
+        limits_text(&s.limits)
+    );
+    let mut t = Table::new(&[">N", ">BRIDGE Mbit/s", ">HOST Mbit/s", ">HOST vs BRIDGE"]);
+    for n in 1..=s.max_concurrency {
+        let at = |m: ProbeMode| {
+            s.cells
+                .iter()
+                .find(|c| c.concurrency == n && c.mode == m)
+                .and_then(|c| c.goodput_bps)
+        };
+        let (b, h) = (at(ProbeMode::Bridge), at(ProbeMode::Host));
+        let vs = match (b, h) {
+            (Some(b), Some(h)) if b > 0.0 => format!("{:+.1}%", (h / b - 1.0) * 100.0),
+            _ => "-".into(),
+        };
+        t.row(vec![n.to_string(), opt_mbit(b), opt_mbit(h), vs]);
+    }
+    out.push_str(&t.render());
+    out.push_str(&match s.crossover {
+        Some(n) => format!("crossover: host mode overtakes bridge mode at N = {n}\n"),
+        None => format!(
+            "crossover: none; bridge mode held up to N = {}\n",
+            s.max_concurrency
+        ),
+    });
+    for c in s.cells.iter().filter(|c| c.error.is_some()) {
+        out.push_str(&format!(
+            "  {} N={} failed: {}\n",
+            c.mode.as_str(),
+            c.concurrency,
+            c.error.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// What `advisor probe` prints.
+pub fn probe_run(r: &ProbeRun) -> String {
+    let took = match (r.started_at_ms, r.finished_at_ms) {
+        (Some(s), Some(f)) => format!(" in {:.1} s", f.saturating_sub(s) as f64 / 1000.0),
+        _ => String::new(),
+    };
+    let mut out = format!(
+        "probe {} ({:?}) {:?}{took}; sink {}; {} s per cell\n",
+        r.id,
+        r.trigger,
+        r.state,
+        r.sink.as_deref().unwrap_or("-"),
+        r.cell_duration_s
+    )
+    .to_lowercase();
+    if let Some(e) = &r.error {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    let mut perf_reason = None;
+    for cp in &r.containers {
+        out.push_str(&format!(
+            "\n{} ({}; probes on {}, {})\n",
+            cp.target.name,
+            cp.target.network_mode,
+            cp.target.bridge_network,
+            limits_text(&cp.target.limits)
+        ));
+        if let Some(e) = &cp.error {
+            out.push_str(&format!("  {e}\n"));
+        }
+        if let Some(other) = &cp.measured_for {
+            out.push_str(&format!(
+                "  (bridge and host cells shared with {other}: same network and limits)\n"
+            ));
+        }
+        if !cp.cells.is_empty() {
+            let (table, reason) = cell_table(&cp.cells, false);
+            out.push_str(&table);
+            if perf_reason.is_none() {
+                perf_reason = reason;
+            }
+            for line in mode_comparison(&cp.cells) {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    if let Some(s) = &r.sweep {
+        out.push('\n');
+        out.push_str(&sweep_table(s));
+    }
+    if let Some(reason) = perf_reason {
+        out.push_str(&format!("\ncycles and IPC: not counted: {reason}\n"));
+    }
+    out
+}

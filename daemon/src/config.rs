@@ -168,7 +168,11 @@ impl SinkSubnet {
 impl std::str::FromStr for SinkSubnet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid subnet {s:?}: expected an IPv4 network like \"198.18.78.0/30\" (prefix 8..30)");
+        let bad = || {
+            format!(
+                "invalid subnet {s:?}: expected an IPv4 network like \"198.18.78.0/30\" (prefix 8..30)"
+            )
+        };
         let (ip, len) = s.split_once('/').ok_or_else(bad)?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
         let prefix: u8 = len.parse().map_err(|_| bad())?;
@@ -177,9 +181,14 @@ impl std::str::FromStr for SinkSubnet {
         }
         let mask = u32::MAX << (32 - prefix);
         if u32::from(ip) & !mask != 0 {
-            return Err(format!("invalid subnet {s:?}: {ip} is not the network address of a /{prefix}"));
+            return Err(format!(
+                "invalid subnet {s:?}: {ip} is not the network address of a /{prefix}"
+            ));
         }
-        Ok(SinkSubnet { network: ip, prefix })
+        Ok(SinkSubnet {
+            network: ip,
+            prefix,
+        })
     }
 }
 
@@ -418,7 +427,11 @@ fn reconnect_backoff<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
 }
 
 fn probe_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration_in(d, Duration::from_secs(10), Duration::from_secs(7 * 24 * 3600))
+    duration_in(
+        d,
+        Duration::from_secs(10),
+        Duration::from_secs(7 * 24 * 3600),
+    )
 }
 
 fn cell_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -433,7 +446,9 @@ fn protocols<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Protocol>, D::Error>
     use serde::de::Error;
     let v = Vec::<Protocol>::deserialize(d)?;
     if v.is_empty() {
-        return Err(D::Error::custom("expected at least one of \"tcp\", \"udp\""));
+        return Err(D::Error::custom(
+            "expected at least one of \"tcp\", \"udp\"",
+        ));
     }
     Ok(v)
 }
@@ -441,7 +456,9 @@ fn protocols<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Protocol>, D::Error>
 /// Message sizes: 16 bytes (a UDP probe's header) up to 65000.
 fn check_size<E: serde::de::Error>(v: u32) -> Result<u32, E> {
     if !(16..=65_000).contains(&v) {
-        return Err(E::custom(format!("message size {v} is out of range: expected 16..65000 bytes")));
+        return Err(E::custom(format!(
+            "message size {v} is out of range: expected 16..65000 bytes"
+        )));
     }
     Ok(v)
 }
@@ -454,7 +471,9 @@ fn sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
     use serde::de::Error;
     let v = Vec::<u32>::deserialize(d)?;
     if v.is_empty() {
-        return Err(D::Error::custom("expected at least one message size, like [64, 1024]"));
+        return Err(D::Error::custom(
+            "expected at least one message size, like [64, 1024]",
+        ));
     }
     v.into_iter().map(check_size).collect()
 }
@@ -480,9 +499,12 @@ fn probe_target<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
     if t.is_empty() {
         return Ok(None);
     }
-    let ok = ["netmode://", "iperf3://"]
-        .iter()
-        .any(|p| t.strip_prefix(p).is_some_and(|rest| rest.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok())));
+    let ok = ["netmode://", "iperf3://"].iter().any(|p| {
+        t.strip_prefix(p).is_some_and(|rest| {
+            rest.rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok())
+        })
+    });
     if !ok {
         return Err(D::Error::custom(format!(
             "invalid target {t:?}: expected \"\" (the local sink), \"netmode://HOST:PORT\" or \"iperf3://HOST:PORT\""
@@ -509,7 +531,9 @@ fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     use serde::de::Error;
     let v = u32::deserialize(d)?;
     if v > 32 {
-        return Err(D::Error::custom(format!("{v} is out of range: expected 0 (CPU count + 1) .. 32")));
+        return Err(D::Error::custom(format!(
+            "{v} is out of range: expected 0 (CPU count + 1) .. 32"
+        )));
     }
     Ok(v)
 }
@@ -518,7 +542,9 @@ fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     use serde::de::Error;
     let v = f64::deserialize(d)?;
     if !(v > 0.0 && v <= 1.0) {
-        return Err(D::Error::custom(format!("{v} is out of range: expected a fraction in (0, 1]")));
+        return Err(D::Error::custom(format!(
+            "{v} is out of range: expected a fraction in (0, 1]"
+        )));
     }
     Ok(v)
 }
@@ -527,7 +553,9 @@ fn history<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     use serde::de::Error;
     let v = u64::deserialize(d)?;
     if !(1..=10_000).contains(&v) {
-        return Err(D::Error::custom(format!("{v} is out of range: expected 1..10000 runs")));
+        return Err(D::Error::custom(format!(
+            "{v} is out of range: expected 1..10000 runs"
+        )));
     }
     Ok(v as usize)
 }
@@ -572,7 +600,9 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     };
     match num.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok((v * mult) as u64),
-        _ => Err(format!("invalid rate {t:?}: write it like \"20Mbit\", \"500kbit\" or a number of bit/s")),
+        _ => Err(format!(
+            "invalid rate {t:?}: write it like \"20Mbit\", \"500kbit\" or a number of bit/s"
+        )),
     }
 }
 
@@ -685,24 +715,41 @@ mod tests {
     #[test]
     fn probe_values_are_checked_with_key_and_line() {
         let e = parse("[probe]\nsizes = [64, 8]\n").unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("probe.sizes")), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("probe.sizes")),
+            "{e}"
+        );
         assert!(e.to_string().contains("16..65000"), "{e}");
         let e = parse("[probe]\nprotocols = [\"icmp\"]\n").unwrap_err();
-        assert!(e.key.as_deref().is_some_and(|k| k.starts_with("probe.protocols")), "{e}");
+        assert!(
+            e.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("probe.protocols")),
+            "{e}"
+        );
         assert!(e.to_string().contains("icmp"), "{e}");
         let e = parse("[probe]\n\ntarget = \"10.0.0.5:5201\"\n").unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("probe.target")), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("probe.target")),
+            "{e}"
+        );
         let e = parse("[probe]\nsink_subnet = \"198.18.78.1/30\"\n").unwrap_err();
         assert!(e.to_string().contains("not the network address"), "{e}");
         let e = parse("[probe]\nduration = \"2m\"\n").unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
         let e = parse("[probe]\nmax_duty_cycle = 0\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("probe.max_duty_cycle"), "{e}");
-        let c = parse("[probe]\ntarget = \"iperf3://gw-upstream:5201\"\nrate = \"20Mbit\"\n").unwrap();
+        let c =
+            parse("[probe]\ntarget = \"iperf3://gw-upstream:5201\"\nrate = \"20Mbit\"\n").unwrap();
         assert_eq!(c.probe.target.as_deref(), Some("iperf3://gw-upstream:5201"));
         assert_eq!(c.probe.rate, Some(20_000_000));
         let s: SinkSubnet = "10.99.0.0/30".parse().unwrap();
-        assert_eq!((s.host_ip().to_string(), s.sink_ip().to_string()), ("10.99.0.1".into(), "10.99.0.2".into()));
+        assert_eq!(
+            (s.host_ip().to_string(), s.sink_ip().to_string()),
+            ("10.99.0.1".into(), "10.99.0.2".into())
+        );
     }
 
     #[test]

@@ -5,19 +5,21 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use netmode_advisor::api::{ApiError, Health};
+use netmode_advisor::api::{ApiError, Health, ProbeRequest};
 use serde::Serialize;
 use smol::lock::Semaphore;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use crate::state::{Lookup, Shared};
+use crate::state::{Lookup, Refused, Shared};
 
 /// More connections than this wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
+/// Request bodies are small JSON documents; anything bigger is refused.
+const MAX_BODY: usize = 64 * 1024;
 
 pub type Body = Full<Bytes>;
 
@@ -84,6 +86,46 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
+/// Read a request body of at most `MAX_BODY` bytes.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY} bytes"),
+        )),
+    }
+}
+
+async fn post_probe(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: ProbeRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        ProbeRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "invalid probe request ({e}); expected {{\"container\": \"NAME\", \"sweep\": false}}"
+                    ),
+                );
+            }
+        }
+    };
+    match shared.enqueue_probe(&request) {
+        Ok(run) => json(StatusCode::ACCEPTED, &run),
+        Err(Refused(code, message)) => error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+            message,
+        ),
+    }
+}
+
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -123,11 +165,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 ),
             ),
         },
+        ["v1", "probes"] if get => json(StatusCode::OK, &shared.probe_list()),
+        ["v1", "probes"] if req.method() == Method::POST => post_probe(shared, req).await,
+        ["v1", "probes", id] if get => match shared.probe_run(id) {
+            Some(r) => json(StatusCode::OK, &r),
+            None => error(StatusCode::NOT_FOUND, format!("no probe run {id:?}")),
+        },
+        ["v1", "probes"] => method_not_allowed("GET, POST"),
         ["healthz"]
         | ["metrics"]
         | ["v1", "status"]
         | ["v1", "containers"]
-        | ["v1", "containers", _] => method_not_allowed("GET"),
+        | ["v1", "containers", _]
+        | ["v1", "probes", _] => method_not_allowed("GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

@@ -5,12 +5,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use futures_lite::StreamExt;
-use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
 
@@ -76,7 +76,12 @@ impl Netlink {
 
     /// Index of the link called `name`, if there is one.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match s.next().await {
             Some(Ok(m)) => Ok(Some(m.header.index)),
             Some(Err(rtnetlink::Error::NetlinkError(e)))
@@ -90,7 +95,12 @@ impl Netlink {
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<()> {
-        self.handle.link().del(index).execute().await.map_err(nl("delete a link"))
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(nl("delete a link"))
     }
 
     /// Create a veth pair `name` <-> `peer` in this namespace.
@@ -107,7 +117,11 @@ impl Netlink {
     pub async fn move_to_namespace(&self, index: u32, ns: &std::fs::File) -> Result<()> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).setns_by_fd(ns.as_raw_fd()).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(ns.as_raw_fd())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl("move a link into the sink namespace"))
@@ -134,7 +148,11 @@ impl Netlink {
     pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
         self.handle
             .route()
-            .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build())
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(gateway)
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl("add the default route"))

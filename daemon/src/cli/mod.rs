@@ -92,15 +92,21 @@ fn parse() -> Result<Option<Args>> {
                     .filter(|d| !d.is_zero() && d.as_secs() <= 3600)
                     .ok_or_else(|| usage(format!("--duration {v:?}: like 3s, up to 1h")))?;
             }
-            Long("rate") => send.rate_bps = Some(crate::config::parse_rate(&text(&mut p)?).map_err(usage)?),
+            Long("rate") => {
+                send.rate_bps = Some(crate::config::parse_rate(&text(&mut p)?).map_err(usage)?)
+            }
             Long("session") => {
                 let v = text(&mut p)?;
-                send.session = Some(v.parse().map_err(|_| usage(format!("--session {v:?}: a number")))?);
+                send.session = Some(
+                    v.parse()
+                        .map_err(|_| usage(format!("--session {v:?}: a number")))?,
+                );
             }
             Long("wait-go") => {
                 let v = text(&mut p)?;
                 send.wait_go = Some(
-                    humantime::parse_duration(&v).map_err(|e| usage(format!("--wait-go {v:?}: {e}")))?,
+                    humantime::parse_duration(&v)
+                        .map_err(|e| usage(format!("--wait-go {v:?}: {e}")))?,
                 );
             }
             Long("json") => send.json = true,
@@ -156,7 +162,9 @@ pub fn main() -> Result<()> {
         }
         "sink" => {
             no_operands(&args)?;
-            let listen = args.listen.ok_or_else(|| usage("sink needs --listen IP:PORT"))?;
+            let listen = args
+                .listen
+                .ok_or_else(|| usage("sink needs --listen IP:PORT"))?;
             sink::run(&listen)
         }
         "print-config" => {

@@ -10,6 +10,7 @@ use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::live::hoststat;
 use crate::netlink::Netlink;
+use crate::probe::engine::ProbeEngine;
 use crate::state::Shared;
 use crate::state_dir::StateDir;
 use crate::{docker, http, live, rt};
@@ -76,7 +77,8 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         state_dir.path().display(),
         state_dir.instance_id()
     );
-    let shared = Arc::new(Shared::new(config, socket, state_dir, host));
+    let (probe_wake, probe_woken) = smol::channel::bounded(1);
+    let shared = Arc::new(Shared::new(config, socket, state_dir, host, probe_wake));
 
     rt::block_on(async move {
         let listener = smol::net::TcpListener::try_from(listener)
@@ -89,6 +91,8 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         rt::spawn(docker::watch::run(shared.clone())).detach();
         rt::spawn(live::run(shared.clone(), netlink.clone())).detach();
         rt::spawn(http::serve(listener, shared.clone())).detach();
+        let (engine, probes) = ProbeEngine::new(shared.clone(), netlink.clone(), probe_woken);
+        let engine_task = rt::spawn(engine.run());
         log::info!(
             "netmoded {} serving http://{addr}",
             env!("CARGO_PKG_VERSION")
@@ -97,6 +101,10 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         if let Some(Ok(sig)) = signals.next().await {
             log::info!("{sig:?}: stopping");
         }
+        // Stop probing first (a cell in progress is abandoned), then remove what it made.
+        let _ = engine_task.cancel().await;
+        probes.shutdown(&shared).await;
+        log::info!("stopped");
         Ok(())
     })
 }

@@ -64,10 +64,9 @@ fn wait_for_go(limit: Duration) -> bool {
 }
 
 pub fn run(o: Options) -> Result<()> {
-    let target = o
-        .target
-        .as_deref()
-        .ok_or_else(|| Error::Usage("send needs --target netmode://HOST:PORT or iperf3://HOST:PORT".into()))?;
+    let target = o.target.as_deref().ok_or_else(|| {
+        Error::Usage("send needs --target netmode://HOST:PORT or iperf3://HOST:PORT".into())
+    })?;
     let target = Target::parse(target).map_err(Error::Usage)?;
     let spec = SendSpec {
         target,
@@ -101,7 +100,9 @@ pub fn run(o: Options) -> Result<()> {
             spec.target,
             out.sent_bps() / 1e6,
             out.goodput_bps() / 1e6,
-            out.loss.map(|l| format!(" (loss {:.2}%)", l * 100.0)).unwrap_or_default(),
+            out.loss
+                .map(|l| format!(" (loss {:.2}%)", l * 100.0))
+                .unwrap_or_default(),
             report.usage.user_s,
             report.usage.system_s,
         );

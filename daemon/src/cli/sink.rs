@@ -7,14 +7,19 @@ use crate::error::{Error, Result};
 use crate::probe::sink::Sink;
 
 pub fn run(listen: &str) -> Result<()> {
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .map_err(|_| Error::Usage(format!("--listen {listen:?}: expected IP:PORT, like 0.0.0.0:5291")))?;
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--listen {listen:?}: expected IP:PORT, like 0.0.0.0:5291"
+        ))
+    })?;
     let sink = Sink::bind(addr).map_err(|e| Error::Listen {
         addr: addr.to_string(),
         source: e,
     })?;
-    eprintln!("netmoded sink: receiving TCP and UDP probe traffic on {}", sink.tcp_addr);
+    eprintln!(
+        "netmoded sink: receiving TCP and UDP probe traffic on {}",
+        sink.tcp_addr
+    );
     crate::rt::block_on(async {
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])

@@ -15,6 +15,9 @@ pub struct Record {
     pub started_ns: i64,
 }
 
+/// The label every probe container carries.
+pub const PROBE_LABEL: &str = "netmode.probe";
+
 /// Running containers by id.
 pub type Inventory = BTreeMap<String, Record>;
 
@@ -80,6 +83,10 @@ pub fn record_from_inspect(
     let host = c.host_config.as_ref();
     let labels = config.and_then(|c| c.labels.as_ref());
     let label = |k: &str| labels.and_then(|l| l.get(k)).cloned();
+    // Probe containers (any netmoded's) are instruments, not the user's containers.
+    if label(PROBE_LABEL).is_some() {
+        return None;
+    }
 
     let network_mode = normalise_network_mode(
         host.and_then(|h| h.network_mode.as_deref())
@@ -285,6 +292,14 @@ mod tests {
         assert_eq!(i.compose.as_ref().unwrap().project.as_deref(), Some("gw"));
         assert_eq!(i.policy_label.as_deref(), Some("host"));
         assert_eq!(r.started_ns, 1_795_534_200_500_000_000);
+    }
+
+    #[test]
+    fn probe_containers_are_not_the_users() {
+        let json = r#"{"Id": "ab", "Name": "/netmode-probe-1", "State": {"Running": true, "Pid": 7},
+                       "Config": {"Labels": {"netmode.probe": "1"}}}"#;
+        let c: ContainerInspectResponse = serde_json::from_str(json).unwrap();
+        assert_eq!(record_from_inspect(&c, &HashMap::new()), None);
     }
 
     #[test]

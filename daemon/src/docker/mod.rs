@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use async_compat::Compat;
 use bollard::Docker;
-use bollard::models::{ContainerInspectResponse, EventMessage};
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, EventMessage};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use futures_lite::{Stream, StreamExt};
 
 use crate::error::{Error, Result};
@@ -87,6 +91,131 @@ impl Engine {
             .filters(&filters)
             .build();
         compat_stream(self.docker.events(Some(opts))).map(|r| r.map_err(Error::from))
+    }
+}
+
+/// Containers and images netmoded creates itself (probe containers, the probe image).
+impl Engine {
+    pub async fn image_exists(&self, name: &str) -> Result<bool> {
+        match Compat::new(self.docker.inspect_image(name)).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `docker import`: a root filesystem tarball becomes `repo:tag`, with Dockerfile-style
+    /// `changes` (ENTRYPOINT, ENV).
+    pub async fn import_image(
+        &self,
+        tar: Vec<u8>,
+        repo: &str,
+        tag: &str,
+        changes: Vec<String>,
+    ) -> Result<()> {
+        let opts = CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(changes)
+            .build();
+        let body = bollard::body_full(hyper::body::Bytes::from(tar));
+        let mut progress = std::pin::pin!(compat_stream(self.docker.create_image(
+            Some(opts),
+            Some(body),
+            None
+        )));
+        while let Some(step) = progress.next().await {
+            step?;
+        }
+        Ok(())
+    }
+
+    /// `repo:tag` names of the images of `repo`.
+    pub async fn image_tags(&self, repo: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([("reference", vec![repo])]);
+        let opts = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let list = Compat::new(self.docker.list_images(Some(opts))).await?;
+        Ok(list.into_iter().flat_map(|i| i.repo_tags).collect())
+    }
+
+    pub async fn remove_image(&self, name: &str) -> Result<()> {
+        Compat::new(self.docker.remove_image(
+            name,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Create (not start) a container; returns its id.
+    pub async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+        let opts = CreateContainerOptionsBuilder::new().name(name).build();
+        Ok(Compat::new(self.docker.create_container(Some(opts), body))
+            .await?
+            .id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        Compat::new(self.docker.start_container(id, None)).await?;
+        Ok(())
+    }
+
+    pub async fn signal_container(&self, id: &str, signal: &str) -> Result<()> {
+        let opts = KillContainerOptionsBuilder::new().signal(signal).build();
+        Compat::new(self.docker.kill_container(id, Some(opts))).await?;
+        Ok(())
+    }
+
+    /// Wait for the container to exit; its exit code.
+    pub async fn wait_container(&self, id: &str) -> Result<i64> {
+        let mut s = std::pin::pin!(compat_stream(self.docker.wait_container(id, None)));
+        match s.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(Error::Docker(format!("wait for {id}: no answer"))),
+        }
+    }
+
+    /// What the container wrote to stdout.
+    pub async fn stdout(&self, id: &str) -> Result<String> {
+        let opts = LogsOptionsBuilder::new().stdout(true).stderr(false).build();
+        let mut s = std::pin::pin!(compat_stream(self.docker.logs(id, Some(opts))));
+        let mut out = String::new();
+        while let Some(chunk) = s.next().await {
+            if let bollard::container::LogOutput::StdOut { message } = chunk? {
+                out.push_str(&String::from_utf8_lossy(&message));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `docker rm -f`; a container already gone is not an error.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        match Compat::new(self.docker.remove_container(id, Some(opts))).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // "removal already in progress"
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Ids of all containers (running or not) carrying `label=value`.
+    pub async fn containers_labelled(&self, label: &str, value: &str) -> Result<Vec<String>> {
+        let f = format!("{label}={value}");
+        let filters = HashMap::from([("label", vec![f.as_str()])]);
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = Compat::new(self.docker.list_containers(Some(opts))).await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 }
 

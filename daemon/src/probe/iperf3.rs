@@ -66,7 +66,8 @@ fn read_state(c: &mut TcpStream) -> io::Result<i8> {
 }
 
 fn expect(c: &mut TcpStream, want: i8, what: &str) -> Result<(), String> {
-    let got = read_state(c).map_err(|e| format!("iperf3 control connection, waiting for {what}: {e}"))?;
+    let got =
+        read_state(c).map_err(|e| format!("iperf3 control connection, waiting for {what}: {e}"))?;
     if got == want {
         return Ok(());
     }
@@ -81,7 +82,10 @@ fn expect(c: &mut TcpStream, want: i8, what: &str) -> Result<(), String> {
             ));
         }
     }
-    Err(format!("iperf3 server sent {} while netmode waited for {what}", state_name(got)))
+    Err(format!(
+        "iperf3 server sent {} while netmode waited for {what}",
+        state_name(got)
+    ))
 }
 
 fn write_json(c: &mut TcpStream, v: &Value) -> io::Result<()> {
@@ -92,24 +96,29 @@ fn write_json(c: &mut TcpStream, v: &Value) -> io::Result<()> {
 
 fn read_json(c: &mut TcpStream) -> Result<Value, String> {
     let mut len = [0u8; 4];
-    c.read_exact(&mut len).map_err(|e| format!("iperf3 results: {e}"))?;
+    c.read_exact(&mut len)
+        .map_err(|e| format!("iperf3 results: {e}"))?;
     let len = u32::from_be_bytes(len);
     if len > MAX_JSON {
         return Err(format!("iperf3 results of {len} bytes refused"));
     }
     let mut body = vec![0u8; len as usize];
-    c.read_exact(&mut body).map_err(|e| format!("iperf3 results: {e}"))?;
+    c.read_exact(&mut body)
+        .map_err(|e| format!("iperf3 results: {e}"))?;
     serde_json::from_slice(&body).map_err(|e| format!("iperf3 results are not JSON: {e}"))
 }
 
 pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
     let addr = spec.target.addr();
     if spec.protocol == Protocol::Udp && spec.size < UDP_HEADER {
-        return Err(format!("UDP message size must be at least {UDP_HEADER} bytes (iperf3's header)"));
+        return Err(format!(
+            "UDP message size must be at least {UDP_HEADER} bytes (iperf3's header)"
+        ));
     }
     let ctx = |e: io::Error| format!("iperf3 server {addr}: {e}");
     let mut ctrl = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(ctx)?;
-    ctrl.set_read_timeout(Some(Duration::from_secs(15))).map_err(ctx)?;
+    ctrl.set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(ctx)?;
     let _ = ctrl.set_nodelay(true);
     let cookie = cookie(spec.session);
     ctrl.write_all(&cookie).map_err(ctx)?;
@@ -142,10 +151,12 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
     }
     let data = if udp {
         let s = udp_socket(addr).map_err(ctx)?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(ctx)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(ctx)?;
         s.send(UDP_HELLO).map_err(ctx)?;
         let mut reply = [0u8; 4];
-        s.recv(&mut reply).map_err(|e| format!("iperf3 server {addr}: no answer to the UDP stream hello: {e}"))?;
+        s.recv(&mut reply)
+            .map_err(|e| format!("iperf3 server {addr}: no answer to the UDP stream hello: {e}"))?;
         Data::Udp(s)
     } else {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(ctx)?;
@@ -161,7 +172,9 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
             tcp_stream(&mut s, spec)
         }
         Data::Udp(s) => udp_stream(s, spec, UDP_HEADER, |buf, seq| {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             buf[..4].copy_from_slice(&(now.as_secs() as u32).to_be_bytes());
             buf[4..8].copy_from_slice(&now.subsec_micros().to_be_bytes());
             buf[8..12].copy_from_slice(&((seq + 1) as u32).to_be_bytes());
@@ -219,14 +232,22 @@ mod tests {
     fn cookies_are_36_characters_of_the_iperf3_alphabet() {
         let c = cookie(42);
         assert_eq!(c[36], 0);
-        assert!(c[..36].iter().all(|b| b"abcdefghijklmnopqrstuvwxyz234567".contains(b)));
+        assert!(
+            c[..36]
+                .iter()
+                .all(|b| b"abcdefghijklmnopqrstuvwxyz234567".contains(b))
+        );
         assert_ne!(cookie(42)[..36], cookie(43)[..36]);
     }
 
     /// Against the real iperf3 server from Debian's package (installed by tests/run).
     #[test]
     fn speaks_to_a_real_iperf3_server() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut server = std::process::Command::new("iperf3")
             .args(["-s", "-B", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -259,11 +280,18 @@ mod tests {
 
         let o = tcp.unwrap();
         // The server counts what it read before TEST_END: nearly all of it.
-        assert!(o.received_bytes <= o.sent_bytes && o.received_bytes as f64 >= 0.9 * o.sent_bytes as f64, "{o:?}");
+        assert!(
+            o.received_bytes <= o.sent_bytes
+                && o.received_bytes as f64 >= 0.9 * o.sent_bytes as f64,
+            "{o:?}"
+        );
         assert!(o.received_active_s > 1.0 && o.loss.is_none(), "{o:?}");
 
         let o = udp.unwrap();
-        assert!(o.received_bytes > 0 && o.received_bytes <= o.sent_bytes, "{o:?}");
+        assert!(
+            o.received_bytes > 0 && o.received_bytes <= o.sent_bytes,
+            "{o:?}"
+        );
         assert!(o.received_bytes % 1024 == 0, "whole datagrams: {o:?}");
         assert!(o.loss.is_some_and(|l| (0.0..1.0).contains(&l)), "{o:?}");
 

@@ -44,14 +44,22 @@ pub fn link_names(instance: &str) -> (String, String) {
 
 /// Does `subnet` overlap a route the host already has (other than the default route and
 /// our own link)?
-pub fn overlapping_route(subnet: &SinkSubnet, routes: &[crate::netlink::Route4], ours: Option<u32>) -> Option<String> {
+pub fn overlapping_route(
+    subnet: &SinkSubnet,
+    routes: &[crate::netlink::Route4],
+    ours: Option<u32>,
+) -> Option<String> {
     let (net, len) = (u32::from(subnet.network), subnet.prefix);
     for r in routes {
         if r.prefix == 0 || (ours.is_some() && r.oif == ours) {
             continue;
         }
         let common = len.min(r.prefix);
-        let mask = if common == 0 { 0 } else { u32::MAX << (32 - common) };
+        let mask = if common == 0 {
+            0
+        } else {
+            u32::MAX << (32 - common)
+        };
         if net & mask == u32::from(r.destination) & mask {
             return Some(format!("{}/{}", r.destination, r.prefix));
         }
@@ -107,7 +115,12 @@ fn spawn_namespace() -> Result<InNamespace> {
 
 impl LocalSink {
     /// Build the namespace, the veth pair and the sink. `instance` names the links.
-    pub async fn build(host: &Netlink, subnet: &SinkSubnet, port: u16, instance: &str) -> Result<LocalSink> {
+    pub async fn build(
+        host: &Netlink,
+        subnet: &SinkSubnet,
+        port: u16,
+        instance: &str,
+    ) -> Result<LocalSink> {
         let (host_name, peer_name) = link_names(instance);
         if let Some(stale) = host.link_index(&host_name).await? {
             log::info!("removing stale sink link {host_name} left by an earlier run");
@@ -132,9 +145,15 @@ impl LocalSink {
         // From here on, a failure removes the veth pair it created.
         let bind = inside.bind;
         let sockets = inside.sockets;
-        match sink.configure(host, &ns_netlink, subnet, &peer_name, bind, sockets).await {
+        match sink
+            .configure(host, &ns_netlink, subnet, &peer_name, bind, sockets)
+            .await
+        {
             Ok(()) => {
-                log::info!("local probe sink at {} (namespace behind {host_name}, {subnet})", sink.addr);
+                log::info!(
+                    "local probe sink at {} (namespace behind {host_name}, {subnet})",
+                    sink.addr
+                );
                 Ok(sink)
             }
             Err(e) => {
@@ -154,10 +173,17 @@ impl LocalSink {
         sockets: mpsc::Receiver<std::io::Result<(TcpListener, UdpSocket)>>,
     ) -> Result<()> {
         let host_name = self.host_link.clone();
-        let host_idx = host.link_index(&host_name).await?.ok_or_else(|| sink_err("veth", "host side vanished"))?;
-        let peer_idx = host.link_index(peer_name).await?.ok_or_else(|| sink_err("veth", "peer vanished"))?;
+        let host_idx = host
+            .link_index(&host_name)
+            .await?
+            .ok_or_else(|| sink_err("veth", "host side vanished"))?;
+        let peer_idx = host
+            .link_index(peer_name)
+            .await?
+            .ok_or_else(|| sink_err("veth", "peer vanished"))?;
         host.move_to_namespace(peer_idx, &self._ns).await?;
-        host.add_address(host_idx, subnet.host_ip(), subnet.prefix).await?;
+        host.add_address(host_idx, subnet.host_ip(), subnet.prefix)
+            .await?;
         host.set_up(host_idx).await?;
 
         let peer_idx = ns_netlink
@@ -167,11 +193,14 @@ impl LocalSink {
         if let Some(lo) = ns_netlink.link_index("lo").await? {
             ns_netlink.set_up(lo).await?;
         }
-        ns_netlink.add_address(peer_idx, subnet.sink_ip(), subnet.prefix).await?;
+        ns_netlink
+            .add_address(peer_idx, subnet.sink_ip(), subnet.prefix)
+            .await?;
         ns_netlink.set_up(peer_idx).await?;
         ns_netlink.add_default_route(subnet.host_ip()).await?;
 
-        bind.send(self.addr).map_err(|e| sink_err("namespace thread", e))?;
+        bind.send(self.addr)
+            .map_err(|e| sink_err("namespace thread", e))?;
         let (tcp, udp) = smol::unblock(move || sockets.recv())
             .await
             .map_err(|e| sink_err("namespace thread", e))?
@@ -222,11 +251,22 @@ mod tests {
         let routes = [r("0.0.0.0", 0, 1), r("172.17.0.0", 16, 2)];
         assert_eq!(overlapping_route(&s, &routes, None), None);
         let routes = [r("198.18.0.0", 15, 3)];
-        assert_eq!(overlapping_route(&s, &routes, None).as_deref(), Some("198.18.0.0/15"));
+        assert_eq!(
+            overlapping_route(&s, &routes, None).as_deref(),
+            Some("198.18.0.0/15")
+        );
         let routes = [r("198.18.78.0", 30, 9)];
-        assert_eq!(overlapping_route(&s, &routes, Some(9)), None, "our own link's route");
+        assert_eq!(
+            overlapping_route(&s, &routes, Some(9)),
+            None,
+            "our own link's route"
+        );
         let routes = [r("198.18.78.4", 30, 3)];
-        assert_eq!(overlapping_route(&s, &routes, None), None, "the neighbouring /30");
+        assert_eq!(
+            overlapping_route(&s, &routes, None),
+            None,
+            "the neighbouring /30"
+        );
     }
 
     /// A real namespace and veth pair: traffic from the host reaches the sink through the
@@ -237,9 +277,17 @@ mod tests {
             let host = Netlink::new().unwrap();
             let subnet: SinkSubnet = "198.18.79.0/30".parse().unwrap();
             let instance = format!("{:08x}", std::process::id());
-            let mut sink = LocalSink::build(&host, &subnet, 5291, &instance).await.unwrap();
+            let mut sink = LocalSink::build(&host, &subnet, 5291, &instance)
+                .await
+                .unwrap();
             let (host_link, _) = link_names(&instance);
-            let before = host.links().await.unwrap().into_iter().find(|l| l.name == host_link).unwrap();
+            let before = host
+                .links()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| l.name == host_link)
+                .unwrap();
             let spec = crate::probe::SendSpec {
                 target: crate::probe::Target::Netmode(sink.addr),
                 protocol: netmode_advisor::api::Protocol::Tcp,
@@ -251,12 +299,24 @@ mod tests {
             let report = smol::unblock(move || crate::probe::send(&spec, true)).await;
             let out = report.outcome.expect("sent through the veth");
             assert_eq!(out.received_bytes, out.sent_bytes);
-            let after = host.links().await.unwrap().into_iter().find(|l| l.name == host_link).unwrap();
-            assert!(after.tx_bytes - before.tx_bytes >= out.sent_bytes, "{before:?} {after:?}");
+            let after = host
+                .links()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| l.name == host_link)
+                .unwrap();
+            assert!(
+                after.tx_bytes - before.tx_bytes >= out.sent_bytes,
+                "{before:?} {after:?}"
+            );
 
             // A second sink on the same subnet is refused: the route overlaps.
             let other = format!("{:08x}", std::process::id() ^ 0xffff);
-            let e = LocalSink::build(&host, &subnet, 5291, &other).await.err().unwrap();
+            let e = LocalSink::build(&host, &subnet, 5291, &other)
+                .await
+                .err()
+                .unwrap();
             assert!(e.to_string().contains("overlaps"), "{e}");
 
             sink.teardown().await;

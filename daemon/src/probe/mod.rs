@@ -9,14 +9,14 @@
 //! - `image`, `runner`, `modes`: probe containers built from the daemon's own executable.
 //! - `engine`, `history`: scheduling, budgets, results kept in the state directory.
 
-// pub mod engine;
-// pub mod history;
-// pub mod image;
+pub mod engine;
+pub mod history;
+pub mod image;
 pub mod iperf3;
 pub mod localsink;
-// pub mod modes;
+pub mod modes;
 pub mod perf;
-// pub mod runner;
+pub mod runner;
 pub mod sender;
 pub mod sink;
 pub mod wire;
@@ -51,7 +51,9 @@ impl Target {
         match scheme {
             "netmode" => Ok(Target::Netmode(addr)),
             "iperf3" => Ok(Target::Iperf3(addr)),
-            other => Err(format!("{s:?}: unknown scheme {other:?} (netmode or iperf3)")),
+            other => Err(format!(
+                "{s:?}: unknown scheme {other:?} (netmode or iperf3)"
+            )),
         }
     }
 
@@ -118,7 +120,11 @@ impl Outcome {
         } else {
             self.elapsed_s
         };
-        if t > 0.0 { self.received_bytes as f64 * 8.0 / t } else { 0.0 }
+        if t > 0.0 {
+            self.received_bytes as f64 * 8.0 / t
+        } else {
+            0.0
+        }
     }
 
     pub fn sent_bps(&self) -> f64 {
@@ -146,7 +152,11 @@ impl Usage {
     pub fn now(thread: bool) -> Usage {
         // SAFETY: getrusage fills the zeroed struct.
         let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-        let who = if thread { libc::RUSAGE_THREAD } else { libc::RUSAGE_SELF };
+        let who = if thread {
+            libc::RUSAGE_THREAD
+        } else {
+            libc::RUSAGE_SELF
+        };
         unsafe { libc::getrusage(who, &mut r) };
         let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         Usage {
@@ -231,8 +241,16 @@ mod tests {
             Target::parse("netmode://[::1]:5291").unwrap(),
             Target::Netmode("[::1]:5291".parse().unwrap())
         );
-        assert!(Target::parse("127.0.0.1:5201").unwrap_err().contains("expected"));
-        assert!(Target::parse("http://127.0.0.1:1").unwrap_err().contains("unknown scheme"));
+        assert!(
+            Target::parse("127.0.0.1:5201")
+                .unwrap_err()
+                .contains("expected")
+        );
+        assert!(
+            Target::parse("http://127.0.0.1:1")
+                .unwrap_err()
+                .contains("unknown scheme")
+        );
         let t = Target::parse("iperf3://127.0.0.1:5201").unwrap();
         assert_eq!(t.with_port_offset(2).addr().port(), 5203);
     }

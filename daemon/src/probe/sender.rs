@@ -110,7 +110,13 @@ fn send_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
 
 /// A UDP socket connected to `addr`.
 pub(super) fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .unwrap();
     let s = UdpSocket::bind(bind)?;
     s.connect(addr)?;
     Ok(s)
@@ -158,7 +164,8 @@ pub(super) fn udp_stream(
         let mut done = 0usize;
         while done < BATCH {
             // SAFETY: hdrs[done..] point into `bufs`, alive for the call.
-            let n = unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (BATCH - done) as _, 0) };
+            let n =
+                unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (BATCH - done) as _, 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
@@ -225,7 +232,10 @@ mod tests {
     fn udp_to_a_real_sink_reports_loss_and_goodput() {
         let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let o = run(&spec(sink.tcp_addr, Protocol::Udp, 1024, 300)).unwrap();
-        assert!(o.received_bytes > 0 && o.received_bytes <= o.sent_bytes, "{o:?}");
+        assert!(
+            o.received_bytes > 0 && o.received_bytes <= o.sent_bytes,
+            "{o:?}"
+        );
         let loss = o.loss.unwrap();
         assert!((0.0..1.0).contains(&loss), "{o:?}");
         // Received = sent minus what was lost (up to the last datagram that arrived).
@@ -239,12 +249,18 @@ mod tests {
         s.rate_bps = Some(8_000_000);
         let o = run(&s).unwrap();
         let rate = o.sent_bps();
-        assert!(rate < 8_000_000.0 * 1.15 && rate > 8_000_000.0 * 0.7, "{rate}");
+        assert!(
+            rate < 8_000_000.0 * 1.15 && rate > 8_000_000.0 * 0.7,
+            "{rate}"
+        );
     }
 
     #[test]
     fn a_closed_port_and_tiny_datagrams_are_errors() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let e = run(&spec(port, Protocol::Tcp, 64, 100)).unwrap_err();
         assert!(e.contains("refused"), "{e}");
         let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();

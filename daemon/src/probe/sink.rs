@@ -40,7 +40,10 @@ impl Sessions {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&session) {
             let now = Instant::now();
-            map.retain(|_, a| a.touched.is_some_and(|t| now.duration_since(t) < SESSION_TTL));
+            map.retain(|_, a| {
+                a.touched
+                    .is_some_and(|t| now.duration_since(t) < SESSION_TTL)
+            });
             if map.len() >= MAX_SESSIONS {
                 // Forget the stalest.
                 if let Some(k) = map.iter().min_by_key(|(_, a)| a.touched).map(|(k, _)| *k) {
@@ -146,8 +149,21 @@ pub fn grow_receive_buffer(s: &impl AsRawFd, bytes: i32) {
     // SAFETY: setsockopt with a pointer to an i32 of the given length.
     unsafe {
         // FORCE needs CAP_NET_ADMIN; fall back to the plain option (capped by rmem_max).
-        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&v as *const i32).cast(), len) != 0 {
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&v as *const i32).cast(), len);
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const i32).cast(),
+            len,
+        ) != 0
+        {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&v as *const i32).cast(),
+                len,
+            );
         }
     }
 }
@@ -226,7 +242,13 @@ fn serve_conn(mut conn: TcpStream, sessions: &Sessions, stop: &AtomicBool) -> io
     Ok(())
 }
 
-fn merge(sessions: &Sessions, session: u32, bytes: &mut u64, first: &mut Option<Instant>, last: Option<Instant>) {
+fn merge(
+    sessions: &Sessions,
+    session: u32,
+    bytes: &mut u64,
+    first: &mut Option<Instant>,
+    last: Option<Instant>,
+) {
     if *bytes == 0 && last.is_none() {
         return;
     }

@@ -1,6 +1,7 @@
 //! `advisor`: the operator's view of netmoded. A thin CLI over the daemon's JSON endpoint;
 //! one file per subcommand.
 
+mod probe;
 mod status;
 
 use std::process::ExitCode;
@@ -14,11 +15,15 @@ usage: advisor [--endpoint URL] <command> [options]
 
 commands:
   status [--json]     one row per running container: mode, live traffic, what netmode sees
+  probe CONTAINER     measure now what CONTAINER gets in bridge and in host mode (TCP/UDP,
+       [--sweep]      the configured message sizes), with the counters behind it; --sweep
+       [--json]       adds the multi-container sweep (alone if no CONTAINER is given)
+       [--no-wait]    queue it, print the run id, and return
 
 options:
   --endpoint URL      netmoded's endpoint (default: $NETMODE_ENDPOINT, else http://127.0.0.1:9431)
   --timeout SECS      how long to wait for netmoded (default 10)
-  --json              print the endpoint's JSON instead of a table
+  --json              print JSON instead of a table
   -h, --help          this text
   -V, --version       advisor's version
 
@@ -29,11 +34,13 @@ pub struct Args {
     pub command: String,
     pub operands: Vec<String>,
     pub json: bool,
+    pub sweep: bool,
+    pub no_wait: bool,
     pub endpoint: String,
     pub timeout: Duration,
 }
 
-fn usage(message: impl std::fmt::Display) -> Error {
+pub(crate) fn usage(message: impl std::fmt::Display) -> Error {
     Error::Usage(format!("{message}\n\n{USAGE}"))
 }
 
@@ -43,6 +50,8 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let mut command = None;
     let mut operands = Vec::new();
     let mut json = false;
+    let mut sweep = false;
+    let mut no_wait = false;
     let mut endpoint = None;
     let mut timeout = Duration::from_secs(10);
     while let Some(arg) = parser.next().map_err(usage)? {
@@ -56,6 +65,8 @@ fn parse_args() -> Result<Option<Args>, Error> {
                 return Ok(None);
             }
             Long("json") => json = true,
+            Long("sweep") => sweep = true,
+            Long("no-wait") => no_wait = true,
             Long("endpoint") => {
                 endpoint = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
             }
@@ -92,6 +103,8 @@ fn parse_args() -> Result<Option<Args>, Error> {
         command,
         operands,
         json,
+        sweep,
+        no_wait,
         endpoint,
         timeout,
     }))
@@ -108,6 +121,7 @@ fn run() -> Result<(), Error> {
     let client = Client::new(&args.endpoint, args.timeout)?;
     match args.command.as_str() {
         "status" => status::run(&client, &args),
+        "probe" => probe::run(&client, &args),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
 }

@@ -1,0 +1,259 @@
+//! The probe image, built by the daemon from its own executable: no registry, no Dockerfile.
+//!
+//! A static (musl) netmoded needs nothing else. A dynamically linked build (a debug build on a
+//! workstation) also carries the shared objects it has mapped, as /proc/self/maps lists them,
+//! and its ELF interpreter at the path the executable names.
+
+use std::collections::BTreeSet;
+use std::hash::Hasher;
+
+use crate::docker::Engine;
+use crate::error::{Error, Result};
+
+pub const REPO: &str = "netmode-probe";
+/// Where the executable lives inside the image.
+pub const EXE: &str = "/netmoded";
+
+/// One file of the image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct File {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+}
+
+fn image_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Probe(format!("probe image: {what}: {e}"))
+}
+
+/// The ELF interpreter (PT_INTERP) an executable asks for, if it is dynamically linked.
+pub fn elf_interpreter(b: &[u8]) -> Option<String> {
+    if b.len() < 0x40 || &b[..4] != b"\x7fELF" {
+        return None;
+    }
+    let (is64, le) = (b[4] == 2, b[5] == 1);
+    let u16_at = |o: usize| -> Option<u64> {
+        let v: [u8; 2] = b.get(o..o + 2)?.try_into().ok()?;
+        Some(if le {
+            u16::from_le_bytes(v)
+        } else {
+            u16::from_be_bytes(v)
+        } as u64)
+    };
+    let u32_at = |o: usize| -> Option<u64> {
+        let v: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(v)
+        } else {
+            u32::from_be_bytes(v)
+        } as u64)
+    };
+    let u64_at = |o: usize| -> Option<u64> {
+        let v: [u8; 8] = b.get(o..o + 8)?.try_into().ok()?;
+        Some(if le {
+            u64::from_le_bytes(v)
+        } else {
+            u64::from_be_bytes(v)
+        })
+    };
+    let (phoff, phentsize, phnum) = if is64 {
+        (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?)
+    } else {
+        (u32_at(0x1c)?, u16_at(0x2a)?, u16_at(0x2c)?)
+    };
+    for i in 0..phnum {
+        let ph = (phoff + i * phentsize) as usize;
+        if u32_at(ph)? != 3 {
+            continue; // not PT_INTERP
+        }
+        let (off, size) = if is64 {
+            (u64_at(ph + 0x08)?, u64_at(ph + 0x20)?)
+        } else {
+            (u32_at(ph + 0x04)?, u32_at(ph + 0x10)?)
+        };
+        let raw = b.get(off as usize..(off + size) as usize)?;
+        return Some(
+            String::from_utf8_lossy(raw)
+                .trim_end_matches('\0')
+                .to_string(),
+        );
+    }
+    None
+}
+
+/// Files mapped into this process (shared objects and the loader), from /proc/self/maps.
+fn mapped_files(exe_path: &str) -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let path = line.split_whitespace().nth(5).unwrap_or("");
+        if path.starts_with('/') && path != exe_path && !line.ends_with("(deleted)") {
+            out.insert(path.to_string());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Everything the probe image holds, and its `ENV` changes.
+pub fn contents() -> Result<(Vec<File>, Vec<String>)> {
+    let exe = std::fs::read("/proc/self/exe").map_err(|e| image_err("read /proc/self/exe", e))?;
+    let mut files = vec![File {
+        path: EXE.into(),
+        bytes: Vec::new(),
+        mode: 0o755,
+    }];
+    let mut changes = vec![format!("ENTRYPOINT [\"{EXE}\"]")];
+    if let Some(interp) = elf_interpreter(&exe) {
+        let exe_path = std::fs::read_link("/proc/self/exe")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut dirs = BTreeSet::new();
+        let mut have_interp = false;
+        for path in mapped_files(&exe_path) {
+            let bytes = std::fs::read(&path).map_err(|e| image_err(&format!("read {path}"), e))?;
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                dirs.insert(dir.to_string_lossy().into_owned());
+            }
+            // The loader is mapped under its real path; the executable names it by another.
+            let is_loader =
+                std::fs::canonicalize(&interp).ok() == std::fs::canonicalize(&path).ok();
+            if is_loader && path != interp {
+                files.push(File {
+                    path: interp.clone(),
+                    bytes: bytes.clone(),
+                    mode: 0o755,
+                });
+                have_interp = true;
+            }
+            have_interp |= path == interp;
+            files.push(File {
+                path,
+                bytes,
+                mode: 0o755,
+            });
+        }
+        if !have_interp {
+            return Err(image_err(
+                "dynamically linked netmoded",
+                format!("its interpreter {interp} is not among the mapped files"),
+            ));
+        }
+        let dirs: Vec<String> = dirs.into_iter().collect();
+        changes.push(format!("ENV LD_LIBRARY_PATH={}", dirs.join(":")));
+    }
+    files[0].bytes = exe;
+    Ok((files, changes))
+}
+
+/// A tarball of `files` (parent directories are created by the import).
+pub fn tarball(files: &[File]) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o1777);
+    dir.set_size(0);
+    b.append_data(&mut dir, "tmp", std::io::empty())
+        .map_err(|e| image_err("tar", e))?;
+    for f in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(f.bytes.len() as u64);
+        h.set_mode(f.mode);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, f.path.trim_start_matches('/'), f.bytes.as_slice())
+            .map_err(|e| image_err(&format!("tar {}", f.path), e))?;
+    }
+    b.into_inner().map_err(|e| image_err("tar", e))
+}
+
+/// `netmode-probe:<version>-<hash of the contents>`: a new build gets a new image.
+pub fn tag_for(files: &[File]) -> String {
+    let mut h = std::hash::DefaultHasher::new();
+    for f in files {
+        h.write(f.path.as_bytes());
+        h.write(&f.bytes);
+    }
+    format!(
+        "{}-{:012x}",
+        env!("CARGO_PKG_VERSION"),
+        h.finish() & 0xffff_ffff_ffff
+    )
+}
+
+/// Make sure the probe image of this very executable exists; its `repo:tag`. Older probe
+/// images are removed (best effort: one still in use stays).
+pub async fn ensure(engine: &Engine) -> Result<String> {
+    let (files, changes) = smol::unblock(contents).await?;
+    let tag = tag_for(&files);
+    let name = format!("{REPO}:{tag}");
+    if !engine.image_exists(&name).await? {
+        let size: usize = files.iter().map(|f| f.bytes.len()).sum();
+        log::info!(
+            "building probe image {name} ({} files, {:.1} MiB)",
+            files.len(),
+            size as f64 / (1 << 20) as f64
+        );
+        let tar = smol::unblock(move || tarball(&files)).await?;
+        engine.import_image(tar, REPO, &tag, changes).await?;
+    }
+    for old in engine.image_tags(REPO).await? {
+        if old != name {
+            match engine.remove_image(&old).await {
+                Ok(()) => log::info!("removed old probe image {old}"),
+                Err(e) => log::debug!("old probe image {old} stays: {e}"),
+            }
+        }
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_interpreter_of_real_executables() {
+        // This test binary is dynamically linked (a normal cargo test build).
+        let me = std::fs::read("/proc/self/exe").unwrap();
+        let interp = elf_interpreter(&me).expect("dynamic test binary has PT_INTERP");
+        assert!(interp.contains("ld-"), "{interp}");
+        // Busybox from busybox-static has none.
+        if let Ok(bb) = std::fs::read("/bin/busybox") {
+            if std::process::Command::new("ldd")
+                .arg("/bin/busybox")
+                .output()
+                .is_ok_and(|o| !o.status.success())
+            {
+                assert_eq!(elf_interpreter(&bb), None);
+            }
+        }
+        assert_eq!(elf_interpreter(b"#!/bin/sh\n"), None);
+    }
+
+    #[test]
+    fn a_dynamic_build_carries_its_libraries_and_loader() {
+        let (files, changes) = contents().unwrap();
+        assert_eq!(files[0].path, EXE);
+        let interp = elf_interpreter(&files[0].bytes).unwrap();
+        assert!(files.iter().any(|f| f.path == interp), "loader at {interp}");
+        assert!(
+            files.iter().any(|f| f.path.contains("libc.so")),
+            "{:?}",
+            files.iter().map(|f| &f.path).collect::<Vec<_>>()
+        );
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.starts_with("ENV LD_LIBRARY_PATH="))
+        );
+        let tar = tarball(&files).unwrap();
+        let mut a = tar::Archive::new(tar.as_slice());
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&"netmoded".to_string()), "{names:?}");
+        assert_eq!(tag_for(&files), tag_for(&files));
+    }
+}

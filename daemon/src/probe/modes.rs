@@ -1,0 +1,160 @@
+//! One driver per network mode: where a probe sender runs to show what a container would get
+//! in that mode. Adding a mode (macvlan, ipvlan) is adding a driver.
+
+use netmode_advisor::api::{Container, ModeKind, ProbeMode};
+
+/// How a probe sender is placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// Probe containers with this Docker network mode (`bridge`, `host`, a network name).
+    Container { network_mode: String },
+    /// A daemon thread inside the network namespace of this process.
+    InNamespace { pid: u32 },
+}
+
+pub trait ModeDriver: Send + Sync {
+    fn mode(&self) -> ProbeMode;
+    /// How to probe `target` in this mode, or why it cannot be.
+    fn launch(&self, target: &Container) -> Result<Launch, String>;
+}
+
+/// Bridge mode: on the target's own bridge network, or Docker's default bridge for a
+/// host-mode target (what it would get if switched).
+pub struct Bridge;
+
+/// Host mode: the host's network stack.
+pub struct Host;
+
+/// From inside a bridge-mode target's own namespace.
+pub struct InPlace;
+
+fn probeable(target: &Container) -> Result<(), String> {
+    match target.mode_kind {
+        ModeKind::Bridge | ModeKind::Host => Ok(()),
+        ModeKind::None => Err("network mode none: the container has no network to compare".into()),
+        ModeKind::Container => Err(format!(
+            "{}: it shares another container's namespace, whose mode decides",
+            target.network_mode
+        )),
+        ModeKind::Other => Err(format!(
+            "network {} uses a driver netmode does not compare yet",
+            target.network_mode
+        )),
+    }
+}
+
+impl ModeDriver for Bridge {
+    fn mode(&self) -> ProbeMode {
+        ProbeMode::Bridge
+    }
+    fn launch(&self, target: &Container) -> Result<Launch, String> {
+        probeable(target)?;
+        let network_mode = match target.mode_kind {
+            ModeKind::Bridge => target.network_mode.clone(),
+            _ => "bridge".to_string(),
+        };
+        Ok(Launch::Container { network_mode })
+    }
+}
+
+impl ModeDriver for Host {
+    fn mode(&self) -> ProbeMode {
+        ProbeMode::Host
+    }
+    fn launch(&self, target: &Container) -> Result<Launch, String> {
+        probeable(target)?;
+        Ok(Launch::Container {
+            network_mode: "host".into(),
+        })
+    }
+}
+
+impl ModeDriver for InPlace {
+    fn mode(&self) -> ProbeMode {
+        ProbeMode::InPlace
+    }
+    fn launch(&self, target: &Container) -> Result<Launch, String> {
+        probeable(target)?;
+        if target.mode_kind != ModeKind::Bridge {
+            return Err(
+                "only a bridge-mode container has a namespace of its own to probe from".into(),
+            );
+        }
+        Ok(Launch::InNamespace { pid: target.pid })
+    }
+}
+
+/// The drivers of a container probe, in the order they run.
+pub fn drivers(in_place: bool) -> Vec<Box<dyn ModeDriver>> {
+    let mut v: Vec<Box<dyn ModeDriver>> = vec![Box::new(Bridge), Box::new(Host)];
+    if in_place {
+        v.push(Box::new(InPlace));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netmode_advisor::api::Limits;
+
+    fn c(network_mode: &str, kind: ModeKind) -> Container {
+        Container {
+            id: "x".repeat(64),
+            name: "c".into(),
+            image: "i".into(),
+            network_mode: network_mode.into(),
+            mode_kind: kind,
+            networks: vec![],
+            pid: 42,
+            started_at: String::new(),
+            limits: Limits::default(),
+            ports: vec![],
+            exposed_ports: vec![],
+            compose: None,
+            policy_label: None,
+            live: None,
+            probes: None,
+        }
+    }
+
+    #[test]
+    fn bridge_probes_run_on_the_targets_network() {
+        let on_net = c("backend", ModeKind::Bridge);
+        assert_eq!(
+            Bridge.launch(&on_net),
+            Ok(Launch::Container {
+                network_mode: "backend".into()
+            })
+        );
+        let host = c("host", ModeKind::Host);
+        assert_eq!(
+            Bridge.launch(&host),
+            Ok(Launch::Container {
+                network_mode: "bridge".into()
+            })
+        );
+        assert_eq!(
+            Host.launch(&on_net),
+            Ok(Launch::Container {
+                network_mode: "host".into()
+            })
+        );
+        assert_eq!(InPlace.launch(&on_net), Ok(Launch::InNamespace { pid: 42 }));
+        assert!(InPlace.launch(&host).is_err());
+    }
+
+    #[test]
+    fn unprobeable_modes_say_why() {
+        for (m, k, word) in [
+            ("none", ModeKind::None, "none"),
+            ("container:abc", ModeKind::Container, "shares"),
+            ("lan", ModeKind::Other, "driver"),
+        ] {
+            for d in drivers(true) {
+                let e = d.launch(&c(m, k)).unwrap_err();
+                assert!(e.contains(word), "{e}");
+            }
+        }
+    }
+}

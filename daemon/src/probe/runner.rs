@@ -1,0 +1,463 @@
+//! Runs probe cells: N senders at once in probe containers, or one sender on a thread inside
+//! a container's namespace, and gathers goodput and counters.
+//!
+//! A probe container runs `netmoded send ... --wait-go`: it starts, the daemon opens perf
+//! counters on its process and snapshots the softirq counters, then sends SIGUSR1; every
+//! sender of a cell starts together. Probe containers are labelled with the daemon's
+//! instance id, tracked while they exist, and always removed (a restart removes what a
+//! killed daemon left).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use futures_lite::FutureExt;
+use netmode_advisor::api::{CellCounters, Limits, PerfCounts, Protocol};
+
+use super::{SendSpec, SenderReport, Target, perf};
+use crate::docker::Engine;
+use crate::live::hoststat;
+
+/// Labels on every probe container.
+pub use crate::docker::inventory::PROBE_LABEL as LABEL_PROBE;
+pub const LABEL_OWNER: &str = "netmode.probe.owner";
+pub const LABEL_RUN: &str = "netmode.probe.run";
+
+/// How long a probe container waits for its start signal.
+const GO_WAIT: Duration = Duration::from_secs(60);
+
+/// What one cell sends.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub protocol: Protocol,
+    pub size: u32,
+    pub duration: Duration,
+    pub rate_bps: Option<u64>,
+}
+
+/// The senders' reports and the cell's counters.
+#[derive(Debug, Clone)]
+pub struct CellRun {
+    pub reports: Vec<SenderReport>,
+    pub counters: CellCounters,
+}
+
+/// Probe containers that exist right now, by id: removed on shutdown whatever happens.
+#[derive(Clone, Default)]
+pub struct Tracked(Arc<Mutex<HashSet<String>>>);
+
+impl Tracked {
+    fn add(&self, id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+    }
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+    pub fn ids(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+pub struct Runner<'a> {
+    pub engine: &'a Engine,
+    pub image: &'a str,
+    pub instance: &'a str,
+    pub run_id: &'a str,
+    pub sink: Target,
+    pub tracked: &'a Tracked,
+}
+
+fn sender_args(target: Target, cell: &Cell, session: u32, wait_go: bool) -> Vec<String> {
+    let mut a = vec![
+        "send".to_string(),
+        "--json".into(),
+        "--target".into(),
+        target.to_string(),
+        "--protocol".into(),
+        cell.protocol.as_str().into(),
+        "--size".into(),
+        cell.size.to_string(),
+        "--duration".into(),
+        format!("{}ms", cell.duration.as_millis()),
+        "--session".into(),
+        session.to_string(),
+    ];
+    if let Some(r) = cell.rate_bps {
+        a.push("--rate".into());
+        a.push(r.to_string());
+    }
+    if wait_go {
+        a.push("--wait-go".into());
+        a.push(format!("{}s", GO_WAIT.as_secs()));
+    }
+    a
+}
+
+/// The last JSON line a sender printed.
+pub fn parse_report(stdout: &str) -> Result<SenderReport, String> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| {
+            format!(
+                "the probe sender printed no report: {:?}",
+                stdout.chars().take(200).collect::<String>()
+            )
+        })?;
+    serde_json::from_str(line).map_err(|e| format!("unreadable probe report ({e}): {line}"))
+}
+
+fn softirqs() -> (u64, u64) {
+    hoststat::net_softirqs(&std::fs::read_to_string("/proc/softirqs").unwrap_or_default())
+}
+
+/// Sum the senders' usage and counters into the cell's counters.
+pub fn combine(
+    scope: &str,
+    reports: &[SenderReport],
+    perf: &[PerfCounts],
+    softirq: ((u64, u64), (u64, u64)),
+) -> CellCounters {
+    let mut c = CellCounters {
+        scope: scope.to_string(),
+        net_rx_softirqs: softirq.1.0.saturating_sub(softirq.0.0),
+        net_tx_softirqs: softirq.1.1.saturating_sub(softirq.0.1),
+        ..Default::default()
+    };
+    for r in reports {
+        let u = &r.usage;
+        c.user_s += u.user_s;
+        c.system_s += u.system_s;
+        c.voluntary_context_switches += u.voluntary_cs;
+        c.involuntary_context_switches += u.involuntary_cs;
+        c.minor_faults += u.minor_faults;
+        c.major_faults += u.major_faults;
+    }
+    c.cpu_s = c.user_s + c.system_s;
+    c.perf = match perf.iter().find_map(|p| p.unavailable.clone()) {
+        Some(reason) => PerfCounts::unavailable(reason),
+        None if perf.is_empty() => PerfCounts::unavailable("not counted"),
+        None => {
+            let cycles: u64 = perf.iter().filter_map(|p| p.cycles).sum();
+            let instructions: u64 = perf.iter().filter_map(|p| p.instructions).sum();
+            PerfCounts {
+                cycles: Some(cycles),
+                instructions: Some(instructions),
+                ipc: (cycles > 0).then(|| instructions as f64 / cycles as f64),
+                unavailable: None,
+            }
+        }
+    };
+    c
+}
+
+fn host_config(network_mode: &str, limits: &Limits) -> HostConfig {
+    let mut h = HostConfig {
+        network_mode: Some(network_mode.to_string()),
+        // The daemon reads the report from the log: json-file, whatever the engine's default.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([("max-size".to_string(), "1m".to_string())])),
+        }),
+        ..Default::default()
+    };
+    if let Some(cpus) = limits.cpus {
+        h.nano_cpus = Some((cpus * 1e9) as i64);
+    }
+    h.cpu_shares = limits.cpu_shares.map(|s| s as i64);
+    h.cpuset_cpus = limits.cpuset.clone();
+    h.memory = limits.memory_bytes.map(|m| m as i64);
+    h
+}
+
+impl Runner<'_> {
+    /// `n` probe containers on `network_mode` with `limits`, sending together.
+    pub async fn containers(
+        &self,
+        network_mode: &str,
+        limits: &Limits,
+        n: u32,
+        cell: &Cell,
+    ) -> Result<CellRun, String> {
+        let mut ids = Vec::new();
+        let result = self
+            .containers_inner(network_mode, limits, n, cell, &mut ids)
+            .await;
+        for id in &ids {
+            if let Err(e) = self.engine.remove_container(id).await {
+                log::warn!("cannot remove probe container {id}: {e}");
+            } else {
+                self.tracked.remove(id);
+            }
+        }
+        result
+    }
+
+    async fn containers_inner(
+        &self,
+        network_mode: &str,
+        limits: &Limits,
+        n: u32,
+        cell: &Cell,
+        ids: &mut Vec<String>,
+    ) -> Result<CellRun, String> {
+        let err = |what: &str| {
+            let what = what.to_string();
+            move |e: crate::error::Error| format!("{what}: {e}")
+        };
+        for k in 0..n {
+            let target = self.sink.with_port_offset(k as u16);
+            let labels = HashMap::from([
+                (LABEL_PROBE.to_string(), "1".to_string()),
+                (LABEL_OWNER.to_string(), self.instance.to_string()),
+                (LABEL_RUN.to_string(), self.run_id.to_string()),
+            ]);
+            let body = ContainerCreateBody {
+                image: Some(self.image.to_string()),
+                cmd: Some(sender_args(target, cell, super::new_session() ^ k, true)),
+                labels: Some(labels),
+                host_config: Some(host_config(network_mode, limits)),
+                ..Default::default()
+            };
+            let name = format!(
+                "netmode-probe-{}-{}-{k}",
+                self.run_id,
+                super::new_session() % 100_000
+            );
+            let id = self
+                .engine
+                .create_container(&name, body)
+                .await
+                .map_err(err(&format!(
+                    "create a probe container on network {network_mode}"
+                )))?;
+            self.tracked.add(&id);
+            ids.push(id);
+        }
+        let mut counters = Vec::new();
+        for id in ids.iter() {
+            self.engine
+                .start_container(id)
+                .await
+                .map_err(err("start a probe container"))?;
+            let pid = self
+                .engine
+                .inspect(id)
+                .await
+                .map_err(err("inspect a probe container"))?
+                .and_then(|c| c.state?.pid)
+                .filter(|p| *p > 0)
+                .ok_or("a probe container exited before it was told to start")?;
+            counters.push(perf::start(pid as i32));
+        }
+        let before = softirqs();
+        for id in ids.iter() {
+            self.engine
+                .signal_container(id, "SIGUSR1")
+                .await
+                .map_err(err("start a probe sender"))?;
+        }
+        let limit = cell.duration + Duration::from_secs(45);
+        let mut reports = Vec::new();
+        for id in ids.iter() {
+            let waited = async {
+                self.engine
+                    .wait_container(id)
+                    .await
+                    .map_err(err("wait for a probe container"))
+            }
+            .or(async {
+                async_io::Timer::after(limit).await;
+                Err(format!("a probe sender did not finish within {limit:?}"))
+            })
+            .await?;
+            let out = self
+                .engine
+                .stdout(id)
+                .await
+                .map_err(err("read a probe container's report"))?;
+            let report = parse_report(&out).map_err(|e| format!("{e} (exit code {waited})"))?;
+            reports.push(report);
+        }
+        let after = softirqs();
+        let perf: Vec<PerfCounts> = counters
+            .iter()
+            .map(|c| match c {
+                Ok(c) => c.read(),
+                Err(unavailable) => unavailable.clone(),
+            })
+            .collect();
+        let counters = combine(
+            "probe container processes",
+            &reports,
+            &perf,
+            (before, after),
+        );
+        Ok(CellRun { reports, counters })
+    }
+
+    /// One sender on a thread inside the network namespace of `pid`.
+    pub async fn in_namespace(&self, pid: u32, cell: &Cell) -> Result<CellRun, String> {
+        let spec = SendSpec {
+            target: self.sink,
+            protocol: cell.protocol,
+            size: cell.size as usize,
+            duration: cell.duration,
+            rate_bps: cell.rate_bps,
+            session: super::new_session(),
+        };
+        let (tx, rx) = smol::channel::bounded(1);
+        // A dedicated thread: after setns it must never run anything else.
+        std::thread::Builder::new()
+            .name("probe-in-place".into())
+            .spawn(move || {
+                let r = (|| {
+                    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                        .map_err(|e| format!("the container's namespace is gone: {e}"))?;
+                    // SAFETY: setns on this thread only, with a namespace fd we opened.
+                    if unsafe {
+                        libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET)
+                    } != 0
+                    {
+                        return Err(format!(
+                            "setns into the container's namespace: {}",
+                            std::io::Error::last_os_error()
+                        ));
+                    }
+                    let counters = perf::start(0);
+                    let before = softirqs();
+                    let report = super::send(&spec, true);
+                    let after = softirqs();
+                    let perf = match counters {
+                        Ok(c) => c.read(),
+                        Err(p) => p,
+                    };
+                    Ok((report, perf, (before, after)))
+                })();
+                let _ = tx.send_blocking(r);
+            })
+            .map_err(|e| format!("start the in-place probe thread: {e}"))?;
+        let (report, perf, softirq) = rx
+            .recv()
+            .await
+            .map_err(|_| "the in-place probe thread died".to_string())??;
+        let counters = combine(
+            "probe thread in the container's namespace",
+            std::slice::from_ref(&report),
+            &[perf],
+            softirq,
+        );
+        Ok(CellRun {
+            reports: vec![report],
+            counters,
+        })
+    }
+}
+
+/// Remove every probe container this daemon instance created and did not remove (a daemon
+/// killed mid-probe leaves them). Returns how many were removed.
+pub async fn remove_leftovers(engine: &Engine, instance: &str) -> crate::error::Result<usize> {
+    let ids = engine.containers_labelled(LABEL_OWNER, instance).await?;
+    for id in &ids {
+        engine.remove_container(id).await?;
+    }
+    if !ids.is_empty() {
+        log::info!(
+            "removed {} probe container(s) left by an earlier run",
+            ids.len()
+        );
+    }
+    Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Outcome, Usage};
+
+    #[test]
+    fn the_last_json_line_is_the_report() {
+        let r = SenderReport {
+            outcome: Some(Outcome {
+                sent_bytes: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let out = format!("noise\n{}\n", serde_json::to_string(&r).unwrap());
+        assert_eq!(parse_report(&out).unwrap(), r);
+        assert!(
+            parse_report("exec format error\n")
+                .unwrap_err()
+                .contains("no report")
+        );
+    }
+
+    #[test]
+    fn counters_add_up_over_senders_and_perf_reasons_survive() {
+        let r = SenderReport {
+            usage: Usage {
+                user_s: 0.5,
+                system_s: 1.0,
+                voluntary_cs: 10,
+                involuntary_cs: 5,
+                minor_faults: 3,
+                major_faults: 0,
+            },
+            ..Default::default()
+        };
+        let p = PerfCounts {
+            cycles: Some(100),
+            instructions: Some(50),
+            ipc: Some(0.5),
+            unavailable: None,
+        };
+        let c = combine(
+            "x",
+            &[r.clone(), r.clone()],
+            &[p.clone(), p],
+            ((10, 1), (40, 5)),
+        );
+        assert_eq!((c.cpu_s, c.voluntary_context_switches), (3.0, 20));
+        assert_eq!((c.net_rx_softirqs, c.net_tx_softirqs), (30, 4));
+        assert_eq!((c.perf.cycles, c.perf.ipc), (Some(200), Some(0.5)));
+        let c = combine(
+            "x",
+            &[r],
+            &[PerfCounts::unavailable("no PMU")],
+            ((0, 0), (0, 0)),
+        );
+        assert_eq!(c.perf.unavailable.as_deref(), Some("no PMU"));
+        assert_eq!(c.perf.cycles, None);
+    }
+
+    #[test]
+    fn limits_are_copied_onto_probe_containers() {
+        let h = host_config(
+            "backend",
+            &Limits {
+                cpus: Some(0.5),
+                cpu_shares: Some(512),
+                cpuset: Some("1".into()),
+                memory_bytes: Some(64 << 20),
+            },
+        );
+        assert_eq!(h.network_mode.as_deref(), Some("backend"));
+        assert_eq!(
+            (h.nano_cpus, h.cpu_shares, h.memory),
+            (Some(500_000_000), Some(512), Some(64 << 20))
+        );
+        assert_eq!(h.cpuset_cpus.as_deref(), Some("1"));
+        assert_eq!(h.log_config.unwrap().typ.as_deref(), Some("json-file"));
+    }
+}
