@@ -219,7 +219,95 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
+    probes(&mut o, s);
     o.text
+}
+
+fn probes(o: &mut Out, s: &Status) {
+    o.family(
+        "netmode_probe_running",
+        "gauge",
+        "1 while a probe run is in progress.",
+    );
+    o.sample(
+        "netmode_probe_running",
+        &[],
+        if s.probe.running.is_some() { 1.0 } else { 0.0 },
+    );
+
+    type Pick = fn(&netmode_advisor::api::ProbeCell) -> Option<f64>;
+    let series: [(&str, &str, Pick); 3] = [
+        (
+            "netmode_probe_goodput_bits_per_second",
+            "Receiver-side goodput of the latest probe, per probe mode, protocol and message size.",
+            |c| c.goodput_bps,
+        ),
+        (
+            "netmode_probe_loss_ratio",
+            "UDP loss of the latest probe (0..1).",
+            |c| c.loss,
+        ),
+        (
+            "netmode_probe_cpu_seconds",
+            "CPU time the probe senders used in the latest probe cell.",
+            |c| c.counters.as_ref().map(|k| k.cpu_s),
+        ),
+    ];
+    for (name, help, pick) in series {
+        o.family(name, "gauge", help);
+        for c in &s.containers {
+            let Some(p) = &c.probes else { continue };
+            for cell in p.bridge.iter().chain(&p.host).chain(&p.in_place) {
+                if let Some(v) = pick(cell) {
+                    let size = cell.size.to_string();
+                    o.sample(
+                        name,
+                        &[
+                            ("container", &c.name),
+                            ("network_mode", &c.network_mode),
+                            ("probe_mode", cell.mode.as_str()),
+                            ("protocol", cell.protocol.as_str()),
+                            ("size", &size),
+                        ],
+                        v,
+                    );
+                }
+            }
+        }
+    }
+
+    if let Some(sw) = &s.probe.sweep {
+        o.family(
+            "netmode_sweep_goodput_bits_per_second",
+            "gauge",
+            "Aggregate goodput of N concurrent probe containers per mode (latest sweep).",
+        );
+        for cell in &sw.cells {
+            if let Some(v) = cell.goodput_bps {
+                let (n, size) = (cell.concurrency.to_string(), cell.size.to_string());
+                o.sample(
+                    "netmode_sweep_goodput_bits_per_second",
+                    &[
+                        ("probe_mode", cell.mode.as_str()),
+                        ("concurrency", &n),
+                        ("protocol", cell.protocol.as_str()),
+                        ("size", &size),
+                    ],
+                    v,
+                );
+            }
+        }
+        o.family(
+            "netmode_sweep_crossover_containers",
+            "gauge",
+            "Smallest number of concurrent containers at which host mode beat bridge mode (NaN: not within the sweep).",
+        );
+        o.sample(
+            "netmode_sweep_crossover_containers",
+            &[],
+            sw.crossover.map_or(f64::NAN, |n| n as f64),
+        );
+    }
 }
 
 #[cfg(test)]

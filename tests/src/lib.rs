@@ -248,14 +248,37 @@ pub struct Daemon {
     child: Option<Child>,
     pub dir: TempDir,
     pub endpoint: String,
+    config: PathBuf,
+    env: Vec<(String, String)>,
     log: PathBuf,
 }
 
 pub const FAST_SAMPLING: &str = "sample_interval = \"500ms\"";
 
+/// A `/30` of 198.18.0.0/15 (the benchmarking range) for one daemon's local sink, unique
+/// among the daemons of this test process.
+pub fn unique_sink_subnet() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!(
+        "198.19.{}.{}/30",
+        pid % 256,
+        (n * 4 + (pid / 256) * 16) % 256
+    )
+}
+
+/// A `[probe]` section with a unique sink subnet and `keys`.
+pub fn probe_section(keys: &str) -> String {
+    format!(
+        "[probe]\nsink_subnet = \"{}\"\n{keys}\n",
+        unique_sink_subnet()
+    )
+}
+
 impl Daemon {
-    /// Start with `extra` appended to a config that sets the state directory and a free port.
-    /// `extra` must not repeat `[daemon]` keys other than through `daemon_keys`.
+    /// Start with `daemon_keys` in `[daemon]` and `extra` sections appended. Without a
+    /// `[probe]` section in `extra`, periodic probing is off.
     pub fn start(daemon_keys: &str, extra: &str) -> Daemon {
         Daemon::start_with_env(daemon_keys, extra, &[])
     }
@@ -264,50 +287,97 @@ impl Daemon {
         let dir = TempDir::new("daemon");
         let state = dir.path().join("state");
         let config = dir.path().join("netmoded.toml");
+        let probe = if extra.contains("[probe]") {
+            String::new()
+        } else {
+            probe_section("enabled = false")
+        };
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nstate_dir = \"{}\"\n{daemon_keys}\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+                "[daemon]\nstate_dir = \"{}\"\n{daemon_keys}\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n{probe}",
                 state.display()
             ),
         )
         .unwrap();
         let log = dir.path().join("netmoded.log");
-        let child = Command::new(bin("netmoded"))
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .env("RUST_LOG", "netmoded=debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start netmoded");
         let mut d = Daemon {
-            child: Some(child),
+            child: None,
             dir,
             endpoint: String::new(),
+            config,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log,
         };
-        let endpoint_file = state.join("endpoint");
+        d.spawn();
+        d
+    }
+
+    /// Start the process (again) on the same configuration and state directory.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let endpoint_file = self.state_dir().join("endpoint");
+        let _ = std::fs::remove_file(&endpoint_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin("netmoded"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "netmoded=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start netmoded");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(s) = std::fs::read_to_string(&endpoint_file) {
-                d.endpoint = s.trim().to_string();
-                if http_get(&format!("{}/healthz", d.endpoint)).is_ok_and(|(code, _)| code == 200) {
-                    return d;
+                self.endpoint = s.trim().to_string();
+                if http_get(&format!("{}/healthz", self.endpoint))
+                    .is_ok_and(|(code, _)| code == 200)
+                {
+                    return;
                 }
             }
-            if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
-                panic!("netmoded exited early ({status}):\n{}", d.log_text());
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("netmoded exited early ({status}):\n{}", self.log_text());
             }
             assert!(
                 Instant::now() < deadline,
                 "netmoded did not come up:\n{}",
-                d.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// This daemon's instance id (labels its probe containers).
+    pub fn instance(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("instance-id"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Probe containers of this daemon that exist (running or not).
+    pub fn probe_containers(&self) -> Vec<String> {
+        let filter = format!("label=netmode.probe.owner={}", self.instance());
+        docker(&["ps", "-aq", "--filter", &filter])
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn log_text(&self) -> String {
@@ -321,6 +391,35 @@ impl Daemon {
     /// `GET path` -> (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         http_get(&format!("{}{path}", self.endpoint)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `POST path` with a JSON body -> (status, body).
+    pub fn post(&self, path: &str, json: &str) -> (u16, String) {
+        http_post(&format!("{}{path}", self.endpoint), json)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// Queue a probe and wait for it to end; the finished run.
+    pub fn probe(&self, request: &str, timeout: Duration) -> api::ProbeRun {
+        let (code, body) = self.post("/v1/probes", request);
+        assert_eq!(code, 202, "{body}");
+        let queued: api::ProbeRun = serde_json::from_str(&body).unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get(&format!("/v1/probes/{}", queued.id));
+            assert_eq!(code, 200, "{body}");
+            let run: api::ProbeRun = serde_json::from_str(&body).unwrap();
+            if !matches!(run.state, api::RunState::Queued | api::RunState::Running) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "probe {} still {:?} after {timeout:?}",
+                run.id,
+                run.state
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn status(&self) -> api::Status {
@@ -413,25 +512,18 @@ impl Drop for Daemon {
     }
 }
 
-/// A plain HTTP GET with a real client (ureq), no proxy; non-2xx statuses are returned, not
-/// turned into errors.
-pub fn http_get(url: &str) -> Result<(u16, String), String> {
-    http(url, "GET")
-}
-
-pub fn http(url: &str, method: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(60)))
         .http_status_as_error(false)
         .proxy(None)
         .build()
-        .into();
-    let resp = match method {
-        "POST" => agent.post(url).send_empty(),
-        "PUT" => agent.put(url).send_empty(),
-        "DELETE" => agent.delete(url).call(),
-        _ => agent.get(url).call(),
-    };
+        .into()
+}
+
+fn into_text(
+    resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(u16, String), String> {
     let mut resp = resp.map_err(|e| e.to_string())?;
     let code = resp.status().as_u16();
     let mut body = String::new();
@@ -440,6 +532,32 @@ pub fn http(url: &str, method: &str) -> Result<(u16, String), String> {
         .read_to_string(&mut body)
         .map_err(|e| e.to_string())?;
     Ok((code, body))
+}
+
+/// POST a JSON body with a real client.
+pub fn http_post(url: &str, json: &str) -> Result<(u16, String), String> {
+    into_text(
+        agent()
+            .post(url)
+            .header("content-type", "application/json")
+            .send(json),
+    )
+}
+
+/// A plain HTTP GET with a real client (ureq), no proxy; non-2xx statuses are returned, not
+/// turned into errors.
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    http(url, "GET")
+}
+
+pub fn http(url: &str, method: &str) -> Result<(u16, String), String> {
+    let agent = agent();
+    into_text(match method {
+        "POST" => agent.post(url).send_empty(),
+        "PUT" => agent.put(url).send_empty(),
+        "DELETE" => agent.delete(url).call(),
+        _ => agent.get(url).call(),
+    })
 }
 
 /// The container named `name` in a status document.
@@ -519,5 +637,136 @@ impl DockerProxy {
 impl Drop for DockerProxy {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------- an upstream host of our own
+
+/// An "upstream host" made here: a network namespace behind a veth pair, with an address in
+/// a unique /30 of 198.18.0.0/15, running stock `iperf3 -s` servers. Removed on drop.
+pub struct UpstreamHost {
+    pub ns: String,
+    pub addr: std::net::Ipv4Addr,
+    host_link: String,
+    servers: Vec<Child>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 (ip) must be installed");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl UpstreamHost {
+    pub fn with_iperf3(ports: &[u16]) -> UpstreamHost {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let ns = unique("nmt-up");
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let (host_link, peer) = (format!("nmth{tag}"), format!("nmtp{tag}"));
+        let subnet = unique_sink_subnet();
+        let net: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+        let host_ip = std::net::Ipv4Addr::from(u32::from(net) + 1);
+        let addr = std::net::Ipv4Addr::from(u32::from(net) + 2);
+        ip(&["netns", "add", &ns]);
+        let mut up = UpstreamHost {
+            ns: ns.clone(),
+            addr,
+            host_link: host_link.clone(),
+            servers: Vec::new(),
+        };
+        ip(&[
+            "link", "add", &host_link, "type", "veth", "peer", "name", &peer,
+        ]);
+        ip(&["link", "set", &peer, "netns", &ns]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_link]);
+        ip(&["link", "set", &host_link, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("{addr}/30"), "dev", &peer],
+            vec!["link", "set", &peer, "up"],
+            vec!["link", "set", "lo", "up"],
+            vec!["route", "add", "default", "via", &host_ip.to_string()],
+        ] {
+            let mut full = vec!["netns", "exec", &ns, "ip"];
+            full.extend(args.iter().map(|s| &**s));
+            ip(&full);
+        }
+        for port in ports {
+            let log = std::fs::File::create(format!("/tmp/{ns}-{port}.log")).unwrap();
+            let child = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iperf3",
+                    "-s",
+                    "-V",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("iperf3 must be installed (apt-get install iperf3)");
+            up.servers.push(child);
+        }
+        // Wait until each server listens (asking the kernel, not connecting: iperf3 would
+        // take a bare connection for a client).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in ports {
+            loop {
+                let out = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &ns,
+                        "ss",
+                        "-Hltn",
+                        &format!("sport = :{port}"),
+                    ])
+                    .output()
+                    .expect("ss (iproute2)");
+                if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "iperf3 -s on port {port} did not come up"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        up
+    }
+}
+
+impl Drop for UpstreamHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&self.ns) {
+                    eprintln!(
+                        "---- {name} ----\n{}",
+                        std::fs::read_to_string(entry.path()).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }

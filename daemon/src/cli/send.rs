@@ -38,22 +38,38 @@ impl Default for Options {
     }
 }
 
-/// Block SIGUSR1 now (before any thread exists) and wait for it; `false` on timeout. A
-/// blocked signal is delivered even to a container's PID 1, which ignores unhandled ones.
+static GO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_go(_: libc::c_int) {
+    GO.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Wait up to `limit` for SIGUSR1; `false` on timeout. A handler goes in first: from then
+/// on the daemon sees the signal as caught (`SigCgt` in /proc/PID/status) and a signal cannot
+/// be lost, whether it lands before the wait (the handler notes it) or during it.
 fn wait_for_go(limit: Duration) -> bool {
-    // SAFETY: plain signal-mask manipulation on the calling (only) thread.
+    use std::sync::atomic::Ordering;
+    // SAFETY: installing an async-signal-safe handler and changing this thread's mask; no
+    // other thread exists yet.
     unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_go as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if GO.load(Ordering::SeqCst) {
+            return true;
+        }
         let ts = libc::timespec {
             tv_sec: limit.as_secs() as _,
             tv_nsec: limit.subsec_nanos() as _,
         };
         loop {
             let r = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-            if r == libc::SIGUSR1 {
+            if r == libc::SIGUSR1 || GO.load(Ordering::SeqCst) {
                 return true;
             }
             if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {

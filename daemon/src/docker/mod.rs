@@ -14,8 +14,8 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, EventMessage};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures_lite::{Stream, StreamExt};
 
@@ -159,12 +159,6 @@ impl Engine {
 
     pub async fn start_container(&self, id: &str) -> Result<()> {
         Compat::new(self.docker.start_container(id, None)).await?;
-        Ok(())
-    }
-
-    pub async fn signal_container(&self, id: &str, signal: &str) -> Result<()> {
-        let opts = KillContainerOptionsBuilder::new().signal(signal).build();
-        Compat::new(self.docker.kill_container(id, Some(opts))).await?;
         Ok(())
     }
 

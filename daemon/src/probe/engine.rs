@@ -40,16 +40,24 @@ pub struct Handle {
 impl Handle {
     /// Remove probe containers still around and the local sink's veth pair.
     pub async fn shutdown(&self, shared: &Shared) {
-        let ids = self.tracked.ids();
-        if !ids.is_empty()
-            && let Ok((engine, _)) =
-                Engine::connect(&shared.docker_socket, Duration::from_secs(5)).await
+        let busy = !self.tracked.ids().is_empty();
+        if let Ok((engine, _)) =
+            Engine::connect(&shared.docker_socket, Duration::from_secs(5)).await
         {
-            for id in ids {
-                match engine.remove_container(&id).await {
-                    Ok(()) => log::info!("removed probe container {}", &id[..12.min(id.len())]),
-                    Err(e) => log::warn!("cannot remove probe container {id}: {e}"),
-                }
+            // By label, not only the ids we track: a create the cancelled engine had in
+            // flight completes in the engine without us ever seeing its id.
+            let instance = shared.state_dir.instance_id();
+            let mut removed = runner::remove_leftovers(&engine, instance)
+                .await
+                .unwrap_or(0);
+            if busy || removed > 0 {
+                async_io::Timer::after(Duration::from_millis(500)).await;
+                removed += runner::remove_leftovers(&engine, instance)
+                    .await
+                    .unwrap_or(0);
+            }
+            if removed > 0 {
+                log::info!("removed {removed} probe container(s) on the way out");
             }
         }
         if let Some(mut sink) = self.local.lock().await.take() {
@@ -245,11 +253,12 @@ impl ProbeEngine {
             Err(e) => log::warn!("probe history: {e}"),
         }
         self.setup_sink().await;
-        if let Ok((engine, _)) = self.connect().await
-            && let Err(e) =
-                runner::remove_leftovers(&engine, self.shared.state_dir.instance_id()).await
-        {
-            log::warn!("removing leftover probe containers: {e}");
+        if let Ok((engine, _)) = self.connect().await {
+            match runner::remove_leftovers(&engine, self.shared.state_dir.instance_id()).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("removed {n} probe container(s) left by an earlier run"),
+                Err(e) => log::warn!("removing leftover probe containers: {e}"),
+            }
         }
         let mut next = Instant::now() + self.cfg.interval.min(FIRST_RUN_MAX_DELAY);
         loop {
@@ -353,9 +362,13 @@ impl ProbeEngine {
         run.sink = Some(desc);
         let (engine, _) = self.connect().await?;
         let instance = self.shared.state_dir.instance_id().to_string();
-        runner::remove_leftovers(&engine, &instance)
+        // The engine restarted, or a probe container of ours was left: start clean.
+        let left = runner::remove_leftovers(&engine, &instance)
             .await
             .map_err(|e| e.to_string())?;
+        if left > 0 {
+            log::info!("removed {left} leftover probe container(s)");
+        }
         let image = image::ensure(&engine).await.map_err(|e| e.to_string())?;
         let runner = Runner {
             engine: &engine,

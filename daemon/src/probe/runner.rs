@@ -117,6 +117,38 @@ pub fn parse_report(stdout: &str) -> Result<SenderReport, String> {
     serde_json::from_str(line).map_err(|e| format!("unreadable probe report ({e}): {line}"))
 }
 
+/// Is the probe sender ready for its start signal? From /proc/PID/status: the process must
+/// already be netmoded (right after `docker start` the PID still runs `runc init`, a Go
+/// program that catches every signal and would swallow ours) and catch SIGUSR1 (a
+/// container's PID 1 ignores signals it has no handler for).
+pub fn ready_for_go(status: &str) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    field("Name:") == Some("netmoded")
+        && field("SigCgt:")
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
+}
+
+async fn wait_until_ready(pid: i64) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            Ok(s) if ready_for_go(&s) => return Ok(()),
+            Ok(_) => {}
+            Err(_) => return Err("a probe sender exited before it was told to start".into()),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("a probe sender did not get ready within 20 s".into());
+        }
+        async_io::Timer::after(Duration::from_millis(5)).await;
+    }
+}
+
 fn softirqs() -> (u64, u64) {
     hoststat::net_softirqs(&std::fs::read_to_string("/proc/softirqs").unwrap_or_default())
 }
@@ -245,6 +277,7 @@ impl Runner<'_> {
             ids.push(id);
         }
         let mut counters = Vec::new();
+        let mut pids = Vec::new();
         for id in ids.iter() {
             self.engine
                 .start_container(id)
@@ -258,14 +291,22 @@ impl Runner<'_> {
                 .and_then(|c| c.state?.pid)
                 .filter(|p| *p > 0)
                 .ok_or("a probe container exited before it was told to start")?;
+            wait_until_ready(pid).await?;
+            log::debug!("probe container {} (pid {pid}) ready", &id[..12]);
             counters.push(perf::start(pid as i32));
+            pids.push(pid as i32);
         }
         let before = softirqs();
-        for id in ids.iter() {
-            self.engine
-                .signal_container(id, "SIGUSR1")
-                .await
-                .map_err(err("start a probe sender"))?;
+        // Straight to the process (we are in the host's PID namespace): a signal relayed
+        // through the engine was seen to be lost under load.
+        for pid in &pids {
+            // SAFETY: kill(2) on a process we just saw alive and ready.
+            if unsafe { libc::kill(*pid, libc::SIGUSR1) } != 0 {
+                return Err(format!(
+                    "start a probe sender (pid {pid}): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
         let limit = cell.duration + Duration::from_secs(45);
         let mut reports = Vec::new();
@@ -278,9 +319,13 @@ impl Runner<'_> {
             }
             .or(async {
                 async_io::Timer::after(limit).await;
-                Err(format!("a probe sender did not finish within {limit:?}"))
+                Err(format!(
+                    "a probe sender did not finish within {limit:?} ({})",
+                    self.describe(id).await
+                ))
             })
             .await?;
+            log::debug!("probe container {} exited with {waited}", &id[..12]);
             let out = self
                 .engine
                 .stdout(id)
@@ -304,6 +349,30 @@ impl Runner<'_> {
             (before, after),
         );
         Ok(CellRun { reports, counters })
+    }
+
+    /// Where a stuck probe sender is: what an operator needs to see in the error.
+    async fn describe(&self, id: &str) -> String {
+        let pid = self
+            .engine
+            .inspect(id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.state?.pid)
+            .unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        let output = self.engine.stdout(id).await.unwrap_or_default();
+        let signals: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with("Sig") || l.starts_with("ShdPnd"))
+            .collect();
+        format!(
+            "pid {pid} waiting in {wchan:?}; {}; output {:?}",
+            signals.join(" "),
+            output.chars().take(300).collect::<String>()
+        )
     }
 
     /// One sender on a thread inside the network namespace of `pid`.
@@ -364,18 +433,12 @@ impl Runner<'_> {
     }
 }
 
-/// Remove every probe container this daemon instance created and did not remove (a daemon
-/// killed mid-probe leaves them). Returns how many were removed.
+/// Remove every probe container of this daemon instance (a daemon killed mid-probe leaves
+/// them; a stop removes those in flight). Returns how many were removed.
 pub async fn remove_leftovers(engine: &Engine, instance: &str) -> crate::error::Result<usize> {
     let ids = engine.containers_labelled(LABEL_OWNER, instance).await?;
     for id in &ids {
         engine.remove_container(id).await?;
-    }
-    if !ids.is_empty() {
-        log::info!(
-            "removed {} probe container(s) left by an earlier run",
-            ids.len()
-        );
     }
     Ok(ids.len())
 }
@@ -439,6 +502,20 @@ mod tests {
         );
         assert_eq!(c.perf.unavailable.as_deref(), Some("no PMU"));
         assert_eq!(c.perf.cycles, None);
+    }
+
+    #[test]
+    fn ready_means_our_executable_catching_sigusr1() {
+        assert!(ready_for_go("Name:\tnetmoded\nSigCgt:\t0000000000000640\n"));
+        // runc's init, before it execs the probe sender: catches everything.
+        assert!(!ready_for_go(
+            "Name:\trunc:[2:INIT]\nSigCgt:\tfffffffe7fc1feff\n"
+        ));
+        // netmoded before installing its handler (only Rust's SIGSEGV/SIGBUS ones).
+        assert!(!ready_for_go(
+            "Name:\tnetmoded\nSigCgt:\t0000000000000440\n"
+        ));
+        assert!(!ready_for_go("Name:\tnetmoded\n"));
     }
 
     #[test]

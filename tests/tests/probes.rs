@@ -1,0 +1,353 @@
+//! The probe engine against the real engine: bridge- and host-mode containers measured in
+//! both modes by probe containers, counters present, nothing left behind (also after
+//! `kill -9` mid-probe), history kept across restarts, a stock iperf3 server as target.
+
+use std::time::Duration;
+
+use netmode_e2e::api::{ProbeCell, ProbeMode, ProbeRun, Protocol, RunState};
+use netmode_e2e::*;
+
+const PROBE: &str = "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [64, 1024]\nmax_concurrency = 2";
+
+fn cells<'a>(run: &'a ProbeRun, name: &str) -> &'a [ProbeCell] {
+    &run.containers
+        .iter()
+        .find(|c| c.target.name == name)
+        .unwrap_or_else(|| panic!("{name} not in {run:?}"))
+        .cells
+}
+
+/// Every cell measured something, with its counters.
+fn assert_measured(cells: &[ProbeCell], modes: &[ProbeMode]) {
+    for m in modes {
+        for p in [Protocol::Tcp, Protocol::Udp] {
+            for size in [64, 1024] {
+                let c = cells
+                    .iter()
+                    .find(|c| c.mode == *m && c.protocol == p && c.size == size)
+                    .unwrap_or_else(|| panic!("no {m:?} {p:?} {size} cell in {cells:?}"));
+                assert!(c.error.is_none(), "{c:?}");
+                assert!(c.goodput_bps.is_some_and(|g| g > 0.0), "{c:?}");
+                let k = c.counters.as_ref().expect("counters");
+                assert!(k.cpu_s > 0.0, "{c:?}");
+                assert!(
+                    k.voluntary_context_switches + k.involuntary_context_switches > 0,
+                    "{c:?}"
+                );
+                assert!(k.net_rx_softirqs + k.net_tx_softirqs > 0, "{c:?}");
+                // Cycles and IPC: counted where the PMU allows, else null with the reason.
+                let perf = &k.perf;
+                assert!(
+                    perf.cycles.is_some() && perf.ipc.is_some()
+                        || perf.unavailable.as_deref().is_some_and(|r| !r.is_empty()),
+                    "{perf:?}"
+                );
+                if p == Protocol::Udp {
+                    assert!(c.loss.is_some_and(|l| (0.0..=1.0).contains(&l)), "{c:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bridge_and_host_containers_are_probed_in_both_modes() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, &probe_section(PROBE));
+    let bridge = Container::run(
+        "pb",
+        &["--cpus", "0.5", "-m", "64m"],
+        busybox_image(),
+        &["sleep", "100000"],
+    );
+    let host = Container::run(
+        "ph",
+        &["--network", "host"],
+        busybox_image(),
+        &["sleep", "100000"],
+    );
+    daemon.wait_for("both containers", Duration::from_secs(10), |s| {
+        (find(s, &bridge.name).is_some() && find(s, &host.name).is_some()).then_some(())
+    });
+
+    // Through the CLI, as an operator would.
+    let out = daemon.advisor(&["probe", &bridge.name]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{table}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for word in ["bridge", "host", "in_place", "GOODPUT", "tcp 64 B: bridge"] {
+        assert!(table.contains(word), "{word} missing in\n{table}");
+    }
+
+    let list: api::ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).unwrap();
+    let run = &list.runs[0];
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+    assert!(
+        run.sink
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("local 198.19."),
+        "{run:?}"
+    );
+    let b = cells(run, &bridge.name);
+    assert_measured(b, &[ProbeMode::Bridge, ProbeMode::Host, ProbeMode::InPlace]);
+    let target = &run.containers[0].target;
+    assert_eq!(
+        target.limits.cpus,
+        Some(0.5),
+        "limits recorded with the probe"
+    );
+    // The probe containers ran with the target's CPU limit: 0.5 CPU over a 0.5 s cell.
+    let cpu = b
+        .iter()
+        .find(|c| c.mode == ProbeMode::Bridge)
+        .unwrap()
+        .counters
+        .as_ref()
+        .unwrap()
+        .cpu_s;
+    assert!(
+        cpu < 0.45,
+        "a 0.5-CPU probe container used {cpu} CPU-s in 0.5 s"
+    );
+
+    // Through the API, for the host-mode container (no in-place probe for host mode).
+    let run = daemon.probe(
+        &format!("{{\"container\": \"{}\"}}", host.name),
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+    let h = cells(&run, &host.name);
+    assert_measured(h, &[ProbeMode::Bridge, ProbeMode::Host]);
+    assert!(!h.iter().any(|c| c.mode == ProbeMode::InPlace));
+
+    // Latest results per container in /v1/status, and in /metrics.
+    let s = daemon.status();
+    for name in [&bridge.name, &host.name] {
+        let p = find(&s, name)
+            .unwrap()
+            .probes
+            .as_ref()
+            .expect("probes in status");
+        assert_eq!((p.bridge.len(), p.host.len()), (4, 4), "{p:?}");
+    }
+    let (_, metrics) = daemon.get("/metrics");
+    let line = format!(
+        "netmode_probe_goodput_bits_per_second{{container=\"{}\",network_mode=\"host\",probe_mode=\"bridge\",protocol=\"tcp\",size=\"64\"}} ",
+        host.name
+    );
+    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+
+    // Nothing left behind.
+    assert_eq!(daemon.probe_containers(), Vec::<String>::new());
+}
+
+#[test]
+fn the_sweep_measures_1_to_n_concurrent_containers_per_mode() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, &probe_section(PROBE));
+    let out = daemon.advisor(&["probe", "--sweep"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("crossover:"), "{text}");
+    let s = daemon.status();
+    let sweep = s.probe.sweep.expect("sweep in status");
+    assert_eq!(sweep.max_concurrency, 2);
+    assert_eq!(sweep.cells.len(), 4);
+    for c in &sweep.cells {
+        assert!(
+            c.error.is_none() && c.goodput_bps.is_some_and(|g| g > 0.0),
+            "{c:?}"
+        );
+    }
+    // The crossover is what the cells say.
+    let at = |n, m| {
+        sweep
+            .cells
+            .iter()
+            .find(|c| c.concurrency == n && c.mode == m)
+            .unwrap()
+            .goodput_bps
+            .unwrap()
+    };
+    let expect = (1..=2).find(|n| at(*n, ProbeMode::Host) > at(*n, ProbeMode::Bridge));
+    assert_eq!(sweep.crossover, expect);
+    assert_eq!(daemon.probe_containers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_daemon_killed_mid_probe_leaves_nothing_after_a_restart() {
+    require_docker();
+    let mut daemon = Daemon::start(
+        FAST_SAMPLING,
+        &probe_section("enabled = false\nduration = \"5s\"\nprotocols = [\"tcp\"]\nsizes = [1024]"),
+    );
+    let c = Container::run("pk", &[], busybox_image(), &["sleep", "100000"]);
+    daemon.wait_for("the container", Duration::from_secs(10), |s| {
+        find(s, &c.name).map(|_| ())
+    });
+    let (code, body) = daemon.post("/v1/probes", &format!("{{\"container\": \"{}\"}}", c.name));
+    assert_eq!(code, 202, "{body}");
+    // Wait for a probe container to exist, then kill the daemon without warning.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while daemon.probe_containers().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe container appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sink_link = format!("nmsk{}", &daemon.instance()[..8]);
+    daemon.kill9();
+    assert!(
+        !daemon.probe_containers().is_empty(),
+        "the probe container outlives a SIGKILL"
+    );
+
+    // The kernel removed the sink's namespace and veth pair with the process.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::process::Command::new("ip")
+        .args(["link", "show", &sink_link])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sink_link} outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    daemon.spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !daemon.probe_containers().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leftover probe containers after restart:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And it probes again.
+    let run = daemon.probe(
+        &format!("{{\"container\": \"{}\"}}", c.name),
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+
+    // SIGTERM mid-probe: a clean stop removes the probe container itself.
+    let (code, _) = daemon.post("/v1/probes", &format!("{{\"container\": \"{}\"}}", c.name));
+    assert_eq!(code, 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while daemon.probe_containers().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe container appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(daemon.probe_containers(), Vec::<String>::new());
+
+    // History survived both restarts.
+    daemon.spawn();
+    let list: api::ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).unwrap();
+    assert!(
+        list.runs
+            .iter()
+            .any(|r| r.id == run.id && r.state == RunState::Done),
+        "{list:?}"
+    );
+    let latest = daemon.wait_for(
+        "the container after the restart",
+        Duration::from_secs(10),
+        |s| find(s, &c.name).map(|c| c.probes.clone()),
+    );
+    assert_eq!(latest.expect("probes kept across restarts").run_id, run.id);
+}
+
+#[test]
+fn a_stock_iperf3_server_can_be_the_target() {
+    require_docker();
+    let upstream = UpstreamHost::with_iperf3(&[5201, 5202]);
+    let daemon = Daemon::start(
+        FAST_SAMPLING,
+        &probe_section(&format!(
+            "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [1024]\nin_place = false\nmax_concurrency = 2\ntarget = \"iperf3://{}:5201\"",
+            upstream.addr
+        )),
+    );
+    let c = Container::run("pi", &[], busybox_image(), &["sleep", "100000"]);
+    daemon.wait_for("the container", Duration::from_secs(10), |s| {
+        find(s, &c.name).map(|_| ())
+    });
+    let run = daemon.probe(
+        &format!("{{\"container\": \"{}\", \"sweep\": true}}", c.name),
+        Duration::from_secs(180),
+    );
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+    assert_eq!(
+        run.sink.as_deref(),
+        Some(format!("iperf3://{}:5201", upstream.addr).as_str())
+    );
+    for cell in cells(&run, &c.name) {
+        assert!(
+            cell.error.is_none() && cell.goodput_bps.is_some_and(|g| g > 0.0),
+            "{cell:?}"
+        );
+    }
+    let sweep = run.sweep.expect("sweep");
+    for cell in &sweep.cells {
+        assert!(
+            cell.error.is_none() && cell.goodput_bps.is_some_and(|g| g > 0.0),
+            "{cell:?}"
+        );
+    }
+}
+
+#[test]
+fn probe_requests_that_cannot_run_are_refused_clearly() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, "");
+    let none = Container::run(
+        "pn",
+        &["--network", "none"],
+        busybox_image(),
+        &["sleep", "100000"],
+    );
+    daemon.wait_for("the container", Duration::from_secs(10), |s| {
+        find(s, &none.name).map(|_| ())
+    });
+    let (code, body) = daemon.post(
+        "/v1/probes",
+        &format!("{{\"container\": \"{}\"}}", none.name),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("network mode none"), "{body}");
+    let (code, body) = daemon.post("/v1/probes", "{\"container\": \"no-such\"}");
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = daemon.post("/v1/probes", "{\"contianer\": \"x\"}");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("contianer"), "names the bad field: {body}");
+    let (code, body) = daemon.post("/v1/probes", "{}");
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = daemon.get("/v1/probes/p-nope");
+    assert_eq!(code, 404);
+    let out = daemon.advisor(&["probe", "no-such"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
