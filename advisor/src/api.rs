@@ -143,6 +143,10 @@ pub struct Container {
     /// The latest probe of this container (what it gets in bridge and in host mode);
     /// `null` until it has been probed.
     pub probes: Option<ContainerProbes>,
+    /// What netmode recommends for this container, and why; `null` until the first
+    /// evaluation (right after start).
+    #[serde(default)]
+    pub recommendation: Option<Recommendation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -448,6 +452,101 @@ pub struct ProbeStatus {
     pub last_skip: Option<String>,
     /// The latest multi-container sweep.
     pub sweep: Option<Sweep>,
+}
+
+// ------------------------------------------------------------------ recommendations
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Keep,
+    Switch,
+}
+
+/// What a recommendation rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The study's rule alone (no measurement yet).
+    Prior,
+    /// Measurements (probes, sweep) weighed against the prior.
+    Measured,
+    /// A `netmode.policy=bridge|host` label.
+    Pinned,
+    /// netmode leaves this container alone (none, container:<id>, other drivers, or
+    /// `netmode.policy=ignore`).
+    Excluded,
+}
+
+/// Something that blocks a switch (in `blockers`) or that the operator should know about it
+/// (in `warnings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocker {
+    /// Stable identifier: `port_conflict`, `published_port`, `docker_dns`,
+    /// `shared_namespace`, `host_listener`, `isolation`, `host_dependencies`, ...
+    pub kind: String,
+    pub message: String,
+}
+
+/// One step of the reasoning, for `advisor explain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub step: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// The mode the container should run in: `bridge` or `host` (for a container netmode
+    /// leaves alone, its own kind: `none`, `container`, `other`).
+    pub mode: ModeKind,
+    pub action: Action,
+    /// A switch that can be applied: `action` is `switch` and nothing blocks it.
+    pub applicable: bool,
+    /// Expected goodput of `mode` relative to the other mode, as a fraction (0.25 = +25 %);
+    /// negative when keeping a mode whose deficit is below the switch threshold, 0 for a
+    /// container netmode leaves alone or that is not network-active.
+    pub expected_gain: f64,
+    /// 0..1: how much the recommendation rests on consistent measurements.
+    pub confidence: f64,
+    /// One sentence.
+    pub reason: String,
+    pub blockers: Vec<Blocker>,
+    pub warnings: Vec<Blocker>,
+    pub basis: Basis,
+    /// Whether the container counts as network-active now.
+    pub network_active: bool,
+    /// The recommendation is held (cooldown) until then, Unix ms.
+    pub held_until_ms: Option<u64>,
+    /// The chain of evidence, with numbers.
+    pub evidence: Vec<Evidence>,
+}
+
+/// Where the crossover the policy used comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossoverInfo {
+    /// Host mode is expected to win from this many network-active containers on.
+    pub containers: Option<u32>,
+    /// `measured` (the latest sweep) or `prior` (the CPU count, as on the study's Pi).
+    pub source: String,
+}
+
+/// `GET /v1/recommendations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendations {
+    pub generated_at_ms: u64,
+    /// Names of the network-active containers.
+    pub network_active: Vec<String>,
+    pub crossover: CrossoverInfo,
+    pub containers: Vec<ContainerRecommendation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecommendation {
+    pub name: String,
+    pub id: String,
+    pub network_mode: String,
+    pub recommendation: Recommendation,
 }
 
 /// `GET /healthz`.

@@ -9,5 +9,6 @@ pub mod api;
 pub mod client;
 mod error;
 pub mod format;
+pub mod policy;
 
 pub use error::Error;

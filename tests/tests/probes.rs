@@ -357,19 +357,37 @@ fn scheduled_runs_probe_every_container_and_sweep() {
     require_docker();
     let daemon = Daemon::start(
         FAST_SAMPLING,
-        &probe_section("enabled = true\ninterval = \"10s\"\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [64]\nin_place = false\nmax_concurrency = 1\nskip_above_cpu = 1.0\nskip_above_traffic = \"10Gbit\""),
+        &probe_section(
+            "enabled = true\ninterval = \"10s\"\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [64]\nin_place = false\nmax_concurrency = 1\nskip_above_cpu = 1.0\nskip_above_traffic = \"10Gbit\"",
+        ),
     );
     let a = Container::run("sa", &[], busybox_image(), &["sleep", "100000"]);
-    let b = Container::run("sb", &["-l", "netmode.policy=ignore"], busybox_image(), &["sleep", "100000"]);
+    let b = Container::run(
+        "sb",
+        &["-l", "netmode.policy=ignore"],
+        busybox_image(),
+        &["sleep", "100000"],
+    );
     let s = daemon.wait_for("a scheduled run", Duration::from_secs(90), |s| {
         find(s, &a.name)?.probes.as_ref()?;
         s.probe.sweep.as_ref()?;
         Some(s.clone())
     });
-    assert!(s.probe.enabled && s.probe.next_run_at_ms.is_some(), "{:?}", s.probe);
-    assert!(find(&s, &b.name).unwrap().probes.is_none(), "netmode.policy=ignore is not probed");
+    assert!(
+        s.probe.enabled && s.probe.next_run_at_ms.is_some(),
+        "{:?}",
+        s.probe
+    );
+    assert!(
+        find(&s, &b.name).unwrap().probes.is_none(),
+        "netmode.policy=ignore is not probed"
+    );
     let list: api::ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).unwrap();
-    let run = list.runs.iter().find(|r| r.trigger == api::Trigger::Schedule).expect("a scheduled run");
+    let run = list
+        .runs
+        .iter()
+        .find(|r| r.trigger == api::Trigger::Schedule)
+        .expect("a scheduled run");
     assert_eq!(run.state, RunState::Done, "{run:?}");
 }
 
@@ -378,7 +396,9 @@ fn a_busy_gateway_postpones_scheduled_runs() {
     require_docker();
     let daemon = Daemon::start(
         FAST_SAMPLING,
-        &probe_section("enabled = true\ninterval = \"10s\"\nskip_above_traffic = \"1kbit\"\nskip_above_cpu = 1.0\nretry_after = \"2s\""),
+        &probe_section(
+            "enabled = true\ninterval = \"10s\"\nskip_above_traffic = \"1kbit\"\nskip_above_cpu = 1.0\nretry_after = \"2s\"",
+        ),
     );
     let port = free_port();
     let c = Container::tcp_sink("busy", &["--network", "host"], port);
@@ -387,8 +407,14 @@ fn a_busy_gateway_postpones_scheduled_runs() {
         s.probe.last_skip.as_ref().map(|_| s.clone())
     });
     let reason = s.probe.last_skip.clone().unwrap();
-    assert!(reason.contains("live traffic") && reason.contains("skip_above_traffic"), "{reason}");
-    assert!(find(&s, &c.name).unwrap().probes.is_none(), "nothing was probed");
+    assert!(
+        reason.contains("live traffic") && reason.contains("skip_above_traffic"),
+        "{reason}"
+    );
+    assert!(
+        find(&s, &c.name).unwrap().probes.is_none(),
+        "nothing was probed"
+    );
     let list: api::ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).unwrap();
     assert!(list.runs.is_empty() && list.running.is_none(), "{list:?}");
     drop(traffic);

@@ -209,6 +209,7 @@ pub fn record_from_inspect(
             policy_label: label("netmode.policy"),
             live: None,
             probes: None,
+            recommendation: None,
         },
         started_ns,
     })

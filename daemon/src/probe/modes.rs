@@ -115,6 +115,7 @@ mod tests {
             policy_label: None,
             live: None,
             probes: None,
+            recommendation: None,
         }
     }
 

@@ -1,0 +1,838 @@
+use super::*;
+use crate::api::{
+    ContainerProbes, Limits, Live, NetworkAttachment, PortBinding, ProbeCell, ProbeMode, Protocol,
+};
+use proptest::prelude::*;
+
+const MIN: u64 = 60_000;
+
+fn container(name: &str, kind: ModeKind) -> Container {
+    let network_mode = match kind {
+        ModeKind::Bridge => "bridge".to_string(),
+        ModeKind::Host => "host".to_string(),
+        ModeKind::None => "none".to_string(),
+        ModeKind::Container => "container:db".to_string(),
+        ModeKind::Other => "lan".to_string(),
+    };
+    Container {
+        id: format!(
+            "{:x<64}",
+            name.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        name: name.into(),
+        image: "img".into(),
+        network_mode,
+        mode_kind: kind,
+        networks: if kind == ModeKind::Bridge {
+            vec![NetworkAttachment {
+                name: "bridge".into(),
+                driver: Some("bridge".into()),
+                ip_address: Some("172.17.0.2".into()),
+                aliases: vec![],
+                links: vec![],
+            }]
+        } else {
+            vec![]
+        },
+        pid: 1,
+        started_at: String::new(),
+        limits: Limits::default(),
+        ports: vec![],
+        exposed_ports: vec![],
+        compose: None,
+        policy_label: None,
+        live: None,
+        probes: None,
+        recommendation: None,
+    }
+}
+
+fn live(bps: f64, mean: f64) -> Live {
+    Live {
+        rx_bps: bps,
+        tx_bps: 0.0,
+        rx_pps: bps / 8.0 / mean,
+        tx_pps: 0.0,
+        mean_packet_bytes: Some(mean),
+        attributed: crate::api::Attribution::Full,
+        source: "veth".into(),
+        interfaces: vec![],
+        rx_bytes: 0,
+        tx_bytes: 0,
+        rx_packets: 0,
+        tx_packets: 0,
+        interval_s: 5.0,
+        note: None,
+    }
+}
+
+fn active(mut c: Container) -> Container {
+    c.live = Some(live(20e6, 1000.0));
+    c
+}
+
+fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> ProbeCell {
+    ProbeCell {
+        mode,
+        protocol,
+        size,
+        concurrency: n,
+        goodput_bps: Some(bps),
+        sent_bps: Some(bps),
+        loss: None,
+        duration_s: 3.0,
+        counters: None,
+        error: None,
+    }
+}
+
+/// A probe where host mode gets `ratio` times bridge mode's goodput in every cell.
+fn probes(run: &str, ratio: f64) -> ContainerProbes {
+    let mut bridge = vec![];
+    let mut host = vec![];
+    for p in [Protocol::Tcp, Protocol::Udp] {
+        for s in [64, 1024] {
+            bridge.push(cell(ProbeMode::Bridge, p, s, 1, 100e6));
+            host.push(cell(ProbeMode::Host, p, s, 1, 100e6 * ratio));
+        }
+    }
+    ContainerProbes {
+        run_id: run.into(),
+        finished_at_ms: 1,
+        bridge,
+        host,
+        in_place: vec![],
+        measured_for: None,
+    }
+}
+
+/// A sweep whose host/bridge aggregate ratio at N = i + 1 is `ratios[i]`.
+fn sweep(ratios: &[f64]) -> Sweep {
+    let mut cells = vec![];
+    for (i, r) in ratios.iter().enumerate() {
+        let n = i as u32 + 1;
+        cells.push(cell(ProbeMode::Bridge, Protocol::Tcp, 64, n, 100e6));
+        cells.push(cell(ProbeMode::Host, Protocol::Tcp, 64, n, 100e6 * r));
+    }
+    Sweep {
+        protocol: Protocol::Tcp,
+        size: 64,
+        limits: Limits::default(),
+        crossover: None,
+        max_concurrency: ratios.len() as u32,
+        cells,
+    }
+}
+
+#[derive(Debug)]
+struct World {
+    cpus: u32,
+    containers: Vec<Container>,
+    sweep: Option<Sweep>,
+    listeners: Vec<HostListener>,
+    ports: BTreeMap<String, Vec<(String, u16)>>,
+    config: Config,
+}
+
+impl World {
+    fn new(containers: Vec<Container>) -> World {
+        World {
+            cpus: 4,
+            containers,
+            sweep: None,
+            listeners: vec![],
+            ports: BTreeMap::new(),
+            config: Config::default(),
+        }
+    }
+
+    fn eval(&self, now_ms: u64, memory: &Memory) -> (Evaluation, Memory) {
+        evaluate(
+            &Input {
+                now_ms,
+                cpus: self.cpus,
+                containers: &self.containers,
+                sweep: self.sweep.as_ref(),
+                host_listeners: &self.listeners,
+                container_ports: &self.ports,
+                config: &self.config,
+            },
+            memory,
+        )
+    }
+
+    /// Evaluate once (first sight of the containers sets their activity).
+    fn rec(&self, name: &str) -> Recommendation {
+        self.eval(MIN, &Memory::default()).0.recommendations[name].clone()
+    }
+}
+
+// ------------------------------------------------------------------ the prior
+
+#[test]
+fn one_active_container_stays_in_bridge_on_the_prior_alone() {
+    let w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let r = w.rec("web");
+    assert_eq!(
+        (r.mode, r.action, r.basis),
+        (ModeKind::Bridge, Action::Keep, Basis::Prior)
+    );
+    assert!(
+        (r.confidence - 0.1).abs() < 1e-9,
+        "low confidence without data: {}",
+        r.confidence
+    );
+    assert!(r.reason.contains("prior alone"), "{}", r.reason);
+    assert!((r.expected_gain - 0.25).abs() < 1e-9, "{}", r.expected_gain);
+}
+
+#[test]
+fn from_the_crossover_on_the_prior_recommends_host_and_says_what_it_costs() {
+    let mut w = World::new(
+        ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| active(container(n, ModeKind::Bridge)))
+            .collect(),
+    );
+    w.cpus = 4;
+    let r = w.rec("a");
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Host, Action::Switch),
+        "{}",
+        r.reason
+    );
+    assert!(r.applicable);
+    assert!(
+        r.reason.contains("4 network-active containers"),
+        "{}",
+        r.reason
+    );
+    assert!(
+        r.reason.contains("host mode gives up network isolation"),
+        "{}",
+        r.reason
+    );
+    // Three active on four CPUs: below the prior's crossover.
+    let mut w3 = World::new(w.containers[..3].to_vec());
+    w3.cpus = 4;
+    assert_eq!(w3.rec("a").action, Action::Keep);
+    // Idle containers do not count.
+    let mut idle = w.containers.clone();
+    idle[3].live = Some(live(10e3, 100.0));
+    let w = World::new(idle);
+    let e = w.eval(MIN, &Memory::default()).0;
+    assert_eq!(e.network_active.len(), 3);
+    assert!(
+        e.recommendations["d"]
+            .reason
+            .starts_with("Not network-active"),
+        "{}",
+        e.recommendations["d"].reason
+    );
+    assert_eq!(e.crossover.source, "prior");
+}
+
+// ------------------------------------------------------------------ measurements
+
+/// Evaluate with `rounds` probe rounds of the same `ratio` arriving one per minute.
+fn with_rounds(w: &mut World, name: &str, rounds: usize, ratio: f64) -> (Recommendation, Memory) {
+    let mut memory = Memory::default();
+    let mut last = None;
+    for i in 0..rounds {
+        let i_c = w.containers.iter().position(|c| c.name == name).unwrap();
+        w.containers[i_c].probes = Some(probes(
+            &format!("r{i}"),
+            ratio * (1.0 + 0.01 * (i % 2) as f64),
+        ));
+        let (e, m) = w.eval((i as u64 + 1) * MIN, &memory);
+        memory = m;
+        last = Some(e.recommendations[name].clone());
+    }
+    (last.unwrap(), memory)
+}
+
+#[test]
+fn consistent_measurements_override_the_prior() {
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let (r, memory) = with_rounds(&mut w, "web", 3, 1.6);
+    assert_eq!(
+        (r.mode, r.action, r.basis),
+        (ModeKind::Host, Action::Switch, Basis::Measured),
+        "{}",
+        r.reason
+    );
+    assert!(r.confidence > 0.5, "{}", r.confidence);
+    assert!(r.expected_gain > 0.10, "{}", r.expected_gain);
+    assert_eq!(memory.containers["web"].probe_rounds.len(), 3);
+    assert!(
+        r.evidence
+            .iter()
+            .any(|e| e.step == "probes" && e.detail.contains("3 probe rounds")),
+        "{:?}",
+        r.evidence
+    );
+}
+
+#[test]
+fn one_round_against_the_prior_is_not_enough() {
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let (r, _) = with_rounds(&mut w, "web", 1, 1.15);
+    assert_eq!(r.action, Action::Keep, "{}", r.reason);
+    assert_eq!(r.basis, Basis::Measured);
+}
+
+#[test]
+fn small_gains_do_not_move_containers() {
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let (r, _) = with_rounds(&mut w, "web", 4, 1.09);
+    assert_eq!(r.action, Action::Keep, "{}", r.reason);
+    assert!(r.reason.contains("would gain only"), "{}", r.reason);
+    assert!(
+        r.expected_gain < 0.0,
+        "keeping bridge costs a little: {}",
+        r.expected_gain
+    );
+}
+
+#[test]
+fn the_sweep_carries_a_containers_own_ratio_to_the_active_concurrency() {
+    // Alone the container does better in bridge mode (host 0.85x); the sweep shows host
+    // gaining 40 % more at N = 3 than at N = 1.
+    let mut names: Vec<Container> = ["a", "b", "c"]
+        .iter()
+        .map(|n| active(container(n, ModeKind::Bridge)))
+        .collect();
+    names[0].probes = Some(probes("p1", 0.85));
+    let mut w = World::new(names);
+    w.sweep = Some(sweep(&[0.9, 1.05, 1.26]));
+    let mut memory = Memory::default();
+    for i in 1..=3 {
+        w.containers[0].probes = Some(probes(&format!("p{i}"), 0.85));
+        w.sweep = Some(sweep(&[0.9 + 0.001 * i as f64, 1.05, 1.26]));
+        memory = w.eval(i * MIN, &memory).1;
+    }
+    let (e, _) = w.eval(4 * MIN, &memory);
+    let r = &e.recommendations["a"];
+    // 0.85 * 1.26 / 0.9 = 1.19: host by about 19 %.
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Host, Action::Switch),
+        "{}\n{:?}",
+        r.reason,
+        r.evidence
+    );
+    assert!((r.expected_gain - 0.19).abs() < 0.08, "{}", r.expected_gain);
+    assert_eq!(
+        e.crossover,
+        CrossoverInfo {
+            containers: Some(2),
+            source: "measured".into()
+        }
+    );
+}
+
+// ------------------------------------------------------------------ exclusions and pins
+
+#[test]
+fn containers_netmode_leaves_alone_say_why() {
+    let mut ignored = active(container("ign", ModeKind::Bridge));
+    ignored.policy_label = Some("ignore".into());
+    let w = World::new(vec![
+        active(container("none", ModeKind::None)),
+        active(container("side", ModeKind::Container)),
+        active(container("mac", ModeKind::Other)),
+        ignored,
+    ]);
+    let e = w.eval(MIN, &Memory::default()).0;
+    let reason = |n: &str| e.recommendations[n].reason.clone();
+    assert!(
+        reason("none").contains("never changes"),
+        "{}",
+        reason("none")
+    );
+    assert!(
+        reason("side").contains("shares another container's namespace"),
+        "{}",
+        reason("side")
+    );
+    assert!(reason("mac").contains("driver"), "{}", reason("mac"));
+    assert!(
+        reason("ign").contains("netmode.policy=ignore"),
+        "{}",
+        reason("ign")
+    );
+    for r in e.recommendations.values() {
+        assert_eq!(
+            (r.action, r.basis, r.applicable),
+            (Action::Keep, Basis::Excluded, false)
+        );
+    }
+    assert_eq!(e.recommendations["none"].mode, ModeKind::None);
+}
+
+#[test]
+fn a_pin_is_obeyed_whatever_the_measurements() {
+    let mut c = active(container("mqtt", ModeKind::Bridge));
+    c.policy_label = Some("host".into());
+    let mut w = World::new(vec![c]);
+    let (r, _) = with_rounds(&mut w, "mqtt", 3, 0.5);
+    assert_eq!(
+        (r.mode, r.action, r.basis),
+        (ModeKind::Host, Action::Switch, Basis::Pinned)
+    );
+    assert!(r.applicable);
+    assert!(
+        r.reason.contains("netmode.policy=host") && r.reason.contains("gives up network isolation"),
+        "{}",
+        r.reason
+    );
+}
+
+// ------------------------------------------------------------------ constraints
+
+/// Four active bridge containers on four CPUs: the prior wants host for each.
+fn wants_host(c: Container) -> World {
+    let mut all = vec![c];
+    for n in ["x1", "x2", "x3"] {
+        all.push(active(container(n, ModeKind::Bridge)));
+    }
+    World::new(all)
+}
+
+fn messages(bs: &[Blocker], kind: &str) -> Vec<String> {
+    bs.iter()
+        .filter(|b| b.kind == kind)
+        .map(|b| b.message.clone())
+        .collect()
+}
+
+#[test]
+fn a_remapped_published_port_blocks_host_mode() {
+    let mut c = active(container("web", ModeKind::Bridge));
+    c.ports = vec![PortBinding {
+        container_port: 80,
+        protocol: "tcp".into(),
+        host_ip: None,
+        host_port: Some(8080),
+    }];
+    let r = wants_host(c).rec("web");
+    assert_eq!((r.action, r.applicable), (Action::Switch, false));
+    assert_eq!(
+        messages(&r.blockers, "published_port"),
+        ["-p 8080:80/tcp would become port 80 in host mode: clients of port 8080 would break"]
+    );
+    assert!(
+        r.reason
+            .contains("but the switch is blocked: -p 8080:80/tcp"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn a_port_published_on_one_address_warns() {
+    let mut c = active(container("web", ModeKind::Bridge));
+    c.ports = vec![PortBinding {
+        container_port: 8080,
+        protocol: "tcp".into(),
+        host_ip: Some("127.0.0.1".into()),
+        host_port: Some(8080),
+    }];
+    let mut w = wants_host(c);
+    // Its own docker-proxy listens on 8080: that one goes away with the switch.
+    w.listeners = vec![HostListener {
+        protocol: "tcp".into(),
+        port: 8080,
+        owner: ListenerOwner::DockerProxy,
+    }];
+    let r = w.rec("web");
+    assert!(r.blockers.is_empty(), "{:?}", r.blockers);
+    assert!(r.applicable);
+    assert_eq!(
+        messages(&r.warnings, "published_port"),
+        [
+            "port 8080/tcp is published on 127.0.0.1 only; in host mode the container binds it itself, usually on every interface"
+        ]
+    );
+    assert!(!messages(&r.warnings, "isolation").is_empty());
+}
+
+#[test]
+fn a_port_in_use_on_the_host_blocks_host_mode() {
+    let mut c = active(container("web", ModeKind::Bridge));
+    c.exposed_ports = vec!["80/tcp".into()];
+    let mut w = wants_host(c);
+    w.listeners = vec![HostListener {
+        protocol: "tcp".into(),
+        port: 80,
+        owner: ListenerOwner::Process("nginx".into()),
+    }];
+    let r = w.rec("web");
+    assert_eq!(
+        messages(&r.blockers, "host_listener"),
+        ["port 80/tcp is already in use on the host by process nginx"]
+    );
+    assert!(!r.applicable);
+}
+
+#[test]
+fn ports_seen_in_the_containers_namespace_count_too() {
+    let c = active(container("broker", ModeKind::Bridge));
+    let mut w = wants_host(c);
+    w.ports.insert("broker".into(), vec![("tcp".into(), 1883)]);
+    w.listeners = vec![HostListener {
+        protocol: "tcp".into(),
+        port: 1883,
+        owner: ListenerOwner::Container("mosquitto".into()),
+    }];
+    let r = w.rec("broker");
+    assert_eq!(
+        messages(&r.blockers, "host_listener"),
+        ["port 1883/tcp is already in use on the host by host-mode container mosquitto"]
+    );
+}
+
+#[test]
+fn two_containers_on_the_same_port_cannot_both_go_host() {
+    let mut a = active(container("a-sensor", ModeKind::Bridge));
+    let mut b = active(container("b-sensor", ModeKind::Bridge));
+    a.exposed_ports = vec!["5683/udp".into()];
+    b.exposed_ports = vec!["5683/udp".into()];
+    let mut w = World::new(vec![
+        a,
+        b,
+        active(container("x1", ModeKind::Bridge)),
+        active(container("x2", ModeKind::Bridge)),
+    ]);
+    w.cpus = 4;
+    let e = w.eval(MIN, &Memory::default()).0;
+    let (ra, rb) = (
+        &e.recommendations["a-sensor"],
+        &e.recommendations["b-sensor"],
+    );
+    assert!(ra.applicable, "the first keeps the port: {:?}", ra.blockers);
+    assert_eq!(
+        messages(&rb.blockers, "port_conflict"),
+        ["port 5683/udp is also served by a-sensor in host mode"]
+    );
+    assert!(!rb.applicable);
+}
+
+#[test]
+fn docker_dns_names_and_peers_block_host_mode() {
+    let mut api = active(container("api", ModeKind::Bridge));
+    api.network_mode = "backend".into();
+    api.networks = vec![NetworkAttachment {
+        name: "backend".into(),
+        driver: Some("bridge".into()),
+        ip_address: None,
+        aliases: vec!["api".into()],
+        links: vec![],
+    }];
+    let mut db = container("db", ModeKind::Bridge);
+    db.networks = api.networks.clone();
+    db.networks[0].aliases = vec![];
+    let mut w = wants_host(api);
+    w.containers.push(db);
+    let r = w.rec("api");
+    assert_eq!(
+        messages(&r.blockers, "docker_dns"),
+        [
+            "on network backend it is known as api (Docker DNS); containers using those names would lose it",
+            "db on network backend can reach it by name through Docker DNS; host mode takes it off that network",
+        ]
+    );
+}
+
+#[test]
+fn legacy_links_block_host_mode() {
+    let c = active(container("db", ModeKind::Bridge));
+    let mut app = container("app", ModeKind::Bridge);
+    app.networks[0].links = vec!["/db:/app/db".into()];
+    let mut w = wants_host(c);
+    w.containers.push(app);
+    let r = w.rec("db");
+    assert_eq!(
+        messages(&r.blockers, "links"),
+        ["app reaches it through --link"]
+    );
+}
+
+#[test]
+fn a_shared_namespace_blocks_any_switch() {
+    let c = active(container("db", ModeKind::Bridge));
+    let mut side = container("backup", ModeKind::Container);
+    side.network_mode = "container:db".into();
+    let mut w = wants_host(c);
+    w.containers.push(side);
+    let r = w.rec("db");
+    assert_eq!(
+        messages(&r.blockers, "shared_namespace"),
+        [
+            "backup shares its network namespace (network_mode container:db); switching would change theirs too"
+        ]
+    );
+    assert!(!r.applicable);
+}
+
+#[test]
+fn moving_to_bridge_warns_about_what_host_mode_gave() {
+    let c = active(container("cam", ModeKind::Host));
+    let mut w = World::new(vec![c]);
+    w.listeners = vec![
+        HostListener {
+            protocol: "udp".into(),
+            port: 5353,
+            owner: ListenerOwner::Container("cam".into()),
+        },
+        HostListener {
+            protocol: "tcp".into(),
+            port: 554,
+            owner: ListenerOwner::Container("cam".into()),
+        },
+    ];
+    let r = w.rec("cam");
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Bridge, Action::Switch),
+        "{}",
+        r.reason
+    );
+    assert!(r.applicable, "warnings do not block: {:?}", r.blockers);
+    assert_eq!(
+        messages(&r.warnings, "unpublished_ports"),
+        [
+            "it listens on 554/tcp, 5353/udp; in bridge mode they need publishing (-p PORT:PORT) to stay reachable"
+        ]
+    );
+    assert_eq!(messages(&r.warnings, "host_dependencies").len(), 1);
+}
+
+// ------------------------------------------------------------------ time
+
+#[test]
+fn the_cooldown_holds_a_recommendation_and_then_lets_go() {
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let (r, memory) = with_rounds(&mut w, "web", 3, 1.6);
+    assert_eq!(r.action, Action::Switch);
+    let since = memory.containers["web"].recommended_since_ms;
+    // The measurements turn around: bridge is now better (several rounds of it).
+    let mut memory = memory;
+    for i in 0..8 {
+        w.containers[0].probes = Some(probes(&format!("b{i}"), 0.6));
+        memory = w.eval(since + (i + 1) * MIN, &memory).1;
+    }
+    let held = w.eval(since + 10 * MIN, &memory).0.recommendations["web"].clone();
+    assert_eq!(
+        (held.mode, held.action),
+        (ModeKind::Host, Action::Switch),
+        "{}",
+        held.reason
+    );
+    assert_eq!(held.held_until_ms, Some(since + w.config.cooldown_ms));
+    assert!(
+        held.reason.contains("held by the cooldown"),
+        "{}",
+        held.reason
+    );
+    let later = w
+        .eval(since + w.config.cooldown_ms + MIN, &memory)
+        .0
+        .recommendations["web"]
+        .clone();
+    assert_eq!(
+        (later.mode, later.action),
+        (ModeKind::Bridge, Action::Keep),
+        "{}",
+        later.reason
+    );
+}
+
+#[test]
+fn no_switch_right_after_a_mode_change() {
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let (_, memory) = with_rounds(&mut w, "web", 3, 0.6);
+    // An operator switches it to host; bridge is better, but not so soon.
+    w.containers[0] = active(container("web", ModeKind::Host));
+    w.containers[0].probes = Some(probes("after", 0.6));
+    let t = 5 * MIN;
+    let (e, memory) = w.eval(t, &memory);
+    let r = &e.recommendations["web"];
+    assert_eq!(r.action, Action::Keep, "{}", r.reason);
+    assert_eq!(r.held_until_ms, Some(t + w.config.cooldown_ms));
+    let r = w
+        .eval(t + w.config.cooldown_ms + MIN, &memory)
+        .0
+        .recommendations["web"]
+        .clone();
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Bridge, Action::Switch),
+        "{}",
+        r.reason
+    );
+}
+
+// ------------------------------------------------------------------ properties
+
+fn arb_container(i: usize) -> impl Strategy<Value = Container> {
+    (
+        prop_oneof![
+            4 => Just(ModeKind::Bridge),
+            3 => Just(ModeKind::Host),
+            1 => Just(ModeKind::None),
+            1 => Just(ModeKind::Container),
+            1 => Just(ModeKind::Other),
+        ],
+        prop_oneof![
+            4 => Just(None),
+            1 => Just(Some("auto")),
+            1 => Just(Some("bridge")),
+            1 => Just(Some("host")),
+            1 => Just(Some("ignore")),
+        ],
+        prop_oneof![Just(0.0), Just(5e5), Just(2e6), Just(50e6)],
+        proptest::option::of(0.4f64..2.5),
+        proptest::option::of(prop_oneof![Just(80u16), Just(1883), Just(5683)]),
+        proptest::option::of((
+            prop_oneof![Just(80u16), Just(8080)],
+            prop_oneof![Just(80u16), Just(8080)],
+        )),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(kind, label, rate, ratio, exposed, published, on_user_net)| {
+                let mut c = container(&format!("c{i}"), kind);
+                c.policy_label = label.map(str::to_string);
+                c.live = Some(live(rate, 500.0));
+                c.probes = ratio.map(|r| probes("r", r));
+                if let Some(p) = exposed {
+                    c.exposed_ports = vec![format!("{p}/tcp")];
+                }
+                if let Some((host, cont)) = published {
+                    c.ports = vec![PortBinding {
+                        container_port: cont,
+                        protocol: "tcp".into(),
+                        host_ip: None,
+                        host_port: Some(host),
+                    }];
+                }
+                if on_user_net && kind == ModeKind::Bridge {
+                    c.network_mode = "backend".into();
+                    c.networks[0].name = "backend".into();
+                    c.networks[0].aliases = vec![format!("c{i}-alias")];
+                }
+                c
+            },
+        )
+}
+
+fn arb_world() -> impl Strategy<Value = World> {
+    (1usize..7)
+        .prop_flat_map(|n| {
+            (
+                (0..n).map(arb_container).collect::<Vec<_>>(),
+                1u32..5,
+                proptest::option::of(proptest::collection::vec(0.5f64..2.0, 1..5)),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![Just(80u16), Just(1883), Just(22)],
+                        any::<bool>(),
+                    ),
+                    0..3,
+                ),
+            )
+        })
+        .prop_map(|(containers, cpus, sweep_ratios, listeners)| {
+            let mut w = World::new(containers);
+            w.cpus = cpus;
+            w.sweep = sweep_ratios.map(|r| sweep(&r));
+            w.listeners = listeners
+                .into_iter()
+                .map(|(port, proxy)| HostListener {
+                    protocol: "tcp".into(),
+                    port,
+                    owner: if proxy {
+                        ListenerOwner::DockerProxy
+                    } else {
+                        ListenerOwner::Process("sshd".into())
+                    },
+                })
+                .collect();
+            w
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_same_inputs_give_the_same_output(w in arb_world(), t in 1u64..1_000_000_000) {
+        let (a, ma) = w.eval(t, &Memory::default());
+        let (b, mb) = w.eval(t, &Memory::default());
+        prop_assert_eq!(&a.recommendations, &b.recommendations);
+        prop_assert_eq!(&a.network_active, &b.network_active);
+        prop_assert_eq!(ma, mb.clone());
+        // And from the same memory.
+        let (c, _) = w.eval(t + MIN, &mb);
+        let (d, _) = w.eval(t + MIN, &mb);
+        prop_assert_eq!(c.recommendations, d.recommendations);
+    }
+
+    #[test]
+    fn a_pinned_label_is_always_obeyed(w in arb_world()) {
+        let e = w.eval(MIN, &Memory::default()).0;
+        for c in &w.containers {
+            let r = &e.recommendations[&c.name];
+            match (c.mode_kind, c.policy_label.as_deref()) {
+                (ModeKind::Bridge | ModeKind::Host, Some(pin @ ("bridge" | "host"))) => {
+                    prop_assert_eq!(r.mode.as_str(), pin, "{}", r.reason);
+                    prop_assert_eq!(r.basis, Basis::Pinned);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_change_is_never_applicable(w in arb_world()) {
+        let e = w.eval(MIN, &Memory::default()).0;
+        for r in e.recommendations.values() {
+            prop_assert!(!(r.applicable && !r.blockers.is_empty()), "{:?}", r);
+            prop_assert!(!r.applicable || r.action == Action::Switch, "{:?}", r);
+            prop_assert!(r.applicable == (r.action == Action::Switch && r.blockers.is_empty()), "{:?}", r);
+            prop_assert!((0.0..=1.0).contains(&r.confidence));
+            prop_assert!(r.expected_gain.is_finite());
+            if r.action == Action::Switch && r.mode == ModeKind::Host {
+                prop_assert!(r.reason.contains("gives up network isolation") || !r.blockers.is_empty(), "{}", r.reason);
+            }
+        }
+    }
+
+    /// A true gain near the threshold, measured with noise every few minutes: the
+    /// recommendation changes at most once per cooldown, never back and forth.
+    #[test]
+    fn noisy_measurements_do_not_make_it_flap(
+        true_gain in 0.04f64..0.16,
+        noise in proptest::collection::vec(-0.06f64..0.06, 40),
+    ) {
+        let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+        w.config.prior_crossover = 1;
+        let mut memory = Memory::default();
+        let mut history = vec![];
+        for (i, n) in noise.iter().enumerate() {
+            w.containers[0].probes = Some(probes(&format!("r{i}"), (1.0 + true_gain) * (1.0 + n)));
+            let (e, m) = w.eval((i as u64 + 1) * 3 * MIN, &memory);
+            memory = m;
+            let r = &e.recommendations["web"];
+            history.push((r.mode, r.action));
+        }
+        let changes: Vec<usize> = (1..history.len()).filter(|i| history[*i] != history[i - 1]).collect();
+        // 40 evaluations 3 minutes apart: 120 minutes, a 30-minute cooldown.
+        prop_assert!(changes.len() <= 4, "{history:?}");
+        for pair in changes.windows(2) {
+            prop_assert!((pair[1] - pair[0]) * 3 >= 30, "changed twice within a cooldown: {history:?}");
+        }
+    }
+}
