@@ -23,6 +23,17 @@ pub struct Status {
     pub containers: Vec<Container>,
     /// The probe engine: what runs, what is next, the latest multi-container sweep.
     pub probe: ProbeStatus,
+    /// The advisor's view of the whole gateway; `null` before its first evaluation.
+    #[serde(default)]
+    pub advisor: Option<AdvisorSummary>,
+}
+
+/// The part of the advisor's evaluation that concerns the whole gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdvisorSummary {
+    /// Names of the network-active containers.
+    pub network_active: Vec<String>,
+    pub crossover: CrossoverInfo,
 }
 
 /// Host-level figures, from `/proc/stat` and `/proc/softirqs`, over the last sample interval.
@@ -422,6 +433,9 @@ pub struct ProbeRequest {
     /// Container name or id to probe.
     #[serde(default)]
     pub container: Option<String>,
+    /// Probe every container netmode manages (as a scheduled run does).
+    #[serde(default)]
+    pub all: bool,
     /// Also run the multi-container sweep (alone if no container is given).
     #[serde(default)]
     pub sweep: bool,

@@ -1,7 +1,7 @@
 //! Human-readable rendering of API documents (what `advisor status` prints).
 //! Pure functions of data, so they are tested without a daemon.
 
-use crate::api::{Attribution, Container, DockerState, Status};
+use crate::api::{Action, Attribution, Basis, Container, DockerState, Recommendation, Status};
 
 /// A left/right aligned text table.
 pub struct Table {
@@ -107,8 +107,20 @@ pub fn status_headline(s: &Status) -> String {
         .context_switches_per_s
         .map(|v| format!("{} cs/s", rate(v)))
         .unwrap_or_else(|| "- cs/s".into());
+    let advisor = match &s.advisor {
+        Some(a) => format!(
+            " | {} network-active, crossover {} ({})",
+            a.network_active.len(),
+            a.crossover
+                .containers
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "beyond the sweep".into()),
+            a.crossover.source
+        ),
+        None => String::new(),
+    };
     format!(
-        "netmoded {} on {} | {} CPUs, cpu {}, softirq {}, {} | {}",
+        "netmoded {} on {} | {} CPUs, cpu {}, softirq {}, {} | {}{advisor}",
         s.version,
         h.hostname,
         h.cpus,
@@ -117,6 +129,24 @@ pub fn status_headline(s: &Status) -> String {
         cs,
         docker
     )
+}
+
+/// The RECOMMENDATION cell of `advisor status`.
+pub fn recommendation_cell(r: Option<&Recommendation>) -> String {
+    let Some(r) = r else { return "-".into() };
+    let gain = format!("{:+.0}%", r.expected_gain * 100.0);
+    match (r.basis, r.action) {
+        (Basis::Excluded, _) => "left alone".into(),
+        (Basis::Pinned, Action::Keep) => format!("pinned {}", r.mode.as_str()),
+        (Basis::Pinned, Action::Switch) if r.applicable => {
+            format!("-> {} (pinned)", r.mode.as_str())
+        }
+        (Basis::Pinned, Action::Switch) => format!("{} (pinned, blocked)", r.mode.as_str()),
+        (_, Action::Keep) if !r.network_active => "keep (idle)".into(),
+        (_, Action::Keep) => format!("keep {gain}"),
+        (_, Action::Switch) if r.applicable => format!("-> {} {gain}", r.mode.as_str()),
+        (_, Action::Switch) => format!("{} {gain} (blocked)", r.mode.as_str()),
+    }
 }
 
 fn live_cells(c: &Container) -> [String; 6] {
@@ -159,6 +189,7 @@ pub fn status_table(s: &Status) -> String {
         ">TX pkt/s",
         ">MEAN B",
         "SEEN",
+        "RECOMMENDATION",
     ]);
     for c in &s.containers {
         let [rx, tx, rxp, txp, mean, seen] = live_cells(c);
@@ -171,11 +202,12 @@ pub fn status_table(s: &Status) -> String {
             txp,
             mean,
             seen,
+            recommendation_cell(c.recommendation.as_ref()),
         ]);
     }
     out.push('\n');
     out.push_str(&t.render());
-    let notes: Vec<String> = s
+    let mut notes: Vec<String> = s
         .containers
         .iter()
         .filter_map(|c| {
@@ -183,6 +215,13 @@ pub fn status_table(s: &Status) -> String {
             Some(format!("  {}: {}", c.name, note))
         })
         .collect();
+    for c in &s.containers {
+        if let Some(r) = &c.recommendation
+            && r.action == Action::Switch
+        {
+            notes.push(format!("  {}: {}", c.name, r.reason));
+        }
+    }
     if !notes.is_empty() {
         out.push_str("\nnotes:\n");
         for n in notes {
@@ -440,6 +479,77 @@ pub fn probe_run(r: &ProbeRun) -> String {
     }
     if let Some(reason) = perf_reason {
         out.push_str(&format!("\ncycles and IPC: not counted: {reason}\n"));
+    }
+    out
+}
+
+/// What `advisor explain` prints: the recommendation and the whole chain behind it.
+pub fn explain(c: &Container) -> String {
+    let mut out = format!(
+        "{} ({}, network mode {}, {})\n",
+        c.name,
+        &c.id[..c.id.len().min(12)],
+        c.network_mode,
+        limits_text(&c.limits)
+    );
+    match &c.live {
+        Some(l) => out.push_str(&format!(
+            "live: rx {} tx {} Mbit/s, {} pkt/s, mean packet {}, seen: {}\n",
+            mbit(l.rx_bps),
+            mbit(l.tx_bps),
+            rate(l.rx_pps + l.tx_pps),
+            l.mean_packet_bytes
+                .map(|m| format!("{m:.0} B"))
+                .unwrap_or_else(|| "-".into()),
+            attribution(l.attributed)
+        )),
+        None => out.push_str("live: not sampled yet\n"),
+    }
+    let Some(r) = &c.recommendation else {
+        out.push_str("\nno recommendation yet (the first evaluation follows the first sample)\n");
+        return out;
+    };
+    out.push_str(&format!(
+        "\nrecommendation: {} (mode {}, {}, expected gain {:+.1}%, confidence {:.2}, basis {:?}{})\n",
+        recommendation_cell(Some(r)),
+        r.mode.as_str(),
+        match r.action {
+            Action::Keep => "keep",
+            Action::Switch => "switch",
+        },
+        r.expected_gain * 100.0,
+        r.confidence,
+        r.basis,
+        if r.applicable { ", applicable" } else { "" }
+    ).to_lowercase());
+    out.push_str(&format!("  {}\n", r.reason));
+    if !r.evidence.is_empty() {
+        out.push_str("\nevidence:\n");
+        for (i, e) in r.evidence.iter().enumerate() {
+            out.push_str(&format!("  {}. {}: {}\n", i + 1, e.step, e.detail));
+        }
+    }
+    if !r.blockers.is_empty() {
+        out.push_str("\nblocked by:\n");
+        for b in &r.blockers {
+            out.push_str(&format!("  - [{}] {}\n", b.kind, b.message));
+        }
+    }
+    if !r.warnings.is_empty() {
+        out.push_str("\nwarnings:\n");
+        for w in &r.warnings {
+            out.push_str(&format!("  - [{}] {}\n", w.kind, w.message));
+        }
+    }
+    if let Some(p) = &c.probes {
+        let cells: Vec<ProbeCell> = p.bridge.iter().chain(&p.host).cloned().collect();
+        let lines = mode_comparison(&cells);
+        if !lines.is_empty() {
+            out.push_str(&format!("\nlatest probe ({}):\n", p.run_id));
+            for l in lines {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
     }
     out
 }

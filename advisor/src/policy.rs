@@ -70,7 +70,7 @@ const MIN_ROUND_SD: f64 = 0.03;
 const MODEL_SD: f64 = 0.02;
 
 /// Who holds a listening socket on the host.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ListenerOwner {
     /// A host-mode container's process.
     Container(String),
@@ -616,6 +616,11 @@ pub fn constraints(c: &Container, target: ModeKind, input: &Input) -> (Vec<Block
         }
         _ => {}
     }
+    // Docker lists a publication once per address family: one message each.
+    let mut seen = BTreeSet::new();
+    blockers.retain(|b| seen.insert(b.message.clone()));
+    let mut seen = BTreeSet::new();
+    warnings.retain(|b| seen.insert(b.message.clone()));
     (blockers, warnings)
 }
 

@@ -27,6 +27,7 @@ pub struct Config {
     pub http: Http,
     pub docker: Docker,
     pub probe: Probe,
+    pub advisor: Advisor,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -149,6 +150,51 @@ impl Probe {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Advisor {
+    /// Network-active above this rate (rx + tx, averaged over active_window), bit/s.
+    #[serde(deserialize_with = "rate")]
+    pub active_threshold: u64,
+    #[serde(deserialize_with = "active_window")]
+    pub active_window: Duration,
+    #[serde(deserialize_with = "gain")]
+    pub min_gain: f64,
+    #[serde(deserialize_with = "gain")]
+    pub hysteresis: f64,
+    #[serde(deserialize_with = "cooldown")]
+    pub cooldown: Duration,
+    /// Network-active containers from which the prior favours host mode; 0: CPU count.
+    #[serde(deserialize_with = "concurrency")]
+    pub prior_crossover: u32,
+}
+
+impl Default for Advisor {
+    fn default() -> Self {
+        Advisor {
+            active_threshold: 1_000_000,
+            active_window: Duration::from_secs(60),
+            min_gain: 0.10,
+            hysteresis: 0.05,
+            cooldown: Duration::from_secs(30 * 60),
+            prior_crossover: 0,
+        }
+    }
+}
+
+impl Advisor {
+    pub fn policy(&self) -> netmode_advisor::policy::Config {
+        netmode_advisor::policy::Config {
+            active_threshold_bps: self.active_threshold as f64,
+            active_window_s: self.active_window.as_secs_f64(),
+            min_gain: self.min_gain,
+            hysteresis: self.hysteresis.min(self.min_gain),
+            cooldown_ms: self.cooldown.as_millis() as u64,
+            prior_crossover: self.prior_crossover,
+        }
+    }
+}
+
 /// The local sink's subnet: the host side takes the first address, the sink the second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SinkSubnet {
@@ -232,6 +278,7 @@ impl Default for Config {
             http: Http::default(),
             docker: Docker::default(),
             probe: Probe::default(),
+            advisor: Advisor::default(),
         }
     }
 }
@@ -544,6 +591,30 @@ fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     if !(v > 0.0 && v <= 1.0) {
         return Err(D::Error::custom(format!(
             "{v} is out of range: expected a fraction in (0, 1]"
+        )));
+    }
+    Ok(v)
+}
+
+fn active_window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(
+        d,
+        Duration::from_millis(100),
+        Duration::from_secs(24 * 3600),
+    )
+}
+
+fn cooldown<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::ZERO, Duration::from_secs(7 * 24 * 3600))
+}
+
+/// A fraction for gains: 0 .. 1 (0.10 = 10 %).
+fn gain<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::de::Error;
+    let v = f64::deserialize(d)?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(D::Error::custom(format!(
+            "{v} is out of range: expected a fraction in [0, 1], like 0.10 for 10%"
         )));
     }
     Ok(v)

@@ -165,6 +165,13 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 ),
             ),
         },
+        ["v1", "recommendations"] if get => match shared.recommendations() {
+            Some(r) => json(StatusCode::OK, &r),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the first evaluation has not run yet; try again in a few seconds",
+            ),
+        },
         ["v1", "probes"] if get => json(StatusCode::OK, &shared.probe_list()),
         ["v1", "probes"] if req.method() == Method::POST => post_probe(shared, req).await,
         ["v1", "probes", id] if get => match shared.probe_run(id) {
@@ -177,6 +184,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         | ["v1", "status"]
         | ["v1", "containers"]
         | ["v1", "containers", _]
+        | ["v1", "recommendations"]
         | ["v1", "probes", _] => method_not_allowed("GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }

@@ -5,6 +5,7 @@
 //! inventory watcher; `live/` the traffic sampler; `netlink` the thin rtnetlink layer;
 //! `http` and `metrics` the endpoint; `state` what is known now; `state_dir` what is kept.
 
+mod advice;
 mod cli;
 mod config;
 mod docker;

@@ -220,7 +220,81 @@ pub fn render(s: &Status) -> String {
         }
     }
     probes(&mut o, s);
+    advice(&mut o, s);
     o.text
+}
+
+fn advice(o: &mut Out, s: &Status) {
+    let Some(a) = &s.advisor else { return };
+    o.family(
+        "netmode_network_active_containers",
+        "gauge",
+        "Containers the advisor counts as network-active.",
+    );
+    o.sample(
+        "netmode_network_active_containers",
+        &[],
+        a.network_active.len() as f64,
+    );
+    o.family(
+        "netmode_crossover_containers",
+        "gauge",
+        "Network-active containers from which host mode is expected to win (NaN: not within the measured range).",
+    );
+    o.sample(
+        "netmode_crossover_containers",
+        &[("source", &a.crossover.source)],
+        a.crossover.containers.map_or(f64::NAN, |n| n as f64),
+    );
+    o.family(
+        "netmode_recommendation_info",
+        "gauge",
+        "The advisor's recommendation per container; always 1.",
+    );
+    for c in &s.containers {
+        if let Some(r) = &c.recommendation {
+            let action = match r.action {
+                netmode_advisor::api::Action::Keep => "keep",
+                netmode_advisor::api::Action::Switch => "switch",
+            };
+            o.sample(
+                "netmode_recommendation_info",
+                &[
+                    ("container", &c.name),
+                    ("network_mode", &c.network_mode),
+                    ("mode", r.mode.as_str()),
+                    ("action", action),
+                    ("applicable", if r.applicable { "true" } else { "false" }),
+                ],
+                1.0,
+            );
+        }
+    }
+    type Pick = fn(&netmode_advisor::api::Recommendation) -> f64;
+    let series: [(&str, &str, Pick); 2] = [
+        (
+            "netmode_recommendation_expected_gain_ratio",
+            "Expected goodput of the recommended mode relative to the other (0.25 = +25%).",
+            |r| r.expected_gain,
+        ),
+        (
+            "netmode_recommendation_confidence",
+            "Confidence of the recommendation (0..1).",
+            |r| r.confidence,
+        ),
+    ];
+    for (name, help, pick) in series {
+        o.family(name, "gauge", help);
+        for c in &s.containers {
+            if let Some(r) = &c.recommendation {
+                o.sample(
+                    name,
+                    &[("container", &c.name), ("network_mode", &c.network_mode)],
+                    pick(r),
+                );
+            }
+        }
+    }
 }
 
 fn probes(o: &mut Out, s: &Status) {

@@ -24,6 +24,7 @@ pub struct Shared {
     live: RwLock<HashMap<String, Live>>,
     host: RwLock<Host>,
     probes: RwLock<ProbeBook>,
+    recommendations: RwLock<Option<api::Recommendations>>,
     /// Wakes the probe engine when a probe is queued.
     probe_wake: smol::channel::Sender<()>,
 }
@@ -34,6 +35,8 @@ pub struct QueuedProbe {
     pub run: ProbeRun,
     /// The container to probe (its id), if any.
     pub container: Option<String>,
+    /// Probe every container netmode manages.
+    pub all: bool,
     pub sweep: bool,
 }
 
@@ -135,6 +138,7 @@ impl Shared {
         };
         Shared {
             probes: RwLock::new(probes),
+            recommendations: RwLock::new(None),
             probe_wake,
             docker: RwLock::new(DockerInfo {
                 state: DockerState::Connecting,
@@ -232,7 +236,21 @@ impl Shared {
     fn with_live(&self, mut c: api::Container, live: &HashMap<String, Live>) -> api::Container {
         c.live = live.get(&c.id).cloned();
         c.probes = read_lock(&self.probes).latest.get(&c.name).cloned();
+        c.recommendation = read_lock(&self.recommendations)
+            .as_ref()
+            .and_then(|r| r.containers.iter().find(|x| x.id == c.id))
+            .map(|x| x.recommendation.clone());
         c
+    }
+
+    // ---- recommendations ----
+
+    pub fn set_recommendations(&self, r: api::Recommendations) {
+        *write(&self.recommendations) = Some(r);
+    }
+
+    pub fn recommendations(&self) -> Option<api::Recommendations> {
+        read(&self.recommendations)
     }
 
     // ---- probes ----
@@ -304,6 +322,12 @@ impl Shared {
         if let Some(e) = self.probe_status().error {
             return Err(Refused(503, format!("probing is unavailable: {e}")));
         }
+        if req.all && req.container.is_some() {
+            return Err(Refused(
+                400,
+                "give \"container\" or \"all\", not both".into(),
+            ));
+        }
         let container = match &req.container {
             Some(key) => {
                 let c = self.container(key).map_err(|l| match l {
@@ -330,11 +354,11 @@ impl Shared {
                 }
                 Some(c.id)
             }
-            None if req.sweep => None,
+            None if req.sweep || req.all => None,
             None => {
                 return Err(Refused(
                     400,
-                    "give \"container\" (a name or id), \"sweep\": true, or both".into(),
+                    "give \"container\" (a name or id), \"all\": true or \"sweep\": true".into(),
                 ));
             }
         };
@@ -348,6 +372,7 @@ impl Shared {
         write(&self.probes).queued.push_back(QueuedProbe {
             run: run.clone(),
             container,
+            all: req.all,
             sweep: req.sweep,
         });
         let _ = self.probe_wake.try_send(());
@@ -396,6 +421,12 @@ impl Shared {
             docker: self.docker(),
             containers,
             probe: self.probe_status(),
+            advisor: read_lock(&self.recommendations)
+                .as_ref()
+                .map(|r| api::AdvisorSummary {
+                    network_active: r.network_active.clone(),
+                    crossover: r.crossover.clone(),
+                }),
         }
     }
 

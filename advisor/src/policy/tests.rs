@@ -410,12 +410,16 @@ fn messages(bs: &[Blocker], kind: &str) -> Vec<String> {
 #[test]
 fn a_remapped_published_port_blocks_host_mode() {
     let mut c = active(container("web", ModeKind::Bridge));
-    c.ports = vec![PortBinding {
-        container_port: 80,
-        protocol: "tcp".into(),
-        host_ip: None,
-        host_port: Some(8080),
-    }];
+    // As Docker 20.10 reports `-p 8080:80`: once for IPv4, once for IPv6.
+    c.ports = ["0.0.0.0", "::"]
+        .iter()
+        .map(|ip| PortBinding {
+            container_port: 80,
+            protocol: "tcp".into(),
+            host_ip: Some(ip.to_string()),
+            host_port: Some(8080),
+        })
+        .collect();
     let r = wants_host(c).rec("web");
     assert_eq!((r.action, r.applicable), (Action::Switch, false));
     assert_eq!(

@@ -9,6 +9,7 @@
 //!   (sock_diag, TCP_INFO byte counters). UDP has no such counters; the output says so.
 
 pub mod hoststat;
+pub mod listeners;
 pub mod procs;
 pub mod sockdiag;
 
@@ -534,9 +535,11 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
             return;
         }
     };
+    let mut advice = crate::advice::Advice::load(&shared);
     let mut next = Instant::now();
     loop {
         sampler.sample(&shared).await;
+        advice.evaluate(&shared).await;
         next += interval;
         let now = Instant::now();
         if next < now {

@@ -292,6 +292,7 @@ impl ProbeEngine {
                 self.execute(QueuedProbe {
                     run,
                     container: None,
+                    all: true,
                     sweep: true,
                 })
                 .await;
@@ -389,7 +390,7 @@ impl ProbeEngine {
                     return Ok(());
                 }
             },
-            None if q.run.trigger == Trigger::Schedule => eligible(&status.containers),
+            None if q.all => eligible(&status.containers),
             None => Vec::new(),
         };
         let mut measured: HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)> =

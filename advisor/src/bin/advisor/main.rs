@@ -1,6 +1,7 @@
 //! `advisor`: the operator's view of netmoded. A thin CLI over the daemon's JSON endpoint;
 //! one file per subcommand.
 
+mod explain;
 mod probe;
 mod status;
 
@@ -15,9 +16,12 @@ usage: advisor [--endpoint URL] <command> [options]
 
 commands:
   status [--json]     one row per running container: mode, live traffic, what netmode sees
+  explain CONTAINER   the recommendation for CONTAINER and the whole chain of evidence
+       [--json]       behind it: activity, the prior, probes, sweep, weighing, constraints
   probe CONTAINER     measure now what CONTAINER gets in bridge and in host mode (TCP/UDP,
-       [--sweep]      the configured message sizes), with the counters behind it; --sweep
-       [--json]       adds the multi-container sweep (alone if no CONTAINER is given)
+       [--all]        the configured message sizes), with the counters behind it; --all
+       [--sweep]      probes every container netmode manages; --sweep adds the
+       [--json]       multi-container sweep (alone if nothing else is asked)
        [--no-wait]    queue it, print the run id, and return
 
 options:
@@ -35,6 +39,7 @@ pub struct Args {
     pub operands: Vec<String>,
     pub json: bool,
     pub sweep: bool,
+    pub all: bool,
     pub no_wait: bool,
     pub endpoint: String,
     pub timeout: Duration,
@@ -51,6 +56,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let mut operands = Vec::new();
     let mut json = false;
     let mut sweep = false;
+    let mut all = false;
     let mut no_wait = false;
     let mut endpoint = None;
     let mut timeout = Duration::from_secs(10);
@@ -66,6 +72,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
             }
             Long("json") => json = true,
             Long("sweep") => sweep = true,
+            Long("all") => all = true,
             Long("no-wait") => no_wait = true,
             Long("endpoint") => {
                 endpoint = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
@@ -104,6 +111,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
         operands,
         json,
         sweep,
+        all,
         no_wait,
         endpoint,
         timeout,
@@ -122,6 +130,7 @@ fn run() -> Result<(), Error> {
     match args.command.as_str() {
         "status" => status::run(&client, &args),
         "probe" => probe::run(&client, &args),
+        "explain" => explain::run(&client, &args),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
 }

@@ -13,10 +13,14 @@ use crate::Args;
 pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
     let request = ProbeRequest {
         container: args.operands.first().cloned(),
+        all: args.all,
         sweep: args.sweep,
     };
-    if args.operands.len() > 1 || (request.container.is_none() && !request.sweep) {
-        return Err(crate::usage("probe expects CONTAINER, --sweep, or both"));
+    if args.operands.len() > 1 || (request.container.is_none() && !request.sweep && !request.all) {
+        return Err(crate::usage("probe expects CONTAINER, --all or --sweep"));
+    }
+    if request.all && request.container.is_some() {
+        return Err(crate::usage("probe takes CONTAINER or --all, not both"));
     }
     let body = serde_json::to_vec(&request).map_err(|e| Error::Usage(e.to_string()))?;
     let queued: ProbeRun = client.post_json("/v1/probes", &body)?;

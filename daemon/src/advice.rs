@@ -1,0 +1,119 @@
+//! Running the advisor's policy in the daemon: gather its inputs (status, probes, the
+//! listener scan), evaluate after every sample, serve the result, and keep the policy's
+//! memory in `<state_dir>/advisor.json` (written atomically), so hysteresis and cooldowns
+//! survive a restart.
+
+use std::time::{Duration, Instant};
+
+use netmode_advisor::api::{ContainerRecommendation, ModeKind, Recommendations};
+use netmode_advisor::policy::{self, Memory};
+
+use crate::live::listeners::{self, Scan};
+use crate::live::procs::CgroupMounts;
+use crate::state::{Shared, now_ms};
+
+pub const MEMORY_FILE: &str = "advisor.json";
+/// The listener scan walks /proc: not at every sample.
+const SCAN_EVERY: Duration = Duration::from_secs(30);
+/// The memory changes at every sample (activity averages); it is saved this often, and at
+/// once when a recommendation changes.
+const SAVE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Advice {
+    config: policy::Config,
+    memory: Memory,
+    cgroups: std::sync::Arc<CgroupMounts>,
+    scan: Scan,
+    scanned: Option<Instant>,
+    saved: Option<Instant>,
+}
+
+impl Advice {
+    pub fn load(shared: &Shared) -> Advice {
+        let memory = match shared.state_dir.read(MEMORY_FILE) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                log::warn!(
+                    "{}/{MEMORY_FILE}: unreadable ({e}); starting afresh",
+                    shared.state_dir.path().display()
+                );
+                Memory::default()
+            }),
+            Ok(None) => Memory::default(),
+            Err(e) => {
+                log::warn!("{e}; starting the advisor afresh");
+                Memory::default()
+            }
+        };
+        Advice {
+            config: shared.config.advisor.policy(),
+            memory,
+            cgroups: std::sync::Arc::new(CgroupMounts::discover()),
+            scan: Scan::default(),
+            scanned: None,
+            saved: None,
+        }
+    }
+
+    /// One evaluation of every container.
+    pub async fn evaluate(&mut self, shared: &Shared) {
+        let status = shared.status();
+        if self.scanned.is_none_or(|t| t.elapsed() >= SCAN_EVERY) {
+            let pick = |kind: ModeKind| -> Vec<(String, u32)> {
+                status
+                    .containers
+                    .iter()
+                    .filter(|c| c.mode_kind == kind)
+                    .map(|c| (c.name.clone(), c.pid))
+                    .collect()
+            };
+            let (host, bridge) = (pick(ModeKind::Host), pick(ModeKind::Bridge));
+            let cgroups = self.cgroups.clone();
+            self.scan = smol::unblock(move || listeners::scan(&cgroups, &host, &bridge)).await;
+            self.scanned = Some(Instant::now());
+        }
+        let now = now_ms();
+        let input = policy::Input {
+            now_ms: now,
+            cpus: status.host.cpus,
+            containers: &status.containers,
+            sweep: status.probe.sweep.as_ref(),
+            host_listeners: &self.scan.host,
+            container_ports: &self.scan.containers,
+            config: &self.config,
+        };
+        let (evaluation, memory) = policy::evaluate(&input, &self.memory);
+        let changed = memory.containers.iter().any(|(name, m)| {
+            self.memory.containers.get(name).map(|o| &o.recommended) != Some(&m.recommended)
+        });
+        self.memory = memory;
+        let containers = status
+            .containers
+            .iter()
+            .filter_map(|c| {
+                Some(ContainerRecommendation {
+                    name: c.name.clone(),
+                    id: c.id.clone(),
+                    network_mode: c.network_mode.clone(),
+                    recommendation: evaluation.recommendations.get(&c.name)?.clone(),
+                })
+            })
+            .collect();
+        shared.set_recommendations(Recommendations {
+            generated_at_ms: now,
+            network_active: evaluation.network_active,
+            crossover: evaluation.crossover,
+            containers,
+        });
+        if changed || self.saved.is_none_or(|t| t.elapsed() >= SAVE_EVERY) {
+            match serde_json::to_vec(&self.memory) {
+                Ok(bytes) => {
+                    if let Err(e) = shared.state_dir.write_atomic(MEMORY_FILE, &bytes) {
+                        log::warn!("cannot save the advisor's memory: {e}");
+                    }
+                }
+                Err(e) => log::warn!("cannot encode the advisor's memory: {e}"),
+            }
+            self.saved = Some(Instant::now());
+        }
+    }
+}
