@@ -223,3 +223,86 @@ def dump_json(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(data, f, indent=2)
+
+
+BENCH_IMAGE = "netmode-bench:1"
+
+
+def _ldd_files(exe):
+    files = {exe}
+    for line in sh("ldd", exe, check=False).stdout.splitlines():
+        for part in line.split():
+            if part.startswith("/"):
+                files.add(part)
+    return files
+
+
+def bench_image(netmoded):
+    """An image with busybox (as /bin/sh, sleep), netmoded at /netmoded and iperf3, with their
+    shared objects, made from this machine's files (no registry). Rebuilt every call: the
+    netmoded inside must be the one being measured."""
+    iperf3 = sh("sh", "-c", "command -v iperf3").stdout.strip()
+    with tempfile.TemporaryDirectory() as d:
+        for f in _ldd_files(iperf3) | _ldd_files(netmoded):
+            if f == netmoded:
+                dst = d + "/netmoded"
+            else:
+                dst = d + os.path.realpath(f)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            sh("cp", "-L", f, dst)
+            if f != netmoded and os.path.realpath(f) != f and not os.path.exists(d + f):
+                os.makedirs(os.path.dirname(d + f), exist_ok=True)
+                sh("cp", "-L", f, d + f)
+        os.makedirs(d + "/bin", exist_ok=True)
+        os.makedirs(d + "/tmp", exist_ok=True)
+        sh("cp", "/bin/busybox", d + "/bin/busybox")
+        for a in ["sh", "sleep", "cat"]:
+            os.symlink("busybox", f"{d}/bin/{a}")
+        tar = subprocess.Popen(["tar", "-C", d, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", BENCH_IMAGE], stdin=tar.stdout, check=True, capture_output=True)
+    return BENCH_IMAGE
+
+
+class Upstream:
+    """An upstream host made here: a network namespace behind a veth pair (host side .1,
+    namespace .2 of a /30), for sinks and servers."""
+
+    def __init__(self, ns, host_link, subnet_base):
+        self.ns, self.host_link = ns, host_link
+        a, b, c, _ = subnet_base.split(".")
+        self.host_ip, self.addr = f"{a}.{b}.{c}.1", f"{a}.{b}.{c}.2"
+        self.procs = []
+        self.teardown()
+        peer = host_link + "p"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", host_link, "type", "veth", "peer", "name", peer)
+        sh("ip", "link", "set", peer, "netns", ns)
+        sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", host_link)
+        sh("ip", "link", "set", host_link, "up")
+        for args in (["addr", "add", f"{self.addr}/30", "dev", peer], ["link", "set", peer, "up"],
+                     ["link", "set", "lo", "up"], ["route", "add", "default", "via", self.host_ip]):
+            sh("ip", "netns", "exec", ns, "ip", *args)
+
+    def run(self, *argv):
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def wait_listening(self, port, proto="t"):
+        for _ in range(200):
+            out = sh("ip", "netns", "exec", self.ns, "ss", f"-Hl{proto}n", f"sport = :{port}").stdout
+            if out.strip():
+                return
+            time.sleep(0.05)
+        raise SystemExit(f"nothing listens on {self.addr}:{port}")
+
+    def teardown(self):
+        for p in getattr(self, "procs", []):
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sh("ip", "link", "del", self.host_link, check=False)
+        sh("ip", "netns", "del", self.ns, check=False)

@@ -945,6 +945,8 @@ fn decide(
         });
     }
     let measured: Option<Estimate> = match (&sweep_n, &sweep_1, &probe) {
+        // Alone, the container's own probe says it all.
+        (_, _, Some(p)) if n == 1 => Some(*p),
         // The container's own single-sender ratio, moved to concurrency N the way the
         // sweep says the ratio moves from 1 to N.
         (Some((sn, at)), Some((s1, _)), Some(p)) => {
@@ -965,7 +967,6 @@ fn decide(
             }
             Some(e)
         }
-        (None, _, Some(p)) if n == 1 => Some(*p),
         (None, _, Some(p)) => Some(Estimate {
             // No sweep: the prior's shift from 1 to N container(s) stands in for it.
             log_ratio: p.log_ratio + prior - prior_log_ratio(1, prior_crossover),

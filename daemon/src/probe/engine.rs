@@ -104,27 +104,26 @@ pub fn eligible(containers: &[api::Container]) -> Vec<api::Container> {
         .collect()
 }
 
-/// The limits most network-active containers run with (none when nothing is active).
+/// The limits the sweep's containers run with: those most network-active containers have,
+/// or, when none is active (probing waits for a quiet gateway), those most of the containers
+/// netmode manages have. Ties go to the first seen (containers are sorted by name).
 pub fn typical_limits(containers: &[api::Container]) -> Limits {
-    let mut counts: Vec<(Limits, usize)> = Vec::new();
-    for c in containers {
-        let active = c
-            .live
-            .as_ref()
-            .is_some_and(|l| l.rx_bps + l.tx_bps >= ACTIVE_BPS);
-        if !active {
-            continue;
+    let most_common = |active_only: bool| -> Option<Limits> {
+        let mut counts: Vec<(Limits, usize)> = Vec::new();
+        for c in eligible(containers) {
+            let active = c.live.as_ref().is_some_and(|l| l.rx_bps + l.tx_bps >= ACTIVE_BPS);
+            if active_only && !active {
+                continue;
+            }
+            match counts.iter_mut().find(|(l, _)| *l == c.limits) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((c.limits, 1)),
+            }
         }
-        match counts.iter_mut().find(|(l, _)| *l == c.limits) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((c.limits.clone(), 1)),
-        }
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map(|(l, _)| l)
-        .unwrap_or_default()
+        let best = counts.iter().map(|(_, n)| *n).max()?;
+        counts.into_iter().find(|(_, n)| *n == best).map(|(l, _)| l)
+    };
+    most_common(true).or_else(|| most_common(false)).unwrap_or_default()
 }
 
 /// The smallest N at which host mode's aggregate goodput beats bridge mode's.
@@ -572,6 +571,34 @@ mod tests {
         assert_eq!(crossover(&cells), Some(3));
         assert_eq!(crossover(&cells[..4]), None);
         assert_eq!(crossover(&[]), None);
+    }
+
+    #[test]
+    fn the_sweep_takes_the_limits_containers_have() {
+        let c = |name: &str, cpus: Option<f64>, bps: f64| {
+            let mut x: api::Container = serde_json::from_value(serde_json::json!({
+                "id": name, "name": name, "image": "i", "network_mode": "bridge", "mode_kind": "bridge",
+                "networks": [], "pid": 1, "started_at": "", "limits": {"cpus": cpus, "cpu_shares": null,
+                "cpuset": null, "memory_bytes": null}, "ports": [], "exposed_ports": [], "compose": null,
+                "policy_label": null, "live": null, "probes": null
+            }))
+            .unwrap();
+            if bps > 0.0 {
+                x.live = serde_json::from_value(serde_json::json!({"rx_bps": bps, "tx_bps": 0.0, "rx_pps": 1.0,
+                    "tx_pps": 0.0, "mean_packet_bytes": 100.0, "attributed": "full", "source": "veth",
+                    "interfaces": [], "rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0,
+                    "interval_s": 1.0, "note": null}))
+                .unwrap();
+            }
+            x
+        };
+        // Idle gateway: what most containers have.
+        let idle = [c("a", Some(0.5), 0.0), c("b", Some(0.5), 0.0), c("c", None, 0.0)];
+        assert_eq!(typical_limits(&idle).cpus, Some(0.5));
+        // The active ones decide when there are some.
+        let busy = [c("a", Some(0.5), 0.0), c("b", Some(0.5), 0.0), c("c", None, 5e6)];
+        assert_eq!(typical_limits(&busy).cpus, None);
+        assert_eq!(typical_limits(&[]), Limits::default());
     }
 
     #[test]
