@@ -240,6 +240,14 @@ pub struct Live {
     pub interval_s: f64,
     /// A plain statement of what is not seen, when something is not.
     pub note: Option<String>,
+    /// Share of the traffic that is TCP (TCP payload against the veth's frames, bridge mode);
+    /// `null` when unknown (host mode, or too little traffic to tell).
+    #[serde(default)]
+    pub tcp_share: Option<f64>,
+    /// CPU seconds the container's cgroup spent per GB it moved over the interval: small
+    /// messages cost more per byte.
+    #[serde(default)]
+    pub cpu_s_per_gb: Option<f64>,
 }
 
 // ------------------------------------------------------------------ probes
@@ -375,19 +383,38 @@ pub struct ContainerProbes {
 }
 
 /// Aggregate goodput of 1..N concurrent probe containers per mode (the study's
-/// multi-container experiment) and the measured crossover.
+/// multi-container experiment), per protocol and message size, and the measured crossovers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sweep {
-    pub protocol: Protocol,
-    pub size: u32,
     /// Limits every sweep container ran with.
     pub limits: Limits,
-    /// One cell per mode and concurrency.
+    /// One cell per protocol, size, mode and concurrency.
     pub cells: Vec<ProbeCell>,
-    /// The smallest N at which host mode's aggregate goodput exceeds bridge mode's;
-    /// `null` if it never did up to the largest N measured.
-    pub crossover: Option<u32>,
+    /// Per protocol and size: the smallest N at which host mode's aggregate goodput exceeds
+    /// bridge mode's.
+    pub crossovers: Vec<Crossover>,
     pub max_concurrency: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crossover {
+    pub protocol: Protocol,
+    pub size: u32,
+    /// `null` if host never won up to the largest N measured.
+    pub containers: Option<u32>,
+}
+
+impl Sweep {
+    /// The (protocol, size) pairs measured, in order.
+    pub fn profiles(&self) -> Vec<(Protocol, u32)> {
+        let mut out: Vec<(Protocol, u32)> = Vec::new();
+        for c in &self.cells {
+            if !out.contains(&(c.protocol, c.size)) {
+                out.push((c.protocol, c.size));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,6 +570,12 @@ pub struct CrossoverInfo {
     pub containers: Option<u32>,
     /// `measured` (the latest sweep) or `prior` (the CPU count, as on the study's Pi).
     pub source: String,
+    /// For measured crossovers: the traffic it is for (the sweep profile most like the
+    /// network-active containers' traffic).
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
+    #[serde(default)]
+    pub size: Option<u32>,
 }
 
 /// `GET /v1/recommendations`.

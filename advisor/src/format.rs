@@ -232,29 +232,6 @@ pub fn status_table(s: &Status) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns_numbers_right_and_text_left() {
-        let mut t = Table::new(&["NAME", ">RATE"]);
-        t.row(vec!["a".into(), "1.00".into()]);
-        t.row(vec!["longer".into(), "12.50".into()]);
-        assert_eq!(t.render(), "NAME     RATE\na        1.00\nlonger  12.50\n");
-    }
-
-    #[test]
-    fn rates_are_compact() {
-        assert_eq!(rate(950.4), "950");
-        assert_eq!(rate(12_345.0), "12.3k");
-        assert_eq!(rate(1_200_000.0), "1.20M");
-        assert_eq!(mbit(1_234_567.0), "1.23");
-        assert_eq!(percent(Some(0.1234)), "12.3%");
-        assert_eq!(percent(None), "-");
-    }
-}
-
 // ------------------------------------------------------------------ probe results
 
 use crate::api::{ProbeCell, ProbeMode, ProbeRun, Sweep};
@@ -387,39 +364,66 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
 
 pub fn sweep_table(s: &Sweep) -> String {
     let mut out = format!(
-        "sweep: {} {} B, N = 1..{}, {} each\n",
-        s.protocol.as_str(),
-        s.size,
+        "sweep: N = 1..{} concurrent probe containers per mode, {} each\n",
         s.max_concurrency,
         limits_text(&s.limits)
     );
-    let mut t = Table::new(&[">N", ">BRIDGE Mbit/s", ">HOST Mbit/s", ">HOST vs BRIDGE"]);
-    for n in 1..=s.max_concurrency {
-        let at = |m: ProbeMode| {
-            s.cells
-                .iter()
-                .find(|c| c.concurrency == n && c.mode == m)
-                .and_then(|c| c.goodput_bps)
-        };
-        let (b, h) = (at(ProbeMode::Bridge), at(ProbeMode::Host));
-        let vs = match (b, h) {
-            (Some(b), Some(h)) if b > 0.0 => format!("{:+.1}%", (h / b - 1.0) * 100.0),
-            _ => "-".into(),
-        };
-        t.row(vec![n.to_string(), opt_mbit(b), opt_mbit(h), vs]);
+    let mut t = Table::new(&[
+        "PROFILE",
+        ">N",
+        ">BRIDGE Mbit/s",
+        ">HOST Mbit/s",
+        ">HOST vs BRIDGE",
+    ]);
+    for (protocol, size) in s.profiles() {
+        for n in 1..=s.max_concurrency {
+            let at = |m: ProbeMode| {
+                s.cells
+                    .iter()
+                    .find(|c| {
+                        c.protocol == protocol
+                            && c.size == size
+                            && c.concurrency == n
+                            && c.mode == m
+                    })
+                    .and_then(|c| c.goodput_bps)
+            };
+            let (b, h) = (at(ProbeMode::Bridge), at(ProbeMode::Host));
+            let vs = match (b, h) {
+                (Some(b), Some(h)) if b > 0.0 => format!("{:+.1}%", (h / b - 1.0) * 100.0),
+                _ => "-".into(),
+            };
+            t.row(vec![
+                format!("{} {} B", protocol.as_str(), size),
+                n.to_string(),
+                opt_mbit(b),
+                opt_mbit(h),
+                vs,
+            ]);
+        }
     }
     out.push_str(&t.render());
-    out.push_str(&match s.crossover {
-        Some(n) => format!("crossover: host mode overtakes bridge mode at N = {n}\n"),
-        None => format!(
-            "crossover: none; bridge mode held up to N = {}\n",
-            s.max_concurrency
-        ),
-    });
+    for c in &s.crossovers {
+        out.push_str(&match c.containers {
+            Some(n) => format!(
+                "crossover {} {} B: host mode overtakes bridge mode at N = {n}\n",
+                c.protocol.as_str(),
+                c.size
+            ),
+            None => format!(
+                "crossover {} {} B: none; bridge mode held up to N = {}\n",
+                c.protocol.as_str(),
+                c.size,
+                s.max_concurrency
+            ),
+        });
+    }
     for c in s.cells.iter().filter(|c| c.error.is_some()) {
         out.push_str(&format!(
-            "  {} N={} failed: {}\n",
+            "  {} {} {} B N={} failed: {}\n",
             c.mode.as_str(),
+            c.protocol.as_str(),
+            c.size,
             c.concurrency,
             c.error.as_deref().unwrap_or("")
         ));
@@ -552,4 +556,27 @@ pub fn explain(c: &Container) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_numbers_right_and_text_left() {
+        let mut t = Table::new(&["NAME", ">RATE"]);
+        t.row(vec!["a".into(), "1.00".into()]);
+        t.row(vec!["longer".into(), "12.50".into()]);
+        assert_eq!(t.render(), "NAME     RATE\na        1.00\nlonger  12.50\n");
+    }
+
+    #[test]
+    fn rates_are_compact() {
+        assert_eq!(rate(950.4), "950");
+        assert_eq!(rate(12_345.0), "12.3k");
+        assert_eq!(rate(1_200_000.0), "1.20M");
+        assert_eq!(mbit(1_234_567.0), "1.23");
+        assert_eq!(percent(Some(0.1234)), "12.3%");
+        assert_eq!(percent(None), "-");
+    }
 }

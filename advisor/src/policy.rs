@@ -112,16 +112,31 @@ pub struct CellRatio {
     pub protocol: Protocol,
     pub size: u32,
     pub log_ratio: f64,
+    /// CPU seconds the probe sender spent per GB delivered, in each mode.
+    #[serde(default)]
+    pub bridge_cpu_s_per_gb: Option<f64>,
+    #[serde(default)]
+    pub host_cpu_s_per_gb: Option<f64>,
 }
 
-/// A sweep round: the log ratio of aggregate goodput host/bridge per N.
+/// A sweep round: the log ratio of aggregate goodput host/bridge per protocol, size and N.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepRound {
     pub run_id: String,
+    pub limits: Limits,
+    #[serde(default)]
+    pub cells: Vec<SweepRatio>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRatio {
     pub protocol: Protocol,
     pub size: u32,
-    pub limits: Limits,
-    pub by_n: Vec<(u32, f64)>,
+    pub n: u32,
+    pub log_ratio: f64,
+    /// CPU seconds per GB of the single-container cells (N = 1) of this profile, per mode.
+    pub bridge_cpu_s_per_gb: Option<f64>,
+    pub host_cpu_s_per_gb: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -159,6 +174,13 @@ fn log_ratio(host: f64, bridge: f64) -> Option<f64> {
     (host > 0.0 && bridge > 0.0).then(|| (host / bridge).ln())
 }
 
+/// CPU seconds a probe cell's senders spent per GB they delivered.
+pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
+    let gb = c.goodput_bps? * c.duration_s / 8.0 / 1e9;
+    let cpu = c.counters.as_ref()?.cpu_s;
+    (gb > 0.0 && cpu > 0.0).then(|| cpu / gb)
+}
+
 /// Log ratios host/bridge per protocol and size from a container's latest probe cells.
 pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
     let mut out = Vec::new();
@@ -166,52 +188,120 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
         let h = host
             .iter()
             .find(|h| h.protocol == b.protocol && h.size == b.size && h.concurrency == 1);
-        if let Some(l) = h.and_then(|h| log_ratio(h.goodput_bps?, b.goodput_bps?)) {
+        if let Some(h) = h
+            && let Some(l) = log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0))
+        {
             out.push(CellRatio {
                 protocol: b.protocol,
                 size: b.size,
                 log_ratio: l,
+                bridge_cpu_s_per_gb: cell_cpu_s_per_gb(b),
+                host_cpu_s_per_gb: cell_cpu_s_per_gb(h),
             });
         }
     }
     out
 }
 
-/// Log ratios of a sweep's aggregate goodput host/bridge per N.
-pub fn sweep_ratios(s: &Sweep) -> Vec<(u32, f64)> {
+/// Log ratios of a sweep's aggregate goodput host/bridge per protocol, size and N.
+pub fn sweep_ratios(s: &Sweep) -> Vec<SweepRatio> {
     let mut out = Vec::new();
-    for n in 1..=s.max_concurrency {
-        let at = |m: ProbeMode| {
-            s.cells
-                .iter()
-                .find(|c| c.concurrency == n && c.mode == m)
-                .and_then(|c| c.goodput_bps)
+    for (protocol, size) in s.profiles() {
+        let at = |n: u32, m: ProbeMode| {
+            s.cells.iter().find(|c| {
+                c.protocol == protocol && c.size == size && c.concurrency == n && c.mode == m
+            })
         };
-        if let (Some(h), Some(b)) = (at(ProbeMode::Host), at(ProbeMode::Bridge))
-            && let Some(l) = log_ratio(h, b)
-        {
-            out.push((n, l));
+        let cpu = |m: ProbeMode| at(1, m).and_then(cell_cpu_s_per_gb);
+        for n in 1..=s.max_concurrency {
+            let (Some(h), Some(b)) = (at(n, ProbeMode::Host), at(n, ProbeMode::Bridge)) else {
+                continue;
+            };
+            if let Some(l) = log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0)) {
+                out.push(SweepRatio {
+                    protocol,
+                    size,
+                    n,
+                    log_ratio: l,
+                    bridge_cpu_s_per_gb: cpu(ProbeMode::Bridge),
+                    host_cpu_s_per_gb: cpu(ProbeMode::Host),
+                });
+            }
         }
     }
     out
 }
 
-/// How much each probe cell speaks for a container whose mean packet is `mean` bytes:
-/// a Gaussian kernel in log size (cells of the nearest size dominate).
-fn size_weight(cell_size: u32, mean: Option<f64>) -> f64 {
-    match mean {
-        Some(m) if m > 0.0 => {
-            let d = (m.ln() - (cell_size as f64).ln()).abs();
-            (-d * d / 0.5).exp().max(1e-6)
+/// What a container's traffic looks like, to tell which probe cells speak for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// The mode it runs in now (its CPU cost per byte is compared with the cells of that mode).
+    pub mode: ModeKind,
+    pub tcp_share: Option<f64>,
+    pub mean_packet: Option<f64>,
+    pub cpu_s_per_gb: Option<f64>,
+}
+
+impl Profile {
+    pub fn of(c: &Container) -> Profile {
+        let l = c.live.as_ref();
+        Profile {
+            mode: c.mode_kind,
+            tcp_share: l.and_then(|l| l.tcp_share),
+            mean_packet: l.and_then(|l| l.mean_packet_bytes),
+            cpu_s_per_gb: l.and_then(|l| l.cpu_s_per_gb),
         }
-        _ => 1.0,
     }
 }
 
-fn weighted_ratio(cells: &[CellRatio], mean: Option<f64>) -> Option<f64> {
+/// A Gaussian kernel on the log distance of two positive quantities: 1 when equal, 0.61 a
+/// factor 1.65 apart, under 0.01 a factor 5 apart.
+fn log_kernel(a: f64, b: f64) -> f64 {
+    if a <= 0.0 || b <= 0.0 {
+        return 1.0;
+    }
+    let d = a.ln() - b.ln();
+    (-d * d / 0.5).exp().max(1e-6)
+}
+
+/// How much a probe cell speaks for a container's traffic:
+/// - protocol: by the container's TCP share (even weights when unknown);
+/// - size: UDP datagrams show their size on the wire (the mean packet, less its headers);
+///   TCP writes do not (the stack coalesces them), but their cost does: small writes cost
+///   several times more CPU per byte, so TCP cells are matched on CPU seconds per GB, and on
+///   packet size only when that is unknown.
+pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
+    let proto = match (p.tcp_share, c.protocol) {
+        (Some(s), Protocol::Tcp) => s,
+        (Some(s), Protocol::Udp) => 1.0 - s,
+        (None, _) => 0.5,
+    }
+    .max(1e-3);
+    let by_packet = || match p.mean_packet {
+        Some(m) => log_kernel((m - 42.0).max(1.0), c.size as f64),
+        None => 1.0,
+    };
+    let size = match c.protocol {
+        Protocol::Udp => by_packet(),
+        Protocol::Tcp => {
+            let cell = if p.mode == ModeKind::Host {
+                c.host_cpu_s_per_gb
+            } else {
+                c.bridge_cpu_s_per_gb
+            };
+            match (p.cpu_s_per_gb, cell) {
+                (Some(a), Some(b)) => log_kernel(a, b),
+                _ => by_packet(),
+            }
+        }
+    };
+    proto * size
+}
+
+fn weighted_ratio(cells: &[CellRatio], profile: &Profile) -> Option<f64> {
     let (mut sum, mut w) = (0.0, 0.0);
     for c in cells {
-        let k = size_weight(c.size, mean);
+        let k = cell_weight(c, profile);
         sum += k * c.log_ratio;
         w += k;
     }
@@ -278,8 +368,8 @@ pub fn prior_log_ratio(n: u32, crossover: u32) -> f64 {
     }
 }
 
-/// The sweep rounds that describe the latest sweep's conditions (same protocol, size and
-/// limits), newest last.
+/// The sweep rounds that describe the latest sweep's conditions (the same limits), newest
+/// last.
 fn matching_sweeps(memory: &Memory) -> Vec<&SweepRound> {
     let Some(last) = memory.sweeps.last() else {
         return Vec::new();
@@ -287,24 +377,41 @@ fn matching_sweeps(memory: &Memory) -> Vec<&SweepRound> {
     memory
         .sweeps
         .iter()
-        .filter(|s| s.protocol == last.protocol && s.size == last.size && s.limits == last.limits)
+        .filter(|s| s.limits == last.limits && !s.cells.is_empty())
         .collect()
 }
 
-/// The sweep's estimate at `n` (the largest N measured stands in for larger ones).
-fn sweep_at(sweeps: &[&SweepRound], n: u32) -> Option<(Estimate, u32)> {
-    let max = sweeps
-        .iter()
-        .flat_map(|s| s.by_n.iter().map(|(k, _)| *k))
-        .max()?;
+/// One round's log ratio at `n` for traffic like `profile`: the profiles it swept, weighted
+/// as the probe cells are (the largest N measured stands in for larger ones).
+fn round_at(round: &SweepRound, n: u32, profile: &Profile) -> Option<(f64, u32)> {
+    let max = round.cells.iter().map(|c| c.n).max()?;
     let at = n.clamp(1, max);
-    let values: Vec<f64> = sweeps
-        .iter()
-        .filter_map(|s| s.by_n.iter().find(|(k, _)| *k == at).map(|(_, l)| *l))
-        .collect();
-    if values.is_empty() {
-        return None;
+    let (mut sum, mut weight) = (0.0, 0.0);
+    for c in round.cells.iter().filter(|c| c.n == at) {
+        let w = cell_weight(
+            &CellRatio {
+                protocol: c.protocol,
+                size: c.size,
+                log_ratio: c.log_ratio,
+                bridge_cpu_s_per_gb: c.bridge_cpu_s_per_gb,
+                host_cpu_s_per_gb: c.host_cpu_s_per_gb,
+            },
+            profile,
+        );
+        sum += w * c.log_ratio;
+        weight += w;
     }
+    (weight > 0.0).then(|| (sum / weight, at))
+}
+
+/// The sweep's estimate at `n` for traffic like `profile`, over its rounds.
+fn sweep_at(sweeps: &[&SweepRound], n: u32, profile: &Profile) -> Option<(Estimate, u32)> {
+    let per_round: Vec<(f64, u32)> = sweeps
+        .iter()
+        .filter_map(|r| round_at(r, n, profile))
+        .collect();
+    let at = per_round.iter().map(|(_, at)| *at).min()?;
+    let values: Vec<f64> = per_round.iter().map(|(v, _)| *v).collect();
     let (mean, sd) = mean_sd(&values);
     Some((
         Estimate {
@@ -316,14 +423,17 @@ fn sweep_at(sweeps: &[&SweepRound], n: u32) -> Option<(Estimate, u32)> {
     ))
 }
 
-/// The measured crossover: the smallest N at which the mean sweep ratio favours host.
-pub fn measured_crossover(memory: &Memory) -> Option<u32> {
+/// The measured crossover for traffic like `profile`: the smallest N at which the mean sweep
+/// ratio favours host.
+pub fn measured_crossover(memory: &Memory, profile: &Profile) -> Option<u32> {
     let sweeps = matching_sweeps(memory);
     let max = sweeps
         .iter()
-        .flat_map(|s| s.by_n.iter().map(|(k, _)| *k))
+        .flat_map(|s| s.cells.iter().map(|c| c.n))
         .max()?;
-    (1..=max).find(|n| sweep_at(&sweeps, *n).is_some_and(|(e, at)| at == *n && e.log_ratio > 0.0))
+    (1..=max).find(|n| {
+        sweep_at(&sweeps, *n, profile).is_some_and(|(e, at)| at == *n && e.log_ratio > 0.0)
+    })
 }
 
 // ------------------------------------------------------------------ memory
@@ -338,14 +448,12 @@ pub fn remember(input: &Input, old: &Memory) -> Memory {
         && let Some(run_id) = s.cells.first().map(|_| sweep_id(s))
         && !m.sweeps.iter().any(|r| r.run_id == run_id)
     {
-        let by_n = sweep_ratios(s);
-        if !by_n.is_empty() {
+        let cells = sweep_ratios(s);
+        if !cells.is_empty() {
             m.sweeps.push(SweepRound {
                 run_id,
-                protocol: s.protocol,
-                size: s.size,
                 limits: s.limits.clone(),
-                by_n,
+                cells,
             });
         }
     }
@@ -393,12 +501,7 @@ pub fn remember(input: &Input, old: &Memory) -> Memory {
 /// A sweep has no id of its own; its cells identify it.
 fn sweep_id(s: &Sweep) -> String {
     let total: f64 = s.cells.iter().filter_map(|c| c.goodput_bps).sum();
-    format!(
-        "{}-{}-{}-{total:.0}",
-        s.protocol.as_str(),
-        s.size,
-        s.cells.len()
-    )
+    format!("{}-{}-{total:.0}", s.max_concurrency, s.cells.len())
 }
 
 // ------------------------------------------------------------------ constraints
@@ -684,22 +787,62 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
     } else {
         input.cpus.max(2)
     };
-    let measured = measured_crossover(&memory);
-    let crossover = match measured {
-        Some(n) => CrossoverInfo {
-            containers: Some(n),
-            source: "measured".into(),
-        },
-        None if !matching_sweeps(&memory).is_empty() => CrossoverInfo {
-            containers: None,
-            source: "measured".into(),
-        },
-        None => CrossoverInfo {
+    // The gateway's crossover is the one for the busiest network-active container's traffic.
+    let busiest = containers
+        .iter()
+        .filter(|c| active.contains(&c.name))
+        .max_by(|a, b| {
+            let act = |c: &Container| {
+                memory
+                    .containers
+                    .get(&c.name)
+                    .map_or(0.0, |m| m.activity_bps)
+            };
+            act(a).total_cmp(&act(b))
+        })
+        .map(|c| Profile::of(c))
+        .unwrap_or(Profile {
+            mode: ModeKind::Bridge,
+            tcp_share: None,
+            mean_packet: None,
+            cpu_s_per_gb: None,
+        });
+    let sweeps = matching_sweeps(&memory);
+    let crossover = if sweeps.is_empty() {
+        CrossoverInfo {
             containers: Some(prior_crossover),
             source: "prior".into(),
-        },
+            protocol: None,
+            size: None,
+        }
+    } else {
+        // The swept profile that weighs most for that traffic names it.
+        let named = sweeps.last().and_then(|r| {
+            r.cells
+                .iter()
+                .filter(|c| c.n == 1)
+                .map(|c| {
+                    let w = cell_weight(
+                        &CellRatio {
+                            protocol: c.protocol,
+                            size: c.size,
+                            log_ratio: c.log_ratio,
+                            bridge_cpu_s_per_gb: c.bridge_cpu_s_per_gb,
+                            host_cpu_s_per_gb: c.host_cpu_s_per_gb,
+                        },
+                        &busiest,
+                    );
+                    (w, c.protocol, c.size)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+        });
+        CrossoverInfo {
+            containers: measured_crossover(&memory, &busiest),
+            source: "measured".into(),
+            protocol: named.map(|n| n.1),
+            size: named.map(|n| n.2),
+        }
     };
-    let sweeps = matching_sweeps(&memory);
 
     let mut recs: BTreeMap<String, Recommendation> = BTreeMap::new();
     for c in &containers {
@@ -900,11 +1043,11 @@ fn decide(
     });
 
     // The measurements.
-    let mean_packet = c.live.as_ref().and_then(|l| l.mean_packet_bytes);
+    let profile = Profile::of(c);
     let probe_values: Vec<f64> = cm
         .probe_rounds
         .iter()
-        .filter_map(|r| weighted_ratio(&r.cells, mean_packet))
+        .filter_map(|r| weighted_ratio(&r.cells, &profile))
         .collect();
     let probe = (!probe_values.is_empty()).then(|| {
         let (mean, sd) = mean_sd(&probe_values);
@@ -915,31 +1058,39 @@ fn decide(
         }
     });
     if let Some(p) = &probe {
+        let traffic = [
+            profile.tcp_share.map(|s| format!("{:.0}% TCP", s * 100.0)),
+            profile.cpu_s_per_gb.map(|c| format!("{c:.1} CPU s/GB")),
+            profile.mean_packet.map(|m| format!("{m:.0} B packets")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
         evidence.push(Evidence {
             step: "probes".into(),
             detail: format!(
-                "{} probe round{} of this container (cells weighted toward its mean packet of {}): host/bridge {:+.1}% (spread {:.1}%)",
+                "{} probe round{} of this container, cells weighted toward its traffic ({}): host/bridge {:+.1}% (spread {:.1}%)",
                 p.rounds,
                 if p.rounds == 1 { "" } else { "s" },
-                mean_packet.map(|m| format!("{m:.0} B")).unwrap_or_else(|| "unknown size".into()),
+                if traffic.is_empty() { "profile unknown: even weights".to_string() } else { traffic },
                 (p.log_ratio.exp() - 1.0) * 100.0,
                 p.spread * 100.0
             ),
         });
     }
-    let sweep_n = sweep_at(sweeps, n);
-    let sweep_1 = sweep_at(sweeps, 1);
-    if let Some((e, at)) = &sweep_n {
+    let sweep_n = sweep_at(sweeps, n, &profile);
+    let sweep_1 = sweep_at(sweeps, 1, &profile);
+    if let (Some((e, at)), Some((e1, _))) = (&sweep_n, &sweep_1) {
         evidence.push(Evidence {
             step: "sweep".into(),
             detail: format!(
-                "{} sweep round{} ({} {} B): aggregate host/bridge at N = {at}{} {:+.1}% (spread {:.1}%)",
+                "{} sweep round{}, profiles weighted toward its traffic: aggregate host/bridge {:+.1}% at N = 1, {:+.1}% at N = {at}{} (spread {:.1}%)",
                 e.rounds,
                 if e.rounds == 1 { "" } else { "s" },
-                sweeps.last().map(|s| s.protocol.as_str()).unwrap_or("?"),
-                sweeps.last().map(|s| s.size).unwrap_or(0),
-                if at < &n { format!(" (largest measured, standing in for N = {n})") } else { String::new() },
+                (e1.log_ratio.exp() - 1.0) * 100.0,
                 (e.log_ratio.exp() - 1.0) * 100.0,
+                if at < &n { format!(" (largest measured, standing in for N = {n})") } else { String::new() },
                 e.spread * 100.0
             ),
         });

@@ -20,7 +20,7 @@ pub const EXAMPLE: &str = include_str!("../netmoded.example.toml");
 /// built-in defaults.
 pub const DEFAULT_PATH: &str = "/etc/netmode/netmoded.toml";
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub daemon: Daemon,
@@ -94,9 +94,11 @@ pub struct Probe {
     /// Largest N of the multi-container sweep; 0: CPU count + 1.
     #[serde(deserialize_with = "concurrency")]
     pub max_concurrency: u32,
-    pub sweep_protocol: Protocol,
-    #[serde(deserialize_with = "size")]
-    pub sweep_size: u32,
+    /// Protocols and message sizes the sweep measures (each pair, at every N).
+    #[serde(deserialize_with = "protocols")]
+    pub sweep_protocols: Vec<Protocol>,
+    #[serde(deserialize_with = "sizes")]
+    pub sweep_sizes: Vec<u32>,
     /// Fraction of wall time probing may take (0..1].
     #[serde(deserialize_with = "fraction")]
     pub max_duty_cycle: f64,
@@ -128,8 +130,8 @@ impl Default for Probe {
             sink_subnet: "198.18.78.0/30".parse().expect("valid default"),
             sink_port: 5291,
             max_concurrency: 0,
-            sweep_protocol: Protocol::Tcp,
-            sweep_size: 64,
+            sweep_protocols: vec![Protocol::Tcp, Protocol::Udp],
+            sweep_sizes: vec![64, 1024],
             max_duty_cycle: 0.05,
             skip_above_traffic: 50_000_000,
             skip_above_cpu: 0.5,
@@ -267,18 +269,6 @@ impl Default for Docker {
             socket: None,
             request_timeout: Duration::from_secs(30),
             reconnect_max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            daemon: Daemon::default(),
-            http: Http::default(),
-            docker: Docker::default(),
-            probe: Probe::default(),
-            advisor: Advisor::default(),
         }
     }
 }
@@ -508,10 +498,6 @@ fn check_size<E: serde::de::Error>(v: u32) -> Result<u32, E> {
         )));
     }
     Ok(v)
-}
-
-fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    check_size(u32::deserialize(d)?)
 }
 
 fn sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {

@@ -374,13 +374,16 @@ fn probes(o: &mut Out, s: &Status) {
         o.family(
             "netmode_sweep_crossover_containers",
             "gauge",
-            "Smallest number of concurrent containers at which host mode beat bridge mode (NaN: not within the sweep).",
+            "Smallest number of concurrent containers at which host mode beat bridge mode, per protocol and size (NaN: not within the sweep).",
         );
-        o.sample(
-            "netmode_sweep_crossover_containers",
-            &[],
-            sw.crossover.map_or(f64::NAN, |n| n as f64),
-        );
+        for c in &sw.crossovers {
+            let size = c.size.to_string();
+            o.sample(
+                "netmode_sweep_crossover_containers",
+                &[("protocol", c.protocol.as_str()), ("size", &size)],
+                c.containers.map_or(f64::NAN, |n| n as f64),
+            );
+        }
     }
 }
 

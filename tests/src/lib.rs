@@ -139,7 +139,7 @@ pub fn busybox_image() -> &'static str {
         for applet in ["sh", "nc", "sleep", "cat", "echo"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-c", "."])
@@ -148,9 +148,13 @@ pub fn busybox_image() -> &'static str {
             .expect("tar");
         let out = Command::new("docker")
             .args(["import", "-", name])
-            .stdin(tar.stdout.expect("tar stdout"))
+            .stdin(tar.stdout.take().expect("tar stdout"))
             .output()
             .expect("docker import");
+        assert!(
+            tar.wait().expect("tar").success(),
+            "tar of the busybox image"
+        );
         assert!(
             out.status.success(),
             "docker import: {}",

@@ -15,7 +15,7 @@ fn recommendations_are_served_and_explained() {
         &format!(
             "[advisor]\nactive_window = \"1s\"\ncooldown = \"0s\"\n{}",
             probe_section(
-                "enabled = false\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false\nmax_concurrency = 2"
+                "enabled = false\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false\nmax_concurrency = 2\nsweep_protocols = [\"tcp\"]\nsweep_sizes = [1024]"
             )
         ),
     );

@@ -28,7 +28,7 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
             let b = find(s, &bridge.name)?;
             let h = find(s, &host.name)?;
             let (bl, hl) = (b.live.as_ref()?, h.live.as_ref()?);
-            (bl.rx_bytes > 0 && hl.rx_bytes > 0).then(|| (bl.rx_bytes, hl.rx_bytes))
+            (bl.rx_bytes > 0 && hl.rx_bytes > 0).then_some((bl.rx_bytes, hl.rx_bytes))
         },
     );
     let s = daemon.wait_for("counters to grow", Duration::from_secs(10), |s| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use netmode_e2e::api::{ProbeCell, ProbeMode, ProbeRun, Protocol, RunState};
 use netmode_e2e::*;
 
-const PROBE: &str = "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [64, 1024]\nmax_concurrency = 2";
+const PROBE: &str = "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [64, 1024]\nmax_concurrency = 2\nsweep_protocols = [\"tcp\"]\nsweep_sizes = [64, 1024]";
 
 fn cells<'a>(run: &'a ProbeRun, name: &str) -> &'a [ProbeCell] {
     &run.containers
@@ -156,29 +156,39 @@ fn the_sweep_measures_1_to_n_concurrent_containers_per_mode() {
         "{}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("crossover:"), "{text}");
+    assert!(text.contains("crossover tcp 64 B:"), "{text}");
+    assert!(text.contains("crossover tcp 1024 B:"), "{text}");
     let s = daemon.status();
     let sweep = s.probe.sweep.expect("sweep in status");
     assert_eq!(sweep.max_concurrency, 2);
-    assert_eq!(sweep.cells.len(), 4);
+    // N = 1, 2 x two modes x TCP 64 B and 1024 B.
+    assert_eq!(sweep.cells.len(), 8);
     for c in &sweep.cells {
         assert!(
             c.error.is_none() && c.goodput_bps.is_some_and(|g| g > 0.0),
             "{c:?}"
         );
     }
-    // The crossover is what the cells say.
-    let at = |n, m| {
-        sweep
-            .cells
-            .iter()
-            .find(|c| c.concurrency == n && c.mode == m)
-            .unwrap()
-            .goodput_bps
-            .unwrap()
-    };
-    let expect = (1..=2).find(|n| at(*n, ProbeMode::Host) > at(*n, ProbeMode::Bridge));
-    assert_eq!(sweep.crossover, expect);
+    // Each profile's crossover is what its cells say.
+    assert_eq!(sweep.crossovers.len(), 2);
+    for x in &sweep.crossovers {
+        let at = |n, m| {
+            sweep
+                .cells
+                .iter()
+                .find(|c| {
+                    c.concurrency == n
+                        && c.mode == m
+                        && c.size == x.size
+                        && c.protocol == x.protocol
+                })
+                .unwrap()
+                .goodput_bps
+                .unwrap()
+        };
+        let expect = (1..=2).find(|n| at(*n, ProbeMode::Host) > at(*n, ProbeMode::Bridge));
+        assert_eq!(x.containers, expect, "{x:?}");
+    }
     assert_eq!(daemon.probe_containers(), Vec::<String>::new());
 }
 
@@ -283,7 +293,7 @@ fn a_stock_iperf3_server_can_be_the_target() {
     let daemon = Daemon::start(
         FAST_SAMPLING,
         &probe_section(&format!(
-            "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [1024]\nin_place = false\nmax_concurrency = 2\ntarget = \"iperf3://{}:5201\"",
+            "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [1024]\nin_place = false\nmax_concurrency = 2\nsweep_protocols = [\"tcp\"]\nsweep_sizes = [1024]\ntarget = \"iperf3://{}:5201\"",
             upstream.addr
         )),
     );
@@ -358,7 +368,7 @@ fn scheduled_runs_probe_every_container_and_sweep() {
     let daemon = Daemon::start(
         FAST_SAMPLING,
         &probe_section(
-            "enabled = true\ninterval = \"10s\"\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [64]\nin_place = false\nmax_concurrency = 1\nskip_above_cpu = 1.0\nskip_above_traffic = \"10Gbit\"",
+            "enabled = true\ninterval = \"10s\"\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [64]\nin_place = false\nmax_concurrency = 1\nsweep_protocols = [\"tcp\"]\nsweep_sizes = [64]\nskip_above_cpu = 1.0\nskip_above_traffic = \"10Gbit\"",
         ),
     );
     let a = Container::run("sa", &[], busybox_image(), &["sleep", "100000"]);

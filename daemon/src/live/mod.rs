@@ -86,6 +86,32 @@ pub fn rates(d: &Counters, dt: f64) -> (f64, f64, f64, f64, Option<f64>) {
     )
 }
 
+/// Below this much traffic in an interval, shares and costs per byte are noise.
+const PROFILE_MIN_BYTES: u64 = 1 << 20;
+
+/// What the container's traffic looks like: the TCP share of its bytes (TCP payload against
+/// its veth's frames; bridge mode only, as host mode shows TCP alone), and the CPU seconds
+/// its cgroup spends per GB moved.
+pub fn profile(
+    d: &Counters,
+    tcp: &Counters,
+    cpu_s: Option<f64>,
+    host_mode: bool,
+) -> (Option<f64>, Option<f64>) {
+    let bytes = d.rx_bytes + d.tx_bytes;
+    if bytes < PROFILE_MIN_BYTES {
+        return (None, None);
+    }
+    let tcp_share = (!host_mode).then(|| {
+        // Frames carry 40-70 bytes of headers a TCP payload count lacks.
+        let overhead = 54.0 * (d.rx_packets + d.tx_packets) as f64;
+        let payload = (bytes as f64 - overhead).max(1.0);
+        ((tcp.rx_bytes + tcp.tx_bytes) as f64 / payload).clamp(0.0, 1.0)
+    });
+    let cpu_s_per_gb = cpu_s.map(|c| c / (bytes as f64 / 1e9));
+    (tcp_share, cpu_s_per_gb)
+}
+
 /// What the sampler remembers of one container between samples.
 struct Track {
     netns: u64,
@@ -96,6 +122,11 @@ struct Track {
     retired: HashMap<u64, (Counters, u8)>,
     totals: Counters,
     at: Instant,
+    /// TCP sockets inside the container's own namespace (bridge mode), by cookie: what share
+    /// of its traffic is TCP.
+    tcp_sources: HashMap<u64, Counters>,
+    /// CPU time of the container's cgroup at the last sample, ns.
+    cpu_ns: Option<u64>,
 }
 
 impl Track {
@@ -322,6 +353,23 @@ impl Sampler {
             None => Vec::new(),
         };
         let mut host_sockets = self.host_sockets(&seen).await;
+        // TCP inside each container's own namespace, and each container's CPU time.
+        let own: Vec<(String, u32)> = seen
+            .iter()
+            .filter(|s| s.netns != self.host_netns)
+            .map(|s| (s.id.clone(), s.pid))
+            .collect();
+        let pids: Vec<(String, u32)> = seen.iter().map(|s| (s.id.clone(), s.pid)).collect();
+        let cgroups = self.cgroups.clone();
+        let (mut tcp_inside, cpu) = smol::unblock(move || {
+            let tcp = sockdiag::tcp_counters_in(own);
+            let cpu: HashMap<String, u64> = pids
+                .into_iter()
+                .filter_map(|(id, pid)| Some((id, cgroups.cpu_usage_ns(pid)?)))
+                .collect();
+            (tcp, cpu)
+        })
+        .await;
 
         let mut live = HashMap::new();
         for s in &seen {
@@ -337,6 +385,8 @@ impl Sampler {
                         retired: HashMap::new(),
                         totals: Counters::default(),
                         at: now,
+                        tcp_sources: HashMap::new(),
+                        cpu_ns: None,
                     },
                 );
             }
@@ -430,10 +480,25 @@ impl Sampler {
             let dt = now.duration_since(track.at).as_secs_f64();
             track.sources = sources;
             track.at = now;
+            let tcp_now: HashMap<u64, Counters> = tcp_inside
+                .remove(&s.id)
+                .unwrap_or_default()
+                .iter()
+                .map(|t| (t.cookie, socket_counters(t)))
+                .collect();
+            let tcp = delta(&track.tcp_sources, &tcp_now, track_is_new);
+            track.tcp_sources = tcp_now;
+            let cpu_now = cpu.get(&s.id).copied();
+            let cpu_used = match (track.cpu_ns, cpu_now) {
+                (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1e9),
+                _ => None,
+            };
+            track.cpu_ns = cpu_now;
             if track_is_new || dt <= 0.0 {
                 continue;
             }
             let (rx_bps, tx_bps, rx_pps, tx_pps, mean) = rates(&d, dt);
+            let (tcp_share, cpu_s_per_gb) = profile(&d, &tcp, cpu_used, is_host);
             let t = track.totals;
             live.insert(
                 s.id.clone(),
@@ -452,6 +517,8 @@ impl Sampler {
                     tx_packets: t.tx_packets,
                     interval_s: dt,
                     note,
+                    tcp_share,
+                    cpu_s_per_gb,
                 },
             );
         }
@@ -576,6 +643,35 @@ mod tests {
         let cur = HashMap::from([(1, c(1500, 2600)), (2, c(100, 0)), (3, c(300, 0))]);
         let d = delta(&prev, &cur, false);
         assert_eq!((d.rx_bytes, d.tx_bytes), (500 + 100 + 300, 600));
+    }
+
+    #[test]
+    fn traffic_profile_from_tcp_bytes_and_cpu() {
+        let d = Counters {
+            rx_bytes: 0,
+            tx_bytes: 10_540_000,
+            rx_packets: 0,
+            tx_packets: 10_000,
+        };
+        let tcp = Counters {
+            tx_bytes: 10_000_000,
+            ..Counters::default()
+        };
+        let (share, cpb) = profile(&d, &tcp, Some(0.5), false);
+        assert!((share.unwrap() - 1.0).abs() < 0.01, "{share:?}");
+        assert!((cpb.unwrap() - 0.5 / 0.01054).abs() < 1e-6);
+        // UDP only: no TCP bytes.
+        assert_eq!(
+            profile(&d, &Counters::default(), None, false),
+            (Some(0.0), None)
+        );
+        // Host mode: the share cannot be known.
+        assert_eq!(profile(&d, &tcp, None, true).0, None);
+        // Too little traffic to tell.
+        assert_eq!(
+            profile(&Counters::default(), &tcp, Some(1.0), false),
+            (None, None)
+        );
     }
 
     #[test]

@@ -77,6 +77,40 @@ impl CgroupMounts {
         None
     }
 
+    /// CPU time used by the cgroup `pid` is in (all its processes, exited ones included),
+    /// nanoseconds: `cpu.stat` (v2) or `cpuacct.usage` (v1).
+    pub fn cpu_usage_ns(&self, pid: u32) -> Option<u64> {
+        let groups = Process::new(pid as i32).and_then(|p| p.cgroups()).ok()?;
+        for g in groups.0.iter() {
+            let rel = g.pathname.trim_start_matches('/');
+            if g.hierarchy == 0 && g.controllers.is_empty() {
+                let Some(root) = &self.unified else { continue };
+                if rel.is_empty() {
+                    continue;
+                }
+                let text = std::fs::read_to_string(root.join(rel).join("cpu.stat")).ok()?;
+                let usec: u64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                return Some(usec * 1000);
+            }
+            if !g.controllers.iter().any(|c| c == "cpuacct") {
+                continue;
+            }
+            for (ctrls, mount) in &self.v1 {
+                if ctrls.iter().any(|c| c == "cpuacct") {
+                    let text =
+                        std::fs::read_to_string(mount.join(rel).join("cpuacct.usage")).ok()?;
+                    return text.trim().parse().ok();
+                }
+            }
+        }
+        None
+    }
+
     /// The container's processes: its cgroup's members, or, when the cgroup cannot be read,
     /// the init process and its descendants.
     pub fn container_pids(&self, init_pid: u32) -> Vec<u32> {
@@ -150,8 +184,18 @@ mod tests {
             .parse()
             .unwrap();
         assert!(socket_inodes(&[me]).contains(&ino));
-        let pids = CgroupMounts::discover().container_pids(me);
+        let cg = CgroupMounts::discover();
+        let pids = cg.container_pids(me);
         assert!(pids.contains(&me), "{pids:?}");
+        // Our cgroup's CPU time grows while we work.
+        let a = cg.cpu_usage_ns(me).expect("cgroup CPU time");
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let b = cg.cpu_usage_ns(me).unwrap();
+        assert!(b > a, "{a} -> {b} ({x})");
         let mut child = std::process::Command::new("sleep")
             .arg("5")
             .spawn()

@@ -111,7 +111,10 @@ pub fn typical_limits(containers: &[api::Container]) -> Limits {
     let most_common = |active_only: bool| -> Option<Limits> {
         let mut counts: Vec<(Limits, usize)> = Vec::new();
         for c in eligible(containers) {
-            let active = c.live.as_ref().is_some_and(|l| l.rx_bps + l.tx_bps >= ACTIVE_BPS);
+            let active = c
+                .live
+                .as_ref()
+                .is_some_and(|l| l.rx_bps + l.tx_bps >= ACTIVE_BPS);
             if active_only && !active {
                 continue;
             }
@@ -123,7 +126,9 @@ pub fn typical_limits(containers: &[api::Container]) -> Limits {
         let best = counts.iter().map(|(_, n)| *n).max()?;
         counts.into_iter().find(|(_, n)| *n == best).map(|(l, _)| l)
     };
-    most_common(true).or_else(|| most_common(false)).unwrap_or_default()
+    most_common(true)
+        .or_else(|| most_common(false))
+        .unwrap_or_default()
 }
 
 /// The smallest N at which host mode's aggregate goodput beats bridge mode's.
@@ -515,25 +520,46 @@ impl ProbeEngine {
 
     async fn sweep(&self, runner: &Runner<'_>, limits: Limits, cpus: u32) -> Sweep {
         let max = self.cfg.sweep_max(cpus);
-        let cell = Cell {
-            protocol: self.cfg.sweep_protocol,
-            size: self.cfg.sweep_size,
-            duration: self.cfg.duration,
-            rate_bps: self.cfg.rate,
-        };
-        let mut cells = Vec::new();
-        for n in 1..=max {
-            for (mode, network) in [(ProbeMode::Bridge, "bridge"), (ProbeMode::Host, "host")] {
-                let r = runner.containers(network, &limits, n, &cell).await;
-                cells.push(cell_result(mode, &cell, n, r));
+        let mut profiles = Vec::new();
+        for &protocol in &self.cfg.sweep_protocols {
+            for &size in &self.cfg.sweep_sizes {
+                profiles.push(Cell {
+                    protocol,
+                    size,
+                    duration: self.cfg.duration,
+                    rate_bps: self.cfg.rate,
+                });
             }
         }
+        let mut cells = Vec::new();
+        // N outermost, the two modes back to back: drift over the sweep hits both alike.
+        for n in 1..=max {
+            for cell in &profiles {
+                for (mode, network) in [(ProbeMode::Bridge, "bridge"), (ProbeMode::Host, "host")] {
+                    let r = runner.containers(network, &limits, n, cell).await;
+                    cells.push(cell_result(mode, cell, n, r));
+                }
+            }
+        }
+        let crossovers = profiles
+            .iter()
+            .map(|p| {
+                let of: Vec<ProbeCell> = cells
+                    .iter()
+                    .filter(|c| c.protocol == p.protocol && c.size == p.size)
+                    .cloned()
+                    .collect();
+                api::Crossover {
+                    protocol: p.protocol,
+                    size: p.size,
+                    containers: crossover(&of),
+                }
+            })
+            .collect();
         Sweep {
-            protocol: cell.protocol,
-            size: cell.size,
             limits,
-            crossover: crossover(&cells),
             cells,
+            crossovers,
             max_concurrency: max,
         }
     }
@@ -593,10 +619,18 @@ mod tests {
             x
         };
         // Idle gateway: what most containers have.
-        let idle = [c("a", Some(0.5), 0.0), c("b", Some(0.5), 0.0), c("c", None, 0.0)];
+        let idle = [
+            c("a", Some(0.5), 0.0),
+            c("b", Some(0.5), 0.0),
+            c("c", None, 0.0),
+        ];
         assert_eq!(typical_limits(&idle).cpus, Some(0.5));
         // The active ones decide when there are some.
-        let busy = [c("a", Some(0.5), 0.0), c("b", Some(0.5), 0.0), c("c", None, 5e6)];
+        let busy = [
+            c("a", Some(0.5), 0.0),
+            c("b", Some(0.5), 0.0),
+            c("c", None, 5e6),
+        ];
         assert_eq!(typical_limits(&busy).cpus, None);
         assert_eq!(typical_limits(&[]), Limits::default());
     }

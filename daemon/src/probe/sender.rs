@@ -239,7 +239,7 @@ mod tests {
         let loss = o.loss.unwrap();
         assert!((0.0..1.0).contains(&loss), "{o:?}");
         // Received = sent minus what was lost (up to the last datagram that arrived).
-        assert!(o.received_bytes % 1024 == 0);
+        assert!(o.received_bytes.is_multiple_of(1024));
     }
 
     #[test]
