@@ -18,6 +18,7 @@ mod probe;
 mod rt;
 mod state;
 mod state_dir;
+mod systemd;
 
 use std::process::ExitCode;
 

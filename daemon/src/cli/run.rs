@@ -93,6 +93,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         rt::spawn(http::serve(listener, shared.clone())).detach();
         let (engine, probes) = ProbeEngine::new(shared.clone(), netlink.clone(), probe_woken);
         let engine_task = rt::spawn(engine.run());
+        rt::spawn(crate::systemd::supervise(shared.clone())).detach();
         log::info!(
             "netmoded {} serving http://{addr}",
             env!("CARGO_PKG_VERSION")
@@ -101,6 +102,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         if let Some(Ok(sig)) = signals.next().await {
             log::info!("{sig:?}: stopping");
         }
+        crate::systemd::stopping();
         // Stop probing first (a cell in progress is abandoned), then remove what it made.
         let _ = engine_task.cancel().await;
         probes.shutdown(&shared).await;
