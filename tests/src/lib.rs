@@ -255,6 +255,8 @@ pub struct Daemon {
     config: PathBuf,
     env: Vec<(String, String)>,
     log: PathBuf,
+    /// The netmoded executable: the workspace build unless [`Daemon::start_exe`] chose one.
+    exe: Option<PathBuf>,
 }
 
 pub const FAST_SAMPLING: &str = "sample_interval = \"500ms\"";
@@ -288,6 +290,20 @@ impl Daemon {
     }
 
     pub fn start_with_env(daemon_keys: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(None, daemon_keys, extra, env)
+    }
+
+    /// Like [`Daemon::start`], with another netmoded executable (a static build).
+    pub fn start_exe(exe: &Path, daemon_keys: &str, extra: &str) -> Daemon {
+        Daemon::start_full(Some(exe.to_path_buf()), daemon_keys, extra, &[])
+    }
+
+    fn start_full(
+        exe: Option<PathBuf>,
+        daemon_keys: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = TempDir::new("daemon");
         let state = dir.path().join("state");
         let config = dir.path().join("netmoded.toml");
@@ -315,6 +331,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             log,
+            exe,
         };
         d.spawn();
         d
@@ -330,7 +347,8 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin("netmoded"))
+        let exe = self.exe.clone().unwrap_or_else(|| bin("netmoded"));
+        let child = Command::new(exe)
             .arg("--config")
             .arg(&self.config)
             .arg("run")
@@ -455,8 +473,14 @@ impl Daemon {
     }
 
     /// Run `advisor --endpoint <this> ARGS`.
+    /// Run `advisor --endpoint <this daemon> ARGS`: the advisor built next to the daemon's
+    /// executable.
     pub fn advisor(&self, args: &[&str]) -> Output {
-        Command::new(bin("advisor"))
+        let exe = match &self.exe {
+            Some(netmoded) => netmoded.with_file_name("advisor"),
+            None => bin("advisor"),
+        };
+        Command::new(exe)
             .arg("--endpoint")
             .arg(&self.endpoint)
             .args(args)
