@@ -165,11 +165,14 @@ def latency(url, n):
             "max_ms": times[-1], "bytes": size}
 
 
-def start_netmoded(state_dir, extra=""):
+def start_netmoded(state_dir, extra="", exe=None):
+    """netmoded (the release build, or `exe`) on a state directory of its own and a free
+    port; periodic probing off unless `extra` says otherwise."""
     cfg = os.path.join(state_dir, "netmoded.toml")
+    probe = "" if "[probe]" in extra else "[probe]\nenabled = false\n"
     with open(cfg, "w") as f:
-        f.write(f'[daemon]\nstate_dir = "{state_dir}/state"\n[http]\nlisten = "127.0.0.1:0"\n{extra}\n')
-    p = subprocess.Popen([release_bin("netmoded"), "--config", cfg, "run"],
+        f.write(f'[daemon]\nstate_dir = "{state_dir}/state"\n[http]\nlisten = "127.0.0.1:0"\n{extra}\n{probe}')
+    p = subprocess.Popen([exe or release_bin("netmoded"), "--config", cfg, "run"],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(state_dir, "log"), "w"))
     ep = os.path.join(state_dir, "state", "endpoint")
     for _ in range(300):
