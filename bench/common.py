@@ -24,6 +24,42 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+_apt_updated = False
+
+
+def ensure_installed(command, package):
+    """The path of `command`, installing Debian's `package` first if it is missing (benchmarks
+    set up their own tools on a fresh machine)."""
+    global _apt_updated
+    found = sh("sh", "-c", f"command -v {command}", check=False).stdout.strip()
+    if found:
+        return found
+    log(f"{command} missing: apt-get install {package}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if not _apt_updated:
+        sh("apt-get", "update", "-qq", env=env)
+        _apt_updated = True
+    sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", package, env=env)
+    found = sh("sh", "-c", f"command -v {command}", check=False).stdout.strip()
+    if not found:
+        raise SystemExit(f"{package} installed but {command} still not found on PATH")
+    return found
+
+
+def ensure_busybox():
+    if not os.path.exists("/bin/busybox"):
+        ensure_installed("busybox", "busybox-static")
+
+
+def install_peer(exe, package, process):
+    """A peer monitor from Debian. Installing it may start its service; that instance is
+    stopped, so the benchmark measures only the one it starts itself."""
+    if not os.path.exists(exe):
+        ensure_installed(os.path.basename(exe), package)
+        sh("pkill", "-x", process, check=False)
+        time.sleep(2)
+
+
 def release_bin(name):
     """Build (if needed) and return a release binary of this workspace."""
     sh("cargo", "build", "--release", "--quiet", "-p", "netmoded", "-p", "netmode-advisor", "--bins", cwd=ROOT)
@@ -33,6 +69,7 @@ def release_bin(name):
 def busybox_image():
     if sh("docker", "image", "inspect", IMAGE, check=False).returncode == 0:
         return IMAGE
+    ensure_busybox()
     with tempfile.TemporaryDirectory() as d:
         os.makedirs(f"{d}/bin")
         os.makedirs(f"{d}/tmp")
@@ -188,15 +225,13 @@ def start_peer(name):
     """A peer monitor started the same way as netmoded (foreground, by hand)."""
     if name == "node-exporter":
         exe = "/usr/bin/prometheus-node-exporter"
-        if not os.path.exists(exe):
-            return None
+        install_peer(exe, "prometheus-node-exporter", "prometheus-node")
         p = subprocess.Popen([exe, "--web.listen-address=127.0.0.1:19101"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = "http://127.0.0.1:19101/metrics"
     elif name == "netdata":
         exe = "/usr/sbin/netdata"
-        if not os.path.exists(exe):
-            return None
+        install_peer(exe, "netdata", "netdata")
         p = subprocess.Popen([exe, "-D", "-p", "19999"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = "http://127.0.0.1:19999/api/v1/allmetrics?format=prometheus"
     else:
@@ -244,7 +279,8 @@ def bench_image(netmoded):
     """An image with busybox (as /bin/sh, sleep), netmoded at /netmoded and iperf3, with their
     shared objects, made from this machine's files (no registry). Rebuilt every call: the
     netmoded inside must be the one being measured."""
-    iperf3 = sh("sh", "-c", "command -v iperf3").stdout.strip()
+    iperf3 = ensure_installed("iperf3", "iperf3")
+    ensure_busybox()
     with tempfile.TemporaryDirectory() as d:
         for f in _ldd_files(iperf3) | _ldd_files(netmoded):
             if f == netmoded:
