@@ -31,11 +31,18 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
             (bl.rx_bytes > 0 && hl.rx_bytes > 0).then_some((bl.rx_bytes, hl.rx_bytes))
         },
     );
-    let s = daemon.wait_for("counters to grow", Duration::from_secs(10), |s| {
-        let b = find(s, &bridge.name)?.live.as_ref()?.rx_bytes;
-        let h = find(s, &host.name)?.live.as_ref()?.rx_bytes;
-        (b > first.0 && h > first.1).then(|| s.clone())
-    });
+    // While the stream runs, the bridge container's traffic profile says it is all TCP (the
+    // sockets inside its namespace account for the veth's payload).
+    let s = daemon.wait_for(
+        "counters to grow, and the stream seen as TCP",
+        Duration::from_secs(10),
+        |s| {
+            let bl = find(s, &bridge.name)?.live.as_ref()?;
+            let h = find(s, &host.name)?.live.as_ref()?.rx_bytes;
+            let tcp = bl.tcp_share.is_some_and(|t| t > 0.9);
+            (bl.rx_bytes > first.0 && h > first.1 && tcp).then(|| s.clone())
+        },
+    );
 
     let b = find(&s, &bridge.name).unwrap();
     assert_eq!(b.id, bridge.id);

@@ -353,10 +353,22 @@ impl Sampler {
             None => Vec::new(),
         };
         let mut host_sockets = self.host_sockets(&seen).await;
-        // TCP inside each container's own namespace, and each container's CPU time.
+        // TCP inside each container's own namespace, and each container's CPU time. A dump
+        // walks the kernel's whole TCP hash table whichever namespace asks, so a container
+        // whose veth saw no packet since the last sample is not scanned: none of its sockets
+        // can have sent, received or closed anything off the host, and its socket counters
+        // carry over.
+        let mut idle: HashSet<String> = HashSet::new();
         let own: Vec<(String, u32)> = seen
             .iter()
             .filter(|s| s.netns != self.host_netns)
+            .filter(|s| {
+                let quiet = self.veth_quiet(s, &links);
+                if quiet {
+                    idle.insert(s.id.clone());
+                }
+                !quiet
+            })
             .map(|s| (s.id.clone(), s.pid))
             .collect();
         let pids: Vec<(String, u32)> = seen.iter().map(|s| (s.id.clone(), s.pid)).collect();
@@ -480,12 +492,16 @@ impl Sampler {
             let dt = now.duration_since(track.at).as_secs_f64();
             track.sources = sources;
             track.at = now;
-            let tcp_now: HashMap<u64, Counters> = tcp_inside
-                .remove(&s.id)
-                .unwrap_or_default()
-                .iter()
-                .map(|t| (t.cookie, socket_counters(t)))
-                .collect();
+            let tcp_now: HashMap<u64, Counters> = if idle.contains(&s.id) {
+                track.tcp_sources.clone()
+            } else {
+                tcp_inside
+                    .remove(&s.id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| (t.cookie, socket_counters(t)))
+                    .collect()
+            };
             let tcp = delta(&track.tcp_sources, &tcp_now, track_is_new);
             track.tcp_sources = tcp_now;
             let cpu_now = cpu.get(&s.id).copied();
@@ -526,6 +542,32 @@ impl Sampler {
     }
 
     /// The host's netns id for the container's namespace (kept for the container's life).
+    /// Whether a container's veth pair (known from an earlier sample) has carried no packet
+    /// since then. Unknown or new containers are never quiet.
+    fn veth_quiet(&self, s: &Seen, links: &[Link]) -> bool {
+        let Some(track) = self.tracks.get(&s.id) else {
+            return false;
+        };
+        let Some(nsid) = track.nsid else {
+            return false;
+        };
+        if track.netns != s.netns || track.sources.is_empty() {
+            return false;
+        }
+        let mut found = 0;
+        for l in links
+            .iter()
+            .filter(|l| l.peer_netnsid == Some(nsid) && l.kind.as_deref() == Some("veth"))
+        {
+            found += 1;
+            match track.sources.get(&(l.index as u64)) {
+                Some(c) if c.rx_packets == l.tx_packets && c.tx_packets == l.rx_packets => {}
+                _ => return false,
+            }
+        }
+        found == track.sources.len()
+    }
+
     async fn nsid_for(&mut self, s: &Seen) -> Option<i32> {
         if let Some(id) = self.tracks.get(&s.id).and_then(|t| t.nsid) {
             return Some(id);
