@@ -83,6 +83,7 @@ pub struct Sink {
     pub tcp_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     listener_fd: i32,
+    udp_fd: i32,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -93,9 +94,11 @@ impl Sink {
         let tcp_addr = tcp.local_addr()?;
         let sessions = Arc::new(Sessions::default());
         let stop = Arc::new(AtomicBool::new(false));
-        udp.set_read_timeout(Some(Duration::from_millis(250)))?;
+        // No read timeout: an idle sink sleeps in recvmmsg until a datagram comes or Drop
+        // shuts the socket down (a timeout would wake it several times a second for nothing).
         grow_receive_buffer(&udp, 8 << 20);
         let listener_fd = tcp.as_raw_fd();
+        let udp_fd = udp.as_raw_fd();
         let mut threads = Vec::new();
         {
             let (sessions, stop) = (sessions.clone(), stop.clone());
@@ -117,6 +120,7 @@ impl Sink {
             tcp_addr,
             stop,
             listener_fd,
+            udp_fd,
             threads,
         })
     }
@@ -132,10 +136,14 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the blocked accept() with an error.
-        // SAFETY: shutdown on the listener's descriptor, owned by the accept thread until it
-        // returns (we join it below).
-        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
+        // Wakes the blocked accept() with an error, and the blocked recvmmsg() (on Linux a
+        // shut-down UDP socket returns at once, even unconnected).
+        // SAFETY: shutdown on descriptors owned by the accept and UDP threads until they
+        // return (we join them below).
+        unsafe {
+            libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
+            libc::shutdown(self.udp_fd, libc::SHUT_RDWR);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -296,8 +304,13 @@ fn udp_loop(udp: UdpSocket, sessions: &Sessions, stop: &AtomicBool) {
                 std::ptr::null_mut(),
             )
         };
+        // Checked before the batch: after Drop's shutdown the call returns empty datagrams
+        // and the buffers still hold old headers.
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         if n <= 0 {
-            continue; // timeout (checks `stop`) or EINTR
+            continue; // EINTR
         }
         let now = Instant::now();
         batch.clear();
