@@ -238,6 +238,9 @@ pub struct Sampler {
     host_netns: u64,
     prev_cpu: Option<hoststat::CpuSnapshot>,
     tracks: HashMap<String, Track>,
+    /// The host namespace's last TCP socket dump, with the namespace's TCP segment counters
+    /// when it was taken: while they stand still no socket's counters can have moved.
+    host_tcp: Option<(u64, Arc<Vec<sockdiag::TcpCounters>>)>,
 }
 
 const HOST_NOTE: &str = "host network: TCP is counted from the container's own sockets; \
@@ -266,6 +269,7 @@ impl Sampler {
             host_netns: procs::netns_inode(std::process::id())?,
             prev_cpu: None,
             tracks: HashMap::new(),
+            host_tcp: None,
         })
     }
 
@@ -589,7 +593,7 @@ impl Sampler {
     /// Per host-mode container: its TCP sockets' counters keyed by socket cookie, and the
     /// TCP ports it listens on.
     async fn host_sockets(
-        &self,
+        &mut self,
         seen: &[Seen],
     ) -> HashMap<String, (HashMap<u64, Counters>, HashSet<u16>)> {
         let host: Vec<(String, u32)> = seen
@@ -601,13 +605,20 @@ impl Sampler {
             return HashMap::new();
         }
         let cgroups = self.cgroups.clone();
-        smol::unblock(move || {
-            let socks = match sockdiag::tcp_counters() {
-                Ok(s) => s,
-                Err(e) => {
-                    log::warn!("{e}");
-                    return HashMap::new();
-                }
+        let last = self.host_tcp.clone();
+        let (out, dumped) = smol::unblock(move || {
+            // A dump walks the kernel's whole TCP hash table (262,144 buckets on a 24 GiB
+            // machine), so it is skipped while the namespace has sent and received nothing.
+            let segments = hoststat::tcp_segments();
+            let socks = match (&last, segments) {
+                (Some((was, socks)), Some(now)) if *was == now => socks.clone(),
+                _ => match sockdiag::tcp_counters() {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        log::warn!("{e}");
+                        return (HashMap::new(), None);
+                    }
+                },
             };
             let listeners = sockdiag::listeners().unwrap_or_else(|e| {
                 log::debug!("{e}");
@@ -628,9 +639,11 @@ impl Sampler {
                     .collect();
                 out.insert(id, (mine, ports));
             }
-            out
+            (out, segments.map(|n| (n, socks)))
         })
-        .await
+        .await;
+        self.host_tcp = dumped;
+        out
     }
 }
 
