@@ -102,46 +102,19 @@ pub fn scan(
     out
 }
 
-/// Listening ports inside each container's namespace, from a dedicated thread that enters
-/// them one after the other (setns affects only that thread, which ends with the scan).
+/// Listening ports inside each container's namespace.
 fn container_ports(bridge_mode: &[(String, u32)]) -> BTreeMap<String, Vec<(String, u16)>> {
-    if bridge_mode.is_empty() {
-        return BTreeMap::new();
-    }
-    let list = bridge_mode.to_vec();
-    let handle = std::thread::Builder::new()
-        .name("listener-scan".into())
-        .spawn(move || {
-            let mut out = BTreeMap::new();
-            for (name, pid) in list {
-                let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/net")) else {
-                    continue;
-                };
-                // SAFETY: setns on this thread only, with a namespace fd we opened.
-                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }
-                    != 0
-                {
-                    continue;
-                }
-                if let Ok(l) = sockdiag::listeners() {
-                    let mut ports: Vec<(String, u16)> = services(l)
-                        .into_iter()
-                        .map(|l| (l.protocol.to_string(), l.port))
-                        .collect();
-                    ports.sort();
-                    ports.dedup();
-                    out.insert(name, ports);
-                }
-            }
-            out
-        });
-    match handle {
-        Ok(h) => h.join().unwrap_or_default(),
-        Err(e) => {
-            log::debug!("listener scan thread: {e}");
-            BTreeMap::new()
-        }
-    }
+    super::procs::in_each_netns("listener-scan", bridge_mode.to_vec(), || {
+        let mut ports: Vec<(String, u16)> = services(sockdiag::listeners().ok()?)
+            .into_iter()
+            .map(|l| (l.protocol.to_string(), l.port))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        Some(ports)
+    })
+    .into_iter()
+    .collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,50 @@ use std::path::PathBuf;
 use procfs::process::{FDTarget, Process};
 
 /// Inode of the network namespace `pid` lives in: equal inodes, same namespace.
+/// Run `f` inside the network namespace of each `(key, pid)`, one after the other, on a
+/// dedicated thread (setns affects only that thread, which ends with the scan). Namespaces
+/// that cannot be entered and calls that give `None` are left out.
+pub fn in_each_netns<K, T>(
+    what: &'static str,
+    namespaces: Vec<(K, u32)>,
+    f: impl Fn() -> Option<T> + Send + 'static,
+) -> Vec<(K, T)>
+where
+    K: Send + 'static,
+    T: Send + 'static,
+{
+    if namespaces.is_empty() {
+        return Vec::new();
+    }
+    let scan = std::thread::Builder::new()
+        .name(what.into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            for (key, pid) in namespaces {
+                let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/net")) else {
+                    continue;
+                };
+                // SAFETY: setns on this thread only, with a namespace fd we opened.
+                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }
+                    != 0
+                {
+                    continue;
+                }
+                if let Some(v) = f() {
+                    out.push((key, v));
+                }
+            }
+            out
+        });
+    match scan {
+        Ok(h) => h.join().unwrap_or_default(),
+        Err(e) => {
+            log::debug!("{what} thread: {e}");
+            Vec::new()
+        }
+    }
+}
+
 pub fn netns_inode(pid: u32) -> io::Result<u64> {
     Ok(std::fs::metadata(format!("/proc/{pid}/ns/net"))?.ino())
 }

@@ -133,41 +133,13 @@ pub fn tcp_counters() -> Result<Vec<TcpCounters>> {
 }
 
 /// TCP counters inside other network namespaces: for each (key, pid), the sockets of the
-/// namespace `pid` lives in. A dedicated thread enters them one after the other (setns
-/// affects only that thread, which ends with the scan).
+/// namespace `pid` lives in.
 pub fn tcp_counters_in(
     namespaces: Vec<(String, u32)>,
 ) -> std::collections::HashMap<String, Vec<TcpCounters>> {
-    if namespaces.is_empty() {
-        return Default::default();
-    }
-    let scan = std::thread::Builder::new()
-        .name("tcp-scan".into())
-        .spawn(move || {
-            let mut out = std::collections::HashMap::new();
-            for (key, pid) in namespaces {
-                let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/net")) else {
-                    continue;
-                };
-                // SAFETY: setns on this thread only, with a namespace fd we opened.
-                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }
-                    != 0
-                {
-                    continue;
-                }
-                if let Ok(c) = tcp_counters() {
-                    out.insert(key, c);
-                }
-            }
-            out
-        });
-    match scan {
-        Ok(h) => h.join().unwrap_or_default(),
-        Err(e) => {
-            log::debug!("tcp scan thread: {e}");
-            Default::default()
-        }
-    }
+    super::procs::in_each_netns("tcp-scan", namespaces, || tcp_counters().ok())
+        .into_iter()
+        .collect()
 }
 
 /// The host's listening TCP sockets and bound UDP sockets.
