@@ -139,6 +139,19 @@ pub struct SweepRatio {
     pub host_cpu_s_per_gb: Option<f64>,
 }
 
+impl SweepRatio {
+    /// The cell's profile and ratio without its N, as the per-container cells carry them.
+    fn cell(&self) -> CellRatio {
+        CellRatio {
+            protocol: self.protocol,
+            size: self.size,
+            log_ratio: self.log_ratio,
+            bridge_cpu_s_per_gb: self.bridge_cpu_s_per_gb,
+            host_cpu_s_per_gb: self.host_cpu_s_per_gb,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerMemory {
     pub mode: Option<ModeKind>,
@@ -388,16 +401,7 @@ fn round_at(round: &SweepRound, n: u32, profile: &Profile) -> Option<(f64, u32)>
     let at = n.clamp(1, max);
     let (mut sum, mut weight) = (0.0, 0.0);
     for c in round.cells.iter().filter(|c| c.n == at) {
-        let w = cell_weight(
-            &CellRatio {
-                protocol: c.protocol,
-                size: c.size,
-                log_ratio: c.log_ratio,
-                bridge_cpu_s_per_gb: c.bridge_cpu_s_per_gb,
-                host_cpu_s_per_gb: c.host_cpu_s_per_gb,
-            },
-            profile,
-        );
+        let w = cell_weight(&c.cell(), profile);
         sum += w * c.log_ratio;
         weight += w;
     }
@@ -822,16 +826,7 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
                 .iter()
                 .filter(|c| c.n == 1)
                 .map(|c| {
-                    let w = cell_weight(
-                        &CellRatio {
-                            protocol: c.protocol,
-                            size: c.size,
-                            log_ratio: c.log_ratio,
-                            bridge_cpu_s_per_gb: c.bridge_cpu_s_per_gb,
-                            host_cpu_s_per_gb: c.host_cpu_s_per_gb,
-                        },
-                        &busiest,
-                    );
+                    let w = cell_weight(&c.cell(), &busiest);
                     (w, c.protocol, c.size)
                 })
                 .max_by(|a, b| a.0.total_cmp(&b.0))

@@ -393,11 +393,16 @@ fn each_container_follows_the_sweep_of_traffic_like_its_own() {
     }
     // Alone, the bulk writer belongs in bridge mode, the small writer in host mode.
     w.config.cooldown_ms = 0;
-    let mut alone = World::new(vec![w.containers[0].clone()]);
-    alone.cpus = 8;
-    alone.config.cooldown_ms = 0;
-    alone.sweep = w.sweep.clone();
-    let r = alone.eval(5 * MIN, &memory).0.recommendations["a"].clone();
+    let alone = |i: usize| {
+        let c = w.containers[i].clone();
+        let name = c.name.clone();
+        let mut alone = World::new(vec![c]);
+        alone.cpus = 8;
+        alone.config.cooldown_ms = 0;
+        alone.sweep = w.sweep.clone();
+        alone.eval(5 * MIN, &memory).0.recommendations[&name].clone()
+    };
+    let r = alone(0);
     assert_eq!(
         (r.mode, r.action),
         (ModeKind::Bridge, Action::Keep),
@@ -405,11 +410,7 @@ fn each_container_follows_the_sweep_of_traffic_like_its_own() {
         r.reason,
         r.evidence
     );
-    let mut alone = World::new(vec![w.containers[1].clone()]);
-    alone.cpus = 8;
-    alone.config.cooldown_ms = 0;
-    alone.sweep = w.sweep.clone();
-    let r = alone.eval(5 * MIN, &memory).0.recommendations["b"].clone();
+    let r = alone(1);
     assert_eq!(
         (r.mode, r.action),
         (ModeKind::Host, Action::Switch),
