@@ -118,6 +118,30 @@ impl ModeKind {
             ModeKind::Other => "other",
         }
     }
+
+    /// The one rule of which containers netmode manages (probes, recommends for, and may
+    /// switch): those in bridge or host mode, the two the study compares.
+    pub fn is_manageable(self) -> bool {
+        self.unmanaged_reason("").is_none()
+    }
+
+    /// Why a container in this mode is left alone, as a clause (`network_mode` as Docker
+    /// names it); `None` for bridge and host.
+    pub fn unmanaged_reason(self, network_mode: &str) -> Option<String> {
+        match self {
+            ModeKind::Bridge | ModeKind::Host => None,
+            ModeKind::None => Some(
+                "network mode none: there is no network to compare, and netmode never changes it"
+                    .into(),
+            ),
+            ModeKind::Container => Some(format!(
+                "it shares another container's namespace ({network_mode}); that container's mode decides"
+            )),
+            ModeKind::Other => Some(format!(
+                "network {network_mode} uses a driver netmode does not compare yet; it is left as it is"
+            )),
+        }
+    }
 }
 
 /// `GET /v1/containers/{id-or-name}`, and one element of `Status::containers`.

@@ -49,3 +49,35 @@ fn usage_errors_exit_2() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("advisor "));
 }
+
+#[test]
+fn each_command_refuses_the_options_of_another() {
+    // Nothing answers there: a refusal must come before any request (exit 2, not 3).
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    for args in [
+        &["status", "--sweep"][..],
+        &["status", "--sweep", "--no-wait"],
+        &["status", "--all"],
+        &["explain", "web", "--no-wait"],
+        &["--sweep", "explain", "web"],
+        &["status", "--frobnicate"],
+    ] {
+        let o = advisor(args, Some(&url));
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains("does not take") || e.contains("invalid option"),
+            "{args:?}: {e}"
+        );
+    }
+    // What each command does take still reaches the daemon (here: none answers, exit 3).
+    for args in [
+        &["status", "--json"][..],
+        &["explain", "web", "--json"],
+        &["probe", "web", "--no-wait", "--json"],
+        &["probe", "--sweep", "--all", "--no-wait"],
+    ] {
+        let o = advisor(args, Some(&url));
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
+    }
+}

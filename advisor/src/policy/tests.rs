@@ -1,6 +1,8 @@
+use super::measure::weighted_ratio;
 use super::*;
 use crate::api::{
-    ContainerProbes, Limits, Live, NetworkAttachment, PortBinding, ProbeCell, ProbeMode, Protocol,
+    Basis, Blocker, ContainerProbes, Limits, Live, NetworkAttachment, PortBinding, ProbeCell,
+    ProbeMode, Protocol,
 };
 use proptest::prelude::*;
 

@@ -60,6 +60,8 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let mut no_wait = false;
     let mut endpoint = None;
     let mut timeout = Duration::from_secs(10);
+    // The command's own options, checked against what the command takes once it is known.
+    let mut given: Vec<&'static str> = Vec::new();
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
             Short('h') | Long("help") => {
@@ -70,10 +72,22 @@ fn parse_args() -> Result<Option<Args>, Error> {
                 println!("advisor {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            Long("json") => json = true,
-            Long("sweep") => sweep = true,
-            Long("all") => all = true,
-            Long("no-wait") => no_wait = true,
+            Long("json") => {
+                json = true;
+                given.push("--json");
+            }
+            Long("sweep") => {
+                sweep = true;
+                given.push("--sweep");
+            }
+            Long("all") => {
+                all = true;
+                given.push("--all");
+            }
+            Long("no-wait") => {
+                no_wait = true;
+                given.push("--no-wait");
+            }
             Long("endpoint") => {
                 endpoint = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
             }
@@ -99,6 +113,14 @@ fn parse_args() -> Result<Option<Args>, Error> {
         }
     }
     let command = command.ok_or_else(|| usage("missing command"))?;
+    let takes: &[&str] = match command.as_str() {
+        "status" | "explain" => &["--json"],
+        "probe" => &["--json", "--sweep", "--all", "--no-wait"],
+        _ => &[],
+    };
+    if let Some(other) = given.iter().find(|o| !takes.contains(o)) {
+        return Err(usage(format!("{command} does not take {other}")));
+    }
     let endpoint = endpoint
         .or_else(|| {
             std::env::var("NETMODE_ENDPOINT")

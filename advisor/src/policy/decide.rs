@@ -1,0 +1,614 @@
+//! The decision: every container evaluated from the prior, the measurements, the
+//! constraints and the memory (min gain, hysteresis, cooldown).
+
+use std::collections::BTreeMap;
+
+use super::constraints::{blocker, served_ports};
+use super::measure::{matching_sweeps, mean_sd, sweep_at, weighted_ratio};
+use super::*;
+use crate::api::{Action, Basis, Evidence};
+fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+fn mbit(bps: f64) -> String {
+    format!("{:.2} Mbit/s", bps / 1e6)
+}
+
+fn excluded(c: &Container, reason: String) -> Recommendation {
+    Recommendation {
+        mode: c.mode_kind,
+        action: Action::Keep,
+        applicable: false,
+        expected_gain: 0.0,
+        confidence: 1.0,
+        reason,
+        blockers: Vec::new(),
+        warnings: Vec::new(),
+        basis: Basis::Excluded,
+        network_active: false,
+        held_until_ms: None,
+        evidence: Vec::new(),
+    }
+}
+
+fn other(m: ModeKind) -> ModeKind {
+    match m {
+        ModeKind::Host => ModeKind::Bridge,
+        _ => ModeKind::Host,
+    }
+}
+
+/// Evaluate every container; returns the evaluation and the memory to keep.
+pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
+    let cfg = input.config;
+    let mut memory = remember(input, old);
+    let mut containers: Vec<&Container> = input.containers.iter().collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let managed = |c: &Container| c.mode_kind.is_manageable();
+    let active: Vec<String> = containers
+        .iter()
+        .filter(|c| managed(c))
+        .filter(|c| {
+            memory
+                .containers
+                .get(&c.name)
+                .is_some_and(|m| m.activity_bps >= cfg.active_threshold_bps)
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    let n_active = active.len() as u32;
+    // The study's Pi had four cores; a single-core gateway still has one container alone.
+    let prior_crossover = if cfg.prior_crossover > 0 {
+        cfg.prior_crossover
+    } else {
+        input.cpus.max(2)
+    };
+    // The gateway's crossover is the one for the busiest network-active container's traffic.
+    let busiest = containers
+        .iter()
+        .filter(|c| active.contains(&c.name))
+        .max_by(|a, b| {
+            let act = |c: &Container| {
+                memory
+                    .containers
+                    .get(&c.name)
+                    .map_or(0.0, |m| m.activity_bps)
+            };
+            act(a).total_cmp(&act(b))
+        })
+        .map(|c| Profile::of(c))
+        .unwrap_or(Profile {
+            mode: ModeKind::Bridge,
+            tcp_share: None,
+            mean_packet: None,
+            cpu_s_per_gb: None,
+        });
+    let sweeps = matching_sweeps(&memory);
+    let crossover = if sweeps.is_empty() {
+        CrossoverInfo {
+            containers: Some(prior_crossover),
+            source: "prior".into(),
+            protocol: None,
+            size: None,
+        }
+    } else {
+        // The swept profile that weighs most for that traffic names it.
+        let named = sweeps.last().and_then(|r| {
+            r.cells
+                .iter()
+                .filter(|c| c.n == 1)
+                .map(|c| {
+                    let w = cell_weight(&c.cell(), &busiest);
+                    (w, c.protocol, c.size)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+        });
+        CrossoverInfo {
+            containers: measured_crossover(&memory, &busiest),
+            source: "measured".into(),
+            protocol: named.map(|n| n.1),
+            size: named.map(|n| n.2),
+        }
+    };
+
+    let mut recs: BTreeMap<String, Recommendation> = BTreeMap::new();
+    for c in &containers {
+        let rec = match (c.mode_kind, c.policy_label.as_deref()) {
+            (kind, _) if !kind.is_manageable() => excluded(
+                c,
+                format!(
+                    "{}.",
+                    capitalise(&kind.unmanaged_reason(&c.network_mode).unwrap_or_default())
+                ),
+            ),
+            (_, Some("ignore")) => excluded(
+                c,
+                "Labelled netmode.policy=ignore: netmode leaves it alone.".into(),
+            ),
+            (_, Some(pin @ ("bridge" | "host"))) => pinned(c, pin, input, &memory),
+            _ => decide(
+                c,
+                input,
+                &memory,
+                &sweeps,
+                n_active,
+                prior_crossover,
+                &active,
+            ),
+        };
+        recs.insert(c.name.clone(), rec);
+    }
+
+    plan_port_conflicts(&containers, input, &mut recs);
+
+    for (name, r) in recs.iter_mut() {
+        r.applicable = r.action == Action::Switch && r.blockers.is_empty();
+        if r.action == Action::Switch && !r.blockers.is_empty() && r.basis != Basis::Pinned {
+            r.reason = format!(
+                "{} mode is expected to deliver {} more, but the switch is blocked: {}.",
+                capitalise(r.mode.as_str()),
+                pct(r.expected_gain),
+                r.blockers[0].message
+            );
+        }
+        if let Some(cm) = memory.containers.get_mut(name) {
+            let now = (r.mode, r.action);
+            if cm.recommended != Some(now) {
+                let was_switch = cm.recommended.is_some_and(|(_, a)| a == Action::Switch);
+                if was_switch || r.action == Action::Switch {
+                    cm.last_flip_ms = input.now_ms;
+                }
+                cm.recommended = Some(now);
+                cm.recommended_since_ms = input.now_ms;
+            }
+        }
+    }
+    (
+        Evaluation {
+            network_active: active,
+            crossover,
+            recommendations: recs,
+        },
+        memory,
+    )
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+fn pinned(c: &Container, pin: &str, input: &Input, memory: &Memory) -> Recommendation {
+    let target = if pin == "host" {
+        ModeKind::Host
+    } else {
+        ModeKind::Bridge
+    };
+    let action = if c.mode_kind == target {
+        Action::Keep
+    } else {
+        Action::Switch
+    };
+    let (blockers, warnings) = if action == Action::Switch {
+        constraints(c, target, input)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let isolation = if target == ModeKind::Host {
+        "; host mode gives up network isolation"
+    } else {
+        ""
+    };
+    let reason = match action {
+        Action::Keep => format!("Pinned to {pin} by label netmode.policy={pin}{isolation}."),
+        Action::Switch if blockers.is_empty() => {
+            format!(
+                "Pinned to {pin} by label netmode.policy={pin}, so it should switch{isolation}."
+            )
+        }
+        Action::Switch => format!(
+            "Pinned to {pin} by label netmode.policy={pin}, but the switch is blocked: {}.",
+            blockers[0].message
+        ),
+    };
+    Recommendation {
+        mode: target,
+        action,
+        applicable: false,
+        expected_gain: 0.0,
+        confidence: 1.0,
+        reason,
+        blockers,
+        warnings,
+        basis: Basis::Pinned,
+        network_active: memory
+            .containers
+            .get(&c.name)
+            .is_some_and(|m| m.activity_bps >= input.config.active_threshold_bps),
+        held_until_ms: None,
+        evidence: vec![Evidence {
+            step: "label".into(),
+            detail: format!("netmode.policy={pin} pins the mode; measurements are not consulted"),
+        }],
+    }
+}
+
+fn decide(
+    c: &Container,
+    input: &Input,
+    memory: &Memory,
+    sweeps: &[&SweepRound],
+    n_active: u32,
+    prior_crossover: u32,
+    active: &[String],
+) -> Recommendation {
+    let cfg = input.config;
+    let cm = memory.containers.get(&c.name).cloned().unwrap_or_default();
+    let is_active = active.contains(&c.name);
+    let mut evidence = vec![Evidence {
+        step: "activity".into(),
+        detail: format!(
+            "{} averaged over {:.0} s (threshold {}): {}; {} network-active container{} in all",
+            mbit(cm.activity_bps),
+            cfg.active_window_s,
+            mbit(cfg.active_threshold_bps),
+            if is_active {
+                "network-active"
+            } else {
+                "not network-active"
+            },
+            n_active,
+            if n_active == 1 { "" } else { "s" }
+        ),
+    }];
+    if !is_active {
+        return Recommendation {
+            mode: c.mode_kind,
+            action: Action::Keep,
+            applicable: false,
+            expected_gain: 0.0,
+            confidence: 0.5,
+            reason: format!(
+                "Not network-active ({} < {}): its mode does not change throughput now.",
+                mbit(cm.activity_bps),
+                mbit(cfg.active_threshold_bps)
+            ),
+            blockers: Vec::new(),
+            warnings: Vec::new(),
+            basis: Basis::Prior,
+            network_active: false,
+            held_until_ms: None,
+            evidence,
+        };
+    }
+    let n = n_active.max(1);
+
+    // The prior.
+    let prior = prior_log_ratio(n, prior_crossover);
+    evidence.push(Evidence {
+        step: "prior".into(),
+        detail: format!(
+            "the study: bridge +{} for one container, host +{} from the crossover; crossover taken as {} -> {} {} at N = {n}",
+            pct(PRIOR_SINGLE_GAIN),
+            pct(PRIOR_MULTI_GAIN),
+            prior_crossover,
+            if prior > 0.0 { "host" } else { "bridge" },
+            pct(prior.abs().exp() - 1.0)
+        ),
+    });
+
+    // The measurements.
+    let profile = Profile::of(c);
+    let probe_values: Vec<f64> = cm
+        .probe_rounds
+        .iter()
+        .filter_map(|r| weighted_ratio(&r.cells, &profile))
+        .collect();
+    let probe = (!probe_values.is_empty()).then(|| {
+        let (mean, sd) = mean_sd(&probe_values);
+        Estimate {
+            log_ratio: mean,
+            spread: sd,
+            rounds: probe_values.len(),
+        }
+    });
+    if let Some(p) = &probe {
+        let traffic = [
+            profile.tcp_share.map(|s| format!("{:.0}% TCP", s * 100.0)),
+            profile.cpu_s_per_gb.map(|c| format!("{c:.1} CPU s/GB")),
+            profile.mean_packet.map(|m| format!("{m:.0} B packets")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        evidence.push(Evidence {
+            step: "probes".into(),
+            detail: format!(
+                "{} probe round{} of this container, cells weighted toward its traffic ({}): host/bridge {:+.1}% (spread {:.1}%)",
+                p.rounds,
+                if p.rounds == 1 { "" } else { "s" },
+                if traffic.is_empty() { "profile unknown: even weights".to_string() } else { traffic },
+                (p.log_ratio.exp() - 1.0) * 100.0,
+                p.spread * 100.0
+            ),
+        });
+    }
+    let sweep_n = sweep_at(sweeps, n, &profile);
+    let sweep_1 = sweep_at(sweeps, 1, &profile);
+    if let (Some((e, at)), Some((e1, _))) = (&sweep_n, &sweep_1) {
+        evidence.push(Evidence {
+            step: "sweep".into(),
+            detail: format!(
+                "{} sweep round{}, profiles weighted toward its traffic: aggregate host/bridge {:+.1}% at N = 1, {:+.1}% at N = {at}{} (spread {:.1}%)",
+                e.rounds,
+                if e.rounds == 1 { "" } else { "s" },
+                (e1.log_ratio.exp() - 1.0) * 100.0,
+                (e.log_ratio.exp() - 1.0) * 100.0,
+                if at < &n { format!(" (largest measured, standing in for N = {n})") } else { String::new() },
+                e.spread * 100.0
+            ),
+        });
+    }
+    let measured: Option<Estimate> = match (&sweep_n, &sweep_1, &probe) {
+        // Alone, the container's own probe says it all.
+        (_, _, Some(p)) if n == 1 => Some(*p),
+        // The container's own single-sender ratio, moved to concurrency N the way the
+        // sweep says the ratio moves from 1 to N.
+        (Some((sn, at)), Some((s1, _)), Some(p)) => {
+            let mut e = Estimate {
+                log_ratio: sn.log_ratio + (p.log_ratio - s1.log_ratio),
+                spread: (sn.spread.powi(2) + p.spread.powi(2) + s1.spread.powi(2)).sqrt(),
+                rounds: sn.rounds.min(p.rounds),
+            };
+            if *at < n {
+                e.spread = e.spread * 1.5 + 0.1;
+            }
+            Some(e)
+        }
+        (Some((sn, at)), _, None) => {
+            let mut e = *sn;
+            if *at < n {
+                e.spread = e.spread * 1.5 + 0.1;
+            }
+            Some(e)
+        }
+        (None, _, Some(p)) => Some(Estimate {
+            // No sweep: the prior's shift from 1 to N container(s) stands in for it.
+            log_ratio: p.log_ratio + prior - prior_log_ratio(1, prior_crossover),
+            spread: p.spread * 2.0,
+            rounds: p.rounds,
+        }),
+        _ => None,
+    };
+    let (estimate, weight, confidence) = combine(prior, measured.as_ref());
+    let basis = if measured.is_some() {
+        Basis::Measured
+    } else {
+        Basis::Prior
+    };
+    evidence.push(Evidence {
+        step: "weighing".into(),
+        detail: match &measured {
+            Some(m) => format!(
+                "measured {:+.1}% ({} round{}, spread {:.1}% per round, sd {:.1}%) weighs {:.0}% against the prior's {:+.1}% (sd {:.0}%)",
+                (m.log_ratio.exp() - 1.0) * 100.0,
+                m.rounds,
+                if m.rounds == 1 { "" } else { "s" },
+                m.spread * 100.0,
+                m.sd() * 100.0,
+                weight * 100.0,
+                (prior.exp() - 1.0) * 100.0,
+                PRIOR_SD * 100.0
+            ),
+            None => "no probe or sweep yet: the prior alone".into(),
+        },
+    });
+    let best = if estimate > 0.0 {
+        ModeKind::Host
+    } else {
+        ModeKind::Bridge
+    };
+    let gain = estimate.abs().exp() - 1.0;
+    evidence.push(Evidence {
+        step: "estimate".into(),
+        detail: format!(
+            "{} mode expected to deliver {} more than {}",
+            best.as_str(),
+            pct(gain),
+            other(best).as_str()
+        ),
+    });
+
+    // Hysteresis: a switch already recommended holds down to min_gain - hysteresis.
+    let previously_switch_to_best = cm.recommended == Some((best, Action::Switch));
+    let threshold = if previously_switch_to_best {
+        (cfg.min_gain - cfg.hysteresis).max(0.0)
+    } else {
+        cfg.min_gain
+    };
+    let mut action = if best != c.mode_kind && gain >= threshold {
+        Action::Switch
+    } else {
+        Action::Keep
+    };
+    let mut mode = if action == Action::Switch {
+        best
+    } else {
+        c.mode_kind
+    };
+    evidence.push(Evidence {
+        step: "threshold".into(),
+        detail: format!(
+            "a switch needs {} ({}): {}",
+            pct(threshold),
+            if previously_switch_to_best {
+                "min_gain minus hysteresis, the switch being already recommended"
+            } else {
+                "min_gain"
+            },
+            match (best == c.mode_kind, action) {
+                (true, _) => "it already runs in the better mode".to_string(),
+                (false, Action::Switch) => "met".to_string(),
+                (false, Action::Keep) => "not met".to_string(),
+            }
+        ),
+    });
+
+    // Cooldown. A switch, once recommended, is not taken back within the cooldown, and a
+    // new switch waits a cooldown after the last one was recommended or taken back (the
+    // first switch is free). No switch is recommended within a cooldown of the container's
+    // last mode change.
+    let mut held_until_ms: Option<u64> = None;
+    let now = input.now_ms;
+    let flip_hold = cm.last_flip_ms.saturating_add(cfg.cooldown_ms);
+    if let Some((pm, pa)) = cm.recommended
+        && (pm, pa) != (mode, action)
+        && cm.last_flip_ms > 0
+        && now < flip_hold
+        && (pa == Action::Switch || action == Action::Switch)
+    {
+        held_until_ms = Some(flip_hold);
+        (mode, action) = match pa {
+            Action::Switch if pm != c.mode_kind => (pm, Action::Switch),
+            _ => (c.mode_kind, Action::Keep),
+        };
+    }
+    let mode_hold = cm.mode_since_ms.saturating_add(cfg.cooldown_ms);
+    if action == Action::Switch && cm.mode_since_ms > 0 && now < mode_hold {
+        held_until_ms = Some(held_until_ms.map_or(mode_hold, |h| h.max(mode_hold)));
+        action = Action::Keep;
+        mode = c.mode_kind;
+    }
+    if let Some(t) = held_until_ms {
+        evidence.push(Evidence {
+            step: "cooldown".into(),
+            detail: format!("held: the recommendation may change again at {t} (Unix ms)"),
+        });
+    }
+
+    let (blockers, warnings) = if action == Action::Switch {
+        constraints(c, mode, input)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let source = match basis {
+        Basis::Measured => format!("measured, confidence {:.2}", confidence),
+        _ => "the study's prior alone: no probe yet".into(),
+    };
+    let who = format!(
+        "With {n} network-active container{}",
+        if n == 1 { "" } else { "s" }
+    );
+    let isolation = if mode == ModeKind::Host {
+        "; host mode gives up network isolation"
+    } else {
+        ""
+    };
+    let reason = match (action, held_until_ms) {
+        (_, Some(_)) => format!(
+            "{who}, the recommendation is held by the cooldown ({} mode expected {} better, {source}){isolation}.",
+            best.as_str(),
+            pct(gain)
+        ),
+        (Action::Switch, None) => format!(
+            "{who}, {} mode is expected to deliver {} more than {} mode ({source}){isolation}.",
+            mode.as_str(),
+            pct(gain),
+            other(mode).as_str()
+        ),
+        (Action::Keep, None) if best == c.mode_kind => format!(
+            "{who}, {} mode is expected to deliver {} more than {} mode ({source}){isolation}.",
+            best.as_str(),
+            pct(gain),
+            other(best).as_str()
+        ),
+        (Action::Keep, None) => format!(
+            "{who}, {} mode would gain only {} ({source}), below the {} needed to switch{isolation}.",
+            best.as_str(),
+            pct(gain),
+            pct(threshold)
+        ),
+    };
+    Recommendation {
+        mode,
+        action,
+        applicable: false,
+        // Goodput of `mode` relative to the other mode: negative when keeping a mode whose
+        // deficit is below the switch threshold.
+        expected_gain: (if mode == ModeKind::Host {
+            estimate
+        } else {
+            -estimate
+        })
+        .exp()
+            - 1.0,
+        confidence,
+        reason,
+        blockers,
+        warnings,
+        basis,
+        network_active: true,
+        held_until_ms,
+        evidence,
+    }
+}
+
+/// Two containers cannot both serve the same port in host mode. Containers already in host
+/// mode keep theirs; among those recommended to switch, the one expected to gain most goes
+/// first.
+fn plan_port_conflicts(
+    containers: &[&Container],
+    input: &Input,
+    recs: &mut BTreeMap<String, Recommendation>,
+) {
+    let mut taken: BTreeMap<(String, u16), String> = BTreeMap::new();
+    let staying: Vec<&&Container> = containers
+        .iter()
+        .filter(|c| {
+            c.mode_kind == ModeKind::Host
+                && recs.get(&c.name).is_some_and(|r| r.mode == ModeKind::Host)
+        })
+        .collect();
+    for c in staying {
+        for p in served_ports(c, input) {
+            taken.entry(p).or_insert_with(|| c.name.clone());
+        }
+    }
+    let mut moving: Vec<&&Container> = containers
+        .iter()
+        .filter(|c| {
+            c.mode_kind != ModeKind::Host
+                && recs
+                    .get(&c.name)
+                    .is_some_and(|r| r.mode == ModeKind::Host && r.action == Action::Switch)
+        })
+        .collect();
+    moving.sort_by(|a, b| {
+        let g = |c: &Container| recs.get(&c.name).map(|r| r.expected_gain).unwrap_or(0.0);
+        g(b).total_cmp(&g(a)).then(a.name.cmp(&b.name))
+    });
+    for c in moving {
+        let mut conflicts = Vec::new();
+        for p in served_ports(c, input) {
+            match taken.get(&p) {
+                Some(other) => conflicts.push(format!(
+                    "port {}/{} is also served by {} in host mode",
+                    p.1, p.0, other
+                )),
+                None => {
+                    taken.insert(p, c.name.clone());
+                }
+            }
+        }
+        if let Some(r) = recs.get_mut(&c.name) {
+            for m in conflicts {
+                r.blockers.push(blocker("port_conflict", m));
+            }
+        }
+    }
+}

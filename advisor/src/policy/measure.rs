@@ -1,0 +1,265 @@
+//! Measurements: probe cells and sweeps turned into log goodput ratios (host over bridge),
+//! weighed toward the traffic a container really carries, and combined with the prior.
+
+use super::*;
+use crate::api::{ProbeCell, ProbeMode};
+pub(super) fn log_ratio(host: f64, bridge: f64) -> Option<f64> {
+    (host > 0.0 && bridge > 0.0).then(|| (host / bridge).ln())
+}
+
+/// CPU seconds a probe cell's senders spent per GB they delivered.
+pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
+    let gb = c.goodput_bps? * c.duration_s / 8.0 / 1e9;
+    let cpu = c.counters.as_ref()?.cpu_s;
+    (gb > 0.0 && cpu > 0.0).then(|| cpu / gb)
+}
+
+/// Log ratios host/bridge per protocol and size from a container's latest probe cells.
+pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
+    let mut out = Vec::new();
+    for b in bridge.iter().filter(|c| c.concurrency == 1) {
+        let h = host
+            .iter()
+            .find(|h| h.protocol == b.protocol && h.size == b.size && h.concurrency == 1);
+        if let Some(h) = h
+            && let Some(l) = log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0))
+        {
+            out.push(CellRatio {
+                protocol: b.protocol,
+                size: b.size,
+                log_ratio: l,
+                bridge_cpu_s_per_gb: cell_cpu_s_per_gb(b),
+                host_cpu_s_per_gb: cell_cpu_s_per_gb(h),
+            });
+        }
+    }
+    out
+}
+
+/// Log ratios of a sweep's aggregate goodput host/bridge per protocol, size and N.
+pub fn sweep_ratios(s: &Sweep) -> Vec<SweepRatio> {
+    let mut out = Vec::new();
+    for (protocol, size) in s.profiles() {
+        let at = |n: u32, m: ProbeMode| {
+            s.cells.iter().find(|c| {
+                c.protocol == protocol && c.size == size && c.concurrency == n && c.mode == m
+            })
+        };
+        let cpu = |m: ProbeMode| at(1, m).and_then(cell_cpu_s_per_gb);
+        for n in 1..=s.max_concurrency {
+            let (Some(h), Some(b)) = (at(n, ProbeMode::Host), at(n, ProbeMode::Bridge)) else {
+                continue;
+            };
+            if let Some(l) = log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0)) {
+                out.push(SweepRatio {
+                    protocol,
+                    size,
+                    n,
+                    log_ratio: l,
+                    bridge_cpu_s_per_gb: cpu(ProbeMode::Bridge),
+                    host_cpu_s_per_gb: cpu(ProbeMode::Host),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What a container's traffic looks like, to tell which probe cells speak for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// The mode it runs in now (its CPU cost per byte is compared with the cells of that mode).
+    pub mode: ModeKind,
+    pub tcp_share: Option<f64>,
+    pub mean_packet: Option<f64>,
+    pub cpu_s_per_gb: Option<f64>,
+}
+
+impl Profile {
+    pub fn of(c: &Container) -> Profile {
+        let l = c.live.as_ref();
+        Profile {
+            mode: c.mode_kind,
+            tcp_share: l.and_then(|l| l.tcp_share),
+            mean_packet: l.and_then(|l| l.mean_packet_bytes),
+            cpu_s_per_gb: l.and_then(|l| l.cpu_s_per_gb),
+        }
+    }
+}
+
+/// A Gaussian kernel on the log distance of two positive quantities: 1 when equal, 0.61 a
+/// factor 1.65 apart, under 0.01 a factor 5 apart.
+fn log_kernel(a: f64, b: f64) -> f64 {
+    if a <= 0.0 || b <= 0.0 {
+        return 1.0;
+    }
+    let d = a.ln() - b.ln();
+    (-d * d / 0.5).exp().max(1e-6)
+}
+
+/// How much a probe cell speaks for a container's traffic:
+/// - protocol: by the container's TCP share (even weights when unknown);
+/// - size: UDP datagrams show their size on the wire (the mean packet, less its headers);
+///   TCP writes do not (the stack coalesces them), but their cost does: small writes cost
+///   several times more CPU per byte, so TCP cells are matched on CPU seconds per GB, and on
+///   packet size only when that is unknown.
+pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
+    let proto = match (p.tcp_share, c.protocol) {
+        (Some(s), Protocol::Tcp) => s,
+        (Some(s), Protocol::Udp) => 1.0 - s,
+        (None, _) => 0.5,
+    }
+    .max(1e-3);
+    let by_packet = || match p.mean_packet {
+        Some(m) => log_kernel((m - 42.0).max(1.0), c.size as f64),
+        None => 1.0,
+    };
+    let size = match c.protocol {
+        Protocol::Udp => by_packet(),
+        Protocol::Tcp => {
+            let cell = if p.mode == ModeKind::Host {
+                c.host_cpu_s_per_gb
+            } else {
+                c.bridge_cpu_s_per_gb
+            };
+            match (p.cpu_s_per_gb, cell) {
+                (Some(a), Some(b)) => log_kernel(a, b),
+                _ => by_packet(),
+            }
+        }
+    };
+    proto * size
+}
+
+pub(super) fn weighted_ratio(cells: &[CellRatio], profile: &Profile) -> Option<f64> {
+    let (mut sum, mut w) = (0.0, 0.0);
+    for c in cells {
+        let k = cell_weight(c, profile);
+        sum += k * c.log_ratio;
+        w += k;
+    }
+    (w > 0.0).then(|| sum / w)
+}
+
+/// Mean and per-round spread of `values` (a single value gets the assumed spread).
+pub(super) fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let sd = if values.len() < 2 {
+        SINGLE_ROUND_SD
+    } else {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0))
+            .sqrt()
+            .max(MIN_ROUND_SD)
+    };
+    (mean, sd)
+}
+
+/// A measured estimate: log ratio host/bridge, its per-round spread, and how many rounds
+/// back it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub log_ratio: f64,
+    pub spread: f64,
+    pub rounds: usize,
+}
+
+impl Estimate {
+    /// Standard deviation of the estimate itself: the rounds' spread shrinks with their
+    /// number, down to the model's own error.
+    pub fn sd(&self) -> f64 {
+        (self.spread.powi(2) / self.rounds.max(1) as f64 + MODEL_SD.powi(2)).sqrt()
+    }
+}
+
+/// The measurement weighed against the prior by their precisions (normal approximation):
+/// the combined log ratio, the measurement's weight, and a confidence in 0..1 (how much the
+/// combination narrows the prior's uncertainty).
+pub fn combine(prior: f64, m: Option<&Estimate>) -> (f64, f64, f64) {
+    let prior_precision = 1.0 / PRIOR_SD.powi(2);
+    match m {
+        None => (prior, 0.0, 0.1),
+        Some(m) => {
+            let precision = 1.0 / m.sd().powi(2);
+            let w = precision / (precision + prior_precision);
+            let posterior_sd = (1.0 / (precision + prior_precision)).sqrt();
+            (
+                w * m.log_ratio + (1.0 - w) * prior,
+                w,
+                (1.0 - posterior_sd / PRIOR_SD).clamp(0.1, 1.0),
+            )
+        }
+    }
+}
+
+/// The prior's log ratio host/bridge for `n` network-active containers.
+pub fn prior_log_ratio(n: u32, crossover: u32) -> f64 {
+    if n >= crossover.max(1) {
+        (1.0 + PRIOR_MULTI_GAIN).ln()
+    } else {
+        -(1.0 + PRIOR_SINGLE_GAIN).ln()
+    }
+}
+
+/// The sweep rounds that describe the latest sweep's conditions (the same limits), newest
+/// last.
+pub(super) fn matching_sweeps(memory: &Memory) -> Vec<&SweepRound> {
+    let Some(last) = memory.sweeps.last() else {
+        return Vec::new();
+    };
+    memory
+        .sweeps
+        .iter()
+        .filter(|s| s.limits == last.limits && !s.cells.is_empty())
+        .collect()
+}
+
+/// One round's log ratio at `n` for traffic like `profile`: the profiles it swept, weighted
+/// as the probe cells are (the largest N measured stands in for larger ones).
+pub(super) fn round_at(round: &SweepRound, n: u32, profile: &Profile) -> Option<(f64, u32)> {
+    let max = round.cells.iter().map(|c| c.n).max()?;
+    let at = n.clamp(1, max);
+    let (mut sum, mut weight) = (0.0, 0.0);
+    for c in round.cells.iter().filter(|c| c.n == at) {
+        let w = cell_weight(&c.cell(), profile);
+        sum += w * c.log_ratio;
+        weight += w;
+    }
+    (weight > 0.0).then(|| (sum / weight, at))
+}
+
+/// The sweep's estimate at `n` for traffic like `profile`, over its rounds.
+pub(super) fn sweep_at(
+    sweeps: &[&SweepRound],
+    n: u32,
+    profile: &Profile,
+) -> Option<(Estimate, u32)> {
+    let per_round: Vec<(f64, u32)> = sweeps
+        .iter()
+        .filter_map(|r| round_at(r, n, profile))
+        .collect();
+    let at = per_round.iter().map(|(_, at)| *at).min()?;
+    let values: Vec<f64> = per_round.iter().map(|(v, _)| *v).collect();
+    let (mean, sd) = mean_sd(&values);
+    Some((
+        Estimate {
+            log_ratio: mean,
+            spread: sd,
+            rounds: values.len(),
+        },
+        at,
+    ))
+}
+
+/// The measured crossover for traffic like `profile`: the smallest N at which the mean sweep
+/// ratio favours host.
+pub fn measured_crossover(memory: &Memory, profile: &Profile) -> Option<u32> {
+    let sweeps = matching_sweeps(memory);
+    let max = sweeps
+        .iter()
+        .flat_map(|s| s.cells.iter().map(|c| c.n))
+        .max()?;
+    (1..=max).find(|n| {
+        sweep_at(&sweeps, *n, profile).is_some_and(|(e, at)| at == *n && e.log_ratio > 0.0)
+    })
+}

@@ -1,0 +1,202 @@
+//! The advisor's policy: pure functions from data to per-container recommendations.
+//!
+//! ```text
+//!  prior (the study)        measurements (probes, sweep)        constraints, labels
+//!  bridge for 1 active,  ─► log goodput ratio host/bridge ─────►  blockers, warnings
+//!  host from the crossover   weighed by their confidence          pins, exclusions
+//!                                        │
+//!                            min gain, hysteresis, cooldown ─► recommendation
+//! ```
+//!
+//! Everything the policy remembers between evaluations (activity averages, probe rounds,
+//! what it recommended and since when) is an explicit [`Memory`] value: the same input and
+//! memory always give the same output and the same new memory.
+//!
+//! - `measure`: probe cells and sweeps into log goodput ratios, weighed by a traffic profile.
+//! - `memory`: what is kept between evaluations (`remember`).
+//! - `constraints`: what blocks a switch, and what it only warns about.
+//! - `decide`: `evaluate`, the whole decision for every container.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{
+    Action, Container, CrossoverInfo, Limits, ModeKind, Protocol, Recommendation, Sweep,
+};
+
+mod constraints;
+mod decide;
+mod measure;
+mod memory;
+
+pub use constraints::constraints;
+pub use decide::evaluate;
+pub use measure::{
+    Estimate, Profile, cell_cpu_s_per_gb, cell_ratios, cell_weight, combine, measured_crossover,
+    prior_log_ratio, sweep_ratios,
+};
+pub use memory::remember;
+
+/// Policy settings (netmoded's `[advisor]` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// A container is network-active above this rate (rx + tx, averaged), bit/s.
+    pub active_threshold_bps: f64,
+    /// Averaging window of the activity, seconds.
+    pub active_window_s: f64,
+    /// Recommend a switch only above this expected gain (0.10 = 10 %).
+    pub min_gain: f64,
+    /// A recommended switch holds until its gain falls below `min_gain - hysteresis`.
+    pub hysteresis: f64,
+    /// A container's recommended action changes at most once per cooldown; no switch is
+    /// recommended within a cooldown of the container's last mode change.
+    pub cooldown_ms: u64,
+    /// The prior's crossover in network-active containers; 0: the CPU count.
+    pub prior_crossover: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            active_threshold_bps: 1e6,
+            active_window_s: 60.0,
+            min_gain: 0.10,
+            hysteresis: 0.05,
+            cooldown_ms: 30 * 60 * 1000,
+            prior_crossover: 0,
+        }
+    }
+}
+
+/// The study's figures: bridge +25 % for one container (TCP), host +31..45 % with four.
+pub const PRIOR_SINGLE_GAIN: f64 = 0.25;
+pub const PRIOR_MULTI_GAIN: f64 = 0.38;
+/// Probe and sweep rounds remembered.
+pub const ROUNDS_KEPT: usize = 8;
+/// How far the study's figures may be off for this gateway, as a standard deviation of the
+/// log goodput ratio: a Pi 3 over Wi-Fi says something, but not everything, about another
+/// gateway.
+pub const PRIOR_SD: f64 = 0.25;
+/// The spread assumed for a single round (log units): a few seconds of traffic on a busy
+/// gateway, until a second round shows the real spread.
+pub const SINGLE_ROUND_SD: f64 = 0.15;
+/// Rounds never agree better than this, and the transfer from probe to deployment is never
+/// exact.
+const MIN_ROUND_SD: f64 = 0.03;
+const MODEL_SD: f64 = 0.02;
+
+/// Who holds a listening socket on the host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListenerOwner {
+    /// A host-mode container's process.
+    Container(String),
+    /// Docker's userland proxy for a published port.
+    DockerProxy,
+    /// Any other process (its command name).
+    Process(String),
+    Unknown,
+}
+
+/// A TCP listening or UDP bound socket of the host's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostListener {
+    pub protocol: String,
+    pub port: u16,
+    pub owner: ListenerOwner,
+}
+
+pub struct Input<'a> {
+    pub now_ms: u64,
+    pub cpus: u32,
+    pub containers: &'a [Container],
+    pub sweep: Option<&'a Sweep>,
+    pub host_listeners: &'a [HostListener],
+    /// Ports each container listens on in its own namespace, by name: (protocol, port).
+    pub container_ports: &'a BTreeMap<String, Vec<(String, u16)>>,
+    pub config: &'a Config,
+}
+
+/// A probe round of one container: the log goodput ratio host/bridge per cell (N = 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRound {
+    pub run_id: String,
+    pub cells: Vec<CellRatio>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellRatio {
+    pub protocol: Protocol,
+    pub size: u32,
+    pub log_ratio: f64,
+    /// CPU seconds the probe sender spent per GB delivered, in each mode.
+    #[serde(default)]
+    pub bridge_cpu_s_per_gb: Option<f64>,
+    #[serde(default)]
+    pub host_cpu_s_per_gb: Option<f64>,
+}
+
+/// A sweep round: the log ratio of aggregate goodput host/bridge per protocol, size and N.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRound {
+    pub run_id: String,
+    pub limits: Limits,
+    #[serde(default)]
+    pub cells: Vec<SweepRatio>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRatio {
+    pub protocol: Protocol,
+    pub size: u32,
+    pub n: u32,
+    pub log_ratio: f64,
+    /// CPU seconds per GB of the single-container cells (N = 1) of this profile, per mode.
+    pub bridge_cpu_s_per_gb: Option<f64>,
+    pub host_cpu_s_per_gb: Option<f64>,
+}
+
+impl SweepRatio {
+    /// The cell's profile and ratio without its N, as the per-container cells carry them.
+    fn cell(&self) -> CellRatio {
+        CellRatio {
+            protocol: self.protocol,
+            size: self.size,
+            log_ratio: self.log_ratio,
+            bridge_cpu_s_per_gb: self.bridge_cpu_s_per_gb,
+            host_cpu_s_per_gb: self.host_cpu_s_per_gb,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerMemory {
+    pub mode: Option<ModeKind>,
+    pub mode_since_ms: u64,
+    pub activity_bps: f64,
+    pub activity_at_ms: u64,
+    /// What was recommended (mode, action) and since when.
+    pub recommended: Option<(ModeKind, Action)>,
+    pub recommended_since_ms: u64,
+    /// When a switch was last recommended or taken back (0: never).
+    #[serde(default)]
+    pub last_flip_ms: u64,
+    pub probe_rounds: Vec<ProbeRound>,
+}
+
+/// What the policy carries from one evaluation to the next (netmoded keeps it in
+/// `<state_dir>/advisor.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub containers: BTreeMap<String, ContainerMemory>,
+    pub sweeps: Vec<SweepRound>,
+}
+
+pub struct Evaluation {
+    pub network_active: Vec<String>,
+    pub crossover: CrossoverInfo,
+    pub recommendations: BTreeMap<String, Recommendation>,
+}
+
+#[cfg(test)]
+mod tests;
