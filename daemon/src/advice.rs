@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use netmode_advisor::api::{ContainerRecommendation, ModeKind, Recommendations};
 use netmode_advisor::policy::{self, Memory};
 
-use crate::live::listeners::{self, Scan};
-use crate::live::procs::CgroupMounts;
 use crate::state::{Shared, now_ms};
+use crate::sys::listeners::{self, Scan};
+use crate::sys::procs::CgroupMounts;
 
 pub const MEMORY_FILE: &str = "advisor.json";
 /// The listener scan walks /proc: not at every sample.

@@ -213,13 +213,18 @@ impl SinkSubnet {
     }
 }
 
+/// A value that cannot be used, in words naming it and what is expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
 impl std::str::FromStr for SinkSubnet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let bad = || {
-            format!(
+            ValueError(format!(
                 "invalid subnet {s:?}: expected an IPv4 network like \"198.18.78.0/30\" (prefix 8..30)"
-            )
+            ))
         };
         let (ip, len) = s.split_once('/').ok_or_else(bad)?;
         let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
@@ -229,9 +234,9 @@ impl std::str::FromStr for SinkSubnet {
         }
         let mask = u32::MAX << (32 - prefix);
         if u32::from(ip) & !mask != 0 {
-            return Err(format!(
+            return Err(ValueError(format!(
                 "invalid subnet {s:?}: {ip} is not the network address of a /{prefix}"
-            ));
+            )));
         }
         Ok(SinkSubnet {
             network: ip,
@@ -277,17 +282,17 @@ impl Docker {
     /// The socket netmoded connects to: `docker.socket`, else `$DOCKER_HOST` (unix only),
     /// else the standard path. A non-unix `DOCKER_HOST` is an error: netmoded speaks to a
     /// local engine only.
-    pub fn effective_socket(&self) -> Result<PathBuf, String> {
+    pub fn effective_socket(&self) -> Result<PathBuf, ValueError> {
         if let Some(p) = &self.socket {
             return Ok(p.clone());
         }
         match std::env::var("DOCKER_HOST") {
             Ok(h) if !h.is_empty() => match h.strip_prefix("unix://") {
                 Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-                _ => Err(format!(
+                _ => Err(ValueError(format!(
                     "DOCKER_HOST={h:?} is not supported: netmoded needs the local engine's \
                      unix socket (unix:///path), or set docker.socket in the config"
-                )),
+                ))),
             },
             _ => Ok(PathBuf::from("/var/run/docker.sock")),
         }
@@ -399,7 +404,7 @@ impl Config {
         self.docker
             .effective_socket()
             .map(|_| ())
-            .map_err(|message| ConfigError {
+            .map_err(|ValueError(message)| ConfigError {
                 path: path.to_path_buf(),
                 line: None,
                 column: None,
@@ -640,7 +645,7 @@ fn docker_socket<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::
 }
 
 /// A bit rate: `"20Mbit"`, `"500kbit"`, `"1.5Gbit"`, or a plain number of bit/s.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
+pub fn parse_rate(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let lower = lower.trim_end_matches("/s").trim_end_matches("ps");
@@ -657,9 +662,9 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     };
     match num.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok((v * mult) as u64),
-        _ => Err(format!(
+        _ => Err(ValueError(format!(
             "invalid rate {t:?}: write it like \"20Mbit\", \"500kbit\" or a number of bit/s"
-        )),
+        ))),
     }
 }
 
@@ -815,7 +820,7 @@ mod tests {
         assert_eq!(parse_rate("1.5Gbit/s"), Ok(1_500_000_000));
         assert_eq!(parse_rate("500kbit"), Ok(500_000));
         assert_eq!(parse_rate("64000"), Ok(64_000));
-        assert!(parse_rate("fast").unwrap_err().contains("invalid rate"));
+        assert!(parse_rate("fast").unwrap_err().0.contains("invalid rate"));
         assert!(parse_rate("-3Mbit").is_err());
     }
 

@@ -1,4 +1,11 @@
-//! netmoded's one error type. Every I/O error carries what was being done and to which path.
+//! netmoded's errors, typed by the layer they come from. Every I/O error carries what was
+//! being done and to what; nothing is passed around as a bare `String`.
+//!
+//! - [`Error`]: what a command (and the daemon's start) can fail with; it maps to the exit code.
+//! - [`DockerError`]: the engine did not answer, or answered with an error status.
+//! - [`TrafficError`]: a sender or the sink (`traffic/`) could not do its job.
+//! - [`ProbeError`]: a probe run or cell could not complete (`probe/`).
+//! - [`RequestError`]: an API request that is refused; it maps to an HTTP status.
 
 use std::path::PathBuf;
 
@@ -27,13 +34,16 @@ pub enum Error {
     },
 
     #[error("docker: {0}")]
-    Docker(String),
+    Docker(#[from] DockerError),
 
     #[error("netlink: {what}: {reason}")]
     Netlink { what: &'static str, reason: String },
 
     #[error("probe: {0}")]
-    Probe(String),
+    Probe(#[from] ProbeError),
+
+    #[error("{0}")]
+    Traffic(#[from] TrafficError),
 
     #[error("{0}")]
     Usage(String),
@@ -62,7 +72,198 @@ impl Error {
 
 impl From<bollard::errors::Error> for Error {
     fn from(e: bollard::errors::Error) -> Self {
-        Error::Docker(crate::docker::describe_error(&e))
+        Error::Docker(e.into())
+    }
+}
+
+/// The Docker engine could not be reached, or refused what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The engine answered with an error status (404: no such container or image).
+    #[error("engine answered {status}: {message}")]
+    Api { status: u16, message: String },
+    /// No answer: socket missing, connection refused, timeout; the innermost cause.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A stream (events, wait) ended without the answer it should carry.
+    #[error("{0}")]
+    Ended(String),
+}
+
+impl DockerError {
+    /// The engine answered: it is up, the request itself was refused.
+    pub fn answered(&self) -> bool {
+        matches!(self, DockerError::Api { .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DockerError::Api { status: 404, .. })
+    }
+}
+
+impl From<bollard::errors::Error> for DockerError {
+    fn from(e: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as B;
+        match e {
+            B::DockerResponseServerError {
+                status_code,
+                message,
+            } => DockerError::Api {
+                status: status_code,
+                message,
+            },
+            other => DockerError::Unreachable(describe_error(&other)),
+        }
+    }
+}
+
+/// A sender or the sink could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    /// A socket operation failed; `what` names it and the peer.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer (a netmode sink, an iperf3 server) said something we cannot use.
+    #[error("{0}")]
+    Protocol(String),
+    /// A target URL that cannot be used (`netmode://HOST:PORT`, `iperf3://HOST:PORT`).
+    #[error("{target:?}: {reason}")]
+    Target { target: String, reason: String },
+}
+
+impl TrafficError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrafficError {
+        let what = what.into();
+        move |source| TrafficError::Io { what, source }
+    }
+}
+
+/// A probe run, or one of its cells, could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The probed container stopped: the run is aborted, not failed.
+    #[error("{container} stopped during the probe; probe aborted")]
+    TargetStopped { container: String },
+    /// The container stopped before its probe started.
+    #[error("the container stopped before its probe could start")]
+    TargetGone,
+    /// The container's mode has nothing to compare (see `mode`).
+    #[error("{0}")]
+    Unmanaged(String),
+    #[error("cannot reach the Docker engine: {0}")]
+    Engine(DockerError),
+    /// A Docker call on a probe container failed.
+    #[error("{what}: {source}")]
+    Docker {
+        what: String,
+        #[source]
+        source: DockerError,
+    },
+    /// A probe sender did not run as it should (never ready, exited, stuck).
+    #[error("{0}")]
+    Sender(String),
+    /// What a sender reported as its own failure.
+    #[error("{0}")]
+    Traffic(#[from] TrafficError),
+    /// The probe image could not be built.
+    #[error("probe image: {what}: {reason}")]
+    Image { what: String, reason: String },
+    /// The local sink could not be set up.
+    #[error("local sink: {what}: {reason}")]
+    LocalSink { what: String, reason: String },
+    /// Probing is not available (its sink could not be set up).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step of the daemon's own failed (netlink, the state directory).
+    #[error("{0}")]
+    Daemon(Box<Error>),
+}
+
+impl ProbeError {
+    /// Context for a Docker call on a probe container.
+    pub fn docker(what: impl Into<String>) -> impl FnOnce(DockerError) -> ProbeError {
+        let what = what.into();
+        move |source| ProbeError::Docker { what, source }
+    }
+}
+
+impl From<Error> for ProbeError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Probe(p) => p,
+            Error::Docker(d) => ProbeError::Engine(d),
+            other => ProbeError::Daemon(Box::new(other)),
+        }
+    }
+}
+
+/// Why an API request is refused: each kind has its HTTP status, and the message says what
+/// to do instead.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    /// 400: the request itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// 404: what it names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// 422: it exists, but the request cannot apply to it.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 429: too much is queued already.
+    #[error("{0}")]
+    Busy(String),
+    /// 503: the feature is unavailable right now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Invalid(_) => 400,
+            RequestError::NotFound(_) => 404,
+            RequestError::Unprocessable(_) => 422,
+            RequestError::Busy(_) => 429,
+            RequestError::Unavailable(_) => 503,
+        }
+    }
+}
+
+/// One line that says what went wrong, down to the root cause (bollard's own messages stop
+/// at "error in the hyper legacy client").
+pub fn describe_error(e: &bollard::errors::Error) -> String {
+    use bollard::errors::Error as B;
+    match e {
+        B::SocketNotFoundError(p) => format!("socket {p} does not exist"),
+        B::RequestTimeoutError => "the engine did not answer in time".into(),
+        B::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("engine answered {status_code}: {message}"),
+        _ => {
+            let mut parts = vec![e.to_string()];
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let m = s.to_string();
+                if !parts.iter().any(|p| p.contains(&m)) {
+                    parts.push(m);
+                }
+                source = s.source();
+            }
+            // The innermost cause is what an operator can act on.
+            parts.last().cloned().unwrap_or_default()
+        }
     }
 }
 

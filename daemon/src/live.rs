@@ -8,19 +8,15 @@
 //!   tell it apart. Its TCP traffic is attributed from the sockets its own processes hold
 //!   (sock_diag, TCP_INFO byte counters). UDP has no such counters; the output says so.
 
-pub mod hoststat;
-pub mod listeners;
-pub mod procs;
-pub mod sockdiag;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use netmode_advisor::api::{Attribution, Live, ModeKind};
 
-use crate::netlink::{Link, Netlink};
 use crate::state::Shared;
+use crate::sys::netlink::{Link, Netlink};
+use crate::sys::{hoststat, netns, procs, sockdiag};
 
 /// Cumulative counters from the container's point of view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -266,7 +262,7 @@ impl Sampler {
             netlink,
             closed,
             cgroups: Arc::new(procs::CgroupMounts::discover()),
-            host_netns: procs::netns_inode(std::process::id())?,
+            host_netns: netns::inode(std::process::id())?,
             prev_cpu: None,
             tracks: HashMap::new(),
             host_tcp: None,
@@ -310,7 +306,7 @@ impl Sampler {
         for r in shared.inventory().into_values() {
             let i = r.info;
             // A container whose init process is gone is about to leave the inventory.
-            let Ok(netns) = procs::netns_inode(i.pid) else {
+            let Ok(netns) = netns::inode(i.pid) else {
                 continue;
             };
             let driver = i
@@ -576,7 +572,7 @@ impl Sampler {
         if let Some(id) = self.tracks.get(&s.id).and_then(|t| t.nsid) {
             return Some(id);
         }
-        let f = std::fs::File::open(format!("/proc/{}/ns/net", s.pid)).ok()?;
+        let f = netns::open(s.pid).ok()?;
         let id = match self.netlink.netnsid(&f).await {
             Ok(id) => id,
             Err(e) => {
@@ -644,31 +640,6 @@ impl Sampler {
         .await;
         self.host_tcp = dumped;
         out
-    }
-}
-
-/// The sampler task: one sample per `interval`, forever.
-pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
-    let interval = shared.config.daemon.sample_interval;
-    let mut sampler = match Sampler::new(netlink) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("live traffic disabled: cannot read our own network namespace: {e}");
-            return;
-        }
-    };
-    let mut advice = crate::advice::Advice::load(&shared);
-    let mut next = Instant::now();
-    loop {
-        sampler.sample(&shared).await;
-        advice.evaluate(&shared).await;
-        next += interval;
-        let now = Instant::now();
-        if next < now {
-            // Fell behind (suspended, overloaded): skip the missed ticks.
-            next = now + interval;
-        }
-        async_io::Timer::at(next).await;
     }
 }
 

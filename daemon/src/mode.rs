@@ -1,7 +1,18 @@
-//! One driver per network mode: where a probe sender runs to show what a container would get
-//! in that mode. Adding a mode (macvlan, ipvlan) is adding a driver.
+//! Network modes, in the spirit of netavark's drivers: one driver per mode netmode compares,
+//! behind one trait. A driver says which Docker network mode a container gets in that mode
+//! and where a probe sender runs to show what a container would get there. Probing uses it
+//! now; applying a mode change will ask the same driver. Adding a mode (macvlan, ipvlan) is
+//! adding a driver.
+//!
+//! Which containers netmode manages at all is one rule, `ModeKind::is_manageable` (with
+//! `ModeKind::unmanaged_reason`) in the advisor's API types, shared with the policy.
 
 use netmode_advisor::api::{Container, ModeKind, ProbeMode};
+
+/// Why a container cannot be placed in a mode, in words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
 
 /// How a probe sender is placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +26,8 @@ pub enum Launch {
 pub trait ModeDriver: Send + Sync {
     fn mode(&self) -> ProbeMode;
     /// How to probe `target` in this mode, or why it cannot be.
-    fn launch(&self, target: &Container) -> Result<Launch, String>;
+    /// How to probe `target` in this mode, or why it cannot be.
+    fn launch(&self, target: &Container) -> Result<Launch, Refusal>;
 }
 
 /// Bridge mode: on the target's own bridge network, or Docker's default bridge for a
@@ -28,18 +40,20 @@ pub struct Host;
 /// From inside a bridge-mode target's own namespace.
 pub struct InPlace;
 
-fn probeable(target: &Container) -> Result<(), String> {
+/// The one rule, applied: bridge and host containers can be placed in another mode.
+pub fn manageable(target: &Container) -> Result<(), Refusal> {
+    match target.mode_kind.unmanaged_reason(&target.network_mode) {
+        None => Ok(()),
+        Some(why) => Err(Refusal(why)),
+    }
+}
+
+/// The Docker network mode a container gets in bridge mode: its own bridge network, or
+/// Docker's default bridge for a host-mode container (what it would get if switched).
+pub fn bridge_network(target: &Container) -> String {
     match target.mode_kind {
-        ModeKind::Bridge | ModeKind::Host => Ok(()),
-        ModeKind::None => Err("network mode none: the container has no network to compare".into()),
-        ModeKind::Container => Err(format!(
-            "{}: it shares another container's namespace, whose mode decides",
-            target.network_mode
-        )),
-        ModeKind::Other => Err(format!(
-            "network {} uses a driver netmode does not compare yet",
-            target.network_mode
-        )),
+        ModeKind::Bridge => target.network_mode.clone(),
+        _ => "bridge".to_string(),
     }
 }
 
@@ -47,13 +61,11 @@ impl ModeDriver for Bridge {
     fn mode(&self) -> ProbeMode {
         ProbeMode::Bridge
     }
-    fn launch(&self, target: &Container) -> Result<Launch, String> {
-        probeable(target)?;
-        let network_mode = match target.mode_kind {
-            ModeKind::Bridge => target.network_mode.clone(),
-            _ => "bridge".to_string(),
-        };
-        Ok(Launch::Container { network_mode })
+    fn launch(&self, target: &Container) -> Result<Launch, Refusal> {
+        manageable(target)?;
+        Ok(Launch::Container {
+            network_mode: bridge_network(target),
+        })
     }
 }
 
@@ -61,8 +73,8 @@ impl ModeDriver for Host {
     fn mode(&self) -> ProbeMode {
         ProbeMode::Host
     }
-    fn launch(&self, target: &Container) -> Result<Launch, String> {
-        probeable(target)?;
+    fn launch(&self, target: &Container) -> Result<Launch, Refusal> {
+        manageable(target)?;
         Ok(Launch::Container {
             network_mode: "host".into(),
         })
@@ -73,12 +85,12 @@ impl ModeDriver for InPlace {
     fn mode(&self) -> ProbeMode {
         ProbeMode::InPlace
     }
-    fn launch(&self, target: &Container) -> Result<Launch, String> {
-        probeable(target)?;
+    fn launch(&self, target: &Container) -> Result<Launch, Refusal> {
+        manageable(target)?;
         if target.mode_kind != ModeKind::Bridge {
-            return Err(
+            return Err(Refusal(
                 "only a bridge-mode container has a namespace of its own to probe from".into(),
-            );
+            ));
         }
         Ok(Launch::InNamespace { pid: target.pid })
     }
@@ -154,7 +166,7 @@ mod tests {
         ] {
             for d in drivers(true) {
                 let e = d.launch(&c(m, k)).unwrap_err();
-                assert!(e.contains(word), "{e}");
+                assert!(e.0.contains(word), "{e}");
             }
         }
     }

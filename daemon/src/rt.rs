@@ -1,6 +1,8 @@
-//! The daemon's event loop: one smol executor on the main thread.
+//! The daemon's runtime: one smol executor on the main thread, the wall clock, and the
+//! poison-tolerant lock helpers every shared structure uses.
 
 use std::future::Future;
+use std::sync::RwLock;
 
 static EXECUTOR: smol::Executor<'static> = smol::Executor::new();
 
@@ -12,4 +14,24 @@ pub fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> 
 /// Run `f` (and every spawned task) on the current thread until `f` completes.
 pub fn block_on<T>(f: impl Future<Output = T>) -> T {
     async_io::block_on(EXECUTOR.run(f))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn read<T: Clone>(l: &RwLock<T>) -> T {
+    l.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+pub fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
 }

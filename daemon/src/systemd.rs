@@ -25,7 +25,7 @@ fn status_line(shared: &Shared) -> String {
         DockerState::Connecting => "connecting to docker".to_string(),
         DockerState::Unavailable => format!("docker unavailable: {}", d.error.unwrap_or_default()),
     };
-    let p = shared.probe_status();
+    let p = shared.probes.status();
     let probing = match (&p.running, &p.error) {
         (Some(id), _) => format!("; probing ({id})"),
         (None, Some(e)) => format!("; probing unavailable: {e}"),

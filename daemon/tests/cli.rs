@@ -95,6 +95,55 @@ fn bad_command_lines_exit_64() {
 }
 
 #[test]
+fn each_command_refuses_the_options_of_another() {
+    // Each of these would start something if the stray option were ignored; none may.
+    for (args, word) in [
+        (
+            &["run", "--target", "x"][..],
+            "run: invalid option '--target'",
+        ),
+        (
+            &["run", "--listen", "127.0.0.1:1"],
+            "run: invalid option '--listen'",
+        ),
+        (&["run", "extra"], "run: unexpected argument"),
+        (
+            &["sink", "--listen", "127.0.0.1:0", "--json"],
+            "sink: invalid option '--json'",
+        ),
+        (
+            &["send", "--listen", "127.0.0.1:1"],
+            "send: invalid option '--listen'",
+        ),
+        (
+            &["send", "--target", "netmode://127.0.0.1:1", "x"],
+            "send: unexpected argument",
+        ),
+        (
+            &["print-config", "--json"],
+            "print-config: invalid option '--json'",
+        ),
+        (
+            &["check-config", "--size", "64", "a.toml"],
+            "check-config: invalid option '--size'",
+        ),
+    ] {
+        let o = netmoded(args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(word), "{args:?}: {}", stderr(&o));
+    }
+    // --config is every command's, before or after the command's name.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/netmoded.example.toml");
+    for args in [
+        &["check-config", "--config", example][..],
+        &["--config", example, "check-config"],
+    ] {
+        let o = netmoded(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn one_daemon_per_state_directory_and_a_busy_port_is_reported() {
     let d = tmp("lock");
     let cfg = d.join("c.toml");

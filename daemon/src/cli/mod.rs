@@ -34,144 +34,148 @@ environment:
 
 exit codes: 0 ok, 1 runtime error, 64 bad command line, 78 bad configuration";
 
-pub struct Args {
-    pub command: String,
-    pub operands: Vec<String>,
-    pub config: Option<PathBuf>,
-    pub send: send::Options,
-    pub listen: Option<String>,
-}
-
 fn usage(m: impl std::fmt::Display) -> Error {
     Error::Usage(format!("{m}\n\n{USAGE}"))
 }
 
-fn parse() -> Result<Option<Args>> {
-    use lexopt::prelude::*;
-    let mut p = lexopt::Parser::from_env();
-    let mut command = None;
-    let mut operands = Vec::new();
-    let mut config = None;
-    let mut send = send::Options::default();
-    let mut listen = None;
-    let text = |p: &mut lexopt::Parser| -> Result<String> {
-        p.value().map_err(usage)?.string().map_err(usage)
-    };
-    while let Some(arg) = p.next().map_err(usage)? {
-        match arg {
-            Short('h') | Long("help") => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            Short('V') | Long("version") => {
-                println!("netmoded {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
-            }
-            Long("config") => config = Some(PathBuf::from(p.value().map_err(usage)?)),
-            Long("listen") => listen = Some(text(&mut p)?),
-            Long("target") => send.target = Some(text(&mut p)?),
-            Long("protocol") => {
-                send.protocol = match text(&mut p)?.as_str() {
-                    "tcp" => netmode_advisor::api::Protocol::Tcp,
-                    "udp" => netmode_advisor::api::Protocol::Udp,
-                    other => return Err(usage(format!("--protocol {other:?}: tcp or udp"))),
-                }
-            }
-            Long("size") => {
-                let v = text(&mut p)?;
-                send.size = v
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=65_000).contains(s))
-                    .ok_or_else(|| usage(format!("--size {v:?}: bytes, 1..65000")))?;
-            }
-            Long("duration") => {
-                let v = text(&mut p)?;
-                send.duration = humantime::parse_duration(&v)
-                    .ok()
-                    .filter(|d| !d.is_zero() && d.as_secs() <= 3600)
-                    .ok_or_else(|| usage(format!("--duration {v:?}: like 3s, up to 1h")))?;
-            }
-            Long("rate") => {
-                send.rate_bps = Some(crate::config::parse_rate(&text(&mut p)?).map_err(usage)?)
-            }
-            Long("session") => {
-                let v = text(&mut p)?;
-                send.session = Some(
-                    v.parse()
-                        .map_err(|_| usage(format!("--session {v:?}: a number")))?,
-                );
-            }
-            Long("wait-go") => {
-                let v = text(&mut p)?;
-                send.wait_go = Some(
-                    humantime::parse_duration(&v)
-                        .map_err(|e| usage(format!("--wait-go {v:?}: {e}")))?,
-                );
-            }
-            Long("json") => send.json = true,
-            Long("perf") => send.perf = true,
-            Value(v) => {
-                let v = v.string().map_err(usage)?;
-                if command.is_none() {
-                    command = Some(v);
-                } else {
-                    operands.push(v);
-                }
-            }
-            other => return Err(usage(other.unexpected())),
+/// The next option's value, as text.
+pub(crate) fn text(p: &mut lexopt::Parser) -> Result<String> {
+    use lexopt::ValueExt;
+    p.value().map_err(usage)?.string().map_err(usage)
+}
+
+/// A command-line argument, owned (lexopt's borrows the parser).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Arg {
+    Short(char),
+    Long(String),
+    Value(String),
+}
+
+impl Arg {
+    fn own(arg: lexopt::Arg<'_>) -> Result<Arg> {
+        use lexopt::ValueExt;
+        Ok(match arg {
+            lexopt::Arg::Short(c) => Arg::Short(c),
+            lexopt::Arg::Long(l) => Arg::Long(l.to_string()),
+            lexopt::Arg::Value(v) => Arg::Value(v.string().map_err(usage)?),
+        })
+    }
+
+    /// How the argument is named in an error.
+    fn shown(&self) -> String {
+        match self {
+            Arg::Short(c) => format!("invalid option '-{c}'"),
+            Arg::Long(l) => format!("invalid option '--{l}'"),
+            Arg::Value(v) => format!("unexpected argument {v:?}"),
         }
     }
-    let command = command.ok_or_else(|| usage("missing command"))?;
-    Ok(Some(Args {
-        command,
-        operands,
-        config,
-        send,
-        listen,
-    }))
+}
+
+/// Options every command takes (before or after the command's name): `--config`.
+#[derive(Default)]
+pub struct Global {
+    pub config: Option<PathBuf>,
+}
+
+impl Global {
+    /// Take `arg` if it is a global option.
+    fn take(&mut self, arg: &Arg, p: &mut lexopt::Parser) -> Result<bool> {
+        match arg {
+            Arg::Long(l) if l == "config" => {
+                self.config = Some(PathBuf::from(p.value().map_err(usage)?));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Parse the rest of the command line: `each` takes the subcommand's own arguments (and
+/// says `false` for those it does not know); anything else is an error naming the
+/// subcommand, exit 64.
+pub(crate) fn parse_rest(
+    command: &str,
+    p: &mut lexopt::Parser,
+    global: &mut Global,
+    mut each: impl FnMut(&Arg, &mut lexopt::Parser) -> Result<bool>,
+) -> Result<()> {
+    loop {
+        let arg = match p.next().map_err(usage)? {
+            Some(a) => Arg::own(a)?,
+            None => return Ok(()),
+        };
+        if global.take(&arg, p)? {
+            continue;
+        }
+        if !each(&arg, p)? {
+            return Err(usage(format!("{command}: {}", arg.shown())));
+        }
+    }
 }
 
 pub fn main() -> Result<()> {
-    let Some(args) = parse()? else {
+    let mut p = lexopt::Parser::from_env();
+    let mut global = Global::default();
+    let command = loop {
+        let arg = match p.next().map_err(usage)? {
+            Some(a) => Arg::own(a)?,
+            None => return Err(usage("missing command")),
+        };
+        if global.take(&arg, &mut p)? {
+            continue;
+        }
+        match arg {
+            Arg::Short('h') => {}
+            Arg::Long(l) if l == "help" => {}
+            Arg::Short('V') => return version(),
+            Arg::Long(l) if l == "version" => return version(),
+            Arg::Value(v) => break v,
+            other => return Err(usage(other.shown())),
+        }
+        println!("{USAGE}");
         return Ok(());
     };
-    let no_operands = |args: &Args| {
-        if args.operands.is_empty() {
-            Ok(())
-        } else {
-            Err(usage(format!("{} takes no operands", args.command)))
-        }
-    };
-    match args.command.as_str() {
+    let no_operands = |_: &Arg, _: &mut lexopt::Parser| -> Result<bool> { Ok(false) };
+    match command.as_str() {
         "run" => {
-            no_operands(&args)?;
-            run::run(args.config)
+            parse_rest("run", &mut p, &mut global, no_operands)?;
+            run::run(global.config)
         }
-        "check-config" => match args.operands.as_slice() {
-            [path] => check_config::run(PathBuf::from(path)),
-            [] => match args.config {
-                Some(p) => check_config::run(p),
-                None => Err(usage("check-config expects PATH")),
-            },
-            _ => Err(usage("check-config expects one PATH")),
-        },
+        "check-config" => {
+            let mut paths = Vec::new();
+            parse_rest("check-config", &mut p, &mut global, |arg, _| match arg {
+                Arg::Value(v) => {
+                    paths.push(PathBuf::from(v));
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })?;
+            match (paths.as_slice(), global.config) {
+                ([path], _) => check_config::run(path.clone()),
+                ([], Some(p)) => check_config::run(p),
+                ([], None) => Err(usage("check-config expects PATH")),
+                _ => Err(usage("check-config expects one PATH")),
+            }
+        }
         "send" => {
-            no_operands(&args)?;
-            send::run(args.send)
+            let o = send::parse(&mut p, &mut global)?;
+            send::run(o)
         }
         "sink" => {
-            no_operands(&args)?;
-            let listen = args
-                .listen
-                .ok_or_else(|| usage("sink needs --listen IP:PORT"))?;
+            let listen = sink::parse(&mut p, &mut global)?;
             sink::run(&listen)
         }
         "print-config" => {
-            no_operands(&args)?;
+            parse_rest("print-config", &mut p, &mut global, no_operands)?;
             print!("{}", crate::config::EXAMPLE);
             Ok(())
         }
         other => Err(usage(format!("unknown command {other:?}"))),
     }
+}
+
+fn version() -> Result<()> {
+    println!("netmoded {}", env!("CARGO_PKG_VERSION"));
+    Ok(())
 }

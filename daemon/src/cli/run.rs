@@ -8,12 +8,12 @@ use netmode_advisor::api::Host;
 
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
-use crate::live::hoststat;
-use crate::netlink::Netlink;
 use crate::probe::engine::ProbeEngine;
 use crate::state::Shared;
 use crate::state_dir::StateDir;
-use crate::{docker, http, live, rt};
+use crate::sys::hoststat;
+use crate::sys::netlink::Netlink;
+use crate::{docker, http, rt, tick};
 
 /// Load the configuration: an explicit path must exist; the default path may be absent.
 fn load_config(path: Option<PathBuf>) -> Result<(Config, PathBuf)> {
@@ -48,7 +48,10 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             path.display()
         );
     }
-    let socket = config.docker.effective_socket().map_err(Error::Usage)?;
+    let socket = config
+        .docker
+        .effective_socket()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let state_dir = StateDir::open(&config.daemon.state_dir)?;
 
     let listener = std::net::TcpListener::bind(config.http.listen).map_err(|e| Error::Listen {
@@ -89,7 +92,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
                 .map_err(|e| Error::io("cannot install signal handlers", "SIGTERM/SIGINT", e))?;
 
         rt::spawn(docker::watch::run(shared.clone())).detach();
-        rt::spawn(live::run(shared.clone(), netlink.clone())).detach();
+        rt::spawn(tick::run(shared.clone(), netlink.clone())).detach();
         rt::spawn(http::serve(listener, shared.clone())).detach();
         let (engine, probes) = ProbeEngine::new(shared.clone(), netlink.clone(), probe_woken);
         let engine_task = rt::spawn(engine.run());

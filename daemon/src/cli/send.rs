@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use netmode_advisor::api::Protocol;
 
-use crate::error::{Error, Result};
-use crate::probe::{self, SendSpec, SenderReport, Target};
+use super::{Arg, Global, parse_rest, text};
+use crate::error::{Error, ProbeError, Result};
+use crate::traffic::{self, SendSpec, SenderReport, Target};
 
 pub struct Options {
     pub target: Option<String>,
@@ -36,6 +37,65 @@ impl Default for Options {
             perf: false,
         }
     }
+}
+
+/// `send`'s options; anything else is refused.
+pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<Options> {
+    let mut o = Options::default();
+    let bad = |m: String| super::usage(m);
+    parse_rest("send", p, global, |arg, p| {
+        let Arg::Long(name) = arg else {
+            return Ok(false);
+        };
+        match name.as_str() {
+            "target" => o.target = Some(text(p)?),
+            "protocol" => {
+                o.protocol = match text(p)?.as_str() {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    other => return Err(bad(format!("--protocol {other:?}: tcp or udp"))),
+                }
+            }
+            "size" => {
+                let v = text(p)?;
+                o.size = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=65_000).contains(s))
+                    .ok_or_else(|| bad(format!("--size {v:?}: bytes, 1..65000")))?;
+            }
+            "duration" => {
+                let v = text(p)?;
+                o.duration = humantime::parse_duration(&v)
+                    .ok()
+                    .filter(|d| !d.is_zero() && d.as_secs() <= 3600)
+                    .ok_or_else(|| bad(format!("--duration {v:?}: like 3s, up to 1h")))?;
+            }
+            "rate" => {
+                o.rate_bps =
+                    Some(crate::config::parse_rate(&text(p)?).map_err(|e| bad(e.to_string()))?)
+            }
+            "session" => {
+                let v = text(p)?;
+                o.session = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("--session {v:?}: a number")))?,
+                );
+            }
+            "wait-go" => {
+                let v = text(p)?;
+                o.wait_go = Some(
+                    humantime::parse_duration(&v)
+                        .map_err(|e| bad(format!("--wait-go {v:?}: {e}")))?,
+                );
+            }
+            "json" => o.json = true,
+            "perf" => o.perf = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(o)
 }
 
 static GO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -83,14 +143,14 @@ pub fn run(o: Options) -> Result<()> {
     let target = o.target.as_deref().ok_or_else(|| {
         Error::Usage("send needs --target netmode://HOST:PORT or iperf3://HOST:PORT".into())
     })?;
-    let target = Target::parse(target).map_err(Error::Usage)?;
+    let target = Target::parse(target).map_err(|e| Error::Usage(e.to_string()))?;
     let spec = SendSpec {
         target,
         protocol: o.protocol,
         size: o.size,
         duration: o.duration,
         rate_bps: o.rate_bps,
-        session: o.session.unwrap_or_else(probe::new_session),
+        session: o.session.unwrap_or_else(traffic::new_session),
     };
     let report = if o.wait_go.is_some_and(|limit| !wait_for_go(limit)) {
         SenderReport {
@@ -98,8 +158,8 @@ pub fn run(o: Options) -> Result<()> {
             ..Default::default()
         }
     } else {
-        let counters = o.perf.then(|| probe::perf::start(0));
-        let mut r = probe::send(&spec, false);
+        let counters = o.perf.then(|| traffic::perf::start(0));
+        let mut r = traffic::send(&spec, false);
         r.perf = counters.map(|c| match c {
             Ok(c) => c.read(),
             Err(unavailable) => unavailable,
@@ -124,7 +184,7 @@ pub fn run(o: Options) -> Result<()> {
         );
     }
     match report.error {
-        Some(e) => Err(Error::Probe(e)),
+        Some(e) => Err(Error::Probe(ProbeError::Sender(e))),
         None => Ok(()),
     }
 }

@@ -3,8 +3,22 @@
 
 use futures_lite::StreamExt;
 
+use super::{Arg, Global, parse_rest, text};
 use crate::error::{Error, Result};
-use crate::probe::sink::Sink;
+use crate::traffic::sink::Sink;
+
+/// `sink`'s one option, `--listen IP:PORT`.
+pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<String> {
+    let mut listen = None;
+    parse_rest("sink", p, global, |arg, p| match arg {
+        Arg::Long(l) if l == "listen" => {
+            listen = Some(text(p)?);
+            Ok(true)
+        }
+        _ => Ok(false),
+    })?;
+    listen.ok_or_else(|| super::usage("sink needs --listen IP:PORT"))
+}
 
 pub fn run(listen: &str) -> Result<()> {
     let addr: std::net::SocketAddr = listen.parse().map_err(|_| {

@@ -11,15 +11,17 @@ use std::time::Duration;
 
 use async_compat::Compat;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, EventMessage};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody, EventMessage, RestartPolicy,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptions, StopContainerOptionsBuilder,
 };
 use futures_lite::{Stream, StreamExt};
 
-use crate::error::{Error, Result};
+use crate::error::{DockerError, Error, Result};
 
 /// What the engine says about itself.
 #[derive(Debug, Clone)]
@@ -169,7 +171,9 @@ impl Engine {
             Some(Ok(r)) => Ok(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(e.into()),
-            None => Err(Error::Docker(format!("wait for {id}: no answer"))),
+            None => Err(Error::Docker(DockerError::Ended(format!(
+                "wait for {id}: no answer"
+            )))),
         }
     }
 
@@ -213,6 +217,48 @@ impl Engine {
     }
 }
 
+/// Operations on users' containers, for recreating one in another mode: each does one
+/// Docker call and never removes anything.
+impl Engine {
+    /// `docker stop`: the container's stop signal, then SIGKILL after `timeout_s` seconds
+    /// (`None`: the container's own `StopTimeout`, else the engine's default). A container
+    /// that is already stopped is not an error.
+    pub async fn stop_container(&self, id: &str, timeout_s: Option<i32>) -> Result<()> {
+        let mut b = StopContainerOptionsBuilder::new();
+        if let Some(t) = timeout_s {
+            b = b.t(t);
+        }
+        match Compat::new(self.docker.stop_container(id, Some(b.build()))).await {
+            Ok(()) => Ok(()),
+            // 304: not running.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `docker rename`.
+    pub async fn rename_container(&self, id: &str, name: &str) -> Result<()> {
+        let opts = RenameContainerOptions {
+            name: name.to_string(),
+        };
+        Compat::new(self.docker.rename_container(id, opts)).await?;
+        Ok(())
+    }
+
+    /// `docker update --restart`: set a container's restart policy (to keep the engine from
+    /// restarting a container set aside, and to give it back afterwards).
+    pub async fn set_restart_policy(&self, id: &str, policy: RestartPolicy) -> Result<()> {
+        let body = ContainerUpdateBody {
+            restart_policy: Some(policy),
+            ..Default::default()
+        };
+        Compat::new(self.docker.update_container(id, body)).await?;
+        Ok(())
+    }
+}
+
 /// Drive a tokio-based stream from smol: each item is awaited inside the tokio context.
 pub fn compat_stream<S: Stream + Send + 'static>(
     s: S,
@@ -234,31 +280,4 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
-}
-
-/// One line that says what went wrong, down to the root cause (bollard's own messages stop
-/// at "error in the hyper legacy client").
-pub fn describe_error(e: &bollard::errors::Error) -> String {
-    use bollard::errors::Error as B;
-    match e {
-        B::SocketNotFoundError(p) => format!("socket {p} does not exist"),
-        B::RequestTimeoutError => "the engine did not answer in time".into(),
-        B::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("engine answered {status_code}: {message}"),
-        _ => {
-            let mut parts = vec![e.to_string()];
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let m = s.to_string();
-                if !parts.iter().any(|p| p.contains(&m)) {
-                    parts.push(m);
-                }
-                source = s.source();
-            }
-            // The innermost cause is what an operator can act on.
-            parts.last().cloned().unwrap_or_default()
-        }
-    }
 }

@@ -11,7 +11,7 @@ use futures_lite::StreamExt;
 
 use super::Engine;
 use super::inventory::{self, Inventory};
-use crate::error::{Error, Result};
+use crate::error::{DockerError, Error, Result};
 use crate::state::Shared;
 
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -40,7 +40,9 @@ pub async fn run(shared: Arc<Shared>) {
 /// One connection to the engine: returns only when it is lost.
 async fn session(shared: &Shared, backoff: &mut Duration) -> Error {
     match session_inner(shared, backoff).await {
-        Ok(()) => Error::Docker("event stream ended (engine stopped or restarting)".into()),
+        Ok(()) => Error::Docker(DockerError::Ended(
+            "event stream ended (engine stopped or restarting)".into(),
+        )),
         Err(e) => e,
     }
 }
@@ -115,7 +117,7 @@ async fn refresh(
         }
         // The engine refused this one container (e.g. removal in progress): skip it, the
         // next event about it will tell.
-        Err(Error::Docker(m)) if m.starts_with("engine answered") => {
+        Err(Error::Docker(m)) if m.answered() => {
             log::warn!("cannot inspect {}: {m}", short(id));
         }
         Err(e) => return Err(e),

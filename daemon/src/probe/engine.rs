@@ -11,22 +11,23 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use netmode_advisor::api::{
-    self, ContainerProbe, Host, Limits, ModeKind, ProbeCell, ProbeMode, ProbeRun, ProbeTarget,
-    Protocol, RunState, Sweep, Trigger,
+    self, ContainerProbe, Limits, ProbeCell, ProbeMode, ProbeRun, ProbeTarget, RunState, Sweep,
+    Trigger,
 };
 
 use super::localsink::LocalSink;
-use super::modes::{self, Launch};
-use super::runner::{self, Cell, CellRun, Runner, Tracked};
-use super::{Target, image};
+use super::plan::{self, cell_result, eligible, next_start, postpone_reason, typical_limits};
+use super::queue::QueuedProbe;
+use super::runner::{self, Runner, Tracked};
+use super::{history, image};
 use crate::config::Probe as ProbeConfig;
-use crate::docker::Engine;
-use crate::netlink::Netlink;
-use crate::state::{QueuedProbe, Shared, now_ms};
+use crate::docker::{Engine, EngineVersion};
+use crate::error::ProbeError;
+use crate::mode::{self, Launch};
+use crate::state::{Shared, now_ms};
+use crate::sys::netlink::Netlink;
+use crate::traffic::Target;
 
-/// Containers moving at least this much (rx + tx) count as network-active when the sweep
-/// picks the limits its containers run with.
-const ACTIVE_BPS: f64 = 100_000.0;
 /// The first scheduled run waits at most this long after start.
 const FIRST_RUN_MAX_DELAY: Duration = Duration::from_secs(120);
 
@@ -66,133 +67,16 @@ impl Handle {
     }
 }
 
-/// Should a scheduled run wait? The reason, if so.
-pub fn postpone_reason(host: &Host, live_bps: f64, cfg: &ProbeConfig) -> Option<String> {
-    if let Some(u) = host.cpu_utilisation
-        && u > cfg.skip_above_cpu
-    {
-        return Some(format!(
-            "host CPU at {:.0}% is above probe.skip_above_cpu ({:.0}%)",
-            u * 100.0,
-            cfg.skip_above_cpu * 100.0
-        ));
-    }
-    if live_bps > cfg.skip_above_traffic as f64 {
-        return Some(format!(
-            "containers' live traffic {:.1} Mbit/s is above probe.skip_above_traffic ({:.1} Mbit/s)",
-            live_bps / 1e6,
-            cfg.skip_above_traffic as f64 / 1e6
-        ));
-    }
-    None
-}
-
-/// When the next scheduled run may start, after one that started at `started` and took
-/// `took`: not before the interval, and not so soon that probing exceeds the duty cycle.
-pub fn next_start(started: Instant, took: Duration, cfg: &ProbeConfig) -> Instant {
-    started + cfg.interval.max(took.div_f64(cfg.max_duty_cycle))
-}
-
-/// Containers a scheduled run probes: bridge- or host-mode ones not labelled
-/// `netmode.policy=ignore`.
-pub fn eligible(containers: &[api::Container]) -> Vec<api::Container> {
-    containers
-        .iter()
-        .filter(|c| matches!(c.mode_kind, ModeKind::Bridge | ModeKind::Host))
-        .filter(|c| c.policy_label.as_deref() != Some("ignore"))
-        .cloned()
-        .collect()
-}
-
-/// The limits the sweep's containers run with: those most network-active containers have,
-/// or, when none is active (probing waits for a quiet gateway), those most of the containers
-/// netmode manages have. Ties go to the first seen (containers are sorted by name).
-pub fn typical_limits(containers: &[api::Container]) -> Limits {
-    let most_common = |active_only: bool| -> Option<Limits> {
-        let mut counts: Vec<(Limits, usize)> = Vec::new();
-        for c in eligible(containers) {
-            let active = c
-                .live
-                .as_ref()
-                .is_some_and(|l| l.rx_bps + l.tx_bps >= ACTIVE_BPS);
-            if active_only && !active {
-                continue;
-            }
-            match counts.iter_mut().find(|(l, _)| *l == c.limits) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((c.limits, 1)),
-            }
-        }
-        let best = counts.iter().map(|(_, n)| *n).max()?;
-        counts.into_iter().find(|(_, n)| *n == best).map(|(l, _)| l)
-    };
-    most_common(true)
-        .or_else(|| most_common(false))
-        .unwrap_or_default()
-}
-
-/// The smallest N at which host mode's aggregate goodput beats bridge mode's.
-pub fn crossover(cells: &[ProbeCell]) -> Option<u32> {
-    let at = |n: u32, m: ProbeMode| {
-        cells
-            .iter()
-            .find(|c| c.concurrency == n && c.mode == m)
-            .and_then(|c| c.goodput_bps)
-    };
-    let max = cells.iter().map(|c| c.concurrency).max()?;
-    (1..=max).find(|n| matches!((at(*n, ProbeMode::Host), at(*n, ProbeMode::Bridge)), (Some(h), Some(b)) if h > b))
-}
-
-/// A cell's result from its senders' reports.
-pub fn cell_result(mode: ProbeMode, cell: &Cell, n: u32, r: Result<CellRun, String>) -> ProbeCell {
-    let mut out = ProbeCell {
-        mode,
-        protocol: cell.protocol,
-        size: cell.size,
-        concurrency: n,
-        goodput_bps: None,
-        sent_bps: None,
-        loss: None,
-        duration_s: cell.duration.as_secs_f64(),
-        counters: None,
-        error: None,
-    };
-    match r {
-        Err(e) => out.error = Some(e),
-        Ok(run) => {
-            out.counters = Some(run.counters);
-            if let Some(e) = run.reports.iter().find_map(|r| r.error.clone()) {
-                out.error = Some(e);
-                return out;
-            }
-            let outcomes: Vec<_> = run
-                .reports
-                .iter()
-                .filter_map(|r| r.outcome.as_ref())
-                .collect();
-            out.goodput_bps = Some(outcomes.iter().map(|o| o.goodput_bps()).sum());
-            out.sent_bps = Some(outcomes.iter().map(|o| o.sent_bps()).sum());
-            if cell.protocol == Protocol::Udp {
-                let sent: u64 = outcomes.iter().map(|o| o.sent_messages).sum();
-                let lost: f64 = outcomes
-                    .iter()
-                    .map(|o| o.loss.unwrap_or(0.0) * o.sent_messages as f64)
-                    .sum();
-                out.loss = (sent > 0).then(|| lost / sent as f64);
-            }
-        }
-    }
-    out
-}
-
 pub struct ProbeEngine {
     shared: Arc<Shared>,
     cfg: ProbeConfig,
     netlink: Netlink,
     handle: Handle,
     wake: smol::channel::Receiver<()>,
-    /// Where probes send, or why they cannot.
-    sink: Result<(Target, String), String>,
+    /// Where probes send (and its description), once set up.
+    sink: Option<(Target, String)>,
+    /// Why probes cannot send, when `sink` is `None`.
+    sink_error: String,
 }
 
 impl ProbeEngine {
@@ -209,14 +93,17 @@ impl ProbeEngine {
             netlink,
             handle: handle.clone(),
             wake,
-            sink: Err("not set up yet".into()),
+            sink: None,
+            sink_error: "not set up yet".into(),
         };
         (engine, handle)
     }
 
     async fn setup_sink(&mut self) {
-        self.sink = match &self.cfg.target {
-            Some(t) => Target::parse(t).map(|target| (target, t.clone())),
+        let sink = match &self.cfg.target {
+            Some(t) => Target::parse(t)
+                .map(|target| (target, t.clone()))
+                .map_err(|e| e.to_string()),
             None => {
                 let instance = self.shared.state_dir.instance_id().to_string();
                 match LocalSink::build(
@@ -237,23 +124,28 @@ impl ProbeEngine {
                 }
             }
         };
-        match &self.sink {
-            Ok((_, desc)) => self.shared.update_probe_status(|s| {
-                s.sink = Some(desc.clone());
-                s.error = None;
-            }),
+        match sink {
+            Ok((target, desc)) => {
+                self.shared.probes.update_status(|s| {
+                    s.sink = Some(desc.clone());
+                    s.error = None;
+                });
+                self.sink = Some((target, desc));
+            }
             Err(e) => {
                 log::error!("probing disabled: {e}");
                 self.shared
-                    .update_probe_status(|s| s.error = Some(e.clone()));
+                    .probes
+                    .update_status(|s| s.error = Some(e.clone()));
+                self.sink_error = e;
             }
         }
     }
 
     /// The engine task.
     pub async fn run(mut self) {
-        match crate::probe::history::load(&self.shared.state_dir) {
-            Ok(runs) => self.shared.load_probe_history(runs),
+        match history::load(&self.shared.state_dir) {
+            Ok(runs) => self.shared.probes.load_history(runs),
             Err(e) => log::warn!("probe history: {e}"),
         }
         self.setup_sink().await;
@@ -267,14 +159,14 @@ impl ProbeEngine {
         let mut next = Instant::now() + self.cfg.interval.min(FIRST_RUN_MAX_DELAY);
         loop {
             if self.cfg.enabled {
-                self.shared.update_probe_status(|s| {
+                self.shared.probes.update_status(|s| {
                     s.next_run_at_ms = Some(
                         now_ms()
                             + next.saturating_duration_since(Instant::now()).as_millis() as u64,
                     )
                 });
             }
-            if let Some(q) = self.shared.next_queued_probe() {
+            if let Some(q) = self.shared.probes.next_queued() {
                 self.execute(q).await;
                 continue;
             }
@@ -286,12 +178,13 @@ impl ProbeEngine {
                 {
                     log::info!("scheduled probe postponed: {reason}");
                     self.shared
-                        .update_probe_status(|s| s.last_skip = Some(reason));
+                        .probes
+                        .update_status(|s| s.last_skip = Some(reason));
                     next = now + self.cfg.retry_after;
                     continue;
                 }
-                self.shared.update_probe_status(|s| s.last_skip = None);
-                let run = self.shared.new_probe_run(Trigger::Schedule);
+                self.shared.probes.update_status(|s| s.last_skip = None);
+                let run = self.shared.probes.new_run(Trigger::Schedule);
                 let started = Instant::now();
                 self.execute(QueuedProbe {
                     run,
@@ -317,20 +210,20 @@ impl ProbeEngine {
         }
     }
 
-    async fn connect(&self) -> Result<(Engine, crate::docker::EngineVersion), String> {
+    async fn connect(&self) -> Result<(Engine, EngineVersion), ProbeError> {
         Engine::connect(
             &self.shared.docker_socket,
             self.shared.config.docker.request_timeout,
         )
         .await
-        .map_err(|e| format!("cannot reach the Docker engine: {e}"))
+        .map_err(ProbeError::from)
     }
 
     async fn execute(&self, q: QueuedProbe) {
         let mut run = q.run.clone();
         run.state = RunState::Running;
         run.started_at_ms = Some(now_ms());
-        self.shared.set_running_probe(Some(run.clone()));
+        self.shared.probes.set_running(Some(run.clone()));
         log::info!("probe run {} started ({:?})", run.id, run.trigger);
         let result = self.execute_inner(&q, &mut run).await;
         run.finished_at_ms = Some(now_ms());
@@ -340,7 +233,7 @@ impl ProbeEngine {
             Err(e) => {
                 log::warn!("probe run {} failed: {e}", run.id);
                 run.state = RunState::Failed;
-                run.error = Some(e);
+                run.error = Some(e.to_string());
             }
         }
         log::info!(
@@ -352,29 +245,26 @@ impl ProbeEngine {
                 .saturating_sub(run.started_at_ms.unwrap_or(0))) as f64
                 / 1000.0
         );
-        let bytes = self.shared.finish_probe_run(run, self.cfg.history);
-        if let Err(e) = self
-            .shared
-            .state_dir
-            .write_atomic(crate::probe::history::FILE, &bytes)
-        {
+        let bytes = self.shared.probes.finish(run, self.cfg.history);
+        if let Err(e) = self.shared.state_dir.write_atomic(history::FILE, &bytes) {
             log::warn!("cannot save probe history: {e}");
         }
     }
 
-    async fn execute_inner(&self, q: &QueuedProbe, run: &mut ProbeRun) -> Result<(), String> {
-        let (sink, desc) = self.sink.clone()?;
+    async fn execute_inner(&self, q: &QueuedProbe, run: &mut ProbeRun) -> Result<(), ProbeError> {
+        let (sink, desc) = self
+            .sink
+            .clone()
+            .ok_or_else(|| ProbeError::Unavailable(self.sink_error.clone()))?;
         run.sink = Some(desc);
         let (engine, _) = self.connect().await?;
         let instance = self.shared.state_dir.instance_id().to_string();
         // The engine restarted, or a probe container of ours was left: start clean.
-        let left = runner::remove_leftovers(&engine, &instance)
-            .await
-            .map_err(|e| e.to_string())?;
+        let left = runner::remove_leftovers(&engine, &instance).await?;
         if left > 0 {
             log::info!("removed {left} leftover probe container(s)");
         }
-        let image = image::ensure(&engine).await.map_err(|e| e.to_string())?;
+        let image = image::ensure(&engine).await?;
         let runner = Runner {
             engine: &engine,
             image: &image,
@@ -390,7 +280,7 @@ impl ProbeEngine {
                 Some(c) => vec![c.clone()],
                 None => {
                     run.state = RunState::Aborted;
-                    run.error = Some("the container stopped before its probe could start".into());
+                    run.error = Some(ProbeError::TargetGone.to_string());
                     return Ok(());
                 }
             },
@@ -400,18 +290,15 @@ impl ProbeEngine {
         let mut measured: HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)> =
             HashMap::new();
         for t in &targets {
-            let cp = self.probe_container(&runner, t, &mut measured).await;
+            let (cp, stopped) = self.probe_container(&runner, t, &mut measured).await;
             if q.container.is_some()
-                && cp
-                    .error
-                    .as_deref()
-                    .is_some_and(|e| e.contains("stopped during"))
+                && let Some(e) = stopped
             {
                 run.state = RunState::Aborted;
-                run.error = cp.error.clone();
+                run.error = Some(e.to_string());
             }
             run.containers.push(cp);
-            self.shared.set_running_probe(Some(run.clone()));
+            self.shared.probes.set_running(Some(run.clone()));
         }
         if q.sweep {
             let limits = typical_limits(&status.containers);
@@ -424,43 +311,28 @@ impl ProbeEngine {
         self.shared.inventory().contains_key(id)
     }
 
-    fn cells(&self) -> Vec<Cell> {
-        let mut v = Vec::new();
-        for &protocol in &self.cfg.protocols {
-            for &size in &self.cfg.sizes {
-                v.push(Cell {
-                    protocol,
-                    size,
-                    duration: self.cfg.duration,
-                    rate_bps: self.cfg.rate,
-                });
-            }
-        }
-        v
-    }
-
     async fn probe_container(
         &self,
         runner: &Runner<'_>,
         t: &api::Container,
         measured: &mut HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)>,
-    ) -> ContainerProbe {
+    ) -> (ContainerProbe, Option<ProbeError>) {
         let mut cp = ContainerProbe {
             target: ProbeTarget {
                 id: t.id.clone(),
                 name: t.name.clone(),
                 network_mode: t.network_mode.clone(),
-                bridge_network: match t.mode_kind {
-                    ModeKind::Bridge => t.network_mode.clone(),
-                    _ => "bridge".into(),
-                },
+                bridge_network: mode::bridge_network(t),
                 limits: t.limits.clone(),
             },
             cells: Vec::new(),
             measured_for: None,
             error: None,
         };
-        for driver in modes::drivers(self.cfg.in_place) {
+        let stopped = || ProbeError::TargetStopped {
+            container: t.name.clone(),
+        };
+        for driver in mode::drivers(self.cfg.in_place) {
             let launch = match driver.launch(t) {
                 Ok(l) => l,
                 Err(why) if driver.mode() == ProbeMode::InPlace => {
@@ -468,8 +340,8 @@ impl ProbeEngine {
                     continue;
                 }
                 Err(why) => {
-                    cp.error = Some(why);
-                    return cp;
+                    cp.error = Some(why.to_string());
+                    return (cp, None);
                 }
             };
             // Probe containers depend on the network and the limits, not on the target.
@@ -487,13 +359,10 @@ impl ProbeEngine {
                 continue;
             }
             let mut mode_cells = Vec::new();
-            for cell in self.cells() {
+            for cell in plan::cells(&self.cfg, &self.cfg.protocols, &self.cfg.sizes) {
                 if !self.still_running(&t.id) {
-                    cp.error = Some(format!(
-                        "{} stopped during the probe; probe aborted",
-                        t.name
-                    ));
-                    return cp;
+                    cp.error = Some(stopped().to_string());
+                    return (cp, Some(stopped()));
                 }
                 let r = match &launch {
                     Launch::Container { network_mode } => {
@@ -504,33 +373,20 @@ impl ProbeEngine {
                 mode_cells.push(cell_result(driver.mode(), &cell, 1, r));
             }
             if !self.still_running(&t.id) {
-                cp.error = Some(format!(
-                    "{} stopped during the probe; probe aborted",
-                    t.name
-                ));
-                return cp;
+                cp.error = Some(stopped().to_string());
+                return (cp, Some(stopped()));
             }
             if let Some(k) = key {
                 measured.insert(k, (t.name.clone(), mode_cells.clone()));
             }
             cp.cells.extend(mode_cells);
         }
-        cp
+        (cp, None)
     }
 
     async fn sweep(&self, runner: &Runner<'_>, limits: Limits, cpus: u32) -> Sweep {
         let max = self.cfg.sweep_max(cpus);
-        let mut profiles = Vec::new();
-        for &protocol in &self.cfg.sweep_protocols {
-            for &size in &self.cfg.sweep_sizes {
-                profiles.push(Cell {
-                    protocol,
-                    size,
-                    duration: self.cfg.duration,
-                    rate_bps: self.cfg.rate,
-                });
-            }
-        }
+        let profiles = plan::cells(&self.cfg, &self.cfg.sweep_protocols, &self.cfg.sweep_sizes);
         let mut cells = Vec::new();
         // N outermost, the two modes back to back: drift over the sweep hits both alike.
         for n in 1..=max {
@@ -552,7 +408,7 @@ impl ProbeEngine {
                 api::Crossover {
                     protocol: p.protocol,
                     size: p.size,
-                    containers: crossover(&of),
+                    containers: plan::crossover(&of),
                 }
             })
             .collect();
@@ -562,121 +418,5 @@ impl ProbeEngine {
             crossovers,
             max_concurrency: max,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cell(mode: ProbeMode, n: u32, bps: f64) -> ProbeCell {
-        ProbeCell {
-            mode,
-            protocol: Protocol::Tcp,
-            size: 64,
-            concurrency: n,
-            goodput_bps: Some(bps),
-            sent_bps: None,
-            loss: None,
-            duration_s: 3.0,
-            counters: None,
-            error: None,
-        }
-    }
-
-    #[test]
-    fn crossover_is_the_first_n_where_host_wins() {
-        let cells = vec![
-            cell(ProbeMode::Bridge, 1, 100.0),
-            cell(ProbeMode::Host, 1, 80.0),
-            cell(ProbeMode::Bridge, 2, 150.0),
-            cell(ProbeMode::Host, 2, 140.0),
-            cell(ProbeMode::Bridge, 3, 160.0),
-            cell(ProbeMode::Host, 3, 190.0),
-        ];
-        assert_eq!(crossover(&cells), Some(3));
-        assert_eq!(crossover(&cells[..4]), None);
-        assert_eq!(crossover(&[]), None);
-    }
-
-    #[test]
-    fn the_sweep_takes_the_limits_containers_have() {
-        let c = |name: &str, cpus: Option<f64>, bps: f64| {
-            let mut x: api::Container = serde_json::from_value(serde_json::json!({
-                "id": name, "name": name, "image": "i", "network_mode": "bridge", "mode_kind": "bridge",
-                "networks": [], "pid": 1, "started_at": "", "limits": {"cpus": cpus, "cpu_shares": null,
-                "cpuset": null, "memory_bytes": null}, "ports": [], "exposed_ports": [], "compose": null,
-                "policy_label": null, "live": null, "probes": null
-            }))
-            .unwrap();
-            if bps > 0.0 {
-                x.live = serde_json::from_value(serde_json::json!({"rx_bps": bps, "tx_bps": 0.0, "rx_pps": 1.0,
-                    "tx_pps": 0.0, "mean_packet_bytes": 100.0, "attributed": "full", "source": "veth",
-                    "interfaces": [], "rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0,
-                    "interval_s": 1.0, "note": null}))
-                .unwrap();
-            }
-            x
-        };
-        // Idle gateway: what most containers have.
-        let idle = [
-            c("a", Some(0.5), 0.0),
-            c("b", Some(0.5), 0.0),
-            c("c", None, 0.0),
-        ];
-        assert_eq!(typical_limits(&idle).cpus, Some(0.5));
-        // The active ones decide when there are some.
-        let busy = [
-            c("a", Some(0.5), 0.0),
-            c("b", Some(0.5), 0.0),
-            c("c", None, 5e6),
-        ];
-        assert_eq!(typical_limits(&busy).cpus, None);
-        assert_eq!(typical_limits(&[]), Limits::default());
-    }
-
-    #[test]
-    fn the_duty_cycle_caps_how_often_runs_start() {
-        let cfg = ProbeConfig {
-            interval: Duration::from_secs(60),
-            max_duty_cycle: 0.1,
-            ..ProbeConfig::default()
-        };
-        let t0 = Instant::now();
-        // A 2 s run: the interval decides.
-        assert_eq!(
-            next_start(t0, Duration::from_secs(2), &cfg),
-            t0 + Duration::from_secs(60)
-        );
-        // A 30 s run: 10 % duty means 300 s between starts.
-        assert_eq!(
-            next_start(t0, Duration::from_secs(30), &cfg),
-            t0 + Duration::from_secs(300)
-        );
-    }
-
-    #[test]
-    fn busy_gateways_postpone_scheduled_runs() {
-        let cfg = ProbeConfig::default();
-        let mut host = Host {
-            hostname: "h".into(),
-            kernel: "k".into(),
-            arch: "a".into(),
-            cpus: 4,
-            sample_interval_s: 5.0,
-            cpu_utilisation: Some(0.2),
-            softirq_share: None,
-            context_switches_per_s: None,
-            net_rx_softirqs_per_s: None,
-            net_tx_softirqs_per_s: None,
-        };
-        assert_eq!(postpone_reason(&host, 1e6, &cfg), None);
-        let r = postpone_reason(&host, 80e6, &cfg).unwrap();
-        assert!(
-            r.contains("80.0 Mbit/s") && r.contains("skip_above_traffic"),
-            "{r}"
-        );
-        host.cpu_utilisation = Some(0.9);
-        assert!(postpone_reason(&host, 0.0, &cfg).unwrap().contains("90%"));
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::hash::Hasher;
 
 use crate::docker::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, ProbeError, Result};
 
 pub const REPO: &str = "netmode-probe";
 /// Where the executable lives inside the image.
@@ -23,7 +23,10 @@ pub struct File {
 }
 
 fn image_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Probe(format!("probe image: {what}: {e}"))
+    Error::Probe(ProbeError::Image {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// The ELF interpreter (PT_INTERP) an executable asks for, if it is dynamically linked.

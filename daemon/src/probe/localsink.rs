@@ -18,10 +18,10 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::mpsc;
 
 use crate::config::SinkSubnet;
-use crate::error::{Error, Result};
-use crate::netlink::Netlink;
+use crate::error::{Error, ProbeError, Result};
+use crate::sys::netlink::Netlink;
 
-use super::sink::Sink;
+use crate::traffic::sink::Sink;
 
 pub struct LocalSink {
     pub addr: SocketAddr,
@@ -33,7 +33,10 @@ pub struct LocalSink {
 }
 
 fn sink_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Probe(format!("local sink: {what}: {e}"))
+    Error::Probe(ProbeError::LocalSink {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Link names: at most 15 bytes, unique per daemon instance.
@@ -46,7 +49,7 @@ pub fn link_names(instance: &str) -> (String, String) {
 /// our own link)?
 pub fn overlapping_route(
     subnet: &SinkSubnet,
-    routes: &[crate::netlink::Route4],
+    routes: &[crate::sys::netlink::Route4],
     ours: Option<u32>,
 ) -> Option<String> {
     let (net, len) = (u32::from(subnet.network), subnet.prefix);
@@ -127,9 +130,12 @@ impl LocalSink {
             host.delete_link(stale).await?;
         }
         if let Some(route) = overlapping_route(subnet, &host.routes_v4().await?, None) {
-            return Err(Error::Probe(format!(
-                "probe.sink_subnet {subnet} overlaps the host's route to {route}; set probe.sink_subnet to a free /30"
-            )));
+            return Err(sink_err(
+                "probe.sink_subnet",
+                format!(
+                    "{subnet} overlaps the host's route to {route}; set probe.sink_subnet to a free /30"
+                ),
+            ));
         }
         let inside = smol::unblock(spawn_namespace).await?;
         let ns_netlink = Netlink::from_socket(inside.netlink)?;
@@ -235,7 +241,7 @@ impl std::fmt::Display for LocalSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::Route4;
+    use crate::sys::netlink::Route4;
 
     fn r(d: &str, p: u8, oif: u32) -> Route4 {
         Route4 {
@@ -288,15 +294,15 @@ mod tests {
                 .into_iter()
                 .find(|l| l.name == host_link)
                 .unwrap();
-            let spec = crate::probe::SendSpec {
-                target: crate::probe::Target::Netmode(sink.addr),
+            let spec = crate::traffic::SendSpec {
+                target: crate::traffic::Target::Netmode(sink.addr),
                 protocol: netmode_advisor::api::Protocol::Tcp,
                 size: 1024,
                 duration: std::time::Duration::from_millis(300),
                 rate_bps: None,
                 session: 99,
             };
-            let report = smol::unblock(move || crate::probe::send(&spec, true)).await;
+            let report = smol::unblock(move || crate::traffic::send(&spec, true)).await;
             let out = report.outcome.expect("sent through the veth");
             assert_eq!(out.received_bytes, out.sent_bytes);
             let after = host

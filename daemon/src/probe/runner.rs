@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use futures_lite::FutureExt;
-use netmode_advisor::api::{CellCounters, Limits, PerfCounts, Protocol};
+use netmode_advisor::api::{CellCounters, Limits, PerfCounts};
 
-use super::{SendSpec, SenderReport, Target, perf};
+use super::plan::{Cell, CellRun};
 use crate::docker::Engine;
-use crate::live::hoststat;
+use crate::error::{DockerError, ProbeError};
+use crate::sys::{hoststat, netns};
+use crate::traffic::{self, SendSpec, SenderReport, Target, perf};
 
 /// Labels on every probe container.
 pub use crate::docker::inventory::PROBE_LABEL as LABEL_PROBE;
@@ -26,22 +28,6 @@ pub const LABEL_RUN: &str = "netmode.probe.run";
 
 /// How long a probe container waits for its start signal.
 const GO_WAIT: Duration = Duration::from_secs(60);
-
-/// What one cell sends.
-#[derive(Debug, Clone)]
-pub struct Cell {
-    pub protocol: Protocol,
-    pub size: u32,
-    pub duration: Duration,
-    pub rate_bps: Option<u64>,
-}
-
-/// The senders' reports and the cell's counters.
-#[derive(Debug, Clone)]
-pub struct CellRun {
-    pub reports: Vec<SenderReport>,
-    pub counters: CellCounters,
-}
 
 /// Probe containers that exist right now, by id: removed on shutdown whatever happens.
 #[derive(Clone, Default)]
@@ -103,18 +89,19 @@ fn sender_args(target: Target, cell: &Cell, session: u32, wait_go: bool) -> Vec<
 }
 
 /// The last JSON line a sender printed.
-pub fn parse_report(stdout: &str) -> Result<SenderReport, String> {
+pub fn parse_report(stdout: &str) -> Result<SenderReport, ProbeError> {
     let line = stdout
         .lines()
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
         .ok_or_else(|| {
-            format!(
+            ProbeError::Sender(format!(
                 "the probe sender printed no report: {:?}",
                 stdout.chars().take(200).collect::<String>()
-            )
+            ))
         })?;
-    serde_json::from_str(line).map_err(|e| format!("unreadable probe report ({e}): {line}"))
+    serde_json::from_str(line)
+        .map_err(|e| ProbeError::Sender(format!("unreadable probe report ({e}): {line}")))
 }
 
 /// Is the probe sender ready for its start signal? From /proc/PID/status: the process must
@@ -134,16 +121,22 @@ pub fn ready_for_go(status: &str) -> bool {
             .is_some_and(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
 }
 
-async fn wait_until_ready(pid: i64) -> Result<(), String> {
+async fn wait_until_ready(pid: i64) -> Result<(), ProbeError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         match std::fs::read_to_string(format!("/proc/{pid}/status")) {
             Ok(s) if ready_for_go(&s) => return Ok(()),
             Ok(_) => {}
-            Err(_) => return Err("a probe sender exited before it was told to start".into()),
+            Err(_) => {
+                return Err(ProbeError::Sender(
+                    "a probe sender exited before it was told to start".into(),
+                ));
+            }
         }
         if std::time::Instant::now() > deadline {
-            return Err("a probe sender did not get ready within 20 s".into());
+            return Err(ProbeError::Sender(
+                "a probe sender did not get ready within 20 s".into(),
+            ));
         }
         async_io::Timer::after(Duration::from_millis(5)).await;
     }
@@ -220,7 +213,7 @@ impl Runner<'_> {
         limits: &Limits,
         n: u32,
         cell: &Cell,
-    ) -> Result<CellRun, String> {
+    ) -> Result<CellRun, ProbeError> {
         let mut ids = Vec::new();
         let result = self
             .containers_inner(network_mode, limits, n, cell, &mut ids)
@@ -242,10 +235,17 @@ impl Runner<'_> {
         n: u32,
         cell: &Cell,
         ids: &mut Vec<String>,
-    ) -> Result<CellRun, String> {
+    ) -> Result<CellRun, ProbeError> {
+        // Engine calls fail with crate::error::Error::Docker; keep the Docker part.
         let err = |what: &str| {
             let what = what.to_string();
-            move |e: crate::error::Error| format!("{what}: {e}")
+            move |e: crate::error::Error| match e {
+                crate::error::Error::Docker(source) => ProbeError::Docker { what, source },
+                other => ProbeError::Docker {
+                    what,
+                    source: DockerError::Unreachable(other.to_string()),
+                },
+            }
         };
         for k in 0..n {
             let target = self.sink.with_port_offset(k as u16);
@@ -256,7 +256,7 @@ impl Runner<'_> {
             ]);
             let body = ContainerCreateBody {
                 image: Some(self.image.to_string()),
-                cmd: Some(sender_args(target, cell, super::new_session() ^ k, true)),
+                cmd: Some(sender_args(target, cell, traffic::new_session() ^ k, true)),
                 labels: Some(labels),
                 host_config: Some(host_config(network_mode, limits)),
                 ..Default::default()
@@ -264,7 +264,7 @@ impl Runner<'_> {
             let name = format!(
                 "netmode-probe-{}-{}-{k}",
                 self.run_id,
-                super::new_session() % 100_000
+                traffic::new_session() % 100_000
             );
             let id = self
                 .engine
@@ -290,7 +290,11 @@ impl Runner<'_> {
                 .map_err(err("inspect a probe container"))?
                 .and_then(|c| c.state?.pid)
                 .filter(|p| *p > 0)
-                .ok_or("a probe container exited before it was told to start")?;
+                .ok_or_else(|| {
+                    ProbeError::Sender(
+                        "a probe container exited before it was told to start".into(),
+                    )
+                })?;
             wait_until_ready(pid).await?;
             log::debug!("probe container {} (pid {pid}) ready", &id[..12]);
             counters.push(perf::start(pid as i32));
@@ -302,10 +306,10 @@ impl Runner<'_> {
         for pid in &pids {
             // SAFETY: kill(2) on a process we just saw alive and ready.
             if unsafe { libc::kill(*pid, libc::SIGUSR1) } != 0 {
-                return Err(format!(
-                    "start a probe sender (pid {pid}): {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(ProbeError::Io {
+                    what: "start a probe sender (kill SIGUSR1)",
+                    source: std::io::Error::last_os_error(),
+                });
             }
         }
         let limit = cell.duration + Duration::from_secs(45);
@@ -319,10 +323,10 @@ impl Runner<'_> {
             }
             .or(async {
                 async_io::Timer::after(limit).await;
-                Err(format!(
+                Err(ProbeError::Sender(format!(
                     "a probe sender did not finish within {limit:?} ({})",
                     self.describe(id).await
-                ))
+                )))
             })
             .await?;
             log::debug!("probe container {} exited with {waited}", &id[..12]);
@@ -331,7 +335,8 @@ impl Runner<'_> {
                 .stdout(id)
                 .await
                 .map_err(err("read a probe container's report"))?;
-            let report = parse_report(&out).map_err(|e| format!("{e} (exit code {waited})"))?;
+            let report = parse_report(&out)
+                .map_err(|e| ProbeError::Sender(format!("{e} (exit code {waited})")))?;
             reports.push(report);
         }
         let after = softirqs();
@@ -376,50 +381,31 @@ impl Runner<'_> {
     }
 
     /// One sender on a thread inside the network namespace of `pid`.
-    pub async fn in_namespace(&self, pid: u32, cell: &Cell) -> Result<CellRun, String> {
+    pub async fn in_namespace(&self, pid: u32, cell: &Cell) -> Result<CellRun, ProbeError> {
         let spec = SendSpec {
             target: self.sink,
             protocol: cell.protocol,
             size: cell.size as usize,
             duration: cell.duration,
             rate_bps: cell.rate_bps,
-            session: super::new_session(),
+            session: traffic::new_session(),
         };
-        let (tx, rx) = smol::channel::bounded(1);
-        // A dedicated thread: after setns it must never run anything else.
-        std::thread::Builder::new()
-            .name("probe-in-place".into())
-            .spawn(move || {
-                let r = (|| {
-                    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-                        .map_err(|e| format!("the container's namespace is gone: {e}"))?;
-                    // SAFETY: setns on this thread only, with a namespace fd we opened.
-                    if unsafe {
-                        libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET)
-                    } != 0
-                    {
-                        return Err(format!(
-                            "setns into the container's namespace: {}",
-                            std::io::Error::last_os_error()
-                        ));
-                    }
-                    let counters = perf::start(0);
-                    let before = softirqs();
-                    let report = super::send(&spec, true);
-                    let after = softirqs();
-                    let perf = match counters {
-                        Ok(c) => c.read(),
-                        Err(p) => p,
-                    };
-                    Ok((report, perf, (before, after)))
-                })();
-                let _ = tx.send_blocking(r);
-            })
-            .map_err(|e| format!("start the in-place probe thread: {e}"))?;
-        let (report, perf, softirq) = rx
-            .recv()
-            .await
-            .map_err(|_| "the in-place probe thread died".to_string())??;
+        let (report, perf, softirq) = netns::spawn_in("probe-in-place", pid, move || {
+            let counters = perf::start(0);
+            let before = softirqs();
+            let report = traffic::send(&spec, true);
+            let after = softirqs();
+            let perf = match counters {
+                Ok(c) => c.read(),
+                Err(p) => p,
+            };
+            (report, perf, (before, after))
+        })
+        .await
+        .map_err(|source| ProbeError::Io {
+            what: "enter the container's network namespace",
+            source,
+        })?;
         let counters = combine(
             "probe thread in the container's namespace",
             std::slice::from_ref(&report),
@@ -446,7 +432,7 @@ pub async fn remove_leftovers(engine: &Engine, instance: &str) -> crate::error::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{Outcome, Usage};
+    use crate::traffic::{Outcome, Usage};
 
     #[test]
     fn the_last_json_line_is_the_report() {
@@ -462,6 +448,7 @@ mod tests {
         assert!(
             parse_report("exec format error\n")
                 .unwrap_err()
+                .to_string()
                 .contains("no report")
         );
     }

@@ -104,7 +104,7 @@ pub fn scan(
 
 /// Listening ports inside each container's namespace.
 fn container_ports(bridge_mode: &[(String, u32)]) -> BTreeMap<String, Vec<(String, u16)>> {
-    super::procs::in_each_netns("listener-scan", bridge_mode.to_vec(), || {
+    super::netns::in_each("listener-scan", bridge_mode.to_vec(), || {
         let mut ports: Vec<(String, u16)> = services(sockdiag::listeners().ok()?)
             .into_iter()
             .map(|l| (l.protocol.to_string(), l.port))

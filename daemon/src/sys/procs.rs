@@ -2,60 +2,9 @@
 //! cgroup filesystem (v1 or v2); blocking, run off the event loop.
 
 use std::collections::HashSet;
-use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use procfs::process::{FDTarget, Process};
-
-/// Inode of the network namespace `pid` lives in: equal inodes, same namespace.
-/// Run `f` inside the network namespace of each `(key, pid)`, one after the other, on a
-/// dedicated thread (setns affects only that thread, which ends with the scan). Namespaces
-/// that cannot be entered and calls that give `None` are left out.
-pub fn in_each_netns<K, T>(
-    what: &'static str,
-    namespaces: Vec<(K, u32)>,
-    f: impl Fn() -> Option<T> + Send + 'static,
-) -> Vec<(K, T)>
-where
-    K: Send + 'static,
-    T: Send + 'static,
-{
-    if namespaces.is_empty() {
-        return Vec::new();
-    }
-    let scan = std::thread::Builder::new()
-        .name(what.into())
-        .spawn(move || {
-            let mut out = Vec::new();
-            for (key, pid) in namespaces {
-                let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/net")) else {
-                    continue;
-                };
-                // SAFETY: setns on this thread only, with a namespace fd we opened.
-                if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }
-                    != 0
-                {
-                    continue;
-                }
-                if let Some(v) = f() {
-                    out.push((key, v));
-                }
-            }
-            out
-        });
-    match scan {
-        Ok(h) => h.join().unwrap_or_default(),
-        Err(e) => {
-            log::debug!("{what} thread: {e}");
-            Vec::new()
-        }
-    }
-}
-
-pub fn netns_inode(pid: u32) -> io::Result<u64> {
-    Ok(std::fs::metadata(format!("/proc/{pid}/ns/net"))?.ino())
-}
 
 /// Where the cgroup hierarchies are mounted, found once from /proc/self/mountinfo.
 #[derive(Debug, Clone, Default)]
@@ -240,14 +189,6 @@ mod tests {
         }
         let b = cg.cpu_usage_ns(me).unwrap();
         assert!(b > a, "{a} -> {b} ({x})");
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        let same = netns_inode(child.id()).unwrap() == netns_inode(me).unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(same, "a child shares our network namespace");
     }
 
     #[test]

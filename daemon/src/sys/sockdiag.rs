@@ -137,7 +137,7 @@ pub fn tcp_counters() -> Result<Vec<TcpCounters>> {
 pub fn tcp_counters_in(
     namespaces: Vec<(String, u32)>,
 ) -> std::collections::HashMap<String, Vec<TcpCounters>> {
-    super::procs::in_each_netns("tcp-scan", namespaces, || tcp_counters().ok())
+    super::netns::in_each("tcp-scan", namespaces, || tcp_counters().ok())
         .into_iter()
         .collect()
 }

@@ -10,13 +10,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netmode_advisor::api::Protocol;
 use serde_json::{Value, json};
 
 use super::sender::{tcp_stream, udp_socket, udp_stream};
 use super::{Outcome, SendSpec};
+use crate::error::TrafficError;
 
 const COOKIE_LEN: usize = 37;
 const TEST_START: i8 = 1;
@@ -29,6 +30,8 @@ const EXCHANGE_RESULTS: i8 = 13;
 const DISPLAY_RESULTS: i8 = 14;
 const IPERF_DONE: i8 = 16;
 const ACCESS_DENIED: i8 = -1;
+/// How long a busy server (ACCESS_DENIED) is waited for before the cell fails.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 const SERVER_ERROR: i8 = -2;
 /// The UDP stream hello, as bytes on the wire.
 const UDP_HELLO: &[u8; 4] = b"9876";
@@ -65,9 +68,10 @@ fn read_state(c: &mut TcpStream) -> io::Result<i8> {
     Ok(b[0] as i8)
 }
 
-fn expect(c: &mut TcpStream, want: i8, what: &str) -> Result<(), String> {
-    let got =
-        read_state(c).map_err(|e| format!("iperf3 control connection, waiting for {what}: {e}"))?;
+fn expect(c: &mut TcpStream, want: i8, what: &str) -> Result<(), TrafficError> {
+    let got = read_state(c).map_err(TrafficError::io(format!(
+        "iperf3 control connection, waiting for {what}"
+    )))?;
     if got == want {
         return Ok(());
     }
@@ -76,16 +80,16 @@ fn expect(c: &mut TcpStream, want: i8, what: &str) -> Result<(), String> {
         if c.read_exact(&mut codes).is_ok() {
             let i_errno = i32::from_be_bytes(codes[..4].try_into().unwrap());
             let errno = i32::from_be_bytes(codes[4..].try_into().unwrap());
-            return Err(format!(
+            return Err(TrafficError::Protocol(format!(
                 "iperf3 server error while waiting for {what} (iperf error {i_errno}, errno {errno}: {})",
                 io::Error::from_raw_os_error(errno)
-            ));
+            )));
         }
     }
-    Err(format!(
+    Err(TrafficError::Protocol(format!(
         "iperf3 server sent {} while netmode waited for {what}",
         state_name(got)
-    ))
+    )))
 }
 
 fn write_json(c: &mut TcpStream, v: &Value) -> io::Result<()> {
@@ -94,35 +98,61 @@ fn write_json(c: &mut TcpStream, v: &Value) -> io::Result<()> {
     c.write_all(&body)
 }
 
-fn read_json(c: &mut TcpStream) -> Result<Value, String> {
+fn read_json(c: &mut TcpStream) -> Result<Value, TrafficError> {
     let mut len = [0u8; 4];
     c.read_exact(&mut len)
-        .map_err(|e| format!("iperf3 results: {e}"))?;
+        .map_err(TrafficError::io("iperf3 results"))?;
     let len = u32::from_be_bytes(len);
     if len > MAX_JSON {
-        return Err(format!("iperf3 results of {len} bytes refused"));
+        return Err(TrafficError::Protocol(format!(
+            "iperf3 results of {len} bytes refused"
+        )));
     }
     let mut body = vec![0u8; len as usize];
     c.read_exact(&mut body)
-        .map_err(|e| format!("iperf3 results: {e}"))?;
-    serde_json::from_slice(&body).map_err(|e| format!("iperf3 results are not JSON: {e}"))
+        .map_err(TrafficError::io("iperf3 results"))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| TrafficError::Protocol(format!("iperf3 results are not JSON: {e}")))
 }
 
-pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
+pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
     if spec.protocol == Protocol::Udp && spec.size < UDP_HEADER {
-        return Err(format!(
+        return Err(TrafficError::Protocol(format!(
             "UDP message size must be at least {UDP_HEADER} bytes (iperf3's header)"
-        ));
+        )));
     }
-    let ctx = |e: io::Error| format!("iperf3 server {addr}: {e}");
-    let mut ctrl = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(ctx)?;
-    ctrl.set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(ctx)?;
-    let _ = ctrl.set_nodelay(true);
+    let ctx = |e: io::Error| TrafficError::Io {
+        what: format!("iperf3 server {addr}"),
+        source: e,
+    };
     let cookie = cookie(spec.session);
-    ctrl.write_all(&cookie).map_err(ctx)?;
-    expect(&mut ctrl, PARAM_EXCHANGE, "PARAM_EXCHANGE")?;
+    // A stock iperf3 -s serves one test at a time and answers ACCESS_DENIED while it is
+    // still closing the previous one (a cell right after another): wait for it, briefly.
+    let busy_until = Instant::now() + BUSY_WAIT;
+    let mut ctrl = loop {
+        let mut ctrl = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(ctx)?;
+        ctrl.set_read_timeout(Some(Duration::from_secs(15)))
+            .map_err(ctx)?;
+        let _ = ctrl.set_nodelay(true);
+        ctrl.write_all(&cookie).map_err(ctx)?;
+        let got = read_state(&mut ctrl).map_err(TrafficError::io(
+            "iperf3 control connection, waiting for PARAM_EXCHANGE",
+        ))?;
+        match got {
+            PARAM_EXCHANGE => break ctrl,
+            ACCESS_DENIED if Instant::now() < busy_until => {
+                drop(ctrl);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => {
+                return Err(TrafficError::Protocol(format!(
+                    "iperf3 server sent {} while netmode waited for PARAM_EXCHANGE",
+                    state_name(other)
+                )));
+            }
+        }
+    };
 
     let udp = spec.protocol == Protocol::Udp;
     let mut params = json!({
@@ -155,8 +185,9 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
             .map_err(ctx)?;
         s.send(UDP_HELLO).map_err(ctx)?;
         let mut reply = [0u8; 4];
-        s.recv(&mut reply)
-            .map_err(|e| format!("iperf3 server {addr}: no answer to the UDP stream hello: {e}"))?;
+        s.recv(&mut reply).map_err(TrafficError::io(format!(
+            "iperf3 server {addr}: no answer to the UDP stream hello"
+        )))?;
         Data::Udp(s)
     } else {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(ctx)?;
@@ -180,7 +211,7 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
             buf[8..12].copy_from_slice(&((seq + 1) as u32).to_be_bytes());
         }),
     }
-    .map_err(|e| format!("sending to iperf3 server {addr}: {e}"))?;
+    .map_err(TrafficError::io(format!("sending to iperf3 server {addr}")))?;
 
     // TEST_END goes out before the data streams close.
     ctrl.write_all(&[TEST_END as u8]).map_err(ctx)?;
@@ -207,11 +238,13 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
     let _ = ctrl.write_all(&[IPERF_DONE as u8]);
     drop(data);
 
-    let stream = theirs["streams"]
-        .get(0)
-        .ok_or_else(|| format!("iperf3 server results without streams: {theirs}"))?;
+    let stream = theirs["streams"].get(0).ok_or_else(|| {
+        TrafficError::Protocol(format!("iperf3 server results without streams: {theirs}"))
+    })?;
     let num = |k: &str| stream[k].as_f64();
-    out.received_bytes = num("bytes").ok_or("iperf3 server results without bytes")? as u64;
+    out.received_bytes = num("bytes")
+        .ok_or_else(|| TrafficError::Protocol("iperf3 server results without bytes".into()))?
+        as u64;
     out.received_active_s = match (num("start_time"), num("end_time")) {
         (Some(s), Some(e)) if e > s => e - s,
         _ => out.elapsed_s,
@@ -264,13 +297,13 @@ mod tests {
                     rate_bps: None,
                     session: 1,
                 });
-                if r.as_ref().is_err_and(|e| e.contains("refused")) {
+                if r.as_ref().is_err_and(|e| e.to_string().contains("refused")) {
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
                 return r;
             }
-            Err("iperf3 never listened".into())
+            Err(TrafficError::Protocol("iperf3 never listened".into()))
         };
         let tcp = probe(Protocol::Tcp, 1024);
         let udp = probe(Protocol::Udp, 1024);
@@ -295,6 +328,6 @@ mod tests {
         assert!(o.received_bytes % 1024 == 0, "whole datagrams: {o:?}");
         assert!(o.loss.is_some_and(|l| (0.0..1.0).contains(&l)), "{o:?}");
 
-        assert!(small.unwrap_err().contains("at least 12"));
+        assert!(small.unwrap_err().to_string().contains("at least 12"));
     }
 }

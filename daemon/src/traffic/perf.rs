@@ -123,9 +123,10 @@ pub fn explain(e: &io::Error) -> String {
 impl Counters {
     /// Start counting for `pid` (0: the calling thread). Hardware counters only count where
     /// the PMU allows it; the error says why not.
-    pub fn open(pid: i32) -> Result<Counters, String> {
-        let cycles = open_one(PERF_COUNT_HW_CPU_CYCLES, pid).map_err(|e| explain(&e))?;
-        let instructions = open_one(PERF_COUNT_HW_INSTRUCTIONS, pid).map_err(|e| explain(&e))?;
+    pub fn open(pid: i32) -> Result<Counters, PerfUnavailable> {
+        let why = |e: io::Error| PerfUnavailable(explain(&e));
+        let cycles = open_one(PERF_COUNT_HW_CPU_CYCLES, pid).map_err(why)?;
+        let instructions = open_one(PERF_COUNT_HW_INSTRUCTIONS, pid).map_err(why)?;
         Ok(Counters {
             cycles,
             instructions,
@@ -145,9 +146,14 @@ impl Counters {
     }
 }
 
+/// Why hardware counters cannot count here (no PMU, not permitted), in words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct PerfUnavailable(pub String);
+
 /// Counters for `pid`, or the reason there are none.
 pub fn start(pid: i32) -> Result<Counters, PerfCounts> {
-    Counters::open(pid).map_err(PerfCounts::unavailable)
+    Counters::open(pid).map_err(|e| PerfCounts::unavailable(e.0))
 }
 
 #[cfg(test)]
@@ -174,7 +180,7 @@ mod tests {
                 assert!(r.instructions.unwrap() > 1_000_000, "{r:?}");
                 assert!(r.ipc.is_some());
             }
-            Err(reason) => {
+            Err(PerfUnavailable(reason)) => {
                 assert!(!reason.is_empty());
                 let r = PerfCounts::unavailable(reason.clone());
                 assert_eq!((r.cycles, r.instructions, r.ipc), (None, None, None));

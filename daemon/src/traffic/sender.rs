@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use netmode_advisor::api::Protocol;
 
 use super::{Outcome, SendSpec, sink, wire};
+use crate::error::TrafficError;
 
 /// Paces a sender to a bit rate.
 pub struct Pacer {
@@ -37,15 +38,16 @@ impl Pacer {
     }
 }
 
-pub fn run(spec: &SendSpec) -> Result<Outcome, String> {
+pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
     let mut out = match spec.protocol {
         Protocol::Tcp => send_tcp(addr, spec),
         Protocol::Udp => send_udp(addr, spec),
     }
-    .map_err(|e| format!("sending to {addr}: {e}"))?;
-    let report = sink::query(addr, spec.session, Duration::from_secs(10))
-        .map_err(|e| format!("asking the sink at {addr} for its report: {e}"))?;
+    .map_err(TrafficError::io(format!("sending to {addr}")))?;
+    let report = sink::query(addr, spec.session, Duration::from_secs(10)).map_err(
+        TrafficError::io(format!("asking the sink at {addr} for its report")),
+    )?;
     out.received_bytes = report.bytes;
     out.received_active_s = report.active_s;
     out.loss = match spec.protocol {
@@ -262,9 +264,9 @@ mod tests {
             .local_addr()
             .unwrap();
         let e = run(&spec(port, Protocol::Tcp, 64, 100)).unwrap_err();
-        assert!(e.contains("refused"), "{e}");
+        assert!(e.to_string().contains("refused"), "{e}");
         let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let e = run(&spec(sink.tcp_addr, Protocol::Udp, 8, 100)).unwrap_err();
-        assert!(e.contains("at least 16"), "{e}");
+        assert!(e.to_string().contains("at least 16"), "{e}");
     }
 }

@@ -1,0 +1,90 @@
+//! Which path and method does what. Every answer is JSON (`/metrics` excepted), errors too.
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use netmode_advisor::api::{Health, ProbeRequest};
+
+use super::{Body, error, json, method_not_allowed, read_body, refused};
+use crate::state::Shared;
+
+async fn post_probe(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: ProbeRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        ProbeRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "invalid probe request ({e}); expected {{\"container\": \"NAME\", \"sweep\": false}}"
+                    ),
+                );
+            }
+        }
+    };
+    match crate::probe::request::request(shared, &request) {
+        Ok(run) => json(StatusCode::ACCEPTED, &run),
+        Err(e) => refused(&e),
+    }
+}
+
+pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let get = req.method() == Method::GET;
+    match segments.as_slice() {
+        ["healthz"] if get => json(
+            StatusCode::OK,
+            &Health {
+                status: "ok".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                docker: shared.docker().state,
+            },
+        ),
+        ["metrics"] if get => {
+            let mut r = Response::new(Full::new(Bytes::from(super::metrics::render(
+                &shared.status(),
+            ))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        ["v1", "status"] if get => json(StatusCode::OK, &shared.status()),
+        ["v1", "containers"] if get => json(StatusCode::OK, &shared.status().containers),
+        ["v1", "containers", key] if get => match shared.container(key) {
+            Ok(c) => json(StatusCode::OK, &c),
+            Err(e) => refused(&e),
+        },
+        ["v1", "recommendations"] if get => match shared.recommendations() {
+            Some(r) => json(StatusCode::OK, &r),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the first evaluation has not run yet; try again in a few seconds",
+            ),
+        },
+        ["v1", "probes"] if get => json(StatusCode::OK, &shared.probes.list()),
+        ["v1", "probes"] if req.method() == Method::POST => post_probe(shared, req).await,
+        ["v1", "probes", id] if get => match shared.probes.run(id) {
+            Some(r) => json(StatusCode::OK, &r),
+            None => error(StatusCode::NOT_FOUND, format!("no probe run {id:?}")),
+        },
+        ["v1", "probes"] => method_not_allowed("GET, POST"),
+        ["healthz"]
+        | ["metrics"]
+        | ["v1", "status"]
+        | ["v1", "containers"]
+        | ["v1", "containers", _]
+        | ["v1", "recommendations"]
+        | ["v1", "probes", _] => method_not_allowed("GET"),
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}

@@ -1,0 +1,339 @@
+//! What a probe run does, decided without I/O: which containers a scheduled run probes, which
+//! cells it sends, the limits the sweep runs with, when the next run may start and whether it
+//! should wait, a cell's result from its senders' reports, and the crossover. Unit-tested here;
+//! the engine carries it out.
+
+use std::time::{Duration, Instant};
+
+use netmode_advisor::api::{self, CellCounters, Host, Limits, ProbeCell, ProbeMode, Protocol};
+
+use crate::config::Probe as ProbeConfig;
+use crate::error::ProbeError;
+use crate::traffic::SenderReport;
+
+/// Containers moving at least this much (rx + tx) count as network-active when the sweep
+/// picks the limits its containers run with.
+const ACTIVE_BPS: f64 = 100_000.0;
+/// What one cell sends.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub protocol: Protocol,
+    pub size: u32,
+    pub duration: Duration,
+    pub rate_bps: Option<u64>,
+}
+
+/// The senders' reports and the cell's counters.
+#[derive(Debug, Clone)]
+pub struct CellRun {
+    pub reports: Vec<SenderReport>,
+    pub counters: CellCounters,
+}
+
+/// Every protocol and size of `protocols` x `sizes`, as the configuration asks.
+pub fn cells(cfg: &ProbeConfig, protocols: &[Protocol], sizes: &[u32]) -> Vec<Cell> {
+    let mut v = Vec::new();
+    for &protocol in protocols {
+        for &size in sizes {
+            v.push(Cell {
+                protocol,
+                size,
+                duration: cfg.duration,
+                rate_bps: cfg.rate,
+            });
+        }
+    }
+    v
+}
+
+/// Should a scheduled run wait? The reason, if so.
+pub fn postpone_reason(host: &Host, live_bps: f64, cfg: &ProbeConfig) -> Option<String> {
+    if let Some(u) = host.cpu_utilisation
+        && u > cfg.skip_above_cpu
+    {
+        return Some(format!(
+            "host CPU at {:.0}% is above probe.skip_above_cpu ({:.0}%)",
+            u * 100.0,
+            cfg.skip_above_cpu * 100.0
+        ));
+    }
+    if live_bps > cfg.skip_above_traffic as f64 {
+        return Some(format!(
+            "containers' live traffic {:.1} Mbit/s is above probe.skip_above_traffic ({:.1} Mbit/s)",
+            live_bps / 1e6,
+            cfg.skip_above_traffic as f64 / 1e6
+        ));
+    }
+    None
+}
+
+/// When the next scheduled run may start, after one that started at `started` and took
+/// `took`: not before the interval, and not so soon that probing exceeds the duty cycle.
+pub fn next_start(started: Instant, took: Duration, cfg: &ProbeConfig) -> Instant {
+    started + cfg.interval.max(took.div_f64(cfg.max_duty_cycle))
+}
+
+/// Containers a scheduled run probes: bridge- or host-mode ones not labelled
+/// `netmode.policy=ignore`.
+pub fn eligible(containers: &[api::Container]) -> Vec<api::Container> {
+    containers
+        .iter()
+        .filter(|c| c.mode_kind.is_manageable())
+        .filter(|c| c.policy_label.as_deref() != Some("ignore"))
+        .cloned()
+        .collect()
+}
+
+/// The limits the sweep's containers run with: those most network-active containers have,
+/// or, when none is active (probing waits for a quiet gateway), those most of the containers
+/// netmode manages have. Ties go to the first seen (containers are sorted by name).
+pub fn typical_limits(containers: &[api::Container]) -> Limits {
+    let most_common = |active_only: bool| -> Option<Limits> {
+        let mut counts: Vec<(Limits, usize)> = Vec::new();
+        for c in eligible(containers) {
+            let active = c
+                .live
+                .as_ref()
+                .is_some_and(|l| l.rx_bps + l.tx_bps >= ACTIVE_BPS);
+            if active_only && !active {
+                continue;
+            }
+            match counts.iter_mut().find(|(l, _)| *l == c.limits) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((c.limits, 1)),
+            }
+        }
+        let best = counts.iter().map(|(_, n)| *n).max()?;
+        counts.into_iter().find(|(_, n)| *n == best).map(|(l, _)| l)
+    };
+    most_common(true)
+        .or_else(|| most_common(false))
+        .unwrap_or_default()
+}
+
+/// The smallest N at which host mode's aggregate goodput beats bridge mode's.
+pub fn crossover(cells: &[ProbeCell]) -> Option<u32> {
+    let at = |n: u32, m: ProbeMode| {
+        cells
+            .iter()
+            .find(|c| c.concurrency == n && c.mode == m)
+            .and_then(|c| c.goodput_bps)
+    };
+    let max = cells.iter().map(|c| c.concurrency).max()?;
+    (1..=max).find(|n| matches!((at(*n, ProbeMode::Host), at(*n, ProbeMode::Bridge)), (Some(h), Some(b)) if h > b))
+}
+
+/// A cell's result from its senders' reports.
+pub fn cell_result(
+    mode: ProbeMode,
+    cell: &Cell,
+    n: u32,
+    r: Result<CellRun, ProbeError>,
+) -> ProbeCell {
+    let mut out = ProbeCell {
+        mode,
+        protocol: cell.protocol,
+        size: cell.size,
+        concurrency: n,
+        goodput_bps: None,
+        sent_bps: None,
+        loss: None,
+        duration_s: cell.duration.as_secs_f64(),
+        counters: None,
+        error: None,
+    };
+    match r {
+        Err(e) => out.error = Some(e.to_string()),
+        Ok(run) => {
+            out.counters = Some(run.counters);
+            if let Some(e) = run.reports.iter().find_map(|r| r.error.clone()) {
+                out.error = Some(e);
+                return out;
+            }
+            let outcomes: Vec<_> = run
+                .reports
+                .iter()
+                .filter_map(|r| r.outcome.as_ref())
+                .collect();
+            out.goodput_bps = Some(outcomes.iter().map(|o| o.goodput_bps()).sum());
+            out.sent_bps = Some(outcomes.iter().map(|o| o.sent_bps()).sum());
+            if cell.protocol == Protocol::Udp {
+                let sent: u64 = outcomes.iter().map(|o| o.sent_messages).sum();
+                let lost: f64 = outcomes
+                    .iter()
+                    .map(|o| o.loss.unwrap_or(0.0) * o.sent_messages as f64)
+                    .sum();
+                out.loss = (sent > 0).then(|| lost / sent as f64);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netmode_advisor::api::ModeKind;
+
+    fn cell(mode: ProbeMode, n: u32, bps: f64) -> ProbeCell {
+        ProbeCell {
+            mode,
+            protocol: Protocol::Tcp,
+            size: 64,
+            concurrency: n,
+            goodput_bps: Some(bps),
+            sent_bps: None,
+            loss: None,
+            duration_s: 3.0,
+            counters: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn crossover_is_the_first_n_where_host_wins() {
+        let cells = vec![
+            cell(ProbeMode::Bridge, 1, 100.0),
+            cell(ProbeMode::Host, 1, 80.0),
+            cell(ProbeMode::Bridge, 2, 150.0),
+            cell(ProbeMode::Host, 2, 140.0),
+            cell(ProbeMode::Bridge, 3, 160.0),
+            cell(ProbeMode::Host, 3, 190.0),
+        ];
+        assert_eq!(crossover(&cells), Some(3));
+        assert_eq!(crossover(&cells[..4]), None);
+        assert_eq!(crossover(&[]), None);
+    }
+
+    #[test]
+    fn the_sweep_takes_the_limits_containers_have() {
+        let c = |name: &str, cpus: Option<f64>, bps: f64| {
+            let mut x: api::Container = serde_json::from_value(serde_json::json!({
+                "id": name, "name": name, "image": "i", "network_mode": "bridge", "mode_kind": "bridge",
+                "networks": [], "pid": 1, "started_at": "", "limits": {"cpus": cpus, "cpu_shares": null,
+                "cpuset": null, "memory_bytes": null}, "ports": [], "exposed_ports": [], "compose": null,
+                "policy_label": null, "live": null, "probes": null
+            }))
+            .unwrap();
+            if bps > 0.0 {
+                x.live = serde_json::from_value(serde_json::json!({"rx_bps": bps, "tx_bps": 0.0, "rx_pps": 1.0,
+                    "tx_pps": 0.0, "mean_packet_bytes": 100.0, "attributed": "full", "source": "veth",
+                    "interfaces": [], "rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0,
+                    "interval_s": 1.0, "note": null}))
+                .unwrap();
+            }
+            x
+        };
+        // Idle gateway: what most containers have.
+        let idle = [
+            c("a", Some(0.5), 0.0),
+            c("b", Some(0.5), 0.0),
+            c("c", None, 0.0),
+        ];
+        assert_eq!(typical_limits(&idle).cpus, Some(0.5));
+        // The active ones decide when there are some.
+        let busy = [
+            c("a", Some(0.5), 0.0),
+            c("b", Some(0.5), 0.0),
+            c("c", None, 5e6),
+        ];
+        assert_eq!(typical_limits(&busy).cpus, None);
+        assert_eq!(typical_limits(&[]), Limits::default());
+    }
+
+    #[test]
+    fn the_duty_cycle_caps_how_often_runs_start() {
+        let cfg = ProbeConfig {
+            interval: Duration::from_secs(60),
+            max_duty_cycle: 0.1,
+            ..ProbeConfig::default()
+        };
+        let t0 = Instant::now();
+        // A 2 s run: the interval decides.
+        assert_eq!(
+            next_start(t0, Duration::from_secs(2), &cfg),
+            t0 + Duration::from_secs(60)
+        );
+        // A 30 s run: 10 % duty means 300 s between starts.
+        assert_eq!(
+            next_start(t0, Duration::from_secs(30), &cfg),
+            t0 + Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn busy_gateways_postpone_scheduled_runs() {
+        let cfg = ProbeConfig::default();
+        let mut host = Host {
+            hostname: "h".into(),
+            kernel: "k".into(),
+            arch: "a".into(),
+            cpus: 4,
+            sample_interval_s: 5.0,
+            cpu_utilisation: Some(0.2),
+            softirq_share: None,
+            context_switches_per_s: None,
+            net_rx_softirqs_per_s: None,
+            net_tx_softirqs_per_s: None,
+        };
+        assert_eq!(postpone_reason(&host, 1e6, &cfg), None);
+        let r = postpone_reason(&host, 80e6, &cfg).unwrap();
+        assert!(
+            r.contains("80.0 Mbit/s") && r.contains("skip_above_traffic"),
+            "{r}"
+        );
+        host.cpu_utilisation = Some(0.9);
+        assert!(postpone_reason(&host, 0.0, &cfg).unwrap().contains("90%"));
+    }
+
+    #[test]
+    fn cells_are_every_protocol_and_size_in_order() {
+        let cfg = ProbeConfig {
+            duration: Duration::from_secs(2),
+            rate: Some(1_000_000),
+            ..ProbeConfig::default()
+        };
+        let cells = cells(&cfg, &[Protocol::Tcp, Protocol::Udp], &[64, 1024]);
+        let got: Vec<(Protocol, u32)> = cells.iter().map(|c| (c.protocol, c.size)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Protocol::Tcp, 64),
+                (Protocol::Tcp, 1024),
+                (Protocol::Udp, 64),
+                (Protocol::Udp, 1024)
+            ]
+        );
+        assert!(
+            cells
+                .iter()
+                .all(|c| c.duration == Duration::from_secs(2) && c.rate_bps == Some(1_000_000))
+        );
+        assert!(super::cells(&cfg, &[], &[64]).is_empty());
+    }
+
+    #[test]
+    fn only_manageable_unignored_containers_are_eligible() {
+        let c = |name: &str, mode: &str, kind: ModeKind, label: Option<&str>| {
+            let mut x: api::Container = serde_json::from_value(serde_json::json!({
+                "id": name, "name": name, "image": "i", "network_mode": mode, "mode_kind": kind,
+                "networks": [], "pid": 1, "started_at": "", "limits": {"cpus": null, "cpu_shares": null,
+                "cpuset": null, "memory_bytes": null}, "ports": [], "exposed_ports": [], "compose": null,
+                "policy_label": null, "live": null, "probes": null
+            }))
+            .unwrap();
+            x.policy_label = label.map(str::to_string);
+            x
+        };
+        let all = [
+            c("a", "bridge", ModeKind::Bridge, None),
+            c("b", "host", ModeKind::Host, Some("host")),
+            c("c", "none", ModeKind::None, None),
+            c("d", "container:a", ModeKind::Container, None),
+            c("e", "lan", ModeKind::Other, None),
+            c("f", "bridge", ModeKind::Bridge, Some("ignore")),
+        ];
+        let names: Vec<String> = eligible(&all).into_iter().map(|c| c.name).collect();
+        assert_eq!(names, vec!["a", "b"]);
+    }
+}
