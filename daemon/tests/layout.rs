@@ -85,7 +85,7 @@ fn edges(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> 
                 if let Some(group) = after.strip_prefix("::{") {
                     let group = &group[..group.find('}').unwrap_or(0)];
                     for item in group.split(',') {
-                        let item = item.trim().split_whitespace().next().unwrap_or("");
+                        let item = item.split_whitespace().next().unwrap_or("");
                         if !item.is_empty() && item != "self" {
                             targets.push(full(&format!("{path}::{item}")));
                         }
