@@ -581,7 +581,8 @@ pub struct Recommendation {
     pub basis: Basis,
     /// Whether the container counts as network-active now.
     pub network_active: bool,
-    /// The recommendation is held (cooldown) until then, Unix ms.
+    /// A switch the evidence supports waits for the cooldown until then, Unix ms (the
+    /// recommendation is `keep` meanwhile).
     pub held_until_ms: Option<u64>,
     /// The chain of evidence, with numbers.
     pub evidence: Vec<Evidence>,

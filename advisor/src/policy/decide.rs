@@ -144,7 +144,12 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
     plan_port_conflicts(&containers, input, &mut recs);
 
     for (name, r) in recs.iter_mut() {
-        r.applicable = r.action == Action::Switch && r.blockers.is_empty();
+        // A switch kept alive by hysteresis (its gain between min_gain - hysteresis and
+        // min_gain) is still recommended, but never applied: only a pin (the operator's own
+        // choice) is applicable whatever its expected gain.
+        r.applicable = r.action == Action::Switch
+            && r.blockers.is_empty()
+            && (r.basis == Basis::Pinned || r.expected_gain >= cfg.min_gain);
         if r.action == Action::Switch && !r.blockers.is_empty() && r.basis != Basis::Pinned {
             r.reason = format!(
                 "{} mode is expected to deliver {} more, but the switch is blocked: {}.",
@@ -459,24 +464,21 @@ fn decide(
         ),
     });
 
-    // Cooldown. A switch, once recommended, is not taken back within the cooldown, and a
-    // new switch waits a cooldown after the last one was recommended or taken back (the
-    // first switch is free). No switch is recommended within a cooldown of the container's
-    // last mode change.
+    // Cooldown: it limits how often a switch is recommended, never keeps one alive against
+    // the evidence. A new switch waits a cooldown after the last one was recommended or
+    // withdrawn (the first switch is free); a switch whose gain falls below min_gain minus
+    // hysteresis is withdrawn at once (the threshold above already says so). No switch is
+    // recommended within a cooldown of the container's last mode change.
     let mut held_until_ms: Option<u64> = None;
     let now = input.now_ms;
     let flip_hold = cm.last_flip_ms.saturating_add(cfg.cooldown_ms);
-    if let Some((pm, pa)) = cm.recommended
-        && (pm, pa) != (mode, action)
+    if action == Action::Switch
+        && cm.recommended != Some((mode, action))
         && cm.last_flip_ms > 0
         && now < flip_hold
-        && (pa == Action::Switch || action == Action::Switch)
     {
         held_until_ms = Some(flip_hold);
-        (mode, action) = match pa {
-            Action::Switch if pm != c.mode_kind => (pm, Action::Switch),
-            _ => (c.mode_kind, Action::Keep),
-        };
+        (mode, action) = (c.mode_kind, Action::Keep);
     }
     let mode_hold = cm.mode_since_ms.saturating_add(cfg.cooldown_ms);
     if action == Action::Switch && cm.mode_since_ms > 0 && now < mode_hold {
@@ -511,7 +513,7 @@ fn decide(
     };
     let reason = match (action, held_until_ms) {
         (_, Some(_)) => format!(
-            "{who}, the recommendation is held by the cooldown ({} mode expected {} better, {source}){isolation}.",
+            "{who}, a switch waits for the cooldown ({} mode expected {} better, {source}){isolation}.",
             best.as_str(),
             pct(gain)
         ),

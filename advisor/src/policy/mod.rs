@@ -47,10 +47,12 @@ pub struct Config {
     pub active_window_s: f64,
     /// Recommend a switch only above this expected gain (0.10 = 10 %).
     pub min_gain: f64,
-    /// A recommended switch holds until its gain falls below `min_gain - hysteresis`.
+    /// A recommended switch stays while its gain is at least `min_gain - hysteresis`, and is
+    /// withdrawn at once below.
     pub hysteresis: f64,
-    /// A container's recommended action changes at most once per cooldown; no switch is
-    /// recommended within a cooldown of the container's last mode change.
+    /// A new switch waits a cooldown after the last one was recommended or withdrawn; no
+    /// switch is recommended within a cooldown of the container's last mode change. It never
+    /// keeps a switch alive.
     pub cooldown_ms: u64,
     /// The prior's crossover in network-active containers; 0: the CPU count.
     pub prior_crossover: u32,

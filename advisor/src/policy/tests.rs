@@ -744,41 +744,103 @@ fn moving_to_bridge_warns_about_what_host_mode_gave() {
 // ------------------------------------------------------------------ time
 
 #[test]
-fn the_cooldown_holds_a_recommendation_and_then_lets_go() {
+fn a_switch_the_evidence_no_longer_supports_is_withdrawn_at_once() {
     let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
     let (r, memory) = with_rounds(&mut w, "web", 3, 1.6);
-    assert_eq!(r.action, Action::Switch);
+    assert_eq!((r.action, r.applicable), (Action::Switch, true));
     let since = memory.containers["web"].recommended_since_ms;
-    // The measurements turn around: bridge is now better (several rounds of it).
+    // The measurements turn around: bridge is now better (several rounds of it). Within the
+    // cooldown the switch is not kept alive: the cooldown limits changes, not evidence.
     let mut memory = memory;
+    let mut last = None;
     for i in 0..8 {
         w.containers[0].probes = Some(probes(&format!("b{i}"), 0.6));
-        memory = w.eval(since + (i + 1) * MIN, &memory).1;
+        let (e, m) = w.eval(since + (i + 1) * MIN, &memory);
+        memory = m;
+        last = Some(e.recommendations["web"].clone());
     }
-    let held = w.eval(since + 10 * MIN, &memory).0.recommendations["web"].clone();
+    let r = last.unwrap();
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Bridge, Action::Keep),
+        "{}",
+        r.reason
+    );
+    assert!(!r.applicable && r.held_until_ms.is_none(), "{r:?}");
+    // The evidence swings back to host: a new switch waits for the cooldown after the
+    // withdrawal, then comes.
+    let withdrawn = memory.containers["web"].last_flip_ms;
+    let mut held = None;
+    for i in 0..8 {
+        w.containers[0].probes = Some(probes(&format!("h{i}"), 1.6));
+        let (e, m) = w.eval(withdrawn + (i + 1) * MIN, &memory);
+        memory = m;
+        held = Some(e.recommendations["web"].clone());
+    }
+    let held = held.unwrap();
     assert_eq!(
         (held.mode, held.action),
-        (ModeKind::Host, Action::Switch),
+        (ModeKind::Bridge, Action::Keep),
         "{}",
         held.reason
     );
-    assert_eq!(held.held_until_ms, Some(since + w.config.cooldown_ms));
+    assert_eq!(held.held_until_ms, Some(withdrawn + w.config.cooldown_ms));
     assert!(
-        held.reason.contains("held by the cooldown"),
+        held.reason.contains("waits for the cooldown"),
         "{}",
         held.reason
     );
     let later = w
-        .eval(since + w.config.cooldown_ms + MIN, &memory)
+        .eval(withdrawn + w.config.cooldown_ms + MIN, &memory)
         .0
         .recommendations["web"]
         .clone();
     assert_eq!(
-        (later.mode, later.action),
-        (ModeKind::Bridge, Action::Keep),
+        (later.mode, later.action, later.applicable),
+        (ModeKind::Host, Action::Switch, true),
         "{}",
         later.reason
     );
+}
+
+/// Seen on a fresh daemon (2026-11-25): the first probes of a bridge container said host;
+/// as rounds came in the evidence settled at "bridge expected 17 % better". The switch to
+/// host must be gone from that moment on, and never applicable.
+#[test]
+fn the_stale_switch_of_a_fresh_daemon_is_never_kept_nor_applicable() {
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let mut memory = Memory::default();
+    // Round 1: host looks 40 % better.
+    w.containers[0].probes = Some(probes("r0", 1.4));
+    let (e, m) = w.eval(MIN, &memory);
+    memory = m;
+    let first = &e.recommendations["web"];
+    assert_eq!(
+        (first.mode, first.action),
+        (ModeKind::Host, Action::Switch),
+        "{}",
+        first.reason
+    );
+    // Then round after round: bridge 17 % better (host/bridge = 1/1.17).
+    let mut seen = vec![];
+    for i in 1..12 {
+        w.containers[0].probes = Some(probes(&format!("r{i}"), 1.0 / 1.17));
+        let (e, m) = w.eval((i + 1) * MIN, &memory);
+        memory = m;
+        let r = e.recommendations["web"].clone();
+        assert!(
+            !(r.action == Action::Switch && r.mode == ModeKind::Host && r.expected_gain < 0.05),
+            "round {i}: a switch to host kept alive against the evidence: {r:?}"
+        );
+        assert!(
+            !r.applicable || r.expected_gain >= w.config.min_gain,
+            "round {i}: {r:?}"
+        );
+        seen.push((r.mode, r.action, r.expected_gain));
+    }
+    let (mode, action, gain) = *seen.last().unwrap();
+    assert_eq!((mode, action), (ModeKind::Bridge, Action::Keep), "{seen:?}");
+    assert!(gain > 0.05, "bridge expected better: {seen:?}");
 }
 
 #[test]
@@ -932,7 +994,16 @@ proptest! {
         for r in e.recommendations.values() {
             prop_assert!(!r.applicable || r.blockers.is_empty(), "{:?}", r);
             prop_assert!(!r.applicable || r.action == Action::Switch, "{:?}", r);
-            prop_assert!(r.applicable == (r.action == Action::Switch && r.blockers.is_empty()), "{:?}", r);
+            prop_assert!(
+                r.applicable
+                    == (r.action == Action::Switch
+                        && r.blockers.is_empty()
+                        && (r.basis == Basis::Pinned || r.expected_gain >= w.config.min_gain)),
+                "{:?}",
+                r
+            );
+            // Nothing below min_gain is ever applicable (a pin is the operator's own choice).
+            prop_assert!(!r.applicable || r.basis == Basis::Pinned || r.expected_gain >= w.config.min_gain, "{:?}", r);
             prop_assert!((0.0..=1.0).contains(&r.confidence));
             prop_assert!(r.expected_gain.is_finite());
             if r.action == Action::Switch && r.mode == ModeKind::Host {
@@ -941,15 +1012,18 @@ proptest! {
         }
     }
 
-    /// A true gain near the threshold, measured with noise every few minutes: the
-    /// recommendation changes at most once per cooldown, never back and forth.
+    /// A true gain near the threshold, measured with noise every few minutes: a switch is
+    /// recommended at most once per cooldown (never back and forth), a recommended switch
+    /// never outlives its evidence (its gain stays at least min_gain - hysteresis), and
+    /// nothing below min_gain is applicable.
     #[test]
     fn noisy_measurements_do_not_make_it_flap(
-        true_gain in 0.04f64..0.16,
+        true_gain in -0.2f64..0.25,
         noise in proptest::collection::vec(-0.06f64..0.06, 40),
     ) {
         let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
         w.config.prior_crossover = 1;
+        let cfg = w.config.clone();
         let mut memory = Memory::default();
         let mut history = vec![];
         for (i, n) in noise.iter().enumerate() {
@@ -957,13 +1031,19 @@ proptest! {
             let (e, m) = w.eval((i as u64 + 1) * 3 * MIN, &memory);
             memory = m;
             let r = &e.recommendations["web"];
+            if r.action == Action::Switch {
+                prop_assert!(r.expected_gain >= cfg.min_gain - cfg.hysteresis - 1e-9, "{r:?}");
+            }
+            prop_assert!(!r.applicable || r.expected_gain >= cfg.min_gain, "{r:?}");
             history.push((r.mode, r.action));
         }
-        let changes: Vec<usize> = (1..history.len()).filter(|i| history[*i] != history[i - 1]).collect();
+        let switches: Vec<usize> = (1..history.len())
+            .filter(|i| history[*i].1 == Action::Switch && history[i - 1].1 != Action::Switch)
+            .collect();
         // 40 evaluations 3 minutes apart: 120 minutes, a 30-minute cooldown.
-        prop_assert!(changes.len() <= 4, "{history:?}");
-        for pair in changes.windows(2) {
-            prop_assert!((pair[1] - pair[0]) * 3 >= 30, "changed twice within a cooldown: {history:?}");
+        prop_assert!(switches.len() <= 4, "{history:?}");
+        for pair in switches.windows(2) {
+            prop_assert!((pair[1] - pair[0]) * 3 >= 30, "two switches within a cooldown: {history:?}");
         }
     }
 }
