@@ -10,9 +10,14 @@ use crate::error::Error;
 /// The endpoint `advisor` uses when neither `--endpoint` nor `NETMODE_ENDPOINT` is given.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9431";
 
+/// Where netmoded keeps its bearer token by default (`<state_dir>/token`).
+pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/netmode/token";
+
 pub struct Client {
     endpoint: String,
     agent: ureq::Agent,
+    /// The bearer token sent with mutating requests, and where it came from (or why none).
+    token: Result<String, String>,
 }
 
 impl Client {
@@ -39,7 +44,40 @@ impl Client {
             .proxy(None)
             .build()
             .into();
-        Ok(Client { endpoint, agent })
+        Ok(Client {
+            endpoint,
+            agent,
+            token: Err("no token file was read".into()),
+        })
+    }
+
+    /// Read the token mutating requests carry from `path`. An explicit path (`explicit`) must
+    /// be readable; the default one may be absent (the daemon's 401 then says what to do).
+    pub fn with_token_file(
+        mut self,
+        path: &std::path::Path,
+        explicit: bool,
+    ) -> Result<Self, Error> {
+        match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => self.token = Ok(t.trim().to_string()),
+            Ok(_) => {
+                return Err(Error::Unauthorized {
+                    message: format!("{} is empty", path.display()),
+                });
+            }
+            Err(e) if explicit => {
+                return Err(Error::Unauthorized {
+                    message: format!("cannot read the token file {}: {e}", path.display()),
+                });
+            }
+            Err(e) => {
+                self.token = Err(format!(
+                    "{}: {e}; run as root or give --token-file",
+                    path.display()
+                ))
+            }
+        }
+        Ok(self)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -69,11 +107,16 @@ impl Client {
     fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), Error> {
         let url = format!("{}{}", self.endpoint, path);
         let result = match method {
-            "POST" => self
-                .agent
-                .post(&url)
-                .header("content-type", "application/json")
-                .send(body),
+            "POST" => {
+                let mut req = self
+                    .agent
+                    .post(&url)
+                    .header("content-type", "application/json");
+                if let Ok(t) = &self.token {
+                    req = req.header("authorization", &format!("Bearer {t}"));
+                }
+                req.send(body)
+            }
             _ => self.agent.get(&url).call(),
         };
         let mut resp = result.map_err(|e| Error::Unreachable {
@@ -102,6 +145,13 @@ impl Client {
             .unwrap_or_else(|_| body.chars().take(200).collect());
         if status == 404 {
             return Err(Error::NotFound { message });
+        }
+        if status == 401 || status == 403 {
+            let message = match &self.token {
+                Ok(_) => message,
+                Err(why) => format!("{message} (advisor read no token: {why})"),
+            };
+            return Err(Error::Unauthorized { message });
         }
         Err(Error::Http {
             url: format!("{}{}", self.endpoint, path),

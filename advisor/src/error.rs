@@ -19,6 +19,8 @@ pub enum Error {
     Decode { url: String, reason: String },
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     Endpoint { endpoint: String, reason: String },
+    #[error("not authorised: {message}")]
+    Unauthorized { message: String },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -26,12 +28,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Exit codes: 2 usage, 3 daemon not answering, 4 no such container, 1 anything else.
+    /// Exit codes: 2 usage, 3 daemon not answering, 4 no such container, 5 not authorised
+    /// (netmoded's token missing or wrong), 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Endpoint { .. } => 2,
             Error::Unreachable { .. } => 3,
             Error::NotFound { .. } => 4,
+            Error::Unauthorized { .. } => 5,
             Error::Http { .. } | Error::Decode { .. } | Error::Probe(_) => 1,
         }
     }

@@ -27,6 +27,8 @@ pub struct Shared {
     recommendations: RwLock<Option<api::Recommendations>>,
     /// Probe requests, the run in progress and the history.
     pub probes: ProbeQueue,
+    /// The bearer token every mutating request must carry (`<state_dir>/token`).
+    pub token: String,
 }
 
 pub use crate::rt::now_ms;
@@ -39,6 +41,7 @@ impl Shared {
         state_dir: StateDir,
         host: Host,
         probe_wake: smol::channel::Sender<()>,
+        token: String,
     ) -> Shared {
         Shared {
             probes: ProbeQueue::new(
@@ -47,6 +50,7 @@ impl Shared {
                 probe_wake,
             ),
             recommendations: RwLock::new(None),
+            token,
             docker: RwLock::new(DockerInfo {
                 state: DockerState::Connecting,
                 endpoint: format!("unix://{}", docker_socket.display()),

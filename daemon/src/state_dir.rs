@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 
 const LOCK_FILE: &str = "netmoded.lock";
 const INSTANCE_FILE: &str = "instance-id";
+/// The bearer token of the mutating endpoints.
+pub const TOKEN_FILE: &str = "token";
 const TMP_MARK: &str = ".tmp.";
 
 pub struct StateDir {
@@ -77,6 +79,28 @@ impl StateDir {
         Ok(dir)
     }
 
+    /// The credential of the mutating endpoints: `<state_dir>/token`, 64 hex digits made at
+    /// first start (mode 0600, so only root and the daemon read it). A file that is not a
+    /// token (truncated by a power cut, edited) is replaced by a new one, and said so.
+    pub fn token(&self) -> Result<String> {
+        match self.read(TOKEN_FILE)? {
+            Some(b) if is_token(&b) => return Ok(String::from_utf8_lossy(&b).trim().to_string()),
+            Some(_) => log::warn!(
+                "{}: not a token; making a new one",
+                self.path.join(TOKEN_FILE).display()
+            ),
+            None => {}
+        }
+        let token =
+            random_hex(32).map_err(|e| Error::io("cannot read random bytes", "/dev/urandom", e))?;
+        write_atomic_mode(
+            &self.path.join(TOKEN_FILE),
+            format!("{token}\n").as_bytes(),
+            0o600,
+        )?;
+        Ok(token)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -122,6 +146,11 @@ impl StateDir {
 /// Replace `path` atomically: temporary file in the same directory, fsync, rename, fsync of
 /// the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(path, bytes, 0o640)
+}
+
+/// `write_atomic` with the file's permission bits (a secret: 0o600).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -133,7 +162,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o640)
+            .mode(mode)
             .open(&tmp)
             .map_err(|e| Error::io("cannot create", &tmp, e))?;
         f.write_all(bytes)
@@ -155,7 +184,18 @@ fn is_instance_id(b: &[u8]) -> bool {
 }
 
 fn new_instance_id() -> io::Result<String> {
-    let mut buf = [0u8; 8];
+    random_hex(8)
+}
+
+fn is_token(b: &[u8]) -> bool {
+    let t = String::from_utf8_lossy(b);
+    let t = t.trim();
+    t.len() == 64 && t.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `n` random bytes from the kernel, as hex.
+fn random_hex(n: usize) -> io::Result<String> {
+    let mut buf = vec![0u8; n];
     File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -197,6 +237,27 @@ mod tests {
         assert!(shown.contains(&std::process::id().to_string()), "{shown}");
         drop(first);
         StateDir::open(&p).expect("lock is released with the first");
+        fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn the_token_is_secret_stable_and_replaced_when_torn() {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tmpdir("token");
+        let sd = StateDir::open(&p).unwrap();
+        let t = sd.token().unwrap();
+        assert!(is_token(t.as_bytes()), "{t}");
+        let mode = fs::metadata(p.join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert_eq!(sd.token().unwrap(), t);
+        // A torn file is not a token: a new one, never an empty credential.
+        fs::write(p.join(TOKEN_FILE), b"12ab").unwrap();
+        let t2 = sd.token().unwrap();
+        assert!(is_token(t2.as_bytes()) && t2 != t, "{t2}");
+        drop(sd);
         fs::remove_dir_all(&p).unwrap();
     }
 

@@ -415,10 +415,26 @@ impl Daemon {
         http_get(&format!("{}{path}", self.endpoint)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
-    /// `POST path` with a JSON body -> (status, body).
+    /// The daemon's bearer token (`<state_dir>/token`), as advisor reads it.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("token"))
+            .expect("the daemon's token")
+            .trim()
+            .to_string()
+    }
+
+    /// `POST path` with a JSON body and the daemon's token -> (status, body).
     pub fn post(&self, path: &str, json: &str) -> (u16, String) {
-        http_post(&format!("{}{path}", self.endpoint), json)
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        let auth = format!("Bearer {}", self.token());
+        http_post_with(
+            &format!("{}{path}", self.endpoint),
+            json,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// Queue a probe and wait for it to end; the finished run.
@@ -483,6 +499,8 @@ impl Daemon {
         Command::new(exe)
             .arg("--endpoint")
             .arg(&self.endpoint)
+            .arg("--token-file")
+            .arg(self.state_dir().join("token"))
             .args(args)
             .output()
             .expect("run advisor")
@@ -562,14 +580,22 @@ fn into_text(
     Ok((code, body))
 }
 
-/// POST a JSON body with a real client.
+/// POST a JSON body with a real client, no credential.
 pub fn http_post(url: &str, json: &str) -> Result<(u16, String), String> {
-    into_text(
-        agent()
-            .post(url)
-            .header("content-type", "application/json")
-            .send(json),
-    )
+    http_post_with(url, json, &[("content-type", "application/json")])
+}
+
+/// POST a body with exactly these headers.
+pub fn http_post_with(
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    let mut req = agent().post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    into_text(req.send(body))
 }
 
 /// A plain HTTP GET with a real client (ureq), no proxy; non-2xx statuses are returned, not

@@ -81,7 +81,17 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         state_dir.instance_id()
     );
     let (probe_wake, probe_woken) = smol::channel::bounded(1);
-    let shared = Arc::new(Shared::new(config, socket, state_dir, host, probe_wake));
+    let token = state_dir.token()?;
+    log::info!(
+        "mutating requests need the bearer token in {}",
+        state_dir
+            .path()
+            .join(crate::state_dir::TOKEN_FILE)
+            .display()
+    );
+    let shared = Arc::new(Shared::new(
+        config, socket, state_dir, host, probe_wake, token,
+    ));
 
     rt::block_on(async move {
         let listener = smol::net::TcpListener::try_from(listener)

@@ -5,6 +5,7 @@
 //! - `routes`: which path and method does what;
 //! - `metrics`: the Prometheus text.
 
+mod auth;
 pub mod metrics;
 mod routes;
 

@@ -72,7 +72,12 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             ),
         },
         ["v1", "probes"] if get => json(StatusCode::OK, &shared.probes.list()),
-        ["v1", "probes"] if req.method() == Method::POST => post_probe(shared, req).await,
+        ["v1", "probes"] if req.method() == Method::POST => {
+            if let Err(refused) = super::auth::mutation(shared, req.headers()) {
+                return refused;
+            }
+            post_probe(shared, req).await
+        }
         ["v1", "probes", id] if get => match shared.probes.run(id) {
             Some(r) => json(StatusCode::OK, &r),
             None => error(StatusCode::NOT_FOUND, format!("no probe run {id:?}")),

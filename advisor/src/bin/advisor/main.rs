@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use netmode_advisor::Error;
-use netmode_advisor::client::{Client, DEFAULT_ENDPOINT};
+use netmode_advisor::client::{Client, DEFAULT_ENDPOINT, DEFAULT_TOKEN_FILE};
 
 const USAGE: &str = "\
 usage: advisor [--endpoint URL] <command> [options]
@@ -26,12 +26,15 @@ commands:
 
 options:
   --endpoint URL      netmoded's endpoint (default: $NETMODE_ENDPOINT, else http://127.0.0.1:9431)
+  --token-file PATH   netmoded's token, sent with requests that change something (probe);
+                      default: $NETMODE_TOKEN_FILE, else /var/lib/netmode/token (root only)
   --timeout SECS      how long to wait for netmoded (default 10)
   --json              print JSON instead of a table
   -h, --help          this text
   -V, --version       advisor's version
 
-exit codes: 0 ok, 1 error, 2 usage, 3 netmoded not answering, 4 no such container";
+exit codes: 0 ok, 1 error, 2 usage, 3 netmoded not answering, 4 no such container,
+            5 not authorised (token missing or wrong)";
 
 /// What the command line asked for.
 pub struct Args {
@@ -43,6 +46,8 @@ pub struct Args {
     pub no_wait: bool,
     pub endpoint: String,
     pub timeout: Duration,
+    /// `--token-file`, else `$NETMODE_TOKEN_FILE`; `None`: the default path.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn usage(message: impl std::fmt::Display) -> Error {
@@ -60,6 +65,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let mut no_wait = false;
     let mut endpoint = None;
     let mut timeout = Duration::from_secs(10);
+    let mut token_file = None;
     // The command's own options, checked against what the command takes once it is known.
     let mut given: Vec<&'static str> = Vec::new();
     while let Some(arg) = parser.next().map_err(usage)? {
@@ -90,6 +96,9 @@ fn parse_args() -> Result<Option<Args>, Error> {
             }
             Long("endpoint") => {
                 endpoint = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
+            }
+            Long("token-file") => {
+                token_file = Some(std::path::PathBuf::from(parser.value().map_err(usage)?));
             }
             Long("timeout") => {
                 let v: f64 = parser
@@ -137,6 +146,11 @@ fn parse_args() -> Result<Option<Args>, Error> {
         no_wait,
         endpoint,
         timeout,
+        token_file: token_file.or_else(|| {
+            std::env::var_os("NETMODE_TOKEN_FILE")
+                .filter(|s| !s.is_empty())
+                .map(std::path::PathBuf::from)
+        }),
     }))
 }
 
@@ -148,7 +162,14 @@ fn run() -> Result<(), Error> {
         println!("{USAGE}");
         return Ok(());
     }
-    let client = Client::new(&args.endpoint, args.timeout)?;
+    let mut client = Client::new(&args.endpoint, args.timeout)?;
+    // Only requests that change something carry the token.
+    if args.command == "probe" {
+        client = match &args.token_file {
+            Some(p) => client.with_token_file(p, true)?,
+            None => client.with_token_file(std::path::Path::new(DEFAULT_TOKEN_FILE), false)?,
+        };
+    }
     match args.command.as_str() {
         "status" => status::run(&client, &args),
         "probe" => probe::run(&client, &args),

@@ -1,0 +1,89 @@
+//! Who may change anything: every mutating request (POST) carries the daemon's bearer token
+//! and a JSON body. GET stays open on the endpoint's own address.
+//!
+//! Every host-mode container shares the host's loopback, and a browser page can send a form
+//! POST to 127.0.0.1 without a preflight; neither has the token (mode 0600 in the state
+//! directory), and a form cannot send `application/json` without a preflight either.
+
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+
+use super::{Body, error};
+use crate::state::Shared;
+use crate::state_dir::TOKEN_FILE;
+
+/// `Ok` when the request may change something; else the 401/403/415 answer.
+pub fn mutation(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    let token_path = shared.state_dir.path().join(TOKEN_FILE);
+    let given = match headers.get(AUTHORIZATION) {
+        None => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "this request changes something and needs netmoded's token: send \
+                     \"Authorization: Bearer <token>\", the token being the contents of {} \
+                     (readable by root; advisor reads it itself)",
+                    token_path.display()
+                ),
+            );
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"netmoded\""),
+            );
+            return Err(r);
+        }
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim),
+    };
+    match given {
+        Some(t) if same(t.as_bytes(), shared.token.as_bytes()) => {}
+        Some(_) => {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "wrong token: it is the contents of {}",
+                    token_path.display()
+                ),
+            ));
+        }
+        None => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "the Authorization header must be \"Bearer <token>\"",
+            ));
+        }
+    }
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    Ok(())
+}
+
+/// Equal, in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+        assert!(!same(b"", b"a"));
+    }
+}

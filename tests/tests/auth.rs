@@ -1,0 +1,129 @@
+//! Who may change anything: every mutating request carries netmoded's token and a JSON body.
+//! A real daemon, a real HTTP client; after each refusal nothing was queued.
+
+use std::time::Duration;
+
+use netmode_e2e::api::ProbeList;
+use netmode_e2e::*;
+
+fn nothing_queued(daemon: &Daemon) {
+    let (code, body) = daemon.get("/v1/probes");
+    assert_eq!(code, 200, "{body}");
+    let list: ProbeList = serde_json::from_str(&body).unwrap();
+    assert!(
+        list.running.is_none() && list.queued.is_empty() && list.runs.is_empty(),
+        "a refused request changed something: {list:?}"
+    );
+}
+
+#[test]
+fn mutations_need_the_token_and_json_and_nothing_happens_without() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, &probe_section("enabled = false"));
+    let c = Container::run("auth", &[], busybox_image(), &["sleep", "100000"]);
+    daemon.wait_for("the container", Duration::from_secs(10), |s| {
+        find(s, &c.name).map(|_| ())
+    });
+    let token = daemon.token();
+    assert_eq!(token.len(), 64, "{token}");
+    let mode = std::fs::metadata(daemon.state_dir().join("token"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
+    assert_eq!(mode, 0o600, "{mode:o}");
+    let url = format!("{}/v1/probes", daemon.endpoint);
+    let body = format!("{{\"container\": \"{}\"}}", c.name);
+    let good = format!("Bearer {token}");
+    let json = ("content-type", "application/json");
+
+    // No credential: 401, with the way to get one.
+    let (code, text) = http_post(&url, &body).unwrap();
+    assert_eq!(code, 401, "{text}");
+    assert!(
+        text.contains("token") && text.contains("\"error\""),
+        "{text}"
+    );
+    // A wrong one, or not a bearer token: 403 / 401.
+    let (code, text) = http_post_with(
+        &url,
+        &body,
+        &[
+            json,
+            ("authorization", &format!("Bearer {}", "0".repeat(64))),
+        ],
+    )
+    .unwrap();
+    assert_eq!(code, 403, "{text}");
+    let (code, text) = http_post_with(&url, &body, &[json, ("authorization", &token)]).unwrap();
+    assert_eq!(code, 401, "{text}");
+    // The right token, but a body a browser form could send: 415.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let (code, text) = http_post_with(
+            &url,
+            &body,
+            &[("content-type", ct), ("authorization", &good)],
+        )
+        .unwrap();
+        assert_eq!(code, 415, "{ct}: {text}");
+    }
+    let (code, text) = http_post_with(&url, &body, &[("authorization", &good)]).unwrap();
+    assert_eq!(code, 415, "no content type: {text}");
+    nothing_queued(&daemon);
+
+    // GET stays open.
+    assert_eq!(
+        http_get(&format!("{}/v1/status", daemon.endpoint))
+            .unwrap()
+            .0,
+        200
+    );
+
+    // advisor: a wrong token file is exit 5 and nothing happens; the right one works.
+    let dir = TempDir::new("auth");
+    let wrong = dir.path().join("token");
+    std::fs::write(&wrong, "f".repeat(64)).unwrap();
+    let exe = bin("advisor");
+    let out = std::process::Command::new(&exe)
+        .args(["--endpoint", &daemon.endpoint, "--token-file"])
+        .arg(&wrong)
+        .args(["probe", &c.name, "--no-wait"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong token"));
+    let missing = dir.path().join("absent");
+    let out = std::process::Command::new(&exe)
+        .args(["--endpoint", &daemon.endpoint, "--token-file"])
+        .arg(&missing)
+        .args(["probe", &c.name, "--no-wait"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nothing_queued(&daemon);
+    let out = daemon.advisor(&["probe", &c.name, "--no-wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, text) = daemon.get("/v1/probes");
+    let list: ProbeList = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        list.running.iter().count() + list.queued.len() + list.runs.len(),
+        1,
+        "{list:?}"
+    );
+}
