@@ -12,7 +12,9 @@ use super::{Body, error};
 use crate::state::Shared;
 use crate::state_dir::TOKEN_FILE;
 
-/// `Ok` when the request may change something; else the 401/403/415 answer.
+/// `Ok` when the request may change something; else the 401/403/415 answer (returned as
+/// is, once per refused request: its size does not matter).
+#[allow(clippy::result_large_err)]
 pub fn mutation(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
     let token_path = shared.state_dir.path().join(TOKEN_FILE);
     let given = match headers.get(AUTHORIZATION) {
