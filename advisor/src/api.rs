@@ -456,6 +456,8 @@ pub enum RunState {
 pub enum Trigger {
     Schedule,
     Manual,
+    /// The advisor itself (`advisor.mode = "apply"`).
+    Advisor,
 }
 
 /// One probe run: some containers, and/or a sweep.
@@ -490,6 +492,71 @@ pub struct ProbeRequest {
     /// Also run the multi-container sweep (alone if no container is given).
     #[serde(default)]
     pub sweep: bool,
+}
+
+/// `POST /v1/apply`: recreate a container in the other network mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Container name or id.
+    pub container: String,
+    /// `bridge` or `host`; absent: the current recommendation (refused unless applicable).
+    #[serde(default)]
+    pub mode: Option<ModeKind>,
+    /// Only say what would change: the old and new create requests' difference.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyState {
+    /// Waiting for the change before it.
+    Queued,
+    Running,
+    /// The container runs in the new mode, verified; the old one is removed.
+    Applied,
+    /// The new container failed; the original runs again under its name, with its data.
+    RolledBack,
+    /// A dry run: nothing was changed.
+    DryRun,
+    /// Refused before anything was changed (`error` says why).
+    Refused,
+}
+
+/// One mode change (or dry run), as `GET /v1/applies` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRecord {
+    pub id: String,
+    /// The container's name (kept across the change).
+    pub container: String,
+    /// The container's id before the change.
+    pub container_id: String,
+    /// The id of the container made in the new mode (removed again on rollback).
+    pub new_id: Option<String>,
+    pub from: ModeKind,
+    pub to: ModeKind,
+    /// `manual` (API, `advisor apply`), or `advisor` (applied by itself, advisor.mode = "apply").
+    pub trigger: Trigger,
+    pub state: ApplyState,
+    /// The last step started: plan, clear_restart_policy, rename_aside, stop, create,
+    /// connect, start, verify, remove_old, done; and on failure the rollback's.
+    pub step: String,
+    /// Old create request -> new one, field by field (`HostConfig.NetworkMode: "default" -> "host"`).
+    pub diff: Vec<String>,
+    /// What the new mode cannot keep (recorded for the way back).
+    pub dropped: Vec<String>,
+    pub error: Option<String>,
+    pub queued_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+}
+
+/// `GET /v1/applies`: the change in progress, if any, and the history, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyList {
+    pub running: Option<ApplyRecord>,
+    pub applies: Vec<ApplyRecord>,
 }
 
 /// `GET /v1/probes`.

@@ -25,17 +25,21 @@ pub enum Error {
     Usage(String),
     #[error("{0}")]
     Probe(String),
+    /// A mode change failed and was rolled back: the container runs as before.
+    #[error("rolled back: {0}")]
+    RolledBack(String),
 }
 
 impl Error {
     /// Exit codes: 2 usage, 3 daemon not answering, 4 no such container, 5 not authorised
-    /// (netmoded's token missing or wrong), 1 anything else.
+    /// (netmoded's token missing or wrong), 6 a mode change rolled back, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Endpoint { .. } => 2,
             Error::Unreachable { .. } => 3,
             Error::NotFound { .. } => 4,
             Error::Unauthorized { .. } => 5,
+            Error::RolledBack(_) => 6,
             Error::Http { .. } | Error::Decode { .. } | Error::Probe(_) => 1,
         }
     }

@@ -558,6 +558,86 @@ pub fn explain(c: &Container) -> String {
     out
 }
 
+// ------------------------------------------------------------------ mode changes
+
+use crate::api::{ApplyList, ApplyRecord, ApplyState};
+
+fn apply_state(s: ApplyState) -> &'static str {
+    match s {
+        ApplyState::Queued => "queued",
+        ApplyState::Running => "running",
+        ApplyState::Applied => "applied",
+        ApplyState::RolledBack => "rolled back",
+        ApplyState::DryRun => "dry run",
+        ApplyState::Refused => "refused",
+    }
+}
+
+/// One change: what it did (or would do), field by field.
+pub fn apply_record(r: &ApplyRecord) -> String {
+    let mut out = format!(
+        "apply {} ({}): {} {} -> {}: {}",
+        r.id,
+        match r.trigger {
+            crate::api::Trigger::Advisor => "advisor",
+            _ => "manual",
+        },
+        r.container,
+        r.from.as_str(),
+        r.to.as_str(),
+        apply_state(r.state)
+    );
+    if let (Some(a), Some(b)) = (r.started_at_ms, r.finished_at_ms) {
+        out.push_str(&format!(" in {:.1} s", b.saturating_sub(a) as f64 / 1000.0));
+    }
+    out.push('\n');
+    if let Some(e) = &r.error {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    if r.state == ApplyState::DryRun {
+        out.push_str("  nothing was changed; the new container would differ from the old in:\n");
+    } else {
+        out.push_str("  the new container differs from the old in:\n");
+    }
+    for d in &r.diff {
+        out.push_str(&format!("    {d}\n"));
+    }
+    if !r.dropped.is_empty() {
+        out.push_str("  dropped in host mode (recorded for the way back):\n");
+        for d in &r.dropped {
+            out.push_str(&format!("    {d}\n"));
+        }
+    }
+    out
+}
+
+/// `advisor history`: one line per change, newest first.
+pub fn apply_history(l: &ApplyList) -> String {
+    let mut out = String::from(
+        "ID                 CONTAINER        FROM    TO      OUTCOME      SECONDS  ERROR\n",
+    );
+    for r in l.running.iter().chain(l.applies.iter()) {
+        let secs = match (r.started_at_ms, r.finished_at_ms) {
+            (Some(a), Some(b)) => format!("{:.1}", b.saturating_sub(a) as f64 / 1000.0),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<18} {:<16} {:<7} {:<7} {:<12} {:>7}  {}\n",
+            r.id,
+            r.container,
+            r.from.as_str(),
+            r.to.as_str(),
+            apply_state(r.state),
+            secs,
+            r.error.as_deref().unwrap_or("")
+        ));
+    }
+    if l.running.is_none() && l.applies.is_empty() {
+        out.push_str("(no change made yet)\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

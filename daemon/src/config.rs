@@ -28,6 +28,35 @@ pub struct Config {
     pub docker: Docker,
     pub probe: Probe,
     pub advisor: Advisor,
+    pub apply: Apply,
+}
+
+/// How a mode change is carried out (`POST /v1/apply`, `advisor apply`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Apply {
+    /// The new container must run this long (not restarting) before the old one is removed.
+    #[serde(deserialize_with = "verify_seconds")]
+    pub verify: Duration,
+    /// A container with a healthcheck must be healthy within this.
+    #[serde(deserialize_with = "health_timeout")]
+    pub health_timeout: Duration,
+    /// Recreate containers a Compose project manages (`false`: refused, with the reason).
+    pub compose: bool,
+    /// Changes kept in <state_dir>/applies.jsonl.
+    #[serde(deserialize_with = "history")]
+    pub history: usize,
+}
+
+impl Default for Apply {
+    fn default() -> Self {
+        Apply {
+            verify: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(90),
+            compose: false,
+            history: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -593,6 +622,14 @@ fn active_window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> 
         Duration::from_millis(100),
         Duration::from_secs(24 * 3600),
     )
+}
+
+fn verify_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::from_millis(500), Duration::from_secs(3600))
+}
+
+fn health_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 fn cooldown<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

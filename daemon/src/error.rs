@@ -42,6 +42,9 @@ pub enum Error {
     #[error("probe: {0}")]
     Probe(#[from] ProbeError),
 
+    #[error("apply: {0}")]
+    Apply(#[from] ApplyError),
+
     #[error("{0}")]
     Traffic(#[from] TrafficError),
 
@@ -207,6 +210,51 @@ impl From<Error> for ProbeError {
     }
 }
 
+/// A mode change (apply) that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Refused before anything was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// A Docker call of a step failed.
+    #[error("{what}: {source}")]
+    Docker {
+        what: String,
+        #[source]
+        source: DockerError,
+    },
+    /// The new container did not pass verification (exited, restarting, unhealthy).
+    #[error("{0}")]
+    Verify(String),
+    /// The journal found at start cannot be read; it was moved aside.
+    #[error("{path}: unreadable ({reason}); moved to {moved}")]
+    CorruptJournal {
+        path: PathBuf,
+        reason: String,
+        moved: PathBuf,
+    },
+    /// The state directory (the journal, the history) failed.
+    #[error("{0}")]
+    State(Box<Error>),
+}
+
+impl ApplyError {
+    /// Context for a Docker call of a step.
+    pub fn docker(what: impl Into<String>) -> impl FnOnce(Error) -> ApplyError {
+        let what = what.into();
+        move |e| match e {
+            Error::Docker(source) => ApplyError::Docker { what, source },
+            other => ApplyError::State(Box::new(other)),
+        }
+    }
+}
+
+impl From<Error> for ApplyError {
+    fn from(e: Error) -> Self {
+        ApplyError::State(Box::new(e))
+    }
+}
+
 /// Why an API request is refused: each kind has its HTTP status, and the message says what
 /// to do instead.
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -220,6 +268,9 @@ pub enum RequestError {
     /// 422: it exists, but the request cannot apply to it.
     #[error("{0}")]
     Unprocessable(String),
+    /// 409: it conflicts with the current state (already in that mode, a change running).
+    #[error("{0}")]
+    Conflict(String),
     /// 429: too much is queued already.
     #[error("{0}")]
     Busy(String),
@@ -234,6 +285,7 @@ impl RequestError {
             RequestError::Invalid(_) => 400,
             RequestError::NotFound(_) => 404,
             RequestError::Unprocessable(_) => 422,
+            RequestError::Conflict(_) => 409,
             RequestError::Busy(_) => 429,
             RequestError::Unavailable(_) => 503,
         }

@@ -13,6 +13,7 @@
 //! - `sys`: netlink, sock_diag, /proc, cgroups, network namespaces.
 
 pub mod advice;
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod docker;

@@ -10,6 +10,7 @@ use std::sync::RwLock;
 
 use netmode_advisor::api::{self, DockerInfo, DockerState, Host, Live};
 
+use crate::apply::book::ApplyBook;
 use crate::config::Config;
 use crate::docker::EngineVersion;
 use crate::docker::inventory::{Inventory, Record};
@@ -29,6 +30,8 @@ pub struct Shared {
     pub probes: ProbeQueue,
     /// The bearer token every mutating request must carry (`<state_dir>/token`).
     pub token: String,
+    /// Mode changes: the one running and the history.
+    pub applies: ApplyBook,
 }
 
 pub use crate::rt::now_ms;
@@ -51,6 +54,7 @@ impl Shared {
             ),
             recommendations: RwLock::new(None),
             token,
+            applies: ApplyBook::default(),
             docker: RwLock::new(DockerInfo {
                 state: DockerState::Connecting,
                 endpoint: format!("unix://{}", docker_socket.display()),

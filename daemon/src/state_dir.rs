@@ -101,6 +101,26 @@ impl StateDir {
         Ok(token)
     }
 
+    /// A JSON-lines file (a history, oldest first); lines that do not parse (an older
+    /// format, a hand edit, a torn last line) are skipped with a warning.
+    pub fn read_lines<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Vec<T>> {
+        let Some(bytes) = self.read(name)? else {
+            return Ok(Vec::new());
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<T>(line) {
+                Ok(r) => out.push(r),
+                Err(e) => log::warn!("{}/{name}:{}: skipped: {e}", self.path.display(), i + 1),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -177,6 +197,30 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Keep at most `limit` items and `max_bytes`, newest kept; the JSON lines to write.
+pub fn trim_lines<T: serde::Serialize>(
+    items: &mut Vec<T>,
+    limit: usize,
+    max_bytes: usize,
+) -> Vec<u8> {
+    if items.len() > limit {
+        items.drain(..items.len() - limit);
+    }
+    loop {
+        let mut out = Vec::new();
+        for r in items.iter() {
+            if let Ok(line) = serde_json::to_vec(r) {
+                out.extend_from_slice(&line);
+                out.push(b'\n');
+            }
+        }
+        if out.len() <= max_bytes || items.len() <= 1 {
+            return out;
+        }
+        items.remove(0);
+    }
 }
 
 fn is_instance_id(b: &[u8]) -> bool {

@@ -73,6 +73,43 @@ fn mutations_need_the_token_and_json_and_nothing_happens_without() {
     assert_eq!(code, 415, "no content type: {text}");
     nothing_queued(&daemon);
 
+    // The same for a mode change: refused, and the container is untouched.
+    let id = docker(&["inspect", "-f", "{{.Id}}", &c.name]);
+    let apply_url = format!("{}/v1/apply", daemon.endpoint);
+    let apply = format!("{{\"container\": \"{}\", \"mode\": \"host\"}}", c.name);
+    assert_eq!(http_post(&apply_url, &apply).unwrap().0, 401);
+    let wrong = format!("Bearer {}", "1".repeat(64));
+    assert_eq!(
+        http_post_with(&apply_url, &apply, &[json, ("authorization", &wrong)])
+            .unwrap()
+            .0,
+        403
+    );
+    assert_eq!(
+        http_post_with(
+            &apply_url,
+            &apply,
+            &[("content-type", "text/plain"), ("authorization", &good)]
+        )
+        .unwrap()
+        .0,
+        415
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.Id}} {{.HostConfig.NetworkMode}}",
+            &c.name
+        ]),
+        format!("{id} default")
+    );
+    assert_eq!(
+        daemon.get("/v1/applies").1.trim(),
+        "{\"running\":null,\"applies\":[]}"
+    );
+
     // GET stays open.
     assert_eq!(
         http_get(&format!("{}/v1/status", daemon.endpoint))

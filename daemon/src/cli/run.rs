@@ -101,6 +101,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
                 .map_err(|e| Error::io("cannot install signal handlers", "SIGTERM/SIGINT", e))?;
 
+        rt::spawn(crate::apply::run::recover(shared.clone())).detach();
         rt::spawn(docker::watch::run(shared.clone())).detach();
         rt::spawn(tick::run(shared.clone(), netlink.clone())).detach();
         rt::spawn(http::serve(listener, shared.clone())).detach();

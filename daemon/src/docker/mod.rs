@@ -247,6 +247,57 @@ impl Engine {
         Ok(())
     }
 
+    /// `docker inspect` as Docker's own JSON (what the apply spec reads); `None` if gone.
+    pub async fn inspect_json(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        Ok(match self.inspect(id).await? {
+            Some(c) => Some(
+                serde_json::to_value(c)
+                    .map_err(|e| Error::Docker(DockerError::Ended(format!("inspect {id}: {e}"))))?,
+            ),
+            None => None,
+        })
+    }
+
+    /// The Config of an image, as Docker's JSON (`null` fields where the image sets none).
+    pub async fn image_config(&self, image: &str) -> Result<serde_json::Value> {
+        let i = Compat::new(self.docker.inspect_image(image)).await?;
+        Ok(serde_json::to_value(i.config).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The id of image `name` (`sha256:...`), `None` if no such image.
+    pub async fn image_id(&self, name: &str) -> Result<Option<String>> {
+        match Compat::new(self.docker.inspect_image(name)).await {
+            Ok(i) => Ok(i.id),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `docker network connect NETWORK ID` with endpoint settings (Docker's JSON).
+    pub async fn connect_network(
+        &self,
+        network: &str,
+        id: &str,
+        endpoint: serde_json::Value,
+    ) -> Result<()> {
+        let endpoint_config = serde_json::from_value(endpoint)
+            .map_err(|e| Error::Docker(DockerError::Ended(format!("endpoint settings: {e}"))))?;
+        let req = bollard::models::NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: Some(endpoint_config),
+        };
+        Compat::new(self.docker.connect_network(network, req)).await?;
+        Ok(())
+    }
+
+    /// Create from a create request in Docker's JSON (Config fields, HostConfig,
+    /// NetworkingConfig); returns the id.
+    pub async fn create_json(&self, name: &str, body: serde_json::Value) -> Result<String> {
+        let body: ContainerCreateBody = serde_json::from_value(body)
+            .map_err(|e| Error::Docker(DockerError::Ended(format!("create request: {e}"))))?;
+        self.create_container(name, body).await
+    }
+
     /// `docker update --restart`: set a container's restart policy (to keep the engine from
     /// restarting a container set aside, and to give it back afterwards).
     pub async fn set_restart_policy(&self, id: &str, policy: RestartPolicy) -> Result<()> {

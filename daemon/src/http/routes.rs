@@ -1,10 +1,12 @@
 //! Which path and method does what. Every answer is JSON (`/metrics` excepted), errors too.
 
+use std::sync::Arc;
+
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use netmode_advisor::api::{Health, ProbeRequest};
+use netmode_advisor::api::{ApplyRequest, Health, ProbeRequest};
 
 use super::{Body, error, json, method_not_allowed, read_body, refused};
 use crate::state::Shared;
@@ -35,7 +37,30 @@ async fn post_probe(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn post_apply(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: ApplyRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid apply request ({e}); expected {{\"container\": \"NAME\", \"mode\": \"host\", \"dry_run\": false}}"
+                ),
+            );
+        }
+    };
+    match crate::apply::run::request(shared, &request).await {
+        Ok((true, record)) => json(StatusCode::OK, &record),
+        Ok((false, record)) => json(StatusCode::ACCEPTED, &record),
+        Err(e) => refused(&e),
+    }
+}
+
+pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let get = req.method() == Method::GET;
@@ -83,13 +108,27 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             None => error(StatusCode::NOT_FOUND, format!("no probe run {id:?}")),
         },
         ["v1", "probes"] => method_not_allowed("GET, POST"),
+        ["v1", "apply"] if req.method() == Method::POST => {
+            if let Err(refused) = super::auth::mutation(shared, req.headers()) {
+                return refused;
+            }
+            post_apply(shared, req).await
+        }
+        ["v1", "apply"] => method_not_allowed("POST"),
+        ["v1", "applies"] if get => json(StatusCode::OK, &shared.applies.list()),
+        ["v1", "applies", id] if get => match shared.applies.get(id) {
+            Some(r) => json(StatusCode::OK, &r),
+            None => error(StatusCode::NOT_FOUND, format!("no change {id:?}")),
+        },
         ["healthz"]
         | ["metrics"]
         | ["v1", "status"]
         | ["v1", "containers"]
         | ["v1", "containers", _]
         | ["v1", "recommendations"]
-        | ["v1", "probes", _] => method_not_allowed("GET"),
+        | ["v1", "probes", _]
+        | ["v1", "applies"]
+        | ["v1", "applies", _] => method_not_allowed("GET"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

@@ -13,41 +13,12 @@ pub const MAX_BYTES: usize = 2 << 20;
 /// Read the history; lines that are not runs (an older format, a hand edit) are skipped
 /// with a warning.
 pub fn load(dir: &StateDir) -> Result<Vec<ProbeRun>> {
-    let Some(bytes) = dir.read(FILE)? else {
-        return Ok(Vec::new());
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut runs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<ProbeRun>(line) {
-            Ok(r) => runs.push(r),
-            Err(e) => log::warn!("{}/{FILE}:{}: skipped: {e}", dir.path().display(), i + 1),
-        }
-    }
-    Ok(runs)
+    dir.read_lines(FILE)
 }
 
 /// Keep at most `limit` runs and `MAX_BYTES`, newest kept; the JSON lines to write.
 pub fn trim(runs: &mut Vec<ProbeRun>, limit: usize) -> Vec<u8> {
-    if runs.len() > limit {
-        runs.drain(..runs.len() - limit);
-    }
-    loop {
-        let mut out = Vec::new();
-        for r in runs.iter() {
-            if let Ok(line) = serde_json::to_vec(r) {
-                out.extend_from_slice(&line);
-                out.push(b'\n');
-            }
-        }
-        if out.len() <= MAX_BYTES || runs.len() <= 1 {
-            return out;
-        }
-        runs.remove(0);
-    }
+    crate::state_dir::trim_lines(runs, limit, MAX_BYTES)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `advisor`: the operator's view of netmoded. A thin CLI over the daemon's JSON endpoint;
 //! one file per subcommand.
 
+mod apply;
 mod explain;
 mod probe;
 mod status;
@@ -23,6 +24,11 @@ commands:
        [--sweep]      probes every container netmode manages; --sweep adds the
        [--json]       multi-container sweep (alone if nothing else is asked)
        [--no-wait]    queue it, print the run id, and return
+  apply CONTAINER     recreate CONTAINER in the other network mode as a journaled
+       [--mode M]     transaction (rolled back if the new container fails); M is bridge or
+       [--dry-run]    host, default: the current recommendation (only if applicable);
+       [--json]       --dry-run prints the difference of the create requests and changes nothing
+  history [--json]    every mode change made, newest first, with its outcome
 
 options:
   --endpoint URL      netmoded's endpoint (default: $NETMODE_ENDPOINT, else http://127.0.0.1:9431)
@@ -34,7 +40,7 @@ options:
   -V, --version       advisor's version
 
 exit codes: 0 ok, 1 error, 2 usage, 3 netmoded not answering, 4 no such container,
-            5 not authorised (token missing or wrong)";
+            5 not authorised (token missing or wrong), 6 change rolled back";
 
 /// What the command line asked for.
 pub struct Args {
@@ -44,6 +50,9 @@ pub struct Args {
     pub sweep: bool,
     pub all: bool,
     pub no_wait: bool,
+    pub dry_run: bool,
+    /// `apply --mode`.
+    pub mode: Option<String>,
     pub endpoint: String,
     pub timeout: Duration,
     /// `--token-file`, else `$NETMODE_TOKEN_FILE`; `None`: the default path.
@@ -63,6 +72,8 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let mut sweep = false;
     let mut all = false;
     let mut no_wait = false;
+    let mut dry_run = false;
+    let mut mode = None;
     let mut endpoint = None;
     let mut timeout = Duration::from_secs(10);
     let mut token_file = None;
@@ -93,6 +104,14 @@ fn parse_args() -> Result<Option<Args>, Error> {
             Long("no-wait") => {
                 no_wait = true;
                 given.push("--no-wait");
+            }
+            Long("dry-run") => {
+                dry_run = true;
+                given.push("--dry-run");
+            }
+            Long("mode") => {
+                mode = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
+                given.push("--mode");
             }
             Long("endpoint") => {
                 endpoint = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
@@ -125,6 +144,8 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let takes: &[&str] = match command.as_str() {
         "status" | "explain" => &["--json"],
         "probe" => &["--json", "--sweep", "--all", "--no-wait"],
+        "apply" => &["--json", "--mode", "--dry-run"],
+        "history" => &["--json"],
         _ => &[],
     };
     if let Some(other) = given.iter().find(|o| !takes.contains(o)) {
@@ -144,6 +165,8 @@ fn parse_args() -> Result<Option<Args>, Error> {
         sweep,
         all,
         no_wait,
+        dry_run,
+        mode,
         endpoint,
         timeout,
         token_file: token_file.or_else(|| {
@@ -164,7 +187,7 @@ fn run() -> Result<(), Error> {
     }
     let mut client = Client::new(&args.endpoint, args.timeout)?;
     // Only requests that change something carry the token.
-    if args.command == "probe" {
+    if args.command == "probe" || args.command == "apply" {
         client = match &args.token_file {
             Some(p) => client.with_token_file(p, true)?,
             None => client.with_token_file(std::path::Path::new(DEFAULT_TOKEN_FILE), false)?,
@@ -174,6 +197,8 @@ fn run() -> Result<(), Error> {
         "status" => status::run(&client, &args),
         "probe" => probe::run(&client, &args),
         "explain" => explain::run(&client, &args),
+        "apply" => apply::run(&client, &args),
+        "history" => apply::history(&client, &args),
         other => Err(usage(format!("unknown command {other:?}"))),
     }
 }

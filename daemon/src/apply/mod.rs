@@ -1,0 +1,15 @@
+//! Applying a mode change: Docker cannot change a running container's network mode, so the
+//! container is recreated in the other mode, as a journaled transaction that never loses the
+//! container or its data.
+//!
+//! - `spec`: the new create request from the old container's own inspect (pure).
+//! - `journal`: the change in progress on disk, written before each step.
+//! - `txn`: the steps, verification, rollback and finishing (idempotent, for recovery).
+//! - `book`: the change running and the history; one change at a time.
+//! - `run`: a request checked, planned and carried out; recovery at start.
+
+pub mod book;
+pub mod journal;
+pub mod run;
+pub mod spec;
+pub mod txn;

@@ -1,0 +1,236 @@
+//! A mode change as the API asks for it (`POST /v1/apply`, `advisor apply`): checked,
+//! planned (a dry run stops there), then carried out by a task of its own, one at a time;
+//! and at start, whatever change a stopped daemon left half done, finished or undone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use netmode_advisor::api::{Action, ApplyRecord, ApplyRequest, ApplyState, ModeKind, Trigger};
+
+use super::book::HISTORY_FILE;
+use super::journal::{self, Journal, Step};
+use super::txn;
+use crate::docker::Engine;
+use crate::error::{ApplyError, RequestError};
+use crate::rt::now_ms;
+use crate::state::Shared;
+
+/// The label Compose puts on the containers it manages.
+const COMPOSE_LABEL: &str = "com.docker.compose.project";
+
+async fn engine(shared: &Shared) -> Result<Engine, RequestError> {
+    Engine::connect(&shared.docker_socket, shared.config.docker.request_timeout)
+        .await
+        .map(|(e, _)| e)
+        .map_err(|e| RequestError::Unavailable(format!("cannot reach the Docker engine: {e}")))
+}
+
+/// Check and plan a change; a dry run ends here (200), a change is started (202).
+pub async fn request(
+    shared: &Arc<Shared>,
+    req: &ApplyRequest,
+) -> Result<(bool, ApplyRecord), RequestError> {
+    let c = shared.container(&req.container)?;
+    crate::mode::manageable(&c).map_err(|why| {
+        RequestError::Unprocessable(format!("{} cannot be switched: {why}", c.name))
+    })?;
+    let target = match req.mode {
+        Some(m @ (ModeKind::Bridge | ModeKind::Host)) => m,
+        Some(other) => {
+            return Err(RequestError::Invalid(format!(
+                "mode {:?}: bridge or host",
+                other.as_str()
+            )));
+        }
+        None => {
+            let rec = c.recommendation.as_ref().ok_or_else(|| {
+                RequestError::Conflict(format!(
+                    "{} has no recommendation yet; give \"mode\"",
+                    c.name
+                ))
+            })?;
+            if rec.action != Action::Switch || !rec.applicable {
+                return Err(RequestError::Conflict(format!(
+                    "the recommendation for {} is not an applicable switch: {}",
+                    c.name, rec.reason
+                )));
+            }
+            rec.mode
+        }
+    };
+    if target == c.mode_kind {
+        return Err(RequestError::Conflict(format!(
+            "{} already runs in {} mode",
+            c.name,
+            target.as_str()
+        )));
+    }
+    if c.compose.is_some() && !shared.config.apply.compose {
+        return Err(RequestError::Unprocessable(format!(
+            "{} is managed by Docker Compose ({COMPOSE_LABEL}): recreating it behind Compose's \
+             back would be undone by the next `docker compose up`. Set network_mode in the \
+             Compose file, or apply.compose = true to recreate it anyway",
+            c.name
+        )));
+    }
+    if !req.dry_run
+        && let Some(r) = shared.applies.list().running
+    {
+        return Err(RequestError::Conflict(format!(
+            "a change is in progress ({} of {}); one at a time",
+            r.id, r.container
+        )));
+    }
+    let engine = engine(shared).await?;
+    let trigger = Trigger::Manual;
+    let mut j = txn::plan(&engine, &c.id, target, trigger, shared.applies.new_id())
+        .await
+        .map_err(|e| match e {
+            ApplyError::Refused(m) => RequestError::Unprocessable(m),
+            other => RequestError::Unavailable(other.to_string()),
+        })?;
+    if req.dry_run {
+        j.record.state = ApplyState::DryRun;
+        j.record.finished_at_ms = Some(now_ms());
+        return Ok((true, j.record));
+    }
+    j.record.state = ApplyState::Running;
+    j.record.started_at_ms = Some(now_ms());
+    shared.applies.set_running(Some(j.record.clone()));
+    let record = j.record.clone();
+    let shared = shared.clone();
+    crate::rt::spawn(async move {
+        let _one = shared.applies.lock.lock().await;
+        carry_out(&shared, engine, j).await;
+    })
+    .detach();
+    Ok((false, record))
+}
+
+/// Execute, roll back on failure (retrying until the engine lets it), record the outcome.
+async fn carry_out(shared: &Shared, engine: Engine, mut j: Journal) {
+    let cfg = shared.config.apply.clone();
+    match txn::execute(&engine, &shared.state_dir, &cfg, &mut j).await {
+        Ok(()) => log::info!(
+            "apply {}: {} now runs in {} mode",
+            j.record.id,
+            j.name,
+            j.record.to.as_str()
+        ),
+        Err(e) => {
+            log::warn!(
+                "apply {} ({}) failed at {}: {e}; rolling back",
+                j.record.id,
+                j.name,
+                j.step.as_str()
+            );
+            j.record.error = Some(format!("{}: {e}", j.step.as_str()));
+            shared.applies.set_running(Some(j.record.clone()));
+            undo(shared, &engine, &mut j).await;
+        }
+    }
+    close(shared, j);
+}
+
+/// Roll back until it succeeds: the journal stays on disk meanwhile, so a restart resumes it.
+async fn undo(shared: &Shared, engine: &Engine, j: &mut Journal) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let engine = match Engine::connect(
+            &shared.docker_socket,
+            shared.config.docker.request_timeout,
+        )
+        .await
+        {
+            Ok((e, _)) => e,
+            Err(_) => engine.clone(),
+        };
+        match txn::rollback(&engine, j).await {
+            Ok(()) => {
+                log::info!(
+                    "apply {}: rolled back; {} runs as before",
+                    j.record.id,
+                    j.name
+                );
+                return;
+            }
+            Err(e) => {
+                log::error!(
+                    "apply {}: rollback not done yet ({e}); retrying in {wait:?}",
+                    j.record.id
+                );
+                async_io::Timer::after(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn close(shared: &Shared, j: Journal) {
+    let bytes = shared.applies.finish(j.record, shared.config.apply.history);
+    if let Err(e) = shared.state_dir.write_atomic(HISTORY_FILE, &bytes) {
+        log::warn!("cannot save the apply history: {e}");
+    }
+    if let Err(e) = journal::close(&shared.state_dir) {
+        log::error!("cannot close the apply journal: {e}");
+    }
+}
+
+/// At start: the history, and the change a stopped daemon left, finished (it had passed
+/// verification) or rolled back. Holds the lock, so no new change starts before.
+pub async fn recover(shared: Arc<Shared>) {
+    let _one = shared.applies.lock.lock().await;
+    match shared.state_dir.read_lines(HISTORY_FILE) {
+        Ok(h) => shared.applies.load_history(h),
+        Err(e) => log::warn!("apply history: {e}"),
+    }
+    let mut j = match journal::load(&shared.state_dir) {
+        Ok(Some(j)) => j,
+        Ok(None) => return,
+        Err(e) => {
+            log::error!("{e}");
+            return;
+        }
+    };
+    log::warn!(
+        "apply {} ({} to {} mode) was interrupted at {}: {}",
+        j.record.id,
+        j.name,
+        j.record.to.as_str(),
+        j.step.as_str(),
+        if j.step >= Step::RemoveOld {
+            "finishing it"
+        } else {
+            "rolling back"
+        }
+    );
+    j.record
+        .error
+        .get_or_insert_with(|| format!("netmoded stopped during {}", j.step.as_str()));
+    shared.applies.set_running(Some(j.record.clone()));
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let engine =
+            Engine::connect(&shared.docker_socket, shared.config.docker.request_timeout).await;
+        let done = match engine {
+            Ok((engine, _)) if j.step >= Step::RemoveOld => {
+                txn::finish(&engine, &shared.state_dir, &mut j).await
+            }
+            Ok((engine, _)) => txn::rollback(&engine, &mut j).await,
+            Err(e) => Err(ApplyError::from(e)),
+        };
+        match done {
+            Ok(()) => break,
+            Err(e) => {
+                log::error!(
+                    "recovering apply {}: {e}; retrying in {wait:?}",
+                    j.record.id
+                );
+                async_io::Timer::after(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    log::info!("apply {}: recovered ({:?})", j.record.id, j.record.state);
+    close(&shared, j);
+}

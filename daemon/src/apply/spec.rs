@@ -1,0 +1,663 @@
+//! The create request of a container in another network mode, built from the container's own
+//! `docker inspect`, without I/O. Unit-tested here from real inspect output.
+//!
+//! What defines the container is kept: image (the same image id), cmd, entrypoint, env,
+//! labels, user, working dir, mounts and binds, anonymous volumes (re-attached by their
+//! volume names, never new empty ones), tmpfs, restart policy, resources and limits, devices,
+//! capabilities, security options, sysctls, ulimits, init, healthcheck, stop signal and
+//! timeout, log config, and hostname, DNS and extra hosts where the mode allows them.
+//! What the engine or the image filled in is not frozen: a HostConfig field equal to what a
+//! fresh container gets on this engine (`Defaults::host_config`, read from a container
+//! created for the purpose) and a Config field equal to the image's are left out, so the new
+//! container gets the defaults of the day.
+//!
+//! Host mode cannot have port bindings, a MAC address, endpoint settings, aliases, links or
+//! a hostname of its own; they are dropped and recorded in a label (`RESTORE_LABEL`) that
+//! the way back reads, so that bridge -> host -> bridge gives the original back.
+
+use std::collections::BTreeMap;
+
+use netmode_advisor::api::ModeKind;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// On a host-mode container netmode made: what bridge mode had that host mode cannot.
+pub const RESTORE_LABEL: &str = "netmode.apply.restore";
+
+/// Why no create request can be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("docker inspect lacks {0}")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What a container gets when nobody asks for anything: the engine's HostConfig for a fresh
+/// container of the same image, and the image's own Config.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    pub host_config: Value,
+    pub image_config: Value,
+}
+
+/// What bridge mode had that host mode drops, kept for the way back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Restore {
+    /// HostConfig.NetworkMode before (`default`, `bridge`, a network name).
+    pub network_mode: String,
+    /// Config fields host mode cannot keep (Hostname, Domainname, MacAddress, ExposedPorts).
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    /// HostConfig fields host mode cannot keep (PortBindings, PublishAllPorts, Links, Dns...).
+    #[serde(default)]
+    pub host_config: Map<String, Value>,
+    /// Endpoint settings per network (aliases, static IPs, links), the primary one included.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Value>,
+}
+
+/// The new container: its create body, the networks to connect before it starts, and what
+/// was dropped (in words).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The create request: Config fields, `HostConfig`, `NetworkingConfig`.
+    pub create: Value,
+    /// Networks beyond the first, with their endpoint settings (API 1.41 creates with one).
+    pub connect: Vec<(String, Value)>,
+    pub dropped: Vec<String>,
+}
+
+/// Config fields the create request carries (what inspect shows beyond these is state).
+const CONFIG_KEYS: &[&str] = &[
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "ArgsEscaped",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "NetworkDisabled",
+    "MacAddress",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+];
+
+/// Host mode: Config and HostConfig fields Docker rejects or ignores there.
+const HOST_DROPS_CONFIG: &[&str] = &["Hostname", "Domainname", "MacAddress", "ExposedPorts"];
+const HOST_DROPS_HOST_CONFIG: &[&str] = &[
+    "PortBindings",
+    "PublishAllPorts",
+    "Links",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "ExtraHosts",
+];
+
+/// "Nothing asked for": null, false, 0, "", [] and {} all mean the engine's default.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b || (is_empty(a) && is_empty(b)),
+        (Some(v), None) | (None, Some(v)) => is_empty(v),
+        (None, None) => true,
+    }
+}
+
+fn short_id(inspect: &Value) -> String {
+    inspect["Id"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// The container's create request as its user asked for it: inspect's Config and HostConfig
+/// with what the image and the engine filled in taken out, anonymous volumes bound by name,
+/// and its networks' endpoint settings. `image` is what to create from (the same image id).
+pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result<Value, SpecError> {
+    let config = inspect["Config"]
+        .as_object()
+        .ok_or(SpecError::Missing("Config"))?;
+    let host_config = inspect["HostConfig"]
+        .as_object()
+        .ok_or(SpecError::Missing("HostConfig"))?;
+    if host_config.get("AutoRemove") == Some(&Value::Bool(true)) {
+        return Err(SpecError::Refused(
+            "it was started with --rm: stopping it would make Docker remove it and its anonymous \
+             volumes, so netmode does not recreate it"
+                .into(),
+        ));
+    }
+    let image_config = defaults
+        .image_config
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Map::new();
+    for key in CONFIG_KEYS {
+        let Some(v) = config.get(*key) else { continue };
+        let v = match *key {
+            "Image" => json!(image),
+            // The engine names a bridge container after its id; host mode shows the host's.
+            "Hostname" if v.as_str() == Some(short_id(inspect).as_str()) => continue,
+            "Hostname"
+                if host_config.get("NetworkMode").and_then(Value::as_str) == Some("host") =>
+            {
+                continue;
+            }
+            // Anonymous volumes are bound by name below; a Volumes entry would make new ones.
+            "Volumes" => continue,
+            "Env" => {
+                let image_env: Vec<&Value> = image_config
+                    .get("Env")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default();
+                let mine: Vec<Value> = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|e| !image_env.contains(e))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(mine)
+            }
+            "Labels" => {
+                let image_labels = image_config
+                    .get("Labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let mine: Map<String, Value> = v
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(k, v)| image_labels.get(*k) != Some(v))
+                            .filter(|(k, _)| k.as_str() != RESTORE_LABEL)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Value::Object(mine)
+            }
+            "ExposedPorts" => {
+                let image_ports = image_config
+                    .get("ExposedPorts")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let mine: Map<String, Value> = v
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(k, _)| !image_ports.contains_key(*k))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Value::Object(mine)
+            }
+            // Set by the image (or defaulted by the engine): not the user's.
+            "Cmd" | "Entrypoint" | "WorkingDir" | "User" | "Healthcheck" | "StopSignal"
+            | "Shell" | "OnBuild" | "ArgsEscaped"
+                if same(Some(v), image_config.get(*key)) =>
+            {
+                continue;
+            }
+            // `docker run -d` sets these; the create API's defaults are the same.
+            "AttachStdout" | "AttachStderr" | "AttachStdin" => continue,
+            _ => v.clone(),
+        };
+        if !is_empty(&v) || *key == "Image" {
+            out.insert((*key).to_string(), v);
+        }
+    }
+
+    // HostConfig: what differs from a fresh container's.
+    let fresh = defaults
+        .host_config
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut hc = Map::new();
+    for (k, v) in host_config {
+        if k == "NetworkMode" || !same(Some(v), fresh.get(k)) {
+            hc.insert(k.clone(), v.clone());
+        }
+    }
+    // Anonymous volumes (and image VOLUMEs) re-attached by name.
+    let mut binds: Vec<Value> = host_config
+        .get("Binds")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let covered: Vec<String> = binds
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|b| b.split(':').nth(1).map(str::to_string))
+        .chain(
+            host_config
+                .get("Mounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["Target"].as_str().map(str::to_string)),
+        )
+        .collect();
+    for m in inspect["Mounts"].as_array().into_iter().flatten() {
+        let (Some("volume"), Some(name), Some(dest)) = (
+            m["Type"].as_str(),
+            m["Name"].as_str(),
+            m["Destination"].as_str(),
+        ) else {
+            continue;
+        };
+        if covered.iter().any(|c| c == dest) {
+            continue;
+        }
+        let ro = if m["RW"] == Value::Bool(false) {
+            ":ro"
+        } else {
+            ""
+        };
+        binds.push(json!(format!("{name}:{dest}{ro}")));
+    }
+    if !binds.is_empty() {
+        hc.insert("Binds".into(), Value::Array(binds));
+    }
+    // Links come back from inspect as "/db:/web/db"; create takes "db:db".
+    if let Some(links) = hc.get("Links").and_then(Value::as_array).cloned() {
+        let fixed: Vec<Value> = links
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|l| {
+                let (target, alias) = l.split_once(':').unwrap_or((l, l));
+                let target = target.trim_start_matches('/');
+                let alias = alias.rsplit('/').next().unwrap_or(alias);
+                json!(format!("{target}:{alias}"))
+            })
+            .collect();
+        hc.insert("Links".into(), Value::Array(fixed));
+    }
+    out.insert("HostConfig".into(), Value::Object(hc));
+
+    // Networks: endpoint settings the user gave (static IPs, aliases but the automatic one,
+    // driver options).
+    let mut nets = Map::new();
+    let auto_alias = short_id(inspect);
+    for (name, ep) in inspect["NetworkSettings"]["Networks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let mut e = Map::new();
+        if let Some(ipam) = ep.get("IPAMConfig").filter(|v| !is_empty(v)) {
+            e.insert("IPAMConfig".into(), ipam.clone());
+        }
+        let aliases: Vec<Value> = ep["Aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a.as_str() != Some(auto_alias.as_str()))
+            .cloned()
+            .collect();
+        if !aliases.is_empty() {
+            e.insert("Aliases".into(), Value::Array(aliases));
+        }
+        if let Some(opts) = ep.get("DriverOpts").filter(|v| !is_empty(v)) {
+            e.insert("DriverOpts".into(), opts.clone());
+        }
+        nets.insert(name.clone(), Value::Object(e));
+    }
+    out.insert("Networks".into(), Value::Object(nets));
+    Ok(Value::Object(out))
+}
+
+/// The restore record a host-mode container netmode made carries, if any.
+pub fn restore_of(inspect: &Value) -> Option<Restore> {
+    let s = inspect["Config"]["Labels"][RESTORE_LABEL].as_str()?;
+    serde_json::from_str(s).ok()
+}
+
+/// The container described by `user` (from `user_request`) in `target` mode. `restore`: what
+/// an earlier switch to host recorded, for the way back.
+pub fn for_mode(
+    user: &Value,
+    target: ModeKind,
+    restore: Option<&Restore>,
+) -> Result<Plan, SpecError> {
+    let mut body = user
+        .as_object()
+        .cloned()
+        .ok_or(SpecError::Missing("request"))?;
+    let mut hc = body
+        .remove("HostConfig")
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let networks = body
+        .remove("Networks")
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let current = hc
+        .get("NetworkMode")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let mut dropped = Vec::new();
+    let mut connect = Vec::new();
+    let mut networking = None;
+    match target {
+        ModeKind::Host => {
+            let mut rec = Restore {
+                network_mode: current.clone(),
+                networks: networks.clone().into_iter().collect(),
+                ..Default::default()
+            };
+            for k in HOST_DROPS_CONFIG {
+                if let Some(v) = body.remove(*k) {
+                    dropped.push(format!("{k} {v}"));
+                    rec.config.insert((*k).to_string(), v);
+                }
+            }
+            for k in HOST_DROPS_HOST_CONFIG {
+                if let Some(v) = hc.remove(*k) {
+                    if !is_empty(&v) {
+                        dropped.push(format!("{k} {v}"));
+                    }
+                    rec.host_config.insert((*k).to_string(), v);
+                }
+            }
+            for (name, ep) in &networks {
+                if !is_empty(ep) || (name != "bridge" && name != "host") {
+                    dropped.push(format!("network {name} {ep}"));
+                }
+            }
+            hc.insert("NetworkMode".into(), json!("host"));
+            let labels = body
+                .entry("Labels")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert(
+                    RESTORE_LABEL.into(),
+                    json!(serde_json::to_string(&rec).unwrap_or_default()),
+                );
+            }
+        }
+        ModeKind::Bridge => {
+            let (mode, nets) = match restore {
+                Some(r) => {
+                    for (k, v) in &r.config {
+                        body.insert(k.clone(), v.clone());
+                    }
+                    for (k, v) in &r.host_config {
+                        hc.insert(k.clone(), v.clone());
+                    }
+                    (r.network_mode.clone(), r.networks.clone())
+                }
+                None => ("bridge".to_string(), BTreeMap::new()),
+            };
+            if let Some(l) = body.get_mut("Labels").and_then(Value::as_object_mut) {
+                l.remove(RESTORE_LABEL);
+            }
+            // The primary network is the one NetworkMode names (`default` is `bridge`).
+            let primary = if mode == "default" {
+                "bridge".to_string()
+            } else {
+                mode.clone()
+            };
+            let mut endpoints = Map::new();
+            if let Some(ep) = nets.get(&primary) {
+                endpoints.insert(primary.clone(), ep.clone());
+            }
+            for (name, ep) in nets {
+                if name != primary {
+                    connect.push((name, ep));
+                }
+            }
+            hc.insert("NetworkMode".into(), json!(mode));
+            networking = Some(json!({ "EndpointsConfig": endpoints }));
+        }
+        other => {
+            return Err(SpecError::Refused(format!(
+                "netmode switches between bridge and host mode, not to {}",
+                other.as_str()
+            )));
+        }
+    }
+    body.retain(|_, v| !is_empty(v) || v.is_string());
+    body.insert("HostConfig".into(), Value::Object(hc));
+    if let Some(n) = networking {
+        body.insert("NetworkingConfig".into(), n);
+    }
+    Ok(Plan {
+        create: Value::Object(body),
+        connect,
+        dropped,
+    })
+}
+
+/// Field-by-field difference between two create requests: `path: old -> new` lines.
+pub fn diff(old: &Value, new: &Value) -> Vec<String> {
+    fn walk(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(&p, x.get(k), y.get(k), out);
+                }
+            }
+            _ if same(a, b) => {}
+            _ => out.push(format!(
+                "{path}: {} -> {}",
+                a.map_or("(unset)".into(), |v| v.to_string()),
+                b.map_or("(unset)".into(), |v| v.to_string())
+            )),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", Some(old), Some(new), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trimmed from `docker inspect` of a container run with
+    /// `-v named:/named -v /anon -v /tmp/x:/bind --health-cmd true -e FOO=bar -l a=b
+    /// --restart unless-stopped --cpus 0.5 -p 18080:80 --stop-timeout 3` on Docker 20.10.
+    fn inspect() -> Value {
+        json!({
+            "Id": "cb75856fb89c0123456789abcdef0123456789abcdef0123456789abcdef0123",
+            "Image": "sha256:ba5ff8c5c69d",
+            "Config": {
+                "Hostname": "cb75856fb89c", "Domainname": "", "User": "",
+                "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+                "ExposedPorts": {"80/tcp": {}}, "Tty": false, "OpenStdin": false,
+                "StdinOnce": false, "Env": ["PATH=/bin", "FOO=bar"], "Cmd": ["sleep", "1000"],
+                "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 1000000000},
+                "Image": "netmode-test-busybox:1", "Volumes": {"/anon": {}},
+                "WorkingDir": "", "Entrypoint": null, "OnBuild": null,
+                "Labels": {"a": "b", "from.image": "x"}, "StopTimeout": 3
+            },
+            "HostConfig": {
+                "Binds": ["named:/named", "/tmp/x:/bind"],
+                "LogConfig": {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}},
+                "NetworkMode": "default",
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "18080"}]},
+                "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0},
+                "AutoRemove": false, "CgroupnsMode": "host", "IpcMode": "private",
+                "ShmSize": 67108864, "Runtime": "runc", "ConsoleSize": [0, 0],
+                "NanoCpus": 500000000, "Dns": [], "Links": null,
+                "MaskedPaths": ["/proc/kcore"], "ReadonlyPaths": ["/proc/sys"]
+            },
+            "Mounts": [
+                {"Type": "bind", "Source": "/tmp/x", "Destination": "/bind", "RW": true},
+                {"Type": "volume", "Name": "0329abc", "Destination": "/anon", "RW": true},
+                {"Type": "volume", "Name": "named", "Destination": "/named", "RW": true}
+            ],
+            "NetworkSettings": {"Networks": {"bridge": {
+                "IPAMConfig": null, "Links": null, "Aliases": null, "IPAddress": "172.17.0.2"
+            }}}
+        })
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            host_config: json!({
+                "Binds": null, "LogConfig": {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}},
+                "NetworkMode": "none", "PortBindings": {}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "AutoRemove": false, "CgroupnsMode": "host", "IpcMode": "private", "ShmSize": 67108864,
+                "Runtime": "runc", "ConsoleSize": [0, 0], "NanoCpus": 0, "Dns": [],
+                "MaskedPaths": ["/proc/kcore"], "ReadonlyPaths": ["/proc/sys"]
+            }),
+            image_config: json!({"Env": ["PATH=/bin"], "Labels": {"from.image": "x"}}),
+        }
+    }
+
+    #[test]
+    fn the_users_request_without_engine_and_image_defaults() {
+        let u = user_request(&inspect(), &defaults(), "netmode-test-busybox:1").unwrap();
+        assert_eq!(u["Env"], json!(["FOO=bar"]));
+        assert_eq!(u["Labels"], json!({"a": "b"}));
+        assert_eq!(u["Cmd"], json!(["sleep", "1000"]));
+        assert_eq!(u["StopTimeout"], json!(3));
+        assert!(
+            u.get("Hostname").is_none(),
+            "the engine's default hostname: {u}"
+        );
+        assert!(
+            u.get("Volumes").is_none(),
+            "anonymous volumes go by name: {u}"
+        );
+        let hc = &u["HostConfig"];
+        for k in [
+            "LogConfig",
+            "CgroupnsMode",
+            "IpcMode",
+            "ShmSize",
+            "Runtime",
+            "MaskedPaths",
+            "ConsoleSize",
+        ] {
+            assert!(hc.get(k).is_none(), "{k} is the engine's default: {hc}");
+        }
+        assert_eq!(hc["NanoCpus"], json!(500000000));
+        assert_eq!(hc["RestartPolicy"]["Name"], json!("unless-stopped"));
+        assert_eq!(
+            hc["Binds"],
+            json!(["named:/named", "/tmp/x:/bind", "0329abc:/anon"]),
+            "the anonymous volume is re-attached by its name"
+        );
+    }
+
+    #[test]
+    fn host_mode_drops_and_records_and_the_way_back_restores() {
+        let u = user_request(&inspect(), &defaults(), "img").unwrap();
+        let host = for_mode(&u, ModeKind::Host, None).unwrap();
+        let hc = &host.create["HostConfig"];
+        assert_eq!(hc["NetworkMode"], json!("host"));
+        assert!(hc.get("PortBindings").is_none() && host.create.get("ExposedPorts").is_none());
+        assert!(host.create.get("NetworkingConfig").is_none());
+        assert!(
+            host.dropped.iter().any(|d| d.starts_with("PortBindings")),
+            "{:?}",
+            host.dropped
+        );
+        // Everything else is the same.
+        assert_eq!(host.create["Env"], u["Env"]);
+        assert_eq!(hc["Binds"], u["HostConfig"]["Binds"]);
+
+        // The way back, from the label the host-mode container carries.
+        let mut as_host = inspect();
+        as_host["Config"]["Labels"] = host.create["Labels"].clone();
+        let rec = restore_of(&as_host).expect("restore label");
+        assert_eq!(rec.network_mode, "default");
+        let host_user = for_mode(&u, ModeKind::Host, None).unwrap().create;
+        let mut host_request = host_user.clone();
+        host_request["Networks"] = json!({});
+        let back = for_mode(&host_request, ModeKind::Bridge, Some(&rec)).unwrap();
+        let orig = for_mode(
+            &u,
+            ModeKind::Bridge,
+            Some(&Restore {
+                network_mode: "default".into(),
+                networks: u["Networks"]
+                    .as_object()
+                    .unwrap()
+                    .clone()
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            diff(&orig.create, &back.create),
+            Vec::<String>::new(),
+            "the round trip gives the original request back"
+        );
+        assert!(back.create["Labels"].get(RESTORE_LABEL).is_none());
+    }
+
+    #[test]
+    fn containers_started_with_rm_are_refused() {
+        let mut i = inspect();
+        i["HostConfig"]["AutoRemove"] = json!(true);
+        let e = user_request(&i, &defaults(), "img").unwrap_err();
+        assert!(e.to_string().contains("--rm"), "{e}");
+    }
+
+    #[test]
+    fn links_are_given_back_as_create_takes_them() {
+        let mut i = inspect();
+        i["HostConfig"]["Links"] = json!(["/db:/web/db", "/cache:/web/c"]);
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        assert_eq!(u["HostConfig"]["Links"], json!(["db:db", "cache:c"]));
+    }
+
+    #[test]
+    fn diff_names_each_changed_field() {
+        let d = diff(
+            &json!({"A": 1, "B": {"C": "x", "D": []}}),
+            &json!({"A": 1, "B": {"C": "y"}, "E": true}),
+        );
+        assert_eq!(d, vec!["B.C: \"x\" -> \"y\"", "E: (unset) -> true"]);
+    }
+}

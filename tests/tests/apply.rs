@@ -1,0 +1,456 @@
+//! Applying a mode change against the real engine: a container with every kind of data and
+//! setting survives bridge -> host -> bridge with its data and its definition; a new
+//! container that fails is rolled back; a daemon killed after any step leaves exactly one
+//! container under the name, running, with its data.
+
+use std::time::Duration;
+
+use netmode_e2e::api::{ApplyList, ApplyRecord, ApplyState};
+use netmode_e2e::*;
+use serde_json::Value;
+
+const APPLY: &str = "[apply]\nverify = \"1s\"\nhealth_timeout = \"20s\"";
+
+/// A container with a named volume, an anonymous volume, a bind mount, a healthcheck, env,
+/// labels, a restart policy, a CPU limit and a published port. Its command never writes to
+/// the volumes: what is there was put there by the test. In a container whose hostname is H
+/// (in host mode: the host's), it exits at once when /named/fail-H exists, and its
+/// healthcheck fails while /named/unhealthy-H does: a fault only the new container sees.
+struct Subject {
+    c: Container,
+    volume: String,
+    bind: TempDir,
+}
+
+impl Subject {
+    fn new(tag: &str) -> Subject {
+        let volume = unique(&format!("nmt-{tag}-vol"));
+        let bind = TempDir::new(tag);
+        let port = free_port().to_string();
+        let c = Container::run(
+            tag,
+            &[
+                "-v",
+                &format!("{volume}:/named"),
+                "-v",
+                "/anon",
+                "-v",
+                &format!("{}:/bind", bind.path().display()),
+                "--health-cmd",
+                "test ! -e /named/unhealthy-$(hostname)",
+                "--health-interval",
+                "1s",
+                "-e",
+                "FOO=bar",
+                "-l",
+                "nmt.label=yes",
+                "--restart",
+                "unless-stopped",
+                "--cpus",
+                "0.5",
+                "-p",
+                &format!("{port}:80"),
+                "--stop-timeout",
+                "2",
+            ],
+            busybox_image(),
+            &[
+                "sh",
+                "-c",
+                "test -e /named/fail-$(hostname) && exit 3; exec sleep 100000",
+            ],
+        );
+        // Data in every volume, written from inside.
+        docker(&[
+            "exec",
+            &c.id,
+            "sh",
+            "-c",
+            "echo named > /named/data; echo anon > /anon/data; echo bind > /bind/data",
+        ]);
+        Subject { c, volume, bind }
+    }
+
+    fn name(&self) -> &str {
+        &self.c.name
+    }
+
+    fn inspect(&self) -> Value {
+        let out = docker(&["inspect", self.name()]);
+        serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+    }
+
+    /// Exactly one container under the name, running, its data in every volume.
+    fn assert_whole(&self) -> Value {
+        let all = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^/{}", self.name()),
+            "--format",
+            "{{.Names}}",
+        ]);
+        let all: Vec<&str> = all.lines().collect();
+        assert_eq!(
+            all,
+            vec![self.name()],
+            "one container under the name, none set aside"
+        );
+        let i = self.inspect();
+        assert_eq!(i["State"]["Running"], Value::Bool(true), "{}", i["State"]);
+        for (path, want) in [
+            ("/named/data", "named"),
+            ("/anon/data", "anon"),
+            ("/bind/data", "bind"),
+        ] {
+            assert_eq!(docker(&["exec", self.name(), "cat", path]), want, "{path}");
+        }
+        i
+    }
+}
+
+impl Drop for Subject {
+    fn drop(&mut self) {
+        // The container first (Container's own drop runs after this), then its volumes.
+        let _ = docker_output(&["rm", "-f", "-v", &self.c.name]);
+        let _ = docker_output(&["volume", "rm", &self.volume]);
+        let _ = &self.bind;
+    }
+}
+
+fn apply(daemon: &Daemon, name: &str, mode: &str) -> (std::process::Output, ApplyRecord) {
+    let out = daemon.advisor(&["apply", name, "--mode", mode, "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: ApplyRecord = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "advisor apply --json ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, r)
+}
+
+/// "Nothing asked for": null, [], {}, "" and 0 say the same.
+fn empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// Fields of `a` and `b` (inspect's Config or HostConfig) that differ, but for those named.
+fn differences(section: &str, a: &Value, b: &Value, allowed: &[&str]) -> Vec<String> {
+    let (a, b) = (
+        a[section].as_object().unwrap(),
+        b[section].as_object().unwrap(),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .filter(|k| {
+            let (x, y) = (
+                a.get(*k).unwrap_or(&Value::Null),
+                b.get(*k).unwrap_or(&Value::Null),
+            );
+            x != y && !(empty(x) && empty(y))
+        })
+        .map(|k| {
+            format!(
+                "{section}.{k}: {} -> {}",
+                a.get(k).unwrap_or(&Value::Null),
+                b.get(k).unwrap_or(&Value::Null)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bridge_host_bridge_keeps_data_and_definition() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    let s = Subject::new("rt");
+    daemon.wait_for("the container", Duration::from_secs(10), |st| {
+        find(st, s.name()).map(|_| ())
+    });
+    let original = s.assert_whole();
+    let anon_volume = original["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/anon")
+        .unwrap()["Name"]
+        .clone();
+
+    // A dry run changes nothing and says what would.
+    let out = daemon.advisor(&["apply", s.name(), "--mode", "host", "--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("HostConfig.NetworkMode: \"default\" -> \"host\"")
+            && text.contains("PortBindings"),
+        "{text}"
+    );
+    assert_eq!(s.inspect()["Id"], original["Id"], "a dry run recreated it");
+
+    // Bridge -> host.
+    let (out, r) = apply(&daemon, s.name(), "host");
+    assert!(
+        out.status.success(),
+        "{r:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r.state, ApplyState::Applied, "{r:?}");
+    let host = s.assert_whole();
+    assert_eq!(host["HostConfig"]["NetworkMode"], "host");
+    assert_ne!(host["Id"], original["Id"]);
+    // The same anonymous volume, not a new empty one.
+    assert!(
+        host["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["Name"] == anon_volume),
+        "{}",
+        host["Mounts"]
+    );
+    // What host mode must change, and nothing else.
+    let host_allowed = [
+        "Hostname",
+        "Volumes",
+        "ExposedPorts",
+        "Labels",
+        "NetworkMode",
+        "PortBindings",
+        "Binds",
+    ];
+    let mut d = differences("Config", &original, &host, &host_allowed);
+    d.extend(differences("HostConfig", &original, &host, &host_allowed));
+    assert_eq!(d, Vec::<String>::new());
+    assert_eq!(host["Config"]["Labels"]["nmt.label"], "yes");
+    assert!(host["Config"]["Labels"]["netmode.apply.restore"].is_string());
+
+    // Host -> bridge: the original back, ports included.
+    let (out, r) = apply(&daemon, s.name(), "bridge");
+    assert!(
+        out.status.success(),
+        "{r:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = s.assert_whole();
+    // Fields that must differ: the id-derived hostname; the anonymous volume is now bound by
+    // its name (Binds) instead of declared (Volumes): the same volume at the same path.
+    let allowed = ["Hostname", "Volumes", "Binds"];
+    let mut d = differences("Config", &original, &back, &allowed);
+    d.extend(differences("HostConfig", &original, &back, &allowed));
+    assert_eq!(
+        d,
+        Vec::<String>::new(),
+        "the round trip changed the container's definition"
+    );
+    assert_eq!(
+        back["HostConfig"]["PortBindings"],
+        original["HostConfig"]["PortBindings"]
+    );
+    assert!(
+        back["Config"]["Labels"]
+            .get("netmode.apply.restore")
+            .is_none()
+    );
+    let binds: Vec<&str> = back["HostConfig"]["Binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        binds.contains(&format!("{}:/anon", anon_volume.as_str().unwrap()).as_str()),
+        "{binds:?}"
+    );
+
+    // History: both changes, newest first.
+    let (_, text) = daemon.get("/v1/applies");
+    let list: ApplyList = serde_json::from_str(&text).unwrap();
+    let outcomes: Vec<(String, ApplyState)> = list
+        .applies
+        .iter()
+        .map(|r| (r.to.as_str().to_string(), r.state))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("bridge".into(), ApplyState::Applied),
+            ("host".into(), ApplyState::Applied)
+        ]
+    );
+    let out = daemon.advisor(&["history"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("applied")
+            .count()
+            == 2
+    );
+}
+
+#[test]
+fn a_new_container_that_fails_is_rolled_back() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    let s = Subject::new("fail");
+    daemon.wait_for("the container", Duration::from_secs(10), |st| {
+        find(st, s.name()).map(|_| ())
+    });
+    let id = s.inspect()["Id"].clone();
+    // (1) Its command exits at once in the new container; (2) its healthcheck never passes.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    for (file, why) in [("fail", "exit code 3"), ("unhealthy", "healthcheck")] {
+        let file = format!("{file}-{host}");
+        docker(&[
+            "exec",
+            s.name(),
+            "sh",
+            "-c",
+            &format!("touch /named/{file}"),
+        ]);
+        let (out, r) = apply(&daemon, s.name(), "host");
+        assert_eq!(out.status.code(), Some(6), "{r:?}");
+        assert_eq!(r.state, ApplyState::RolledBack, "{r:?}");
+        assert!(r.error.as_deref().unwrap_or("").contains(why), "{r:?}");
+        docker(&["exec", s.name(), "sh", "-c", &format!("rm /named/{file}")]);
+        let i = s.assert_whole();
+        assert_eq!(i["Id"], id, "the original is back, not a copy");
+        assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+        assert_eq!(i["HostConfig"]["NetworkMode"], "default");
+    }
+    // (3) The port it serves is taken on the host: in host mode it cannot listen.
+    let port = free_port();
+    let holder = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let nc = Container::run(
+        "nc",
+        &[
+            "--restart",
+            "on-failure:3",
+            "-p",
+            &format!("{}:{port}", free_port()),
+        ],
+        busybox_image(),
+        &["nc", "-l", "-p", &port.to_string()],
+    );
+    daemon.wait_for("the listener", Duration::from_secs(10), |st| {
+        find(st, &nc.name).map(|_| ())
+    });
+    let nc_id = docker(&["inspect", "-f", "{{.Id}}", &nc.name]);
+    let (out, r) = apply(&daemon, &nc.name, "host");
+    assert_eq!(out.status.code(), Some(6), "{r:?}");
+    assert_eq!(r.state, ApplyState::RolledBack, "{r:?}");
+    drop(holder);
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.Id}} {{.State.Running}} {{.HostConfig.RestartPolicy.Name}}",
+            &nc.name
+        ]),
+        format!("{nc_id} true on-failure")
+    );
+    let left = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={}", nc.name),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(left.lines().count(), 1, "{left}");
+}
+
+#[test]
+fn a_daemon_killed_after_any_step_leaves_one_whole_container() {
+    require_docker();
+    let mut daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    let s = Subject::new("kill");
+    daemon.wait_for("the container", Duration::from_secs(10), |st| {
+        find(st, s.name()).map(|_| ())
+    });
+    let steps = [
+        "plan",
+        "clear_restart_policy",
+        "rename_aside",
+        "stop",
+        "create",
+        "connect",
+        "start",
+        "verify",
+        "remove_old",
+    ];
+    let mut mode = "bridge";
+    for step in steps {
+        let before = s.inspect()["Id"].clone();
+        daemon.terminate();
+        daemon.set_env("NETMODE_TEST_ABORT_APPLY_AFTER", Some(step));
+        daemon.spawn();
+        daemon.wait_for("the container", Duration::from_secs(10), |st| {
+            find(st, s.name()).map(|_| ())
+        });
+        let target = if mode == "bridge" { "host" } else { "bridge" };
+        let token = daemon.token();
+        let _ = http_post_with(
+            &format!("{}/v1/apply", daemon.endpoint),
+            &format!(
+                "{{\"container\": \"{}\", \"mode\": \"{target}\"}}",
+                s.name()
+            ),
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "application/json"),
+            ],
+        );
+        let status = daemon.wait_exit(Duration::from_secs(60));
+        assert!(!status.success(), "{step}: the daemon should have aborted");
+        assert!(
+            daemon.state_dir().join("apply-journal.json").exists(),
+            "{step}: no journal left"
+        );
+        // Restart without the fault: the journal is finished or rolled back.
+        daemon.set_env("NETMODE_TEST_ABORT_APPLY_AFTER", None);
+        daemon.spawn();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while daemon.state_dir().join("apply-journal.json").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{step}: journal still open:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let i = s.assert_whole();
+        let (_, text) = daemon.get("/v1/applies");
+        let list: ApplyList = serde_json::from_str(&text).unwrap();
+        let last = &list.applies[0];
+        if step == "remove_old" {
+            // Verified before the kill: the change is finished.
+            assert_eq!(last.state, ApplyState::Applied, "{step}: {last:?}");
+            assert_eq!(
+                i["HostConfig"]["NetworkMode"],
+                if target == "host" { "host" } else { "default" }
+            );
+            mode = target;
+        } else {
+            assert_eq!(last.state, ApplyState::RolledBack, "{step}: {last:?}");
+            assert_eq!(i["Id"], before, "{step}: the original is back");
+            assert_eq!(
+                i["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped",
+                "{step}"
+            );
+        }
+    }
+}
