@@ -138,6 +138,33 @@ fn short_id(inspect: &Value) -> String {
         .collect()
 }
 
+/// The entries of object `v` that `image` (the image's object of the same field) does not
+/// have: with `same_value`, an entry counts as the image's only when its value is the same.
+/// `skip` drops further entries by key.
+fn minus_image(
+    v: &Value,
+    image: Option<&Value>,
+    skip: impl Fn(&str) -> bool,
+    same_value: bool,
+) -> Value {
+    let image = image
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mine: Map<String, Value> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, val)| match image.get(*k) {
+            Some(iv) => same_value && iv != *val,
+            None => true,
+        })
+        .filter(|(k, _)| !skip(k))
+        .map(|(k, val)| (k.clone(), val.clone()))
+        .collect();
+    Value::Object(mine)
+}
+
 /// The container's create request as its user asked for it: inspect's Config and HostConfig
 /// with what the image and the engine filled in taken out, anonymous volumes bound by name,
 /// and its networks' endpoint settings. `image` is what to create from (the same image id).
@@ -191,41 +218,10 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
                     .unwrap_or_default();
                 json!(mine)
             }
-            "Labels" => {
-                let image_labels = image_config
-                    .get("Labels")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                let mine: Map<String, Value> = v
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter(|(k, v)| image_labels.get(*k) != Some(v))
-                            .filter(|(k, _)| k.as_str() != RESTORE_LABEL)
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Value::Object(mine)
-            }
-            "ExposedPorts" => {
-                let image_ports = image_config
-                    .get("ExposedPorts")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                let mine: Map<String, Value> = v
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter(|(k, _)| !image_ports.contains_key(*k))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Value::Object(mine)
-            }
+            // Labels the image sets (with the same value) and exposed ports it declares are
+            // the image's, not the user's.
+            "Labels" => minus_image(v, image_config.get(*key), |k| k == RESTORE_LABEL, true),
+            "ExposedPorts" => minus_image(v, image_config.get(*key), |_| false, false),
             // Set by the image (or defaulted by the engine): not the user's.
             "Cmd" | "Entrypoint" | "WorkingDir" | "User" | "Healthcheck" | "StopSignal"
             | "Shell" | "OnBuild" | "ArgsEscaped"
