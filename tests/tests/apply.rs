@@ -201,6 +201,23 @@ fn bridge_host_bridge_keeps_data_and_definition() {
     );
     assert_eq!(s.inspect()["Id"], original["Id"], "a dry run recreated it");
 
+    // An operator's lock forbids changes (a dry run still answers).
+    let lock = daemon.state_dir().join("apply.lock");
+    std::fs::write(&lock, "maintenance").unwrap();
+    let out = daemon.advisor(&["apply", s.name(), "--mode", "host"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        s.inspect()["Id"],
+        original["Id"],
+        "a locked change recreated it"
+    );
+    std::fs::remove_file(&lock).unwrap();
+
     // Bridge -> host.
     let (out, r) = apply(&daemon, s.name(), "host");
     assert!(

@@ -18,6 +18,20 @@ use crate::state::Shared;
 /// The label Compose puts on the containers it manages.
 const COMPOSE_LABEL: &str = "com.docker.compose.project";
 
+/// While this file exists in the state directory, no change is made (an operator or another
+/// tool holds it, as balena's update lock: `touch /var/lib/netmode/apply.lock`).
+pub const LOCK_FILE: &str = "apply.lock";
+
+fn locked(shared: &Shared) -> Option<RequestError> {
+    let p = shared.state_dir.path().join(LOCK_FILE);
+    p.exists().then(|| {
+        RequestError::Conflict(format!(
+            "changes are locked: {} exists (remove it to allow changes)",
+            p.display()
+        ))
+    })
+}
+
 async fn engine(shared: &Shared) -> Result<Engine, RequestError> {
     Engine::connect(&shared.docker_socket, shared.config.docker.request_timeout)
         .await
@@ -74,6 +88,11 @@ pub async fn request(
         )));
     }
     if !req.dry_run
+        && let Some(e) = locked(shared)
+    {
+        return Err(e);
+    }
+    if !req.dry_run
         && let Some(r) = shared.applies.list().running
     {
         return Err(RequestError::Conflict(format!(
@@ -101,6 +120,14 @@ pub async fn request(
     let shared = shared.clone();
     crate::rt::spawn(async move {
         let _one = shared.applies.lock.lock().await;
+        // Taken while this change waited its turn: nothing was done; say so.
+        if let Some(e) = locked(&shared) {
+            j.record.state = ApplyState::Refused;
+            j.record.error = Some(e.to_string());
+            j.record.finished_at_ms = Some(now_ms());
+            close(&shared, j);
+            return;
+        }
         carry_out(&shared, engine, j).await;
     })
     .detach();
