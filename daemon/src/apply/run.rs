@@ -134,7 +134,8 @@ pub async fn request(
     Ok((false, record))
 }
 
-/// Execute, roll back on failure (retrying until the engine lets it), record the outcome.
+/// Execute; on failure, settle the change (roll back, or finish once verified) and record
+/// the outcome.
 async fn carry_out(shared: &Shared, engine: Engine, mut j: Journal) {
     let cfg = shared.config.apply.clone();
     match txn::execute(&engine, &shared.state_dir, &cfg, &mut j).await {
@@ -146,44 +147,52 @@ async fn carry_out(shared: &Shared, engine: Engine, mut j: Journal) {
         ),
         Err(e) => {
             log::warn!(
-                "apply {} ({}) failed at {}: {e}; rolling back",
+                "apply {} ({}) failed at {}: {e}",
                 j.record.id,
                 j.name,
                 j.step.as_str()
             );
             j.record.error = Some(format!("{}: {e}", j.step.as_str()));
             shared.applies.set_running(Some(j.record.clone()));
-            undo(shared, &engine, &mut j).await;
+            settle(shared, &mut j).await;
         }
     }
     close(shared, j);
 }
 
-/// Roll back until it succeeds: the journal stays on disk meanwhile, so a restart resumes it.
-async fn undo(shared: &Shared, engine: &Engine, j: &mut Journal) {
+/// Bring an interrupted change to an end: finished if the new container had passed
+/// verification (only the old one's removal was left), else rolled back. Retried until the
+/// engine lets it; the journal stays on disk meanwhile, so a restart resumes it.
+async fn settle(shared: &Shared, j: &mut Journal) {
+    let finishing = j.step >= Step::RemoveOld;
     let mut wait = Duration::from_secs(1);
     loop {
-        let engine = match Engine::connect(
+        let done = match Engine::connect(
             &shared.docker_socket,
             shared.config.docker.request_timeout,
         )
         .await
         {
-            Ok((e, _)) => e,
-            Err(_) => engine.clone(),
+            Ok((engine, _)) if finishing => txn::finish(&engine, &shared.state_dir, j).await,
+            Ok((engine, _)) => txn::rollback(&engine, j).await,
+            Err(e) => Err(ApplyError::from(e)),
         };
-        match txn::rollback(&engine, j).await {
+        match done {
             Ok(()) => {
                 log::info!(
-                    "apply {}: rolled back; {} runs as before",
+                    "apply {}: {}",
                     j.record.id,
-                    j.name
+                    if finishing {
+                        "finished".to_string()
+                    } else {
+                        format!("rolled back; {} runs as before", j.name)
+                    }
                 );
                 return;
             }
             Err(e) => {
                 log::error!(
-                    "apply {}: rollback not done yet ({e}); retrying in {wait:?}",
+                    "apply {}: not settled yet ({e}); retrying in {wait:?}",
                     j.record.id
                 );
                 async_io::Timer::after(wait).await;
@@ -235,29 +244,7 @@ pub async fn recover(shared: Arc<Shared>) {
         .error
         .get_or_insert_with(|| format!("netmoded stopped during {}", j.step.as_str()));
     shared.applies.set_running(Some(j.record.clone()));
-    let mut wait = Duration::from_secs(1);
-    loop {
-        let engine =
-            Engine::connect(&shared.docker_socket, shared.config.docker.request_timeout).await;
-        let done = match engine {
-            Ok((engine, _)) if j.step >= Step::RemoveOld => {
-                txn::finish(&engine, &shared.state_dir, &mut j).await
-            }
-            Ok((engine, _)) => txn::rollback(&engine, &mut j).await,
-            Err(e) => Err(ApplyError::from(e)),
-        };
-        match done {
-            Ok(()) => break,
-            Err(e) => {
-                log::error!(
-                    "recovering apply {}: {e}; retrying in {wait:?}",
-                    j.record.id
-                );
-                async_io::Timer::after(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
+    settle(&shared, &mut j).await;
     log::info!("apply {}: recovered ({:?})", j.record.id, j.record.state);
     close(&shared, j);
 }
