@@ -42,12 +42,6 @@ pub enum Error {
     #[error("probe: {0}")]
     Probe(#[from] ProbeError),
 
-    #[error("apply: {0}")]
-    Apply(#[from] ApplyError),
-
-    #[error("{0}")]
-    Traffic(#[from] TrafficError),
-
     #[error("{0}")]
     Usage(String),
 }
@@ -154,9 +148,6 @@ pub enum ProbeError {
     /// The container stopped before its probe started.
     #[error("the container stopped before its probe could start")]
     TargetGone,
-    /// The container's mode has nothing to compare (see `mode`).
-    #[error("{0}")]
-    Unmanaged(String),
     #[error("cannot reach the Docker engine: {0}")]
     Engine(DockerError),
     /// A Docker call on a probe container failed.
@@ -169,9 +160,6 @@ pub enum ProbeError {
     /// A probe sender did not run as it should (never ready, exited, stuck).
     #[error("{0}")]
     Sender(String),
-    /// What a sender reported as its own failure.
-    #[error("{0}")]
-    Traffic(#[from] TrafficError),
     /// The probe image could not be built.
     #[error("probe image: {what}: {reason}")]
     Image { what: String, reason: String },
@@ -193,10 +181,14 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
-    /// Context for a Docker call on a probe container.
-    pub fn docker(what: impl Into<String>) -> impl FnOnce(DockerError) -> ProbeError {
+    /// Context for a Docker call on a probe container (the Docker layer's errors are
+    /// `Error::Docker`; anything else is the daemon's own).
+    pub fn docker(what: impl Into<String>) -> impl FnOnce(Error) -> ProbeError {
         let what = what.into();
-        move |source| ProbeError::Docker { what, source }
+        move |e| match e {
+            Error::Docker(source) => ProbeError::Docker { what, source },
+            other => ProbeError::Daemon(Box::new(other)),
+        }
     }
 }
 

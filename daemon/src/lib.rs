@@ -27,6 +27,8 @@ pub mod state;
 pub mod state_dir;
 pub mod sys;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
 pub mod tick;
 pub mod traffic;
 pub mod view;

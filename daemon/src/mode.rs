@@ -108,27 +108,9 @@ pub fn drivers(in_place: bool) -> Vec<Box<dyn ModeDriver>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netmode_advisor::api::Limits;
 
     fn c(network_mode: &str, kind: ModeKind) -> Container {
-        Container {
-            id: "x".repeat(64),
-            name: "c".into(),
-            image: "i".into(),
-            network_mode: network_mode.into(),
-            mode_kind: kind,
-            networks: vec![],
-            pid: 42,
-            started_at: String::new(),
-            limits: Limits::default(),
-            ports: vec![],
-            exposed_ports: vec![],
-            compose: None,
-            policy_label: None,
-            live: None,
-            probes: None,
-            recommendation: None,
-        }
+        crate::testing::container(&"x".repeat(64), "c", network_mode, kind)
     }
 
     #[test]

@@ -99,28 +99,11 @@ pub fn lookup<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netmode_advisor::api::{Limits, ModeKind};
+    use netmode_advisor::api::ModeKind;
 
     fn rec(id: &str, name: &str) -> Record {
         Record {
-            info: api::Container {
-                id: id.into(),
-                name: name.into(),
-                image: "i".into(),
-                network_mode: "bridge".into(),
-                mode_kind: ModeKind::Bridge,
-                networks: vec![],
-                pid: 1,
-                started_at: String::new(),
-                limits: Limits::default(),
-                ports: vec![],
-                exposed_ports: vec![],
-                compose: None,
-                policy_label: None,
-                live: None,
-                probes: None,
-                recommendation: None,
-            },
+            info: crate::testing::container(id, name, "bridge", ModeKind::Bridge),
             started_ns: 0,
         }
     }

@@ -508,22 +508,8 @@ impl Daemon {
 
     /// SIGTERM, and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        unsafe_kill(child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "netmoded did not stop within 20 s of SIGTERM:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        unsafe_kill(self.pid(), "TERM");
+        self.wait_exit(Duration::from_secs(20))
     }
 
     /// Set (or, with `None`, remove) an environment variable for the next `spawn`.
@@ -534,7 +520,7 @@ impl Daemon {
         }
     }
 
-    /// Wait for the process to exit by itself (an abort, a crash): its status.
+    /// Wait for the process to exit (signalled, aborted, crashed): its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + timeout;

@@ -19,7 +19,8 @@ const APPLY: &str = "[apply]\nverify = \"1s\"\nhealth_timeout = \"20s\"";
 struct Subject {
     c: Container,
     volume: String,
-    bind: TempDir,
+    /// The bind-mounted directory, removed with the subject.
+    _bind: TempDir,
 }
 
 impl Subject {
@@ -68,7 +69,11 @@ impl Subject {
             "-c",
             "echo named > /named/data; echo anon > /anon/data; echo bind > /bind/data",
         ]);
-        Subject { c, volume, bind }
+        Subject {
+            c,
+            volume,
+            _bind: bind,
+        }
     }
 
     fn name(&self) -> &str {
@@ -114,7 +119,6 @@ impl Drop for Subject {
         // The container first (Container's own drop runs after this), then its volumes.
         let _ = docker_output(&["rm", "-f", "-v", &self.c.name]);
         let _ = docker_output(&["volume", "rm", &self.volume]);
-        let _ = &self.bind;
     }
 }
 

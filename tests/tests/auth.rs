@@ -122,33 +122,22 @@ fn mutations_need_the_token_and_json_and_nothing_happens_without() {
     let dir = TempDir::new("auth");
     let wrong = dir.path().join("token");
     std::fs::write(&wrong, "f".repeat(64)).unwrap();
-    let exe = bin("advisor");
-    let out = std::process::Command::new(&exe)
-        .args(["--endpoint", &daemon.endpoint, "--token-file"])
-        .arg(&wrong)
-        .args(["probe", &c.name, "--no-wait"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong token"));
+    // A wrong token, then a token file that does not exist.
     let missing = dir.path().join("absent");
-    let out = std::process::Command::new(&exe)
-        .args(["--endpoint", &daemon.endpoint, "--token-file"])
-        .arg(&missing)
-        .args(["probe", &c.name, "--no-wait"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (file, says) in [
+        (&wrong, "wrong token"),
+        (&missing, "cannot read the token file"),
+    ] {
+        let out = std::process::Command::new(bin("advisor"))
+            .args(["--endpoint", &daemon.endpoint, "--token-file"])
+            .arg(file)
+            .args(["probe", &c.name, "--no-wait"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
     nothing_queued(&daemon);
     let out = daemon.advisor(&["probe", &c.name, "--no-wait"]);
     assert!(

@@ -56,10 +56,6 @@ impl ApplyBook {
         write(&self.book).running = r;
     }
 
-    pub fn is_busy(&self) -> bool {
-        read_lock(&self.book).running.is_some()
-    }
-
     /// Record a finished change (or a dry run); returns the history file's new contents.
     pub fn finish(&self, r: ApplyRecord, limit: usize) -> Vec<u8> {
         let mut b = write(&self.book);

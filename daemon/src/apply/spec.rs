@@ -461,6 +461,32 @@ pub fn for_mode(
     })
 }
 
+/// The container as it is: its own request in its own mode (what a change is compared with).
+pub fn as_is(user: &Value) -> Result<Plan, SpecError> {
+    let mode = user["HostConfig"]["NetworkMode"]
+        .as_str()
+        .unwrap_or("default");
+    if mode == "host" {
+        let mut p = for_mode(user, ModeKind::Host, None)?;
+        if let Some(l) = p.create["Labels"].as_object_mut() {
+            l.remove(RESTORE_LABEL);
+        }
+        p.dropped.clear();
+        return Ok(p);
+    }
+    let own = Restore {
+        network_mode: mode.to_string(),
+        networks: user["Networks"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    for_mode(user, ModeKind::Bridge, Some(&own))
+}
+
 /// Field-by-field difference between two create requests: `path: old -> new` lines.
 pub fn diff(old: &Value, new: &Value) -> Vec<String> {
     fn walk(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
@@ -609,21 +635,7 @@ mod tests {
         let mut host_request = host_user.clone();
         host_request["Networks"] = json!({});
         let back = for_mode(&host_request, ModeKind::Bridge, Some(&rec)).unwrap();
-        let orig = for_mode(
-            &u,
-            ModeKind::Bridge,
-            Some(&Restore {
-                network_mode: "default".into(),
-                networks: u["Networks"]
-                    .as_object()
-                    .unwrap()
-                    .clone()
-                    .into_iter()
-                    .collect(),
-                ..Default::default()
-            }),
-        )
-        .unwrap();
+        let orig = as_is(&u).unwrap();
         assert_eq!(
             diff(&orig.create, &back.create),
             Vec::<String>::new(),

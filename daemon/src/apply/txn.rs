@@ -105,30 +105,11 @@ pub async fn plan(
     let user = spec::user_request(&inspect, &defaults, &image)
         .map_err(|e| ApplyError::Refused(format!("{name}: {e}")))?;
     let restore = spec::restore_of(&inspect);
-    let same_mode = match from {
-        ModeKind::Host => spec::for_mode(&user, ModeKind::Host, None),
-        _ => spec::for_mode(
-            &user,
-            ModeKind::Bridge,
-            Some(&spec::Restore {
-                network_mode: user["HostConfig"]["NetworkMode"]
-                    .as_str()
-                    .unwrap_or("default")
-                    .to_string(),
-                networks: user["Networks"]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-                ..Default::default()
-            }),
-        ),
-    }
-    .map_err(|e| ApplyError::Refused(e.to_string()))?;
+    let same_mode = spec::as_is(&user).map_err(|e| ApplyError::Refused(e.to_string()))?;
     let new = spec::for_mode(&user, target, restore.as_ref())
         .map_err(|e| ApplyError::Refused(e.to_string()))?;
     let mut diff = spec::diff(&same_mode.create, &new.create);
+    // The restore record is netmode's own bookkeeping, not a change the user asked for.
     diff.retain(|d| !d.starts_with(&format!("Labels.{}", spec::RESTORE_LABEL)));
     let was_running = inspect["State"]["Running"] == Value::Bool(true);
     let record = ApplyRecord {
@@ -151,7 +132,7 @@ pub async fn plan(
     Ok(Journal {
         record,
         step: Step::Plan,
-        aside: format!("{name}-netmode-{}", id.trim_start_matches('a')),
+        aside: format!("{name}-netmode-{id}"),
         name,
         restart_policy: inspect["HostConfig"]["RestartPolicy"].clone(),
         was_running,

@@ -103,8 +103,28 @@ pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
+/// Read a JSON request body into `T`: 400 naming what is wrong and showing `example`. With
+/// `empty_ok`, an empty body is `T::default()`.
+pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+    what: &str,
+    example: &str,
+    empty_ok: bool,
+) -> Result<T, Response<Body>> {
+    let body = read_body(req).await?;
+    if empty_ok && body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {what} ({e}); expected {example}"),
+        )
+    })
+}
+
 /// Read a request body of at most `MAX_BODY` bytes.
-pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(_) => Err(error(

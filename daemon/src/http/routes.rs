@@ -8,28 +8,14 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use netmode_advisor::api::{ApplyRequest, Health, ProbeRequest};
 
-use super::{Body, error, json, method_not_allowed, read_body, refused};
+use super::{Body, error, json, method_not_allowed, read_json, refused};
 use crate::state::Shared;
 
 async fn post_probe(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let body = match read_body(req).await {
-        Ok(b) => b,
+    let example = r#"{"container": "NAME", "sweep": false}"#;
+    let request: ProbeRequest = match read_json(req, "probe request", example, true).await {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let request: ProbeRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        ProbeRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "invalid probe request ({e}); expected {{\"container\": \"NAME\", \"sweep\": false}}"
-                    ),
-                );
-            }
-        }
     };
     match crate::probe::request::request(shared, &request) {
         Ok(run) => json(StatusCode::ACCEPTED, &run),
@@ -38,20 +24,10 @@ async fn post_probe(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn post_apply(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    let body = match read_body(req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let request: ApplyRequest = match serde_json::from_slice(&body) {
+    let example = r#"{"container": "NAME", "mode": "host", "dry_run": false}"#;
+    let request: ApplyRequest = match read_json(req, "apply request", example, false).await {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid apply request ({e}); expected {{\"container\": \"NAME\", \"mode\": \"host\", \"dry_run\": false}}"
-                ),
-            );
-        }
+        Err(r) => return r,
     };
     match crate::apply::run::request(shared, &request).await {
         Ok((true, record)) => json(StatusCode::OK, &record),

@@ -315,13 +315,7 @@ mod tests {
     #[test]
     fn only_manageable_unignored_containers_are_eligible() {
         let c = |name: &str, mode: &str, kind: ModeKind, label: Option<&str>| {
-            let mut x: api::Container = serde_json::from_value(serde_json::json!({
-                "id": name, "name": name, "image": "i", "network_mode": mode, "mode_kind": kind,
-                "networks": [], "pid": 1, "started_at": "", "limits": {"cpus": null, "cpu_shares": null,
-                "cpuset": null, "memory_bytes": null}, "ports": [], "exposed_ports": [], "compose": null,
-                "policy_label": null, "live": null, "probes": null
-            }))
-            .unwrap();
+            let mut x = crate::testing::container(name, name, mode, kind);
             x.policy_label = label.map(str::to_string);
             x
         };

@@ -17,7 +17,7 @@ use netmode_advisor::api::{CellCounters, Limits, PerfCounts};
 
 use super::plan::{Cell, CellRun};
 use crate::docker::Engine;
-use crate::error::{DockerError, ProbeError};
+use crate::error::ProbeError;
 use crate::sys::{hoststat, netns};
 use crate::traffic::{self, SendSpec, SenderReport, Target, perf};
 
@@ -236,17 +236,6 @@ impl Runner<'_> {
         cell: &Cell,
         ids: &mut Vec<String>,
     ) -> Result<CellRun, ProbeError> {
-        // Engine calls fail with crate::error::Error::Docker; keep the Docker part.
-        let err = |what: &str| {
-            let what = what.to_string();
-            move |e: crate::error::Error| match e {
-                crate::error::Error::Docker(source) => ProbeError::Docker { what, source },
-                other => ProbeError::Docker {
-                    what,
-                    source: DockerError::Unreachable(other.to_string()),
-                },
-            }
-        };
         for k in 0..n {
             let target = self.sink.with_port_offset(k as u16);
             let labels = HashMap::from([
@@ -266,13 +255,13 @@ impl Runner<'_> {
                 self.run_id,
                 traffic::new_session() % 100_000
             );
-            let id = self
-                .engine
-                .create_container(&name, body)
-                .await
-                .map_err(err(&format!(
-                    "create a probe container on network {network_mode}"
-                )))?;
+            let id =
+                self.engine
+                    .create_container(&name, body)
+                    .await
+                    .map_err(ProbeError::docker(format!(
+                        "create a probe container on network {network_mode}"
+                    )))?;
             self.tracked.add(&id);
             ids.push(id);
         }
@@ -282,12 +271,12 @@ impl Runner<'_> {
             self.engine
                 .start_container(id)
                 .await
-                .map_err(err("start a probe container"))?;
+                .map_err(ProbeError::docker("start a probe container"))?;
             let pid = self
                 .engine
                 .inspect(id)
                 .await
-                .map_err(err("inspect a probe container"))?
+                .map_err(ProbeError::docker("inspect a probe container"))?
                 .and_then(|c| c.state?.pid)
                 .filter(|p| *p > 0)
                 .ok_or_else(|| {
@@ -319,7 +308,7 @@ impl Runner<'_> {
                 self.engine
                     .wait_container(id)
                     .await
-                    .map_err(err("wait for a probe container"))
+                    .map_err(ProbeError::docker("wait for a probe container"))
             }
             .or(async {
                 async_io::Timer::after(limit).await;
@@ -334,7 +323,7 @@ impl Runner<'_> {
                 .engine
                 .stdout(id)
                 .await
-                .map_err(err("read a probe container's report"))?;
+                .map_err(ProbeError::docker("read a probe container's report"))?;
             let report = parse_report(&out)
                 .map_err(|e| ProbeError::Sender(format!("{e} (exit code {waited})")))?;
             reports.push(report);
