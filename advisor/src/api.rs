@@ -31,6 +31,9 @@ pub struct Status {
 /// The part of the advisor's evaluation that concerns the whole gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdvisorSummary {
+    /// `advisor.mode`: `off`, `recommend` or `apply`.
+    #[serde(default)]
+    pub mode: AdvisorMode,
     /// Names of the network-active containers.
     pub network_active: Vec<String>,
     pub crossover: CrossoverInfo,
@@ -522,6 +525,21 @@ pub enum ApplyState {
     DryRun,
     /// Refused before anything was changed (`error` says why).
     Refused,
+    /// Nothing was changed: the container belongs to a Compose project, which would undo a
+    /// change made behind its back; a Compose override file was written instead
+    /// (`compose_override` says where and how to use it).
+    ComposeOverride,
+}
+
+/// The Compose override file written for a Compose-managed container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComposeOverride {
+    /// Where it is (in the state directory).
+    pub file: String,
+    /// The command that applies it (run as the project's owner would run Compose).
+    pub command: String,
+    /// The file's contents.
+    pub content: String,
 }
 
 /// One mode change (or dry run), as `GET /v1/applies` lists it.
@@ -547,6 +565,9 @@ pub struct ApplyRecord {
     /// What the new mode cannot keep (recorded for the way back).
     pub dropped: Vec<String>,
     pub error: Option<String>,
+    /// For `compose_override`: the file written instead of a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_override: Option<ComposeOverride>,
     pub queued_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
@@ -671,8 +692,35 @@ pub struct CrossoverInfo {
 }
 
 /// `GET /v1/recommendations`.
+/// What the advisor does with its recommendations (`advisor.mode`), as Kubernetes' VPA
+/// update modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvisorMode {
+    /// No recommendations.
+    Off,
+    /// Recommend; change nothing by itself.
+    #[default]
+    Recommend,
+    /// Also apply confident, settled switches by itself.
+    Apply,
+}
+
+impl AdvisorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdvisorMode::Off => "off",
+            AdvisorMode::Recommend => "recommend",
+            AdvisorMode::Apply => "apply",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendations {
+    /// `advisor.mode`: `off` (then `containers` is empty), `recommend` or `apply`.
+    #[serde(default)]
+    pub mode: AdvisorMode,
     pub generated_at_ms: u64,
     /// Names of the network-active containers.
     pub network_active: Vec<String>,

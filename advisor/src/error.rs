@@ -28,11 +28,16 @@ pub enum Error {
     /// A mode change failed and was rolled back: the container runs as before.
     #[error("rolled back: {0}")]
     RolledBack(String),
+    /// Nothing was changed: the container belongs to a Compose project; an override file was
+    /// written for Compose to apply.
+    #[error("not applied: {0}")]
+    ComposeOverride(String),
 }
 
 impl Error {
     /// Exit codes: 2 usage, 3 daemon not answering, 4 no such container, 5 not authorised
-    /// (netmoded's token missing or wrong), 6 a mode change rolled back, 1 anything else.
+    /// (netmoded's token missing or wrong), 6 a mode change rolled back, 7 not applied (a
+    /// Compose override file written instead), 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Endpoint { .. } => 2,
@@ -40,6 +45,7 @@ impl Error {
             Error::NotFound { .. } => 4,
             Error::Unauthorized { .. } => 5,
             Error::RolledBack(_) => 6,
+            Error::ComposeOverride(_) => 7,
             Error::Http { .. } | Error::Decode { .. } | Error::Probe(_) => 1,
         }
     }

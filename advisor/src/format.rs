@@ -108,7 +108,15 @@ pub fn status_headline(s: &Status) -> String {
         .map(|v| format!("{} cs/s", rate(v)))
         .unwrap_or_else(|| "- cs/s".into());
     let advisor = match &s.advisor {
+        Some(a) if a.mode == crate::api::AdvisorMode::Off => " | advisor off".to_string(),
         Some(a) => format!(
+            " | advisor {}{}",
+            a.mode.as_str(),
+            match a.mode {
+                crate::api::AdvisorMode::Apply => " (applies by itself)",
+                _ => "",
+            }
+        ) + &format!(
             " | {} network-active, crossover {} ({})",
             a.network_active.len(),
             a.crossover
@@ -570,6 +578,7 @@ fn apply_state(s: ApplyState) -> &'static str {
         ApplyState::RolledBack => "rolled back",
         ApplyState::DryRun => "dry run",
         ApplyState::Refused => "refused",
+        ApplyState::ComposeOverride => "override",
     }
 }
 
@@ -593,6 +602,18 @@ pub fn apply_record(r: &ApplyRecord) -> String {
     out.push('\n');
     if let Some(e) = &r.error {
         out.push_str(&format!("  error: {e}\n"));
+    }
+    if let Some(o) = &r.compose_override {
+        out.push_str(&format!(
+            "  nothing was changed: {} belongs to a Compose project, which would undo a change\n  \
+             made behind its back. Compose override written to {}:\n",
+            r.container, o.file
+        ));
+        for l in o.content.lines() {
+            out.push_str(&format!("    | {l}\n"));
+        }
+        out.push_str(&format!("  apply it with Compose:\n    {}\n", o.command));
+        return out;
     }
     if r.state == ApplyState::DryRun {
         out.push_str("  nothing was changed; the new container would differ from the old in:\n");

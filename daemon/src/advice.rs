@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use netmode_advisor::api::{ContainerRecommendation, ModeKind, Recommendations};
+use netmode_advisor::api::{
+    AdvisorMode, ContainerRecommendation, CrossoverInfo, ModeKind, Recommendations,
+};
 use netmode_advisor::policy::{self, Memory};
 
 use crate::state::{Shared, now_ms};
@@ -54,8 +56,30 @@ impl Advice {
         }
     }
 
-    /// One evaluation of every container.
+    /// What the policy remembers (for `apply::auto`).
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// One evaluation of every container (with `advisor.mode = "off"`, none: an empty list
+    /// that says so).
     pub async fn evaluate(&mut self, shared: &Shared) {
+        let mode = shared.config.advisor.mode;
+        if mode == AdvisorMode::Off {
+            shared.set_recommendations(Recommendations {
+                mode,
+                generated_at_ms: now_ms(),
+                network_active: Vec::new(),
+                crossover: CrossoverInfo {
+                    containers: None,
+                    source: "off".into(),
+                    protocol: None,
+                    size: None,
+                },
+                containers: Vec::new(),
+            });
+            return;
+        }
         let status = shared.status();
         if self.scanned.is_none_or(|t| t.elapsed() >= SCAN_EVERY) {
             let pick = |kind: ModeKind| -> Vec<(String, u32)> {
@@ -99,6 +123,7 @@ impl Advice {
             })
             .collect();
         shared.set_recommendations(Recommendations {
+            mode,
             generated_at_ms: now,
             network_active: evaluation.network_active,
             crossover: evaluation.crossover,

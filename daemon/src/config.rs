@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netmode_advisor::api::Protocol;
+use netmode_advisor::api::{AdvisorMode, Protocol};
 use serde::{Deserialize, Deserializer};
 
 /// The commented example configuration, embedded: the daemon's defaults.
@@ -184,6 +184,18 @@ impl Probe {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Advisor {
+    /// `off`: no recommendations; `recommend`: recommend only; `apply`: also apply
+    /// confident, settled switches by itself (see `netmode_advisor::policy::auto`).
+    pub mode: AdvisorMode,
+    /// With `mode = "apply"`: at most this many changes by the advisor within an hour.
+    #[serde(deserialize_with = "changes_per_hour")]
+    pub max_changes_per_hour: u32,
+    /// With `mode = "apply"`: only recommendations at least this confident are applied.
+    #[serde(deserialize_with = "gain")]
+    pub min_confidence: f64,
+    /// With `mode = "apply"`: a switch must have been recommended this long first.
+    #[serde(deserialize_with = "cooldown")]
+    pub apply_after: Duration,
     /// Network-active above this rate (rx + tx, averaged over active_window), bit/s.
     #[serde(deserialize_with = "rate")]
     pub active_threshold: u64,
@@ -203,6 +215,10 @@ pub struct Advisor {
 impl Default for Advisor {
     fn default() -> Self {
         Advisor {
+            mode: AdvisorMode::Recommend,
+            max_changes_per_hour: 2,
+            min_confidence: 0.5,
+            apply_after: Duration::from_secs(5 * 60),
             active_threshold: 1_000_000,
             active_window: Duration::from_secs(60),
             min_gain: 0.10,
@@ -214,6 +230,15 @@ impl Default for Advisor {
 }
 
 impl Advisor {
+    pub fn auto(&self) -> netmode_advisor::policy::auto::AutoConfig {
+        netmode_advisor::policy::auto::AutoConfig {
+            max_changes_per_hour: self.max_changes_per_hour,
+            min_confidence: self.min_confidence,
+            apply_after_ms: self.apply_after.as_millis() as u64,
+            cooldown_ms: self.cooldown.as_millis() as u64,
+        }
+    }
+
     pub fn policy(&self) -> netmode_advisor::policy::Config {
         netmode_advisor::policy::Config {
             active_threshold_bps: self.active_threshold as f64,
@@ -646,6 +671,17 @@ fn gain<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         )));
     }
     Ok(v)
+}
+
+fn changes_per_hour<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let v = u64::deserialize(d)?;
+    if v > 60 {
+        return Err(D::Error::custom(format!(
+            "{v} is out of range: expected 0..60 changes per hour"
+        )));
+    }
+    Ok(v as u32)
 }
 
 fn history<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

@@ -1,11 +1,15 @@
 //! The daemon's heartbeat: every `daemon.sample_interval`, one live sample (`live`), then one
-//! evaluation of the advisor's policy on what is known (`advice`). Neither calls the other;
-//! this loop orders them.
+//! evaluation of the advisor's policy on what is known (`advice`), then, with
+//! `advisor.mode = "apply"`, one change considered (`apply::auto`). None calls another; this
+//! loop orders them.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use netmode_advisor::api::AdvisorMode;
+
 use crate::advice::Advice;
+use crate::apply::auto::Auto;
 use crate::live::Sampler;
 use crate::state::Shared;
 use crate::sys::netlink::Netlink;
@@ -21,10 +25,15 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
         }
     };
     let mut advice = Advice::load(&shared);
+    let mut auto = Auto::default();
+    let mode = shared.config.advisor.mode;
     let mut next = Instant::now();
     loop {
         sampler.sample(&shared).await;
         advice.evaluate(&shared).await;
+        if mode == AdvisorMode::Apply {
+            auto.consider(&shared, advice.memory()).await;
+        }
         next += interval;
         let now = Instant::now();
         if next < now {

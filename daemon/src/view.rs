@@ -49,6 +49,7 @@ impl Shared {
             containers,
             probe: self.probes.status(),
             advisor: recommendations.map(|r| api::AdvisorSummary {
+                mode: r.mode,
                 network_active: r.network_active,
                 crossover: r.crossover,
             }),

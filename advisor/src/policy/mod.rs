@@ -16,6 +16,7 @@
 //! - `memory`: what is kept between evaluations (`remember`).
 //! - `constraints`: what blocks a switch, and what it only warns about.
 //! - `decide`: `evaluate`, the whole decision for every container.
+//! - `auto`: with `advisor.mode = "apply"`, which switch (if any) is applied by itself now.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,7 @@ use crate::api::{
     Action, Container, CrossoverInfo, Limits, ModeKind, Protocol, Recommendation, Sweep,
 };
 
+pub mod auto;
 mod constraints;
 mod decide;
 mod measure;

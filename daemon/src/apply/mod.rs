@@ -7,8 +7,12 @@
 //! - `txn`: the steps, verification, rollback and finishing (idempotent, for recovery).
 //! - `book`: the change running and the history; one change at a time.
 //! - `run`: a request checked, planned and carried out; recovery at start.
+//! - `compose`: the override file written instead, for a Compose project's container.
+//! - `auto`: `advisor.mode = "apply"`: the advisor's pick carried out after an evaluation.
 
+pub mod auto;
 pub mod book;
+pub mod compose;
 pub mod journal;
 pub mod run;
 pub mod spec;

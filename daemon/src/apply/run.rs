@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use netmode_advisor::api::{Action, ApplyRecord, ApplyRequest, ApplyState, ModeKind, Trigger};
+use netmode_advisor::api::{
+    Action, ApplyRecord, ApplyRequest, ApplyState, Container, ModeKind, Trigger,
+};
 
 use super::book::HISTORY_FILE;
 use super::journal::{self, Journal, Step};
@@ -15,14 +17,11 @@ use crate::error::{ApplyError, RequestError};
 use crate::rt::now_ms;
 use crate::state::Shared;
 
-/// The label Compose puts on the containers it manages.
-const COMPOSE_LABEL: &str = "com.docker.compose.project";
-
 /// While this file exists in the state directory, no change is made (an operator or another
 /// tool holds it, as balena's update lock: `touch /var/lib/netmode/apply.lock`).
 pub const LOCK_FILE: &str = "apply.lock";
 
-fn locked(shared: &Shared) -> Option<RequestError> {
+pub fn locked(shared: &Shared) -> Option<RequestError> {
     let p = shared.state_dir.path().join(LOCK_FILE);
     p.exists().then(|| {
         RequestError::Conflict(format!(
@@ -32,14 +31,15 @@ fn locked(shared: &Shared) -> Option<RequestError> {
     })
 }
 
-async fn engine(shared: &Shared) -> Result<Engine, RequestError> {
+pub async fn engine(shared: &Shared) -> Result<Engine, RequestError> {
     Engine::connect(&shared.docker_socket, shared.config.docker.request_timeout)
         .await
         .map(|(e, _)| e)
         .map_err(|e| RequestError::Unavailable(format!("cannot reach the Docker engine: {e}")))
 }
 
-/// Check and plan a change; a dry run ends here (200), a change is started (202).
+/// Check and plan a change; a dry run ends here (200), a change is started (202). A
+/// Compose-managed container (unless `apply.compose`) gets an override file instead (200).
 pub async fn request(
     shared: &Arc<Shared>,
     req: &ApplyRequest,
@@ -48,8 +48,8 @@ pub async fn request(
     crate::mode::manageable(&c).map_err(|why| {
         RequestError::Unprocessable(format!("{} cannot be switched: {why}", c.name))
     })?;
-    let target = match req.mode {
-        Some(m @ (ModeKind::Bridge | ModeKind::Host)) => m,
+    let (target, why) = match req.mode {
+        Some(m @ (ModeKind::Bridge | ModeKind::Host)) => (m, "asked by advisor apply".to_string()),
         Some(other) => {
             return Err(RequestError::Invalid(format!(
                 "mode {:?}: bridge or host",
@@ -69,7 +69,7 @@ pub async fn request(
                     c.name, rec.reason
                 )));
             }
-            rec.mode
+            (rec.mode, rec.reason.clone())
         }
     };
     if target == c.mode_kind {
@@ -79,40 +79,104 @@ pub async fn request(
             target.as_str()
         )));
     }
+    let engine = engine(shared).await?;
     if c.compose.is_some() && !shared.config.apply.compose {
-        return Err(RequestError::Unprocessable(format!(
-            "{} is managed by Docker Compose ({COMPOSE_LABEL}): recreating it behind Compose's \
-             back would be undone by the next `docker compose up`. Set network_mode in the \
-             Compose file, or apply.compose = true to recreate it anyway",
-            c.name
-        )));
+        return compose_override(shared, &engine, &c, target, &why)
+            .await
+            .map(|r| (true, r));
     }
-    if !req.dry_run
-        && let Some(e) = locked(shared)
-    {
+    if req.dry_run {
+        let mut j = plan(shared, &engine, &c, target, Trigger::Manual).await?;
+        j.record.state = ApplyState::DryRun;
+        j.record.finished_at_ms = Some(now_ms());
+        return Ok((true, j.record));
+    }
+    start(shared, engine, &c, target, Trigger::Manual)
+        .await
+        .map(|r| (false, r))
+}
+
+async fn plan(
+    shared: &Shared,
+    engine: &Engine,
+    c: &Container,
+    target: ModeKind,
+    trigger: Trigger,
+) -> Result<Journal, RequestError> {
+    txn::plan(engine, &c.id, target, trigger, shared.applies.new_id())
+        .await
+        .map_err(|e| match e {
+            ApplyError::Refused(m) => RequestError::Unprocessable(m),
+            other => RequestError::Unavailable(other.to_string()),
+        })
+}
+
+/// Write the Compose override for `c` (nothing is changed) and record that in the history.
+async fn compose_override(
+    shared: &Shared,
+    engine: &Engine,
+    c: &Container,
+    target: ModeKind,
+    why: &str,
+) -> Result<ApplyRecord, RequestError> {
+    let inspect = engine
+        .inspect_json(&c.id)
+        .await
+        .map_err(|e| RequestError::Unavailable(format!("cannot inspect {}: {e}", c.name)))?
+        .ok_or_else(|| RequestError::NotFound(format!("{} is gone", c.name)))?;
+    let o = super::compose::write_override(shared.state_dir.path(), &inspect, target, why)?;
+    log::info!(
+        "apply: {} belongs to a Compose project; wrote {} instead of recreating it",
+        c.name,
+        o.file
+    );
+    let now = now_ms();
+    let record = ApplyRecord {
+        id: shared.applies.new_id(),
+        container: c.name.clone(),
+        container_id: c.id.clone(),
+        new_id: None,
+        from: c.mode_kind,
+        to: target,
+        trigger: Trigger::Manual,
+        state: ApplyState::ComposeOverride,
+        step: "compose_override".into(),
+        diff: Vec::new(),
+        dropped: Vec::new(),
+        error: None,
+        compose_override: Some(o),
+        queued_at_ms: now,
+        started_at_ms: None,
+        finished_at_ms: Some(now),
+    };
+    let bytes = shared
+        .applies
+        .finish(record.clone(), shared.config.apply.history);
+    if let Err(e) = shared.state_dir.write_atomic(HISTORY_FILE, &bytes) {
+        log::warn!("cannot save the apply history: {e}");
+    }
+    Ok(record)
+}
+
+/// Plan a change of `c` to `target` and start carrying it out in a task of its own (one at a
+/// time); the record as planned.
+pub async fn start(
+    shared: &Arc<Shared>,
+    engine: Engine,
+    c: &Container,
+    target: ModeKind,
+    trigger: Trigger,
+) -> Result<ApplyRecord, RequestError> {
+    if let Some(e) = locked(shared) {
         return Err(e);
     }
-    if !req.dry_run
-        && let Some(r) = shared.applies.list().running
-    {
+    if let Some(r) = shared.applies.list().running {
         return Err(RequestError::Conflict(format!(
             "a change is in progress ({} of {}); one at a time",
             r.id, r.container
         )));
     }
-    let engine = engine(shared).await?;
-    let trigger = Trigger::Manual;
-    let mut j = txn::plan(&engine, &c.id, target, trigger, shared.applies.new_id())
-        .await
-        .map_err(|e| match e {
-            ApplyError::Refused(m) => RequestError::Unprocessable(m),
-            other => RequestError::Unavailable(other.to_string()),
-        })?;
-    if req.dry_run {
-        j.record.state = ApplyState::DryRun;
-        j.record.finished_at_ms = Some(now_ms());
-        return Ok((true, j.record));
-    }
+    let mut j = plan(shared, &engine, c, target, trigger).await?;
     j.record.state = ApplyState::Running;
     j.record.started_at_ms = Some(now_ms());
     shared.applies.set_running(Some(j.record.clone()));
@@ -131,7 +195,7 @@ pub async fn request(
         carry_out(&shared, engine, j).await;
     })
     .detach();
-    Ok((false, record))
+    Ok(record)
 }
 
 /// Execute; on failure, settle the change (roll back, or finish once verified) and record

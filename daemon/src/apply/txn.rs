@@ -125,6 +125,7 @@ pub async fn plan(
         diff,
         dropped: new.dropped.clone(),
         error: None,
+        compose_override: None,
         queued_at_ms: now_ms(),
         started_at_ms: None,
         finished_at_ms: None,

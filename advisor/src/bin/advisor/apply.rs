@@ -26,7 +26,7 @@ pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
     };
     let body = serde_json::to_vec(&request).map_err(|e| Error::Usage(e.to_string()))?;
     let first: ApplyRecord = client.post_json("/v1/apply", &body)?;
-    let record = if first.state == ApplyState::DryRun {
+    let record = if matches!(first.state, ApplyState::DryRun | ApplyState::ComposeOverride) {
         first
     } else {
         eprintln!(
@@ -60,6 +60,15 @@ pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
             record.id,
             record.error.as_deref().unwrap_or("the change failed"),
             record.container
+        ))),
+        ApplyState::ComposeOverride => Err(Error::ComposeOverride(format!(
+            "{} is managed by Docker Compose: nothing was changed; run `{}`",
+            record.container,
+            record
+                .compose_override
+                .as_ref()
+                .map(|o| o.command.as_str())
+                .unwrap_or("docker compose up -d")
         ))),
         _ => Err(Error::Probe(format!(
             "apply {} ended {:?}: {}",

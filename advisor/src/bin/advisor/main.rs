@@ -40,7 +40,8 @@ options:
   -V, --version       advisor's version
 
 exit codes: 0 ok, 1 error, 2 usage, 3 netmoded not answering, 4 no such container,
-            5 not authorised (token missing or wrong), 6 change rolled back";
+            5 not authorised (token missing or wrong), 6 change rolled back,
+            7 not applied: a Compose override file was written instead";
 
 /// What the command line asked for.
 pub struct Args {

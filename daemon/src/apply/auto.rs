@@ -1,0 +1,91 @@
+//! `advisor.mode = "apply"`: after each evaluation, the advisor's pick (if any) is carried out
+//! as any other change (`run::start`, trigger `advisor`). Which one, and why the others wait,
+//! is decided by the pure `netmode_advisor::policy::auto::choose`; this gathers its inputs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use netmode_advisor::api::Trigger;
+use netmode_advisor::policy::Memory;
+use netmode_advisor::policy::auto::{self, AutoInput, Candidate};
+
+use super::run;
+use crate::rt::now_ms;
+use crate::state::Shared;
+
+/// What was last logged about each waiting switch, so each reason is logged once.
+#[derive(Default)]
+pub struct Auto {
+    logged: BTreeMap<String, String>,
+}
+
+impl Auto {
+    /// Consider one change now.
+    pub async fn consider(&mut self, shared: &Arc<Shared>, memory: &Memory) {
+        if shared.applies.list().running.is_some() || run::locked(shared).is_some() {
+            return;
+        }
+        let Some(recs) = shared.recommendations() else {
+            return;
+        };
+        let status = shared.status();
+        // A probe or sweep queued or running changes the evidence: wait for it.
+        let probing = status.probe.running.is_some() || status.probe.queued > 0;
+        let compose_allowed = shared.config.apply.compose;
+        let candidates: Vec<Candidate> = recs
+            .containers
+            .iter()
+            .map(|c| Candidate {
+                name: &c.name,
+                recommendation: &c.recommendation,
+                compose_managed: !compose_allowed
+                    && status
+                        .containers
+                        .iter()
+                        .any(|s| s.name == c.name && s.compose.is_some()),
+                probing,
+            })
+            .collect();
+        let history = shared.applies.list().applies;
+        let cfg = shared.config.advisor.auto();
+        let choice = auto::choose(&AutoInput {
+            now_ms: now_ms(),
+            candidates: &candidates,
+            memory,
+            history: &history,
+            config: &cfg,
+        });
+        let waiting: BTreeMap<String, String> = choice.waiting.into_iter().collect();
+        for (name, why) in &waiting {
+            if self.logged.get(name) != Some(why) {
+                log::info!("advisor: the switch recommended for {name} waits: {why}");
+            }
+        }
+        self.logged = waiting;
+        let Some(pick) = choice.pick else {
+            return;
+        };
+        let result = async {
+            let c = shared.container(&pick.container)?;
+            let engine = run::engine(shared).await?;
+            run::start(shared, engine, &c, pick.mode, Trigger::Advisor).await
+        }
+        .await;
+        match result {
+            Ok(r) => log::info!(
+                "advisor: applying {} ({}): {} to {} mode, expected {:+.0} %, confidence {:.2}",
+                r.id,
+                pick.container,
+                r.from.as_str(),
+                pick.mode.as_str(),
+                pick.expected_gain * 100.0,
+                pick.confidence
+            ),
+            Err(e) => log::warn!(
+                "advisor: cannot apply {} mode to {}: {e}",
+                pick.mode.as_str(),
+                pick.container
+            ),
+        }
+    }
+}
