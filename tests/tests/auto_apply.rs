@@ -1,0 +1,209 @@
+//! `advisor.mode = "apply"` against the real engine: a mode that probes show clearly better is
+//! applied by the advisor itself, once, and not flipped back within the cooldown; with
+//! `recommend` (the default) the same evidence changes nothing; `off` recommends nothing.
+//!
+//! What makes one mode clearly better here: a user-defined bridge network whose forwarded
+//! traffic is policed to 16 Mbit/s (an iptables hashlimit in DOCKER-USER, as a slow uplink
+//! would), so a container on it sends far less in bridge mode than in host mode, where its
+//! traffic is not forwarded.
+
+use std::process::Command;
+use std::time::Duration;
+
+use netmode_e2e::api::{
+    Action, AdvisorMode, ApplyList, ApplyState, ModeKind, Recommendations, Trigger,
+};
+use netmode_e2e::*;
+
+/// A user-defined bridge network whose containers' forwarded traffic is policed; both
+/// removed on drop.
+struct SlowNetwork {
+    name: String,
+    rule: Vec<String>,
+}
+
+impl SlowNetwork {
+    fn new(tag: &str) -> SlowNetwork {
+        let name = unique(&format!("nmt-{tag}"));
+        docker(&["network", "create", "--label", "netmode-test=1", &name]);
+        let subnet = docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            &name,
+        ]);
+        let rule: Vec<String> = [
+            "DOCKER-USER",
+            "-s",
+            &subnet,
+            "-m",
+            "hashlimit",
+            "--hashlimit-above",
+            "2mb/s",
+            "--hashlimit-burst",
+            "4mb",
+            "--hashlimit-mode",
+            "srcip",
+            "--hashlimit-name",
+            &name[..name.len().min(15)],
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = Command::new("iptables")
+            .arg("-I")
+            .args(&rule)
+            .output()
+            .expect("iptables");
+        assert!(
+            out.status.success(),
+            "iptables -I {}: {}",
+            rule.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SlowNetwork { name, rule }
+    }
+}
+
+impl Drop for SlowNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.rule).output();
+        let _ = docker_output(&["network", "rm", &self.name]);
+    }
+}
+
+fn config(mode: &str) -> String {
+    format!(
+        "[advisor]\nmode = \"{mode}\"\napply_after = \"0s\"\nactive_window = \"1s\"\n\
+         cooldown = \"1h\"\nmin_confidence = 0.3\n\
+         [apply]\nverify = \"1s\"\n{}",
+        probe_section(
+            "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false"
+        )
+    )
+}
+
+fn applies(daemon: &Daemon) -> ApplyList {
+    let (code, body) = daemon.get("/v1/applies");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn recommendation(daemon: &Daemon, name: &str) -> Option<netmode_e2e::api::Recommendation> {
+    let (code, body) = daemon.get("/v1/recommendations");
+    if code != 200 {
+        return None;
+    }
+    let r: Recommendations = serde_json::from_str(&body).unwrap();
+    r.containers
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| c.recommendation)
+}
+
+/// A network-active bridge container on a policed network, probed twice: host mode is
+/// measured clearly better.
+fn probed_subject(daemon: &Daemon, net: &SlowNetwork) -> Container {
+    let port = free_port();
+    let c = Container::tcp_sink("auto", &["--network", &net.name], port);
+    daemon.wait_for("the container", Duration::from_secs(10), |st| {
+        find(st, &c.name).map(|_| ())
+    });
+    // Traffic into it keeps it network-active (host -> container is not forwarded: not policed).
+    let _ = stream_tcp(format!("{}:{port}", c.ip()), Duration::from_secs(90));
+    for _ in 0..2 {
+        let out = daemon.advisor(&["probe", &c.name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    c
+}
+
+#[test]
+fn a_clearly_better_mode_is_applied_by_the_advisor_once() {
+    require_docker();
+    let net = SlowNetwork::new("slow");
+    let daemon = Daemon::start(FAST_SAMPLING, &config("apply"));
+    let c = probed_subject(&daemon, &net);
+
+    let done = daemon.wait_for("the advisor's change", Duration::from_secs(90), |_| {
+        applies(&daemon)
+            .applies
+            .into_iter()
+            .find(|r| r.container == c.name && r.state != ApplyState::Running)
+    });
+    assert_eq!(done.trigger, Trigger::Advisor, "{done:?}");
+    assert_eq!(done.state, ApplyState::Applied, "{done:?}");
+    assert_eq!((done.from, done.to), (ModeKind::Bridge, ModeKind::Host));
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}} {{.State.Running}}", &c.name]),
+        "host true"
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("advisor: applying"), "{log}");
+
+    // Evaluations go on; within the cooldown nothing is changed again, and the advisor says
+    // why a switch back (if the evidence asked for one) waits.
+    std::thread::sleep(Duration::from_secs(5));
+    let list = applies(&daemon);
+    assert!(list.running.is_none(), "{list:?}");
+    assert_eq!(
+        list.applies
+            .iter()
+            .filter(|r| r.container == c.name)
+            .count(),
+        1,
+        "{list:?}"
+    );
+    let r = daemon.wait_for("a recommendation in host mode", Duration::from_secs(10), |_| {
+        recommendation(&daemon, &c.name)
+    });
+    assert!(
+        !(r.action == Action::Switch && r.held_until_ms.is_none()),
+        "no switch back outside the cooldown: {r:?}"
+    );
+    let (_, body) = daemon.get("/v1/status");
+    let s: netmode_e2e::api::Status = serde_json::from_str(&body).unwrap();
+    assert_eq!(s.advisor.unwrap().mode, AdvisorMode::Apply);
+}
+
+#[test]
+fn recommend_mode_changes_nothing_and_off_recommends_nothing() {
+    require_docker();
+    let net = SlowNetwork::new("slowr");
+    let daemon = Daemon::start(FAST_SAMPLING, &config("recommend"));
+    let c = probed_subject(&daemon, &net);
+    let r = daemon.wait_for("the switch to host", Duration::from_secs(30), |_| {
+        recommendation(&daemon, &c.name).filter(|r| r.action == Action::Switch && r.applicable)
+    });
+    assert_eq!(r.mode, ModeKind::Host, "{r:?}");
+    // Recommended and applicable, yet nothing happens by itself.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(applies(&daemon).applies.is_empty());
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &c.name]),
+        net.name
+    );
+    let out = daemon.advisor(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("advisor recommend"));
+
+    let off = Daemon::start(FAST_SAMPLING, &config("off"));
+    let recs = off.wait_for("an answer", Duration::from_secs(10), |_| {
+        let (code, body) = off.get("/v1/recommendations");
+        (code == 200).then(|| serde_json::from_str::<Recommendations>(&body).unwrap())
+    });
+    assert_eq!(recs.mode, AdvisorMode::Off);
+    assert!(recs.containers.is_empty(), "{recs:?}");
+    let out = off.advisor(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("advisor off"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
