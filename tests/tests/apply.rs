@@ -475,3 +475,201 @@ fn a_daemon_killed_after_any_step_leaves_one_whole_container() {
         }
     }
 }
+
+/// A Compose project's container is not recreated behind Compose's back: `advisor apply`
+/// writes an override file, exits 7 and changes nothing; the override, given to the real
+/// Compose, puts the service in host mode.
+#[test]
+fn a_compose_container_gets_an_override_that_compose_applies() {
+    require_docker();
+    let compose = if docker_output(&["compose", "version"]).status.success() {
+        "docker compose"
+    } else {
+        assert!(
+            std::process::Command::new("docker-compose")
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "Docker Compose must be installed (apt-get install docker-compose)"
+        );
+        "docker-compose"
+    };
+    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    let dir = TempDir::new("compose");
+    let project = unique("nmtc").replace('-', "");
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        format!(
+            "version: \"3.7\"\nservices:\n  web:\n    image: {}\n    command: [\"sleep\", \"100000\"]\n    \
+             labels:\n      netmode-test: \"1\"\n    volumes:\n      - data:/data\nvolumes:\n  data: {{}}\n",
+            busybox_image()
+        ),
+    )
+    .unwrap();
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    struct Down(String, std::path::PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&self.0)
+                .current_dir(&self.1)
+                .output();
+        }
+    }
+    let _down = Down(
+        format!("{compose} -p {project} down -v"),
+        dir.path().to_path_buf(),
+    );
+    sh(&format!("{compose} -p {project} up -d"));
+    let name = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    docker(&["exec", &name, "sh", "-c", "echo kept > /data/file"]);
+    let id = docker(&["inspect", "-f", "{{.Id}}", &name]);
+    daemon.wait_for("the Compose container", Duration::from_secs(10), |st| {
+        find(st, &name).map(|_| ())
+    });
+
+    let (out, r) = apply(&daemon, &name, "host");
+    assert_eq!(out.status.code(), Some(7), "{r:?}");
+    assert_eq!(r.state, ApplyState::ComposeOverride, "{r:?}");
+    let o = r.compose_override.clone().expect("the override");
+    assert!(o.file.starts_with(&daemon.state_dir().display().to_string()), "{o:?}");
+    assert_eq!(std::fs::read_to_string(&o.file).unwrap(), o.content);
+    assert!(o.content.contains("network_mode: host"), "{}", o.content);
+    assert!(o.content.contains("version: \"3.7\""), "{}", o.content);
+    // Nothing was changed.
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}} {{.State.Running}}", &name]),
+        format!("{id} true")
+    );
+    let text = daemon.advisor(&["apply", &name, "--mode", "host"]);
+    assert_eq!(text.status.code(), Some(7));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains(&o.file) && stdout.contains("docker compose"), "{stdout}");
+    let history = daemon.advisor(&["history"]);
+    assert!(String::from_utf8_lossy(&history.stdout).contains("override"));
+
+    // Compose itself applies it: the service now runs in host mode, its volume kept.
+    sh(&o.command.replacen("docker compose", compose, 1));
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}} {{.State.Running}}", &name]),
+        "host true"
+    );
+    assert_eq!(docker(&["exec", &name, "cat", "/data/file"]), "kept");
+}
+
+/// On user-defined networks, a bridge -> host -> bridge round trip gives back every network,
+/// the static address, the aliases, the MAC address and the hostname.
+#[test]
+fn user_networks_aliases_address_mac_and_hostname_survive_the_round_trip() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    let third = (std::process::id() % 200) + 20;
+    let (a, b) = (unique("nmt-neta"), unique("nmt-netb"));
+    let subnet = format!("10.231.{third}.0/24");
+    let ip = format!("10.231.{third}.10");
+    docker(&["network", "create", "--label", "netmode-test=1", "--subnet", &subnet, &a]);
+    docker(&["network", "create", "--label", "netmode-test=1", &b]);
+    struct Nets(Vec<String>);
+    impl Drop for Nets {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = docker_output(&["network", "rm", n]);
+            }
+        }
+    }
+    let _nets = Nets(vec![a.clone(), b.clone()]);
+    // Through the API: the CLI refuses --mac-address for engines older than API 1.44.
+    let name = unique("nmt-nets");
+    let body = serde_json::json!({
+        "Image": busybox_image(),
+        "Cmd": ["sleep", "100000"],
+        "Hostname": "gateway-svc",
+        "MacAddress": "02:42:0a:e7:00:99",
+        "Labels": {"netmode-test": "1"},
+        "HostConfig": {"NetworkMode": a},
+        "NetworkingConfig": {"EndpointsConfig": {&a: {
+            "IPAMConfig": {"IPv4Address": ip},
+            "Aliases": ["svc"],
+        }}},
+    });
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--unix-socket", "/var/run/docker.sock"])
+        .args(["-H", "Content-Type: application/json", "-d", &body.to_string()])
+        .arg(format!("http://localhost/v1.41/containers/create?name={name}"))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "create: {}", String::from_utf8_lossy(&out.stdout));
+    let c = Container {
+        id: docker(&["inspect", "-f", "{{.Id}}", &name]),
+        name,
+    };
+    docker(&["start", &c.name]);
+    docker(&["network", "connect", "--alias", "second", &b, &c.name]);
+    let fields = |name: &str| {
+        let v: Value = serde_json::from_str(&docker(&["inspect", name])).unwrap();
+        let i = &v[0];
+        let nets = i["NetworkSettings"]["Networks"].as_object().unwrap();
+        let mut out: Vec<String> = nets
+            .iter()
+            .map(|(n, ep)| {
+                let mut aliases: Vec<String> = ep["Aliases"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str())
+                            // Docker adds the short container id as an alias by itself.
+                            .filter(|x| !i["Id"].as_str().unwrap().starts_with(x))
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                aliases.sort();
+                format!(
+                    "{n} ip={} static={} aliases={aliases:?}",
+                    ep["IPAddress"], ep["IPAMConfig"]["IPv4Address"]
+                )
+            })
+            .collect();
+        out.sort();
+        out.push(format!("mode={}", i["HostConfig"]["NetworkMode"]));
+        out.push(format!("hostname={}", i["Config"]["Hostname"]));
+        out.push(format!("mac={}", i["NetworkSettings"]["Networks"][&a]["MacAddress"]));
+        out
+    };
+    let before = fields(&c.name);
+    assert!(before.iter().any(|f| f.contains(&ip)), "{before:?}");
+    daemon.wait_for("the container", Duration::from_secs(10), |st| {
+        find(st, &c.name).map(|_| ())
+    });
+    let (out, r) = apply(&daemon, &c.name, "host");
+    assert!(out.status.success(), "{r:?}");
+    assert_eq!(r.state, ApplyState::Applied, "{r:?}");
+    let dropped = r.dropped.join("\n");
+    assert!(dropped.contains(&a) && dropped.contains(&b), "{dropped}");
+    daemon.wait_for("host mode seen", Duration::from_secs(10), |st| {
+        find(st, &c.name).filter(|x| x.network_mode == "host").map(|_| ())
+    });
+    let (out, r) = apply(&daemon, &c.name, "bridge");
+    assert!(out.status.success(), "{r:?}");
+    assert_eq!(r.state, ApplyState::Applied, "{r:?}");
+    assert_eq!(fields(&c.name), before);
+}

@@ -3,6 +3,7 @@
 //! daemon's own loop stays on smol.
 
 pub mod inventory;
+pub mod raw;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -33,6 +34,9 @@ pub struct EngineVersion {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// For the raw JSON requests of a mode change (`raw`).
+    socket: std::path::PathBuf,
+    timeout: Duration,
 }
 
 impl Engine {
@@ -51,7 +55,14 @@ impl Engine {
             server: v.version.unwrap_or_else(|| "unknown".into()),
             api: v.api_version.unwrap_or_else(|| "unknown".into()),
         };
-        Ok((Engine { docker }, version))
+        Ok((
+            Engine {
+                docker,
+                socket: socket.to_path_buf(),
+                timeout,
+            },
+            version,
+        ))
     }
 
     /// Ids of the running containers.
@@ -247,21 +258,22 @@ impl Engine {
         Ok(())
     }
 
-    /// `docker inspect` as Docker's own JSON (what the apply spec reads); `None` if gone.
+    /// `docker inspect` as the engine's own JSON (what the apply spec reads, raw: see `raw`);
+    /// `None` if gone.
     pub async fn inspect_json(&self, id: &str) -> Result<Option<serde_json::Value>> {
-        Ok(match self.inspect(id).await? {
-            Some(c) => Some(
-                serde_json::to_value(c)
-                    .map_err(|e| Error::Docker(DockerError::Ended(format!("inspect {id}: {e}"))))?,
-            ),
-            None => None,
-        })
+        let path = format!("/containers/{}/json", raw::encode(id));
+        match raw::request(&self.socket, self.timeout, hyper::Method::GET, &path, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Docker(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// The Config of an image, as Docker's JSON (`null` fields where the image sets none).
+    /// The Config of an image, as the engine's JSON (`null` fields where the image sets none).
     pub async fn image_config(&self, image: &str) -> Result<serde_json::Value> {
-        let i = Compat::new(self.docker.inspect_image(image)).await?;
-        Ok(serde_json::to_value(i.config).unwrap_or(serde_json::Value::Null))
+        let path = format!("/images/{}/json", raw::encode(image));
+        let v = raw::request(&self.socket, self.timeout, hyper::Method::GET, &path, None).await?;
+        Ok(v["Config"].clone())
     }
 
     /// The id of image `name` (`sha256:...`), `None` if no such image.
@@ -273,29 +285,28 @@ impl Engine {
         }
     }
 
-    /// `docker network connect NETWORK ID` with endpoint settings (Docker's JSON).
+    /// `docker network connect NETWORK ID` with endpoint settings (the engine's JSON).
     pub async fn connect_network(
         &self,
         network: &str,
         id: &str,
         endpoint: serde_json::Value,
     ) -> Result<()> {
-        let endpoint_config = serde_json::from_value(endpoint)
-            .map_err(|e| Error::Docker(DockerError::Ended(format!("endpoint settings: {e}"))))?;
-        let req = bollard::models::NetworkConnectRequest {
-            container: id.to_string(),
-            endpoint_config: Some(endpoint_config),
-        };
-        Compat::new(self.docker.connect_network(network, req)).await?;
+        let path = format!("/networks/{}/connect", raw::encode(network));
+        let body = serde_json::json!({"Container": id, "EndpointConfig": endpoint});
+        raw::request(&self.socket, self.timeout, hyper::Method::POST, &path, Some(&body)).await?;
         Ok(())
     }
 
-    /// Create from a create request in Docker's JSON (Config fields, HostConfig,
-    /// NetworkingConfig); returns the id.
+    /// Create from a create request in the engine's JSON (Config fields, HostConfig,
+    /// NetworkingConfig), sent as it is; returns the id.
     pub async fn create_json(&self, name: &str, body: serde_json::Value) -> Result<String> {
-        let body: ContainerCreateBody = serde_json::from_value(body)
-            .map_err(|e| Error::Docker(DockerError::Ended(format!("create request: {e}"))))?;
-        self.create_container(name, body).await
+        let path = format!("/containers/create?name={}", raw::encode(name));
+        let v = raw::request(&self.socket, self.timeout, hyper::Method::POST, &path, Some(&body))
+            .await?;
+        v["Id"].as_str().map(String::from).ok_or_else(|| {
+            Error::Docker(DockerError::Ended(format!("create {name}: no id in {v}")))
+        })
     }
 
     /// `docker update --restart`: set a container's restart policy (to keep the engine from
