@@ -24,10 +24,26 @@ use crate::state_dir::StateDir;
 /// right after taking that step. For the fault-injection tests; unset in production.
 pub const ABORT_ENV: &str = "NETMODE_TEST_ABORT_APPLY_AFTER";
 
-fn aborting_after(step: Step) {
-    if std::env::var(ABORT_ENV).ok().and_then(|s| Step::parse(&s)) == Some(step) {
+/// `NETMODE_TEST_HOLD_APPLY_AFTER=<step>`: right after taking that step, the change writes
+/// `<state_dir>/test-held` and waits until `<state_dir>/test-release` exists (the test
+/// restarts the Docker engine meanwhile). For the fault-injection tests; unset in production.
+pub const HOLD_ENV: &str = "NETMODE_TEST_HOLD_APPLY_AFTER";
+
+async fn after(dir: &StateDir, step: Step) {
+    let at = |var: &str| std::env::var(var).ok().and_then(|s| Step::parse(&s)) == Some(step);
+    if at(ABORT_ENV) {
         log::error!("{ABORT_ENV}={}: aborting", step.as_str());
         std::process::abort();
+    }
+    if at(HOLD_ENV) {
+        log::warn!("{HOLD_ENV}={}: holding until test-release exists", step.as_str());
+        let (held, release) = (dir.path().join("test-held"), dir.path().join("test-release"));
+        let _ = std::fs::write(&held, step.as_str());
+        while !release.exists() {
+            async_io::Timer::after(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = std::fs::remove_file(&release);
+        let _ = std::fs::remove_file(&held);
     }
 }
 
@@ -164,7 +180,7 @@ pub async fn execute(
 ) -> Result<(), ApplyError> {
     let old = j.record.container_id.clone();
     step_to(dir, j, Step::Plan)?;
-    aborting_after(Step::Plan);
+    after(dir, Step::Plan).await;
 
     step_to(dir, j, Step::ClearRestartPolicy)?;
     engine
@@ -179,21 +195,21 @@ pub async fn execute(
         .map_err(ApplyError::docker(
             "clear the old container's restart policy",
         ))?;
-    aborting_after(Step::ClearRestartPolicy);
+    after(dir, Step::ClearRestartPolicy).await;
 
     step_to(dir, j, Step::RenameAside)?;
     engine
         .rename_container(&old, &j.aside)
         .await
         .map_err(ApplyError::docker("rename the old container aside"))?;
-    aborting_after(Step::RenameAside);
+    after(dir, Step::RenameAside).await;
 
     step_to(dir, j, Step::Stop)?;
     engine
         .stop_container(&old, None)
         .await
         .map_err(ApplyError::docker("stop the old container"))?;
-    aborting_after(Step::Stop);
+    after(dir, Step::Stop).await;
 
     step_to(dir, j, Step::Create)?;
     let new = engine
@@ -202,7 +218,7 @@ pub async fn execute(
         .map_err(ApplyError::docker("create the new container"))?;
     j.record.new_id = Some(new.clone());
     journal::save(dir, j)?;
-    aborting_after(Step::Create);
+    after(dir, Step::Create).await;
 
     step_to(dir, j, Step::Connect)?;
     for (network, endpoint) in j.connect.clone() {
@@ -213,18 +229,18 @@ pub async fn execute(
                 "connect the new container to {network}"
             )))?;
     }
-    aborting_after(Step::Connect);
+    after(dir, Step::Connect).await;
 
     step_to(dir, j, Step::Start)?;
     engine
         .start_container(&new)
         .await
         .map_err(ApplyError::docker("start the new container"))?;
-    aborting_after(Step::Start);
+    after(dir, Step::Start).await;
 
     step_to(dir, j, Step::Verify)?;
     verify(engine, &new, cfg).await?;
-    aborting_after(Step::Verify);
+    after(dir, Step::Verify).await;
 
     finish(engine, dir, j).await
 }
@@ -288,7 +304,7 @@ pub async fn finish(engine: &Engine, dir: &StateDir, j: &mut Journal) -> Result<
         .remove_container(&j.record.container_id)
         .await
         .map_err(ApplyError::docker("remove the old container"))?;
-    aborting_after(Step::RemoveOld);
+    after(dir, Step::RemoveOld).await;
     j.record.state = ApplyState::Applied;
     j.record.step = Step::Done.as_str().into();
     j.record.finished_at_ms = Some(now_ms());
