@@ -201,7 +201,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        // By id, and by name: a mode change recreates it under the same name, new id.
         let _ = docker_output(&["rm", "-f", &self.id]);
+        let _ = docker_output(&["rm", "-f", &self.name]);
     }
 }
 
