@@ -75,10 +75,14 @@ impl Drop for SlowNetwork {
     }
 }
 
+/// min_confidence 0.1 (the lowest confidence there is): TCP under a policer varies a lot
+/// from one 1 s cell to the next (22 vs 48 Mbit/s beside 2.5 Gbit/s in host mode), and the
+/// policy's confidence measures how consistent the rounds are, not how far both are past the
+/// threshold; the confidence gate itself is unit-tested in `policy::auto`.
 fn config(mode: &str) -> String {
     format!(
         "[advisor]\nmode = \"{mode}\"\napply_after = \"0s\"\nactive_window = \"1s\"\n\
-         cooldown = \"1h\"\nmin_confidence = 0.3\n\
+         cooldown = \"1h\"\nmin_confidence = 0.1\n\
          [apply]\nverify = \"1s\"\n{}",
         probe_section(
             "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false"
@@ -168,6 +172,14 @@ fn a_clearly_better_mode_is_applied_by_the_advisor_once() {
         !(r.action == Action::Switch && r.held_until_ms.is_none()),
         "no switch back outside the cooldown: {r:?}"
     );
+    let (_, metrics) = daemon.get("/metrics");
+    for line in [
+        "netmode_applies_total{trigger=\"advisor\",outcome=\"applied\"} 1",
+        "netmode_advisor_mode_info{mode=\"apply\"} 1",
+        "netmode_apply_running 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     let (_, body) = daemon.get("/v1/status");
     let s: netmode_e2e::api::Status = serde_json::from_str(&body).unwrap();
     assert_eq!(s.advisor.unwrap().mode, AdvisorMode::Apply);

@@ -1,6 +1,7 @@
 //! The changes: the one in progress and the history (`<state_dir>/applies.jsonl`, oldest
 //! first), and the lock that lets one change run at a time.
 
+use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +16,8 @@ const MAX_BYTES: usize = 2 << 20;
 struct Book {
     running: Option<ApplyRecord>,
     history: Vec<ApplyRecord>,
+    /// Changes finished since start, by (trigger, outcome): `/metrics` counters.
+    counts: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Default)]
@@ -52,6 +55,15 @@ impl ApplyBook {
             .cloned()
     }
 
+    /// Changes finished since start: (trigger, outcome, count).
+    pub fn counts(&self) -> Vec<(String, String, u64)> {
+        read_lock(&self.book)
+            .counts
+            .iter()
+            .map(|((t, o), n)| (t.clone(), o.clone(), *n))
+            .collect()
+    }
+
     pub fn set_running(&self, r: Option<ApplyRecord>) {
         write(&self.book).running = r;
     }
@@ -62,7 +74,17 @@ impl ApplyBook {
         if b.running.as_ref().is_some_and(|x| x.id == r.id) {
             b.running = None;
         }
+        let key = (as_str(&r.trigger), as_str(&r.state));
+        *b.counts.entry(key).or_default() += 1;
         b.history.push(r);
         crate::state_dir::trim_lines(&mut b.history, limit, MAX_BYTES)
     }
+}
+
+/// A unit enum's serde name (`rolled_back`, `advisor`).
+fn as_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }

@@ -54,7 +54,15 @@ fn number(v: f64) -> String {
     }
 }
 
-pub fn render(s: &Status) -> String {
+/// Mode changes for `/metrics`: one in progress, and those finished since start by
+/// (trigger, outcome).
+#[derive(Default)]
+pub struct Applies {
+    pub running: bool,
+    pub counts: Vec<(String, String, u64)>,
+}
+
+pub fn render(s: &Status, applies: &Applies) -> String {
     let mut o = Out {
         text: String::new(),
     };
@@ -221,6 +229,7 @@ pub fn render(s: &Status) -> String {
     }
     probes(&mut o, s);
     advice(&mut o, s);
+    changes(&mut o, s, applies);
     o.text
 }
 
@@ -294,6 +303,35 @@ fn advice(o: &mut Out, s: &Status) {
                 );
             }
         }
+    }
+}
+
+fn changes(o: &mut Out, s: &Status, a: &Applies) {
+    if let Some(adv) = &s.advisor {
+        o.family(
+            "netmode_advisor_mode_info",
+            "gauge",
+            "advisor.mode: off, recommend or apply (applies by itself); always 1.",
+        );
+        o.sample("netmode_advisor_mode_info", &[("mode", adv.mode.as_str())], 1.0);
+    }
+    o.family(
+        "netmode_apply_running",
+        "gauge",
+        "1 while a mode change is in progress.",
+    );
+    o.sample("netmode_apply_running", &[], if a.running { 1.0 } else { 0.0 });
+    o.family(
+        "netmode_applies_total",
+        "counter",
+        "Mode changes finished since netmoded started, by trigger (manual, advisor) and outcome (applied, rolled_back, dry_run, refused, compose_override).",
+    );
+    for (trigger, outcome, n) in &a.counts {
+        o.sample(
+            "netmode_applies_total",
+            &[("trigger", trigger), ("outcome", outcome)],
+            *n as f64,
+        );
     }
 }
 

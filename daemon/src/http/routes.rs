@@ -50,8 +50,13 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
             },
         ),
         ["metrics"] if get => {
+            let applies = super::metrics::Applies {
+                running: shared.applies.list().running.is_some(),
+                counts: shared.applies.counts(),
+            };
             let mut r = Response::new(Full::new(Bytes::from(super::metrics::render(
                 &shared.status(),
+                &applies,
             ))));
             r.headers_mut().insert(
                 CONTENT_TYPE,
