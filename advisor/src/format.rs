@@ -109,22 +109,24 @@ pub fn status_headline(s: &Status) -> String {
         .unwrap_or_else(|| "- cs/s".into());
     let advisor = match &s.advisor {
         Some(a) if a.mode == crate::api::AdvisorMode::Off => " | advisor off".to_string(),
-        Some(a) => format!(
-            " | advisor {}{}",
-            a.mode.as_str(),
-            match a.mode {
-                crate::api::AdvisorMode::Apply => " (applies by itself)",
-                _ => "",
-            }
-        ) + &format!(
-            " | {} network-active, crossover {} ({})",
-            a.network_active.len(),
-            a.crossover
-                .containers
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "beyond the sweep".into()),
-            a.crossover.source
-        ),
+        Some(a) => {
+            format!(
+                " | advisor {}{}",
+                a.mode.as_str(),
+                match a.mode {
+                    crate::api::AdvisorMode::Apply => " (applies by itself)",
+                    _ => "",
+                }
+            ) + &format!(
+                " | {} network-active, crossover {} ({})",
+                a.network_active.len(),
+                a.crossover
+                    .containers
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "beyond the sweep".into()),
+                a.crossover.source
+            )
+        }
         None => String::new(),
     };
     format!(

@@ -551,7 +551,11 @@ fn a_compose_container_gets_an_override_that_compose_applies() {
     assert_eq!(out.status.code(), Some(7), "{r:?}");
     assert_eq!(r.state, ApplyState::ComposeOverride, "{r:?}");
     let o = r.compose_override.clone().expect("the override");
-    assert!(o.file.starts_with(&daemon.state_dir().display().to_string()), "{o:?}");
+    assert!(
+        o.file
+            .starts_with(&daemon.state_dir().display().to_string()),
+        "{o:?}"
+    );
     assert_eq!(std::fs::read_to_string(&o.file).unwrap(), o.content);
     assert!(o.content.contains("network_mode: host"), "{}", o.content);
     assert!(o.content.contains("version: \"3.7\""), "{}", o.content);
@@ -563,14 +567,22 @@ fn a_compose_container_gets_an_override_that_compose_applies() {
     let text = daemon.advisor(&["apply", &name, "--mode", "host"]);
     assert_eq!(text.status.code(), Some(7));
     let stdout = String::from_utf8_lossy(&text.stdout);
-    assert!(stdout.contains(&o.file) && stdout.contains("docker compose"), "{stdout}");
+    assert!(
+        stdout.contains(&o.file) && stdout.contains("docker compose"),
+        "{stdout}"
+    );
     let history = daemon.advisor(&["history"]);
     assert!(String::from_utf8_lossy(&history.stdout).contains("override"));
 
     // Compose itself applies it: the service now runs in host mode, its volume kept.
     sh(&o.command.replacen("docker compose", compose, 1));
     assert_eq!(
-        docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}} {{.State.Running}}", &name]),
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.NetworkMode}} {{.State.Running}}",
+            &name
+        ]),
         "host true"
     );
     assert_eq!(docker(&["exec", &name, "cat", "/data/file"]), "kept");
@@ -586,7 +598,15 @@ fn user_networks_aliases_address_mac_and_hostname_survive_the_round_trip() {
     let (a, b) = (unique("nmt-neta"), unique("nmt-netb"));
     let subnet = format!("10.231.{third}.0/24");
     let ip = format!("10.231.{third}.10");
-    docker(&["network", "create", "--label", "netmode-test=1", "--subnet", &subnet, &a]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "netmode-test=1",
+        "--subnet",
+        &subnet,
+        &a,
+    ]);
     docker(&["network", "create", "--label", "netmode-test=1", &b]);
     struct Nets(Vec<String>);
     impl Drop for Nets {
@@ -612,12 +632,28 @@ fn user_networks_aliases_address_mac_and_hostname_survive_the_round_trip() {
         }}},
     });
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--fail-with-body", "--unix-socket", "/var/run/docker.sock"])
-        .args(["-H", "Content-Type: application/json", "-d", &body.to_string()])
-        .arg(format!("http://localhost/v1.41/containers/create?name={name}"))
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "--unix-socket",
+            "/var/run/docker.sock",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+        ])
+        .arg(format!(
+            "http://localhost/v1.41/containers/create?name={name}"
+        ))
         .output()
         .expect("curl");
-    assert!(out.status.success(), "create: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "create: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let c = Container {
         id: docker(&["inspect", "-f", "{{.Id}}", &name]),
         name,
@@ -652,7 +688,10 @@ fn user_networks_aliases_address_mac_and_hostname_survive_the_round_trip() {
         out.sort();
         out.push(format!("mode={}", i["HostConfig"]["NetworkMode"]));
         out.push(format!("hostname={}", i["Config"]["Hostname"]));
-        out.push(format!("mac={}", i["NetworkSettings"]["Networks"][&a]["MacAddress"]));
+        out.push(format!(
+            "mac={}",
+            i["NetworkSettings"]["Networks"][&a]["MacAddress"]
+        ));
         out
     };
     let before = fields(&c.name);
@@ -666,7 +705,9 @@ fn user_networks_aliases_address_mac_and_hostname_survive_the_round_trip() {
     let dropped = r.dropped.join("\n");
     assert!(dropped.contains(&a) && dropped.contains(&b), "{dropped}");
     daemon.wait_for("host mode seen", Duration::from_secs(10), |st| {
-        find(st, &c.name).filter(|x| x.network_mode == "host").map(|_| ())
+        find(st, &c.name)
+            .filter(|x| x.network_mode == "host")
+            .map(|_| ())
     });
     let (out, r) = apply(&daemon, &c.name, "bridge");
     assert!(out.status.success(), "{r:?}");

@@ -146,7 +146,12 @@ fn a_clearly_better_mode_is_applied_by_the_advisor_once() {
     assert_eq!(done.state, ApplyState::Applied, "{done:?}");
     assert_eq!((done.from, done.to), (ModeKind::Bridge, ModeKind::Host));
     assert_eq!(
-        docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}} {{.State.Running}}", &c.name]),
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.NetworkMode}} {{.State.Running}}",
+            &c.name
+        ]),
         "host true"
     );
     let log = daemon.log_text();
@@ -165,9 +170,11 @@ fn a_clearly_better_mode_is_applied_by_the_advisor_once() {
         1,
         "{list:?}"
     );
-    let r = daemon.wait_for("a recommendation in host mode", Duration::from_secs(10), |_| {
-        recommendation(&daemon, &c.name)
-    });
+    let r = daemon.wait_for(
+        "a recommendation in host mode",
+        Duration::from_secs(10),
+        |_| recommendation(&daemon, &c.name),
+    );
     assert!(
         !(r.action == Action::Switch && r.held_until_ms.is_none()),
         "no switch back outside the cooldown: {r:?}"

@@ -169,14 +169,22 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
             "--format",
             "{{.Names}}",
         ]);
-        assert_eq!(all.lines().collect::<Vec<_>>(), vec![c.name.as_str()], "{step}");
+        assert_eq!(
+            all.lines().collect::<Vec<_>>(),
+            vec![c.name.as_str()],
+            "{step}"
+        );
         assert_eq!(
             docker(&["inspect", "-f", "{{.State.Running}}", &c.name]),
             "true",
             "{step}"
         );
         for (path, want) in [("/named/data", "named"), ("/anon/data", "anon")] {
-            assert_eq!(docker(&["exec", &c.name, "cat", path]), want, "{step}: {path}");
+            assert_eq!(
+                docker(&["exec", &c.name, "cat", path]),
+                want,
+                "{step}: {path}"
+            );
         }
         docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &c.name])
     };
@@ -216,7 +224,11 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
         assert_eq!(code, 202, "{step}: {body}");
         let deadline = Instant::now() + Duration::from_secs(60);
         while !state.join("test-held").exists() {
-            assert!(Instant::now() < deadline, "{step}: never held\n{}", daemon.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "{step}: never held\n{}",
+                daemon.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
 
@@ -246,7 +258,9 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
         let list: ApplyList = serde_json::from_str(&text).unwrap();
         let last = &list.applies[0];
         match last.state {
-            ApplyState::Applied => assert_eq!(now, if target == "host" { "host" } else { "default" }),
+            ApplyState::Applied => {
+                assert_eq!(now, if target == "host" { "host" } else { "default" })
+            }
             ApplyState::RolledBack => assert_eq!(now, mode, "{step}"),
             other => panic!("{step}: {other:?} {last:?}"),
         }

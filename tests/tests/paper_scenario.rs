@@ -129,11 +129,19 @@ fn one_then_four_containers_end_in_the_modes_the_measurements_favour() {
     let first = sender("paper1", &gateway, port);
     daemon.wait_for("network-active", Duration::from_secs(30), |_| {
         let (code, body) = daemon.get("/v1/recommendations");
-        (code == 200 && serde_json::from_str::<Recommendations>(&body).unwrap().network_active.contains(&first.name))
-            .then_some(())
+        (code == 200
+            && serde_json::from_str::<Recommendations>(&body)
+                .unwrap()
+                .network_active
+                .contains(&first.name))
+        .then_some(())
     });
     let out = daemon.advisor(&["probe", &first.name, "--sweep"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let one = settled(&daemon, &[&first.name], "one container");
     assert_eq!(one.network_active.len(), 1, "{one:?}");
 
@@ -146,11 +154,19 @@ fn one_then_four_containers_end_in_the_modes_the_measurements_favour() {
     daemon.wait_for("four network-active", Duration::from_secs(30), |_| {
         let (code, body) = daemon.get("/v1/recommendations");
         (code == 200
-            && serde_json::from_str::<Recommendations>(&body).unwrap().network_active.len() == 4)
+            && serde_json::from_str::<Recommendations>(&body)
+                .unwrap()
+                .network_active
+                .len()
+                == 4)
             .then_some(())
     });
     let out = daemon.advisor(&["probe", "--all", "--sweep"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let four = settled(&daemon, &names, "four containers");
     assert_eq!(four.network_active.len(), 4, "{four:?}");
 
@@ -169,7 +185,13 @@ fn one_then_four_containers_end_in_the_modes_the_measurements_favour() {
         list.applies
             .iter()
             .rev()
-            .map(|a| format!("{} {}->{} {:?}", a.container, a.from.as_str(), a.to.as_str(), a.state))
+            .map(|a| format!(
+                "{} {}->{} {:?}",
+                a.container,
+                a.from.as_str(),
+                a.to.as_str(),
+                a.state
+            ))
             .collect::<Vec<_>>()
     );
 }

@@ -163,8 +163,9 @@ pub fn write_override(
     }
     command.push_str(&format!(" up -d {}", shell_quote(service)));
 
-    crate::state_dir::write_atomic_mode(&own, text.as_bytes(), 0o644)
-        .map_err(|e| RequestError::Unavailable(format!("cannot write the Compose override: {e}")))?;
+    crate::state_dir::write_atomic_mode(&own, text.as_bytes(), 0o644).map_err(|e| {
+        RequestError::Unavailable(format!("cannot write the Compose override: {e}"))
+    })?;
     Ok(ComposeOverride {
         file: own.display().to_string(),
         command,
@@ -189,8 +190,10 @@ mod tests {
     use serde_json::json;
 
     fn inspect(ports: bool, networks: &[&str], workdir: &str) -> Value {
-        let nets: serde_json::Map<String, Value> =
-            networks.iter().map(|n| (n.to_string(), json!({}))).collect();
+        let nets: serde_json::Map<String, Value> = networks
+            .iter()
+            .map(|n| (n.to_string(), json!({})))
+            .collect();
         json!({
             "Config": {"Labels": {
                 PROJECT: "gw", SERVICE: "web",
@@ -210,25 +213,55 @@ mod tests {
         )
         .unwrap();
         let w = dir.display().to_string();
-        let o = write_override(&dir, &inspect(false, &["gw_default"], &w), ModeKind::Host, "test")
-            .unwrap();
-        assert!(o.content.contains("version: \"3.7\"\nservices:\n  \"web\":\n    network_mode: host\n"), "{}", o.content);
+        let o = write_override(
+            &dir,
+            &inspect(false, &["gw_default"], &w),
+            ModeKind::Host,
+            "test",
+        )
+        .unwrap();
+        assert!(
+            o.content
+                .contains("version: \"3.7\"\nservices:\n  \"web\":\n    network_mode: host\n"),
+            "{}",
+            o.content
+        );
         assert!(!o.content.contains("!reset"), "{}", o.content);
         assert_eq!(std::fs::read_to_string(&o.file).unwrap(), o.content);
         assert!(o.file.ends_with("compose-gw-web.override.yml"));
         assert_eq!(
             o.command,
-            format!("cd {w} && docker compose -p gw -f {w}/docker-compose.yml -f {} up -d web", o.file)
+            format!(
+                "cd {w} && docker compose -p gw -f {w}/docker-compose.yml -f {} up -d web",
+                o.file
+            )
         );
 
-        let o = write_override(&dir, &inspect(true, &["gw_default", "backend"], &w), ModeKind::Host, "t")
-            .unwrap();
-        assert!(o.content.contains("    ports: !reset []\n"), "{}", o.content);
-        assert!(o.content.contains("    networks: !reset {}\n"), "{}", o.content);
+        let o = write_override(
+            &dir,
+            &inspect(true, &["gw_default", "backend"], &w),
+            ModeKind::Host,
+            "t",
+        )
+        .unwrap();
+        assert!(
+            o.content.contains("    ports: !reset []\n"),
+            "{}",
+            o.content
+        );
+        assert!(
+            o.content.contains("    networks: !reset {}\n"),
+            "{}",
+            o.content
+        );
         assert!(o.content.contains("backend"), "{}", o.content);
 
         let o = write_override(&dir, &inspect(false, &[], &w), ModeKind::Bridge, "t").unwrap();
-        assert!(o.content.contains("    network_mode: bridge\n"), "{}", o.content);
+        assert!(
+            o.content.contains("    network_mode: bridge\n"),
+            "{}",
+            o.content
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

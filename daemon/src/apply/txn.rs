@@ -36,8 +36,14 @@ async fn after(dir: &StateDir, step: Step) {
         std::process::abort();
     }
     if at(HOLD_ENV) {
-        log::warn!("{HOLD_ENV}={}: holding until test-release exists", step.as_str());
-        let (held, release) = (dir.path().join("test-held"), dir.path().join("test-release"));
+        log::warn!(
+            "{HOLD_ENV}={}: holding until test-release exists",
+            step.as_str()
+        );
+        let (held, release) = (
+            dir.path().join("test-held"),
+            dir.path().join("test-release"),
+        );
         let _ = std::fs::write(&held, step.as_str());
         while !release.exists() {
             async_io::Timer::after(std::time::Duration::from_millis(100)).await;

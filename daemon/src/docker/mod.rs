@@ -294,7 +294,14 @@ impl Engine {
     ) -> Result<()> {
         let path = format!("/networks/{}/connect", raw::encode(network));
         let body = serde_json::json!({"Container": id, "EndpointConfig": endpoint});
-        raw::request(&self.socket, self.timeout, hyper::Method::POST, &path, Some(&body)).await?;
+        raw::request(
+            &self.socket,
+            self.timeout,
+            hyper::Method::POST,
+            &path,
+            Some(&body),
+        )
+        .await?;
         Ok(())
     }
 
@@ -302,8 +309,14 @@ impl Engine {
     /// NetworkingConfig), sent as it is; returns the id.
     pub async fn create_json(&self, name: &str, body: serde_json::Value) -> Result<String> {
         let path = format!("/containers/create?name={}", raw::encode(name));
-        let v = raw::request(&self.socket, self.timeout, hyper::Method::POST, &path, Some(&body))
-            .await?;
+        let v = raw::request(
+            &self.socket,
+            self.timeout,
+            hyper::Method::POST,
+            &path,
+            Some(&body),
+        )
+        .await?;
         v["Id"].as_str().map(String::from).ok_or_else(|| {
             Error::Docker(DockerError::Ended(format!("create {name}: no id in {v}")))
         })

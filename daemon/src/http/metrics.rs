@@ -313,14 +313,22 @@ fn changes(o: &mut Out, s: &Status, a: &Applies) {
             "gauge",
             "advisor.mode: off, recommend or apply (applies by itself); always 1.",
         );
-        o.sample("netmode_advisor_mode_info", &[("mode", adv.mode.as_str())], 1.0);
+        o.sample(
+            "netmode_advisor_mode_info",
+            &[("mode", adv.mode.as_str())],
+            1.0,
+        );
     }
     o.family(
         "netmode_apply_running",
         "gauge",
         "1 while a mode change is in progress.",
     );
-    o.sample("netmode_apply_running", &[], if a.running { 1.0 } else { 0.0 });
+    o.sample(
+        "netmode_apply_running",
+        &[],
+        if a.running { 1.0 } else { 0.0 },
+    );
     o.family(
         "netmode_applies_total",
         "counter",

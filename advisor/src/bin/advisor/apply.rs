@@ -26,7 +26,10 @@ pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
     };
     let body = serde_json::to_vec(&request).map_err(|e| Error::Usage(e.to_string()))?;
     let first: ApplyRecord = client.post_json("/v1/apply", &body)?;
-    let record = if matches!(first.state, ApplyState::DryRun | ApplyState::ComposeOverride) {
+    let record = if matches!(
+        first.state,
+        ApplyState::DryRun | ApplyState::ComposeOverride
+    ) {
         first
     } else {
         eprintln!(
