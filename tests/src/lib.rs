@@ -164,6 +164,19 @@ pub fn busybox_image() -> &'static str {
     })
 }
 
+/// The steps of a mode change, in order, as the fault-injection hooks name them.
+pub const APPLY_STEPS: [&str; 9] = [
+    "plan",
+    "clear_restart_policy",
+    "rename_aside",
+    "stop",
+    "create",
+    "connect",
+    "start",
+    "verify",
+    "remove_old",
+];
+
 /// A container this test started; removed (with `-f`) on drop.
 pub struct Container {
     pub name: String,

@@ -402,19 +402,8 @@ fn a_daemon_killed_after_any_step_leaves_one_whole_container() {
     daemon.wait_for("the container", Duration::from_secs(10), |st| {
         find(st, s.name()).map(|_| ())
     });
-    let steps = [
-        "plan",
-        "clear_restart_policy",
-        "rename_aside",
-        "stop",
-        "create",
-        "connect",
-        "start",
-        "verify",
-        "remove_old",
-    ];
     let mut mode = "bridge";
-    for step in steps {
+    for step in APPLY_STEPS {
         let before = s.inspect()["Id"].clone();
         daemon.terminate();
         daemon.set_env("NETMODE_TEST_ABORT_APPLY_AFTER", Some(step));

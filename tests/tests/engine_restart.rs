@@ -189,19 +189,8 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
         docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &c.name])
     };
 
-    let steps = [
-        "plan",
-        "clear_restart_policy",
-        "rename_aside",
-        "stop",
-        "create",
-        "connect",
-        "start",
-        "verify",
-        "remove_old",
-    ];
     let mut outcomes = Vec::new();
-    for step in steps {
+    for step in APPLY_STEPS {
         let mode = whole(step);
         let target = if mode == "host" { "bridge" } else { "host" };
         daemon.terminate();

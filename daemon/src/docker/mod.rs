@@ -258,11 +258,21 @@ impl Engine {
         Ok(())
     }
 
+    /// One request in the engine's own JSON (`raw`).
+    async fn raw(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        raw::request(&self.socket, self.timeout, method, path, body).await
+    }
+
     /// `docker inspect` as the engine's own JSON (what the apply spec reads, raw: see `raw`);
     /// `None` if gone.
     pub async fn inspect_json(&self, id: &str) -> Result<Option<serde_json::Value>> {
         let path = format!("/containers/{}/json", raw::encode(id));
-        match raw::request(&self.socket, self.timeout, hyper::Method::GET, &path, None).await {
+        match self.raw(hyper::Method::GET, &path, None).await {
             Ok(v) => Ok(Some(v)),
             Err(Error::Docker(e)) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -272,7 +282,7 @@ impl Engine {
     /// The Config of an image, as the engine's JSON (`null` fields where the image sets none).
     pub async fn image_config(&self, image: &str) -> Result<serde_json::Value> {
         let path = format!("/images/{}/json", raw::encode(image));
-        let v = raw::request(&self.socket, self.timeout, hyper::Method::GET, &path, None).await?;
+        let v = self.raw(hyper::Method::GET, &path, None).await?;
         Ok(v["Config"].clone())
     }
 
@@ -294,14 +304,7 @@ impl Engine {
     ) -> Result<()> {
         let path = format!("/networks/{}/connect", raw::encode(network));
         let body = serde_json::json!({"Container": id, "EndpointConfig": endpoint});
-        raw::request(
-            &self.socket,
-            self.timeout,
-            hyper::Method::POST,
-            &path,
-            Some(&body),
-        )
-        .await?;
+        self.raw(hyper::Method::POST, &path, Some(&body)).await?;
         Ok(())
     }
 
@@ -309,14 +312,7 @@ impl Engine {
     /// NetworkingConfig), sent as it is; returns the id.
     pub async fn create_json(&self, name: &str, body: serde_json::Value) -> Result<String> {
         let path = format!("/containers/create?name={}", raw::encode(name));
-        let v = raw::request(
-            &self.socket,
-            self.timeout,
-            hyper::Method::POST,
-            &path,
-            Some(&body),
-        )
-        .await?;
+        let v = self.raw(hyper::Method::POST, &path, Some(&body)).await?;
         v["Id"].as_str().map(String::from).ok_or_else(|| {
             Error::Docker(DockerError::Ended(format!("create {name}: no id in {v}")))
         })
