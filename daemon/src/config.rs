@@ -76,6 +76,8 @@ pub struct Http {
     /// actually bound is written to `<state_dir>/endpoint`.
     #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
+    /// `/metrics` also carries host series (CPU and softirq shares) that node_exporter has.
+    pub host_metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -318,6 +320,7 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             listen: SocketAddr::from(([127, 0, 0, 1], 9431)),
+            host_metrics: false,
         }
     }
 }

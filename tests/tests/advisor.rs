@@ -172,7 +172,7 @@ fn recommendations_are_served_and_explained() {
     // Prometheus.
     let (_, metrics) = daemon.get("/metrics");
     let line = format!(
-        "netmode_recommendation_info{{container=\"{}\",network_mode=\"bridge\",mode=\"host\",action=\"switch\",applicable=\"false\"}} 1",
+        "netmode_recommendation_info{{name=\"{}\",mode=\"host\",action=\"switch\",applicable=\"false\",basis=\"pinned\"}} 1",
         pinned.name
     );
     assert!(metrics.contains(&line), "{line} not in\n{metrics}");

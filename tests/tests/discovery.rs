@@ -111,17 +111,21 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(&host.name));
 
-    // Prometheus text with both containers labelled by name and mode.
+    // Prometheus text: counters by name (as cAdvisor's), the mode on the info series.
     let (code, metrics) = daemon.get("/metrics");
     assert_eq!(code, 200);
-    let line = |name: &str, c: &Container, mode: &str| {
-        format!(
-            "{name}{{container=\"{}\",network_mode=\"{mode}\"}} ",
-            c.name
-        )
-    };
     for (c, mode) in [(&bridge, "bridge"), (&host, "host")] {
-        let l = line("netmode_container_receive_bytes_total", c, mode);
+        let info = format!(
+            "netmode_container_info{{name=\"{}\",container_id=\"{}\",image=\"{}\",network_mode=\"{mode}\",mode=\"{mode}\",",
+            c.name,
+            c.id,
+            busybox_image()
+        );
+        assert!(metrics.contains(&info), "{info} not in\n{metrics}");
+        let l = format!(
+            "netmode_container_network_receive_bytes_total{{name=\"{}\"}} ",
+            c.name
+        );
         let v: f64 = metrics
             .lines()
             .find_map(|x| x.strip_prefix(&l))
@@ -130,7 +134,9 @@ fn bridge_and_host_containers_are_listed_with_growing_traffic() {
             .unwrap();
         assert!(v > 0.0);
     }
-    assert!(metrics.contains("# TYPE netmode_container_receive_bytes_total counter"));
+    assert!(metrics.contains("# TYPE netmode_container_network_receive_bytes_total counter"));
+    // Host series are node_exporter's unless asked for.
+    assert!(!metrics.contains("netmode_host_"), "{metrics}");
     assert!(metrics.contains("netmode_docker_up 1"));
 
     // advisor status shows both, as a table and as the endpoint's JSON.

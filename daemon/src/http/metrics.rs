@@ -1,9 +1,13 @@
-//! Prometheus text exposition (format 0.0.4) of a status document. Metric names start with
-//! `netmode_`; container series are labelled with the container's name and network mode.
+//! Prometheus text exposition (format 0.0.4) of a status document, after Prometheus'
+//! naming conventions: names start with `netmode_`, base units (bytes, seconds), counters
+//! end in `_total`, rates are left to `rate()`, and labels that describe a container (image,
+//! id, network mode) live on `netmode_container_info` only, so that a container's series keep
+//! their identity (`name`, as cAdvisor's) when its mode changes. Host series that duplicate
+//! node_exporter are off unless `http.host_metrics`. `docs/api.md` lists every series.
 
 use std::fmt::Write;
 
-use netmode_advisor::api::{Attribution, DockerState, Status};
+use netmode_advisor::api::{Action, Attribution, DockerState, Status};
 
 struct Out {
     text: String,
@@ -54,15 +58,24 @@ fn number(v: f64) -> String {
     }
 }
 
-/// Mode changes for `/metrics`: one in progress, and those finished since start by
-/// (trigger, outcome).
-#[derive(Default)]
-pub struct Applies {
-    pub running: bool,
-    pub counts: Vec<(String, String, u64)>,
+fn bool_label(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
 }
 
-pub fn render(s: &Status, applies: &Applies) -> String {
+/// What `/metrics` shows beyond the status document.
+#[derive(Default)]
+pub struct Extra {
+    /// `http.host_metrics`: host series that node_exporter also has.
+    pub host: bool,
+    /// A mode change is in progress.
+    pub apply_running: bool,
+    /// Mode changes finished since start: (trigger, outcome, count).
+    pub applies: Vec<(String, String, u64)>,
+    /// Probe runs finished since start: (outcome, count).
+    pub probe_runs: Vec<(String, u64)>,
+}
+
+pub fn render(s: &Status, x: &Extra) -> String {
     let mut o = Out {
         text: String::new(),
     };
@@ -72,26 +85,29 @@ pub fn render(s: &Status, applies: &Applies) -> String {
         "netmoded's version; always 1.",
     );
     o.sample("netmode_build_info", &[("version", &s.version)], 1.0);
-
     o.family(
         "netmode_docker_up",
         "gauge",
         "1 when the Docker engine is connected and followed.",
     );
-    o.sample(
-        "netmode_docker_up",
-        &[],
-        if s.docker.state == DockerState::Connected {
-            1.0
-        } else {
-            0.0
-        },
-    );
+    let up = s.docker.state == DockerState::Connected;
+    o.sample("netmode_docker_up", &[], if up { 1.0 } else { 0.0 });
+    if x.host {
+        host(&mut o, s);
+    }
+    containers(&mut o, s);
+    probes(&mut o, s, x);
+    advice(&mut o, s);
+    changes(&mut o, x);
+    o.text
+}
 
+/// Host series (node_exporter has their raw counters): only with `http.host_metrics`.
+fn host(o: &mut Out, s: &Status) {
     let h = &s.host;
     o.family("netmode_host_cpus", "gauge", "Online CPUs.");
     o.sample("netmode_host_cpus", &[], h.cpus as f64);
-    let host_gauges: [(&str, &str, Option<f64>); 5] = [
+    let gauges: [(&str, &str, Option<f64>); 2] = [
         (
             "netmode_host_cpu_utilisation_ratio",
             "Busy fraction of all CPUs over the last sample interval.",
@@ -99,43 +115,29 @@ pub fn render(s: &Status, applies: &Applies) -> String {
         ),
         (
             "netmode_host_softirq_ratio",
-            "Fraction of CPU time spent in softirq context over the last interval.",
+            "Fraction of CPU time spent in softirq context over the last sample interval.",
             h.softirq_share,
         ),
-        (
-            "netmode_host_context_switches_per_second",
-            "Context switches per second, all CPUs.",
-            h.context_switches_per_s,
-        ),
-        (
-            "netmode_host_net_rx_softirqs_per_second",
-            "NET_RX softirqs per second, all CPUs.",
-            h.net_rx_softirqs_per_s,
-        ),
-        (
-            "netmode_host_net_tx_softirqs_per_second",
-            "NET_TX softirqs per second, all CPUs.",
-            h.net_tx_softirqs_per_s,
-        ),
     ];
-    for (name, help, v) in host_gauges {
+    for (name, help, v) in gauges {
         if let Some(v) = v {
             o.family(name, "gauge", help);
             o.sample(name, &[], v);
         }
     }
+}
 
+fn containers(o: &mut Out, s: &Status) {
     o.family(
         "netmode_containers",
         "gauge",
         "Running containers netmoded watches.",
     );
     o.sample("netmode_containers", &[], s.containers.len() as f64);
-
     o.family(
         "netmode_container_info",
         "gauge",
-        "One series per running container; always 1. Labels carry id, image and how its traffic is seen.",
+        "One series per running container; always 1. Its labels describe the container; join on name.",
     );
     for c in &s.containers {
         let attributed = match c.live.as_ref().map(|l| l.attributed) {
@@ -148,93 +150,61 @@ pub fn render(s: &Status, applies: &Applies) -> String {
         o.sample(
             "netmode_container_info",
             &[
-                ("container", &c.name),
-                ("network_mode", &c.network_mode),
-                ("id", &c.id[..c.id.len().min(12)]),
+                ("name", &c.name),
+                ("container_id", &c.id),
                 ("image", &c.image),
+                ("network_mode", &c.network_mode),
+                ("mode", c.mode_kind.as_str()),
                 ("attributed", attributed),
             ],
             1.0,
         );
     }
-
-    type Pick = fn(&netmode_advisor::api::Live) -> f64;
-    let series: [(&str, &str, &str, Pick); 9] = [
+    type Pick = fn(&netmode_advisor::api::Live) -> u64;
+    let series: [(&str, &str, Pick); 4] = [
         (
-            "netmode_container_receive_bytes_total",
-            "counter",
-            "Bytes received by the container since netmoded started watching it.",
-            |l| l.rx_bytes as f64,
+            "netmode_container_network_receive_bytes_total",
+            "Bytes the container received since netmoded started watching it (host mode: TCP payload).",
+            |l| l.rx_bytes,
         ),
         (
-            "netmode_container_transmit_bytes_total",
-            "counter",
-            "Bytes sent by the container since netmoded started watching it.",
-            |l| l.tx_bytes as f64,
+            "netmode_container_network_transmit_bytes_total",
+            "Bytes the container sent since netmoded started watching it (host mode: TCP payload).",
+            |l| l.tx_bytes,
         ),
         (
-            "netmode_container_receive_packets_total",
-            "counter",
-            "Packets (TCP segments in host mode) received.",
-            |l| l.rx_packets as f64,
+            "netmode_container_network_receive_packets_total",
+            "Packets (TCP segments in host mode) the container received.",
+            |l| l.rx_packets,
         ),
         (
-            "netmode_container_transmit_packets_total",
-            "counter",
-            "Packets (TCP segments in host mode) sent.",
-            |l| l.tx_packets as f64,
-        ),
-        (
-            "netmode_container_receive_bits_per_second",
-            "gauge",
-            "Receive rate over the last sample interval.",
-            |l| l.rx_bps,
-        ),
-        (
-            "netmode_container_transmit_bits_per_second",
-            "gauge",
-            "Send rate over the last sample interval.",
-            |l| l.tx_bps,
-        ),
-        (
-            "netmode_container_receive_packets_per_second",
-            "gauge",
-            "Packets received per second over the last interval.",
-            |l| l.rx_pps,
-        ),
-        (
-            "netmode_container_transmit_packets_per_second",
-            "gauge",
-            "Packets sent per second over the last interval.",
-            |l| l.tx_pps,
-        ),
-        (
-            "netmode_container_mean_packet_bytes",
-            "gauge",
-            "Mean packet size over the last interval (NaN without packets).",
-            |l| l.mean_packet_bytes.unwrap_or(f64::NAN),
+            "netmode_container_network_transmit_packets_total",
+            "Packets (TCP segments in host mode) the container sent.",
+            |l| l.tx_packets,
         ),
     ];
-    for (name, kind, help, pick) in series {
-        o.family(name, kind, help);
+    for (name, help, pick) in series {
+        o.family(name, "counter", help);
         for c in &s.containers {
             if let Some(l) = &c.live {
-                o.sample(
-                    name,
-                    &[("container", &c.name), ("network_mode", &c.network_mode)],
-                    pick(l),
-                );
+                o.sample(name, &[("name", &c.name)], pick(l) as f64);
             }
         }
     }
-    probes(&mut o, s);
-    advice(&mut o, s);
-    changes(&mut o, s, applies);
-    o.text
 }
 
 fn advice(o: &mut Out, s: &Status) {
     let Some(a) = &s.advisor else { return };
+    o.family(
+        "netmode_advisor_mode_info",
+        "gauge",
+        "advisor.mode: off, recommend or apply (applies by itself); always 1.",
+    );
+    o.sample(
+        "netmode_advisor_mode_info",
+        &[("mode", a.mode.as_str())],
+        1.0,
+    );
     o.family(
         "netmode_network_active_containers",
         "gauge",
@@ -263,17 +233,17 @@ fn advice(o: &mut Out, s: &Status) {
     for c in &s.containers {
         if let Some(r) = &c.recommendation {
             let action = match r.action {
-                netmode_advisor::api::Action::Keep => "keep",
-                netmode_advisor::api::Action::Switch => "switch",
+                Action::Keep => "keep",
+                Action::Switch => "switch",
             };
             o.sample(
                 "netmode_recommendation_info",
                 &[
-                    ("container", &c.name),
-                    ("network_mode", &c.network_mode),
+                    ("name", &c.name),
                     ("mode", r.mode.as_str()),
                     ("action", action),
-                    ("applicable", if r.applicable { "true" } else { "false" }),
+                    ("applicable", bool_label(r.applicable)),
+                    ("basis", basis(r.basis)),
                 ],
                 1.0,
             );
@@ -287,7 +257,7 @@ fn advice(o: &mut Out, s: &Status) {
             |r| r.expected_gain,
         ),
         (
-            "netmode_recommendation_confidence",
+            "netmode_recommendation_confidence_ratio",
             "Confidence of the recommendation (0..1).",
             |r| r.confidence,
         ),
@@ -296,29 +266,23 @@ fn advice(o: &mut Out, s: &Status) {
         o.family(name, "gauge", help);
         for c in &s.containers {
             if let Some(r) = &c.recommendation {
-                o.sample(
-                    name,
-                    &[("container", &c.name), ("network_mode", &c.network_mode)],
-                    pick(r),
-                );
+                o.sample(name, &[("name", &c.name)], pick(r));
             }
         }
     }
 }
 
-fn changes(o: &mut Out, s: &Status, a: &Applies) {
-    if let Some(adv) = &s.advisor {
-        o.family(
-            "netmode_advisor_mode_info",
-            "gauge",
-            "advisor.mode: off, recommend or apply (applies by itself); always 1.",
-        );
-        o.sample(
-            "netmode_advisor_mode_info",
-            &[("mode", adv.mode.as_str())],
-            1.0,
-        );
+fn basis(b: netmode_advisor::api::Basis) -> &'static str {
+    use netmode_advisor::api::Basis;
+    match b {
+        Basis::Prior => "prior",
+        Basis::Measured => "measured",
+        Basis::Pinned => "pinned",
+        Basis::Excluded => "excluded",
     }
+}
+
+fn changes(o: &mut Out, x: &Extra) {
     o.family(
         "netmode_apply_running",
         "gauge",
@@ -327,14 +291,14 @@ fn changes(o: &mut Out, s: &Status, a: &Applies) {
     o.sample(
         "netmode_apply_running",
         &[],
-        if a.running { 1.0 } else { 0.0 },
+        if x.apply_running { 1.0 } else { 0.0 },
     );
     o.family(
         "netmode_applies_total",
         "counter",
         "Mode changes finished since netmoded started, by trigger (manual, advisor) and outcome (applied, rolled_back, dry_run, refused, compose_override).",
     );
-    for (trigger, outcome, n) in &a.counts {
+    for (trigger, outcome, n) in &x.applies {
         o.sample(
             "netmode_applies_total",
             &[("trigger", trigger), ("outcome", outcome)],
@@ -343,7 +307,7 @@ fn changes(o: &mut Out, s: &Status, a: &Applies) {
     }
 }
 
-fn probes(o: &mut Out, s: &Status) {
+fn probes(o: &mut Out, s: &Status, x: &Extra) {
     o.family(
         "netmode_probe_running",
         "gauge",
@@ -354,13 +318,38 @@ fn probes(o: &mut Out, s: &Status) {
         &[],
         if s.probe.running.is_some() { 1.0 } else { 0.0 },
     );
-
+    o.family(
+        "netmode_probe_runs_total",
+        "counter",
+        "Probe runs finished since netmoded started, by outcome (done, failed, aborted).",
+    );
+    for (outcome, n) in &x.probe_runs {
+        o.sample(
+            "netmode_probe_runs_total",
+            &[("outcome", outcome)],
+            *n as f64,
+        );
+    }
+    o.family(
+        "netmode_probe_timestamp_seconds",
+        "gauge",
+        "When the container's latest probe finished (Unix seconds).",
+    );
+    for c in &s.containers {
+        if let Some(p) = &c.probes {
+            o.sample(
+                "netmode_probe_timestamp_seconds",
+                &[("name", &c.name)],
+                p.finished_at_ms as f64 / 1000.0,
+            );
+        }
+    }
     type Pick = fn(&netmode_advisor::api::ProbeCell) -> Option<f64>;
     let series: [(&str, &str, Pick); 3] = [
         (
-            "netmode_probe_goodput_bits_per_second",
+            "netmode_probe_goodput_bytes_per_second",
             "Receiver-side goodput of the latest probe, per probe mode, protocol and message size.",
-            |c| c.goodput_bps,
+            |c| c.goodput_bps.map(|b| b / 8.0),
         ),
         (
             "netmode_probe_loss_ratio",
@@ -383,11 +372,10 @@ fn probes(o: &mut Out, s: &Status) {
                     o.sample(
                         name,
                         &[
-                            ("container", &c.name),
-                            ("network_mode", &c.network_mode),
+                            ("name", &c.name),
                             ("probe_mode", cell.mode.as_str()),
                             ("protocol", cell.protocol.as_str()),
-                            ("size", &size),
+                            ("message_bytes", &size),
                         ],
                         v,
                     );
@@ -398,7 +386,7 @@ fn probes(o: &mut Out, s: &Status) {
 
     if let Some(sw) = &s.probe.sweep {
         o.family(
-            "netmode_sweep_goodput_bits_per_second",
+            "netmode_sweep_goodput_bytes_per_second",
             "gauge",
             "Aggregate goodput of N concurrent probe containers per mode (latest sweep).",
         );
@@ -406,14 +394,14 @@ fn probes(o: &mut Out, s: &Status) {
             if let Some(v) = cell.goodput_bps {
                 let (n, size) = (cell.concurrency.to_string(), cell.size.to_string());
                 o.sample(
-                    "netmode_sweep_goodput_bits_per_second",
+                    "netmode_sweep_goodput_bytes_per_second",
                     &[
                         ("probe_mode", cell.mode.as_str()),
                         ("concurrency", &n),
                         ("protocol", cell.protocol.as_str()),
-                        ("size", &size),
+                        ("message_bytes", &size),
                     ],
-                    v,
+                    v / 8.0,
                 );
             }
         }
@@ -426,7 +414,7 @@ fn probes(o: &mut Out, s: &Status) {
             let size = c.size.to_string();
             o.sample(
                 "netmode_sweep_crossover_containers",
-                &[("protocol", c.protocol.as_str()), ("size", &size)],
+                &[("protocol", c.protocol.as_str()), ("message_bytes", &size)],
                 c.containers.map_or(f64::NAN, |n| n as f64),
             );
         }

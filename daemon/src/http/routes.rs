@@ -50,13 +50,15 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
             },
         ),
         ["metrics"] if get => {
-            let applies = super::metrics::Applies {
-                running: shared.applies.list().running.is_some(),
-                counts: shared.applies.counts(),
+            let extra = super::metrics::Extra {
+                host: shared.config.http.host_metrics,
+                apply_running: shared.applies.list().running.is_some(),
+                applies: shared.applies.counts(),
+                probe_runs: shared.probes.outcomes(),
             };
             let mut r = Response::new(Full::new(Bytes::from(super::metrics::render(
                 &shared.status(),
-                &applies,
+                &extra,
             ))));
             r.headers_mut().insert(
                 CONTENT_TYPE,

@@ -34,6 +34,8 @@ struct ProbeBook {
     latest: HashMap<String, ContainerProbes>,
     sweep: Option<Sweep>,
     next_id: u64,
+    /// Runs finished since start, by outcome: `/metrics` counters.
+    outcomes: std::collections::BTreeMap<String, u64>,
 }
 
 /// Queued probes beyond this are refused (429).
@@ -125,6 +127,15 @@ impl ProbeQueue {
         b.history = runs;
     }
 
+    /// Runs finished since start: (outcome, count).
+    pub fn outcomes(&self) -> Vec<(String, u64)> {
+        read_lock(&self.book)
+            .outcomes
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect()
+    }
+
     pub fn list(&self) -> ProbeList {
         let b = read_lock(&self.book);
         ProbeList {
@@ -191,6 +202,11 @@ impl ProbeQueue {
     pub fn finish(&self, run: ProbeRun, limit: usize) -> Vec<u8> {
         let mut b = write(&self.book);
         b.running = None;
+        let outcome = serde_json::to_value(run.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        *b.outcomes.entry(outcome).or_default() += 1;
         b.absorb(&run);
         b.history.push(run);
         super::history::trim(&mut b.history, limit)
