@@ -65,7 +65,11 @@ fn the_fleet_script_tabulates_three_gateways_and_names_the_unreachable_one() {
         .arg(&list)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 3);
     for (g, r) in gateways.iter().zip(&rows) {
