@@ -16,7 +16,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/netmode/token";
 pub struct Client {
     endpoint: String,
     agent: ureq::Agent,
-    /// The bearer token sent with mutating requests, and where it came from (or why none).
+    /// The bearer token sent with every request, and where it came from (or why none).
     token: Result<String, String>,
 }
 
@@ -51,12 +51,12 @@ impl Client {
         })
     }
 
-    /// Read the token mutating requests carry from `path`. An explicit path (`explicit`) must
-    /// be readable; the default one may be absent (the daemon's 401 then says what to do).
+    /// Read the token requests carry from `path`. With `required`, the file must be readable;
+    /// else it may be absent (the daemon's 401 then says what to do).
     pub fn with_token_file(
         mut self,
         path: &std::path::Path,
-        explicit: bool,
+        required: bool,
     ) -> Result<Self, Error> {
         match std::fs::read_to_string(path) {
             Ok(t) if !t.trim().is_empty() => self.token = Ok(t.trim().to_string()),
@@ -65,7 +65,7 @@ impl Client {
                     message: format!("{} is empty", path.display()),
                 });
             }
-            Err(e) if explicit => {
+            Err(e) if required => {
                 return Err(Error::Unauthorized {
                     message: format!("cannot read the token file {}: {e}", path.display()),
                 });
@@ -117,7 +117,13 @@ impl Client {
                 }
                 req.send(body)
             }
-            _ => self.agent.get(&url).call(),
+            _ => {
+                let mut req = self.agent.get(&url);
+                if let Ok(t) = &self.token {
+                    req = req.header("authorization", &format!("Bearer {t}"));
+                }
+                req.call()
+            }
         };
         let mut resp = result.map_err(|e| Error::Unreachable {
             endpoint: self.endpoint.clone(),

@@ -78,6 +78,8 @@ pub struct Http {
     pub listen: SocketAddr,
     /// `/metrics` also carries host series (CPU and softirq shares) that node_exporter has.
     pub host_metrics: bool,
+    /// Every request but `/healthz` needs the bearer token, reads too (an endpoint on a LAN).
+    pub token_for_reads: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -321,6 +323,7 @@ impl Default for Http {
         Http {
             listen: SocketAddr::from(([127, 0, 0, 1], 9431)),
             host_metrics: false,
+            token_for_reads: false,
         }
     }
 }

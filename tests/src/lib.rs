@@ -626,6 +626,15 @@ pub fn http_post_with(
     into_text(req.send(body))
 }
 
+/// GET with these headers.
+pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    into_text(req.call())
+}
+
 /// A plain HTTP GET with a real client (ureq), no proxy; non-2xx statuses are returned, not
 /// turned into errors.
 pub fn http_get(url: &str) -> Result<(u16, String), String> {

@@ -1,6 +1,7 @@
 //! Who may change anything: every mutating request carries netmoded's token and a JSON body.
 //! A real daemon, a real HTTP client; after each refusal nothing was queued.
 
+use std::process::Command;
 use std::time::Duration;
 
 use netmode_e2e::api::ProbeList;
@@ -151,5 +152,56 @@ fn mutations_need_the_token_and_json_and_nothing_happens_without() {
         list.running.iter().count() + list.queued.len() + list.runs.len(),
         1,
         "{list:?}"
+    );
+}
+
+/// `http.token_for_reads`: every read but `/healthz` needs the token too (an endpoint on a
+/// LAN address); `advisor` sends it on reads; without it, exit 5.
+#[test]
+fn with_token_for_reads_every_read_but_healthz_needs_the_token() {
+    let daemon = Daemon::start(FAST_SAMPLING, "token_for_reads = true\n");
+    let token = daemon.token();
+    for path in ["/v1/status", "/v1/containers", "/metrics", "/v1/applies"] {
+        let url = format!("{}{path}", daemon.endpoint);
+        let (code, body) = http_get(&url).unwrap();
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(body.contains("token_for_reads"), "{path}: {body}");
+        let (code, _) = http_get_with(&url, &[("authorization", "Bearer nope")]).unwrap();
+        assert_eq!(code, 403, "{path}");
+        let (code, body) =
+            http_get_with(&url, &[("authorization", &format!("Bearer {token}"))]).unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    assert_eq!(daemon.get("/healthz").0, 200);
+    let out = daemon.advisor(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin("advisor"))
+        .args([
+            "--endpoint",
+            &daemon.endpoint,
+            "--token-file",
+            "/nonexistent/token",
+        ])
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("/nonexistent/token"), "{stderr}");
+    let out = Command::new(bin("advisor"))
+        .args(["--endpoint", &daemon.endpoint])
+        .env("NETMODE_TOKEN_FILE", "/nonexistent/token")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -1,5 +1,7 @@
 //! Who may change anything: every mutating request (POST) carries the daemon's bearer token
-//! and a JSON body. GET stays open on the endpoint's own address.
+//! and a JSON body. GET stays open on the endpoint's own address, unless
+//! `http.token_for_reads` (an endpoint on a LAN address): then every request but `/healthz`
+//! carries the token.
 //!
 //! Every host-mode container shares the host's loopback, and a browser page can send a form
 //! POST to 127.0.0.1 without a preflight; neither has the token (mode 0600 in the state
@@ -16,13 +18,44 @@ use crate::state_dir::TOKEN_FILE;
 /// is, once per refused request: its size does not matter).
 #[allow(clippy::result_large_err)]
 pub fn mutation(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    bearer(shared, headers, "this request changes something")?;
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    Ok(())
+}
+
+/// With `http.token_for_reads`: `Ok` when a read carries the token.
+#[allow(clippy::result_large_err)]
+pub fn read(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    if !shared.config.http.token_for_reads {
+        return Ok(());
+    }
+    bearer(
+        shared,
+        headers,
+        "this endpoint requires the token for reads (http.token_for_reads)",
+    )
+}
+
+/// The bearer token, or the 401/403 answer.
+#[allow(clippy::result_large_err)]
+fn bearer(shared: &Shared, headers: &HeaderMap, why: &str) -> Result<(), Response<Body>> {
     let token_path = shared.state_dir.path().join(TOKEN_FILE);
     let given = match headers.get(AUTHORIZATION) {
         None => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
                 format!(
-                    "this request changes something and needs netmoded's token: send \
+                    "{why} and needs netmoded's token: send \
                      \"Authorization: Bearer <token>\", the token being the contents of {} \
                      (readable by root; advisor reads it itself)",
                     token_path.display()
@@ -57,17 +90,6 @@ pub fn mutation(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Bod
                 "the Authorization header must be \"Bearer <token>\"",
             ));
         }
-    }
-    let json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be JSON, sent with Content-Type: application/json",
-        ));
     }
     Ok(())
 }

@@ -40,6 +40,12 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let get = req.method() == Method::GET;
+    if get
+        && segments.as_slice() != ["healthz"]
+        && let Err(refused) = super::auth::read(shared, req.headers())
+    {
+        return refused;
+    }
     match segments.as_slice() {
         ["healthz"] if get => json(
             StatusCode::OK,

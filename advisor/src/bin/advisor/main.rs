@@ -187,13 +187,14 @@ fn run() -> Result<(), Error> {
         return Ok(());
     }
     let mut client = Client::new(&args.endpoint, args.timeout)?;
-    // Only requests that change something carry the token.
-    if args.command == "probe" || args.command == "apply" {
-        client = match &args.token_file {
-            Some(p) => client.with_token_file(p, true)?,
-            None => client.with_token_file(std::path::Path::new(DEFAULT_TOKEN_FILE), false)?,
-        };
-    }
+    // Every request carries the token when advisor can read it (a daemon with
+    // http.token_for_reads wants it on reads too); only the commands that change something
+    // fail at once when the token file given cannot be read.
+    let mutating = args.command == "probe" || args.command == "apply";
+    client = match &args.token_file {
+        Some(p) => client.with_token_file(p, mutating)?,
+        None => client.with_token_file(std::path::Path::new(DEFAULT_TOKEN_FILE), false)?,
+    };
     match args.command.as_str() {
         "status" => status::run(&client, &args),
         "probe" => probe::run(&client, &args),
