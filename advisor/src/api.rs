@@ -10,6 +10,7 @@ pub const API_VERSION: &str = "v1";
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Status {
     /// netmoded's own version (Cargo package version).
     pub version: String,
@@ -30,6 +31,7 @@ pub struct Status {
 
 /// The part of the advisor's evaluation that concerns the whole gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AdvisorSummary {
     /// `advisor.mode`: `off`, `recommend` or `apply`.
     #[serde(default)]
@@ -41,6 +43,7 @@ pub struct AdvisorSummary {
 
 /// Host-level figures, from `/proc/stat` and `/proc/softirqs`, over the last sample interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Host {
     pub hostname: String,
     pub kernel: String,
@@ -60,6 +63,7 @@ pub struct Host {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DockerState {
     /// Not yet tried (only right after start).
@@ -81,6 +85,7 @@ impl DockerState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DockerInfo {
     pub state: DockerState,
     /// Where netmoded talks to the engine, e.g. `unix:///var/run/docker.sock`.
@@ -97,6 +102,7 @@ pub struct DockerInfo {
 
 /// What netmode makes of a container's network mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ModeKind {
     /// Docker's default bridge or a user-defined bridge network: veth + Linux bridge.
@@ -149,6 +155,7 @@ impl ModeKind {
 
 /// `GET /v1/containers/{id-or-name}`, and one element of `Status::containers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Container {
     /// Full 64-hex container id.
     pub id: String,
@@ -188,6 +195,7 @@ pub struct Container {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NetworkAttachment {
     pub name: String,
     /// Network driver (bridge, macvlan, overlay, ...), when known.
@@ -200,6 +208,7 @@ pub struct NetworkAttachment {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Limits {
     /// CPU quota in CPUs (`--cpus`, or quota/period), if limited.
     pub cpus: Option<f64>,
@@ -212,6 +221,7 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PortBinding {
     pub container_port: u16,
     /// `tcp`, `udp` or `sctp`.
@@ -221,6 +231,7 @@ pub struct PortBinding {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Compose {
     pub project: Option<String>,
     pub service: Option<String>,
@@ -228,6 +239,7 @@ pub struct Compose {
 
 /// How much of a container's traffic netmode can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Attribution {
     /// Every packet: the host side of the container's veth interfaces.
@@ -243,6 +255,7 @@ pub enum Attribution {
 
 /// Live traffic of one container over the last sample interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Live {
     /// Bits per second received by the container.
     pub rx_bps: f64,
@@ -280,6 +293,7 @@ pub struct Live {
 // ------------------------------------------------------------------ probes
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -297,6 +311,7 @@ impl Protocol {
 
 /// Where a probe's sender runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeMode {
     /// A probe container on the target's bridge network (Docker's default bridge for a
@@ -320,6 +335,7 @@ impl ProbeMode {
 
 /// CPU cycles, instructions and IPC, or why they could not be counted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PerfCounts {
     pub cycles: Option<u64>,
     pub instructions: Option<u64>,
@@ -339,6 +355,7 @@ impl PerfCounts {
 
 /// System counters of one probe cell (summed over its senders).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CellCounters {
     /// What the process counters cover, e.g. "probe container processes".
     pub scope: String,
@@ -358,6 +375,7 @@ pub struct CellCounters {
 
 /// One measurement: a mode, a protocol, a message size, a number of concurrent senders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeCell {
     pub mode: ProbeMode,
     pub protocol: Protocol,
@@ -378,6 +396,7 @@ pub struct ProbeCell {
 
 /// The container a probe was about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeTarget {
     pub id: String,
     pub name: String,
@@ -389,6 +408,7 @@ pub struct ProbeTarget {
 
 /// Probe results of one container in one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ContainerProbe {
     pub target: ProbeTarget,
     pub cells: Vec<ProbeCell>,
@@ -400,6 +420,7 @@ pub struct ContainerProbe {
 
 /// The latest probe of a container, as `/v1/status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ContainerProbes {
     pub run_id: String,
     pub finished_at_ms: u64,
@@ -412,6 +433,7 @@ pub struct ContainerProbes {
 /// Aggregate goodput of 1..N concurrent probe containers per mode (the study's
 /// multi-container experiment), per protocol and message size, and the measured crossovers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Sweep {
     /// Limits every sweep container ran with.
     pub limits: Limits,
@@ -424,6 +446,7 @@ pub struct Sweep {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Crossover {
     pub protocol: Protocol,
     pub size: u32,
@@ -445,6 +468,7 @@ impl Sweep {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Queued,
@@ -455,6 +479,7 @@ pub enum RunState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Schedule,
@@ -465,6 +490,7 @@ pub enum Trigger {
 
 /// One probe run: some containers, and/or a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeRun {
     pub id: String,
     pub trigger: Trigger,
@@ -484,6 +510,7 @@ pub struct ProbeRun {
 
 /// `POST /v1/probes`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
     /// Container name or id to probe.
@@ -499,6 +526,7 @@ pub struct ProbeRequest {
 
 /// `POST /v1/apply`: recreate a container in the other network mode.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
     /// Container name or id.
@@ -512,6 +540,7 @@ pub struct ApplyRequest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ApplyState {
     /// Waiting for the change before it.
@@ -533,6 +562,7 @@ pub enum ApplyState {
 
 /// The Compose override file written for a Compose-managed container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ComposeOverride {
     /// Where it is (in the state directory).
     pub file: String,
@@ -544,6 +574,7 @@ pub struct ComposeOverride {
 
 /// One mode change (or dry run), as `GET /v1/applies` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApplyRecord {
     pub id: String,
     /// The container's name (kept across the change).
@@ -575,6 +606,7 @@ pub struct ApplyRecord {
 
 /// `GET /v1/applies`: the change in progress, if any, and the history, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApplyList {
     pub running: Option<ApplyRecord>,
     pub applies: Vec<ApplyRecord>,
@@ -582,6 +614,7 @@ pub struct ApplyList {
 
 /// `GET /v1/probes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeList {
     pub running: Option<ProbeRun>,
     pub queued: Vec<ProbeRun>,
@@ -591,6 +624,7 @@ pub struct ProbeList {
 
 /// The probe engine's state in `/v1/status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeStatus {
     /// Periodic probing on (manual probes work either way).
     pub enabled: bool,
@@ -610,6 +644,7 @@ pub struct ProbeStatus {
 // ------------------------------------------------------------------ recommendations
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Keep,
@@ -618,6 +653,7 @@ pub enum Action {
 
 /// What a recommendation rests on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Basis {
     /// The study's rule alone (no measurement yet).
@@ -634,6 +670,7 @@ pub enum Basis {
 /// Something that blocks a switch (in `blockers`) or that the operator should know about it
 /// (in `warnings`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Blocker {
     /// Stable identifier: `port_conflict`, `published_port`, `docker_dns`,
     /// `shared_namespace`, `host_listener`, `isolation`, `host_dependencies`, ...
@@ -643,12 +680,14 @@ pub struct Blocker {
 
 /// One step of the reasoning, for `advisor explain`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Evidence {
     pub step: String,
     pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Recommendation {
     /// The mode the container should run in: `bridge` or `host` (for a container netmode
     /// leaves alone, its own kind: `none`, `container`, `other`).
@@ -678,6 +717,7 @@ pub struct Recommendation {
 
 /// Where the crossover the policy used comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CrossoverInfo {
     /// Host mode is expected to win from this many network-active containers on.
     pub containers: Option<u32>,
@@ -695,6 +735,7 @@ pub struct CrossoverInfo {
 /// What the advisor does with its recommendations (`advisor.mode`), as Kubernetes' VPA
 /// update modes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AdvisorMode {
     /// No recommendations.
@@ -717,6 +758,7 @@ impl AdvisorMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Recommendations {
     /// `advisor.mode`: `off` (then `containers` is empty), `recommend` or `apply`.
     #[serde(default)]
@@ -729,6 +771,7 @@ pub struct Recommendations {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ContainerRecommendation {
     pub name: String,
     pub id: String,
@@ -738,6 +781,7 @@ pub struct ContainerRecommendation {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -746,6 +790,7 @@ pub struct Health {
 
 /// The body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiError {
     pub error: String,
 }

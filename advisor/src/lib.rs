@@ -10,5 +10,7 @@ pub mod client;
 mod error;
 pub mod format;
 pub mod policy;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 pub use error::Error;

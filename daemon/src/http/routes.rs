@@ -36,6 +36,10 @@ async fn post_apply(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
     }
 }
 
+/// The JSON Schema of every /v1 answer, generated from the API types
+/// (`netmode_advisor::schema`; the tests check the file is current).
+const SCHEMA: &str = include_str!("../../../docs/schema/v1.json");
+
 pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -69,6 +73,14 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        ["v1", "schema"] if get => {
+            let mut r = Response::new(Full::new(Bytes::from_static(SCHEMA.as_bytes())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/schema+json"),
             );
             r
         }
@@ -112,6 +124,7 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
         ["healthz"]
         | ["metrics"]
         | ["v1", "status"]
+        | ["v1", "schema"]
         | ["v1", "containers"]
         | ["v1", "containers", _]
         | ["v1", "recommendations"]
