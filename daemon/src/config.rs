@@ -80,6 +80,9 @@ pub struct Http {
     pub host_metrics: bool,
     /// Every request but `/healthz` needs the bearer token, reads too (an endpoint on a LAN).
     pub token_for_reads: bool,
+    /// Also write `/metrics` atomically to `<dir>/netmode.prom` every 15 s, for
+    /// node_exporter's textfile collector.
+    pub textfile_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -324,6 +327,7 @@ impl Default for Http {
             listen: SocketAddr::from(([127, 0, 0, 1], 9431)),
             host_metrics: false,
             token_for_reads: false,
+            textfile_dir: None,
         }
     }
 }

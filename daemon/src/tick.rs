@@ -14,6 +14,9 @@ use crate::live::Sampler;
 use crate::state::Shared;
 use crate::sys::netlink::Netlink;
 
+/// How often `http.textfile_dir` is rewritten (each write is fsync'd: not at every sample).
+const TEXTFILE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The tick task: sample, evaluate, wait; forever.
 pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
     let interval = shared.config.daemon.sample_interval;
@@ -27,12 +30,20 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
     let mut advice = Advice::load(&shared);
     let mut auto = Auto::default();
     let mode = shared.config.advisor.mode;
+    let mut textfile_at: Option<Instant> = None;
     let mut next = Instant::now();
     loop {
         sampler.sample(&shared).await;
         advice.evaluate(&shared).await;
         if mode == AdvisorMode::Apply {
             auto.consider(&shared, advice.memory()).await;
+        }
+        if shared.config.http.textfile_dir.is_some()
+            && textfile_at.is_none_or(|t| t.elapsed() >= TEXTFILE_EVERY)
+        {
+            let s = shared.clone();
+            smol::unblock(move || crate::http::metrics::write_textfile(&s)).await;
+            textfile_at = Some(Instant::now());
         }
         next += interval;
         let now = Instant::now();

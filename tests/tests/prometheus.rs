@@ -264,3 +264,39 @@ fn a_real_scrape_passes_promtool_and_prometheus_reads_the_bytes_sent() {
     }
     eprintln!("pending switches recorded: {pending:?}");
 }
+
+/// `http.textfile_dir`: the same text, written atomically for node_exporter's textfile
+/// collector, and accepted by promtool.
+#[test]
+fn the_textfile_for_node_exporter_is_written_and_valid() {
+    require_docker();
+    let dir = TempDir::new("textfile");
+    // Keys before the first section header go into the harness's [http].
+    let daemon = Daemon::start(
+        FAST_SAMPLING,
+        &format!("textfile_dir = \"{}\"\n", dir.path().display()),
+    );
+    let file = dir.path().join("netmode.prom");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("netmode_docker_up 1"), "{text}");
+    assert!(
+        text.contains("# TYPE netmode_container_info gauge"),
+        "{text}"
+    );
+    let (ok, lint) = promtool(&["check", "metrics"], Some(&text));
+    assert!(
+        ok && lint.trim().is_empty(),
+        "promtool check metrics:\n{lint}"
+    );
+    // Nothing else is left in the directory (no temporary file).
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["netmode.prom".to_string()]);
+}

@@ -75,6 +75,30 @@ pub struct Extra {
     pub probe_runs: Vec<(String, u64)>,
 }
 
+/// The whole text for the daemon's state now.
+pub fn of(shared: &crate::state::Shared) -> String {
+    let extra = Extra {
+        host: shared.config.http.host_metrics,
+        apply_running: shared.applies.list().running.is_some(),
+        applies: shared.applies.counts(),
+        probe_runs: shared.probes.outcomes(),
+    };
+    render(&shared.status(), &extra)
+}
+
+/// The file written into `http.textfile_dir`, for node_exporter's textfile collector.
+pub const TEXTFILE: &str = "netmode.prom";
+
+/// Write the text atomically into `http.textfile_dir` (if set).
+pub fn write_textfile(shared: &crate::state::Shared) {
+    if let Some(dir) = &shared.config.http.textfile_dir
+        && let Err(e) =
+            crate::state_dir::write_atomic_mode(&dir.join(TEXTFILE), of(shared).as_bytes(), 0o644)
+    {
+        log::warn!("http.textfile_dir: {e}");
+    }
+}
+
 pub fn render(s: &Status, x: &Extra) -> String {
     let mut o = Out {
         text: String::new(),

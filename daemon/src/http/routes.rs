@@ -60,16 +60,7 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
             },
         ),
         ["metrics"] if get => {
-            let extra = super::metrics::Extra {
-                host: shared.config.http.host_metrics,
-                apply_running: shared.applies.list().running.is_some(),
-                applies: shared.applies.counts(),
-                probe_runs: shared.probes.outcomes(),
-            };
-            let mut r = Response::new(Full::new(Bytes::from(super::metrics::render(
-                &shared.status(),
-                &extra,
-            ))));
+            let mut r = Response::new(Full::new(Bytes::from(super::metrics::of(shared))));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
