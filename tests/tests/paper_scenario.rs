@@ -109,14 +109,16 @@ fn one_then_four_containers_end_in_the_modes_the_measurements_favour() {
         "bridge",
     ]);
     let port = discard_server();
-    // min_confidence 0.2: one probe round (N = 1) against two sweep rounds gives the
-    // containers probed on their own a confidence near 0.3 (the rounds disagree, by design:
-    // bridge alone, host with four); the default 0.5 would let them wait for more rounds.
+    // min_confidence 0.1 (the floor: the confidence gate is off here; it is unit-tested in
+    // policy::auto): a container's own probe rounds (N = 1) disagree with the sweep at N = 4 by
+    // design (bridge alone, host with four), and on this VM single-stream TCP is bimodal, so
+    // the policy's confidence (how consistent the rounds are) lands anywhere in 0.1-0.5 from
+    // run to run; a higher floor made the test wait on noise, not on the daemon.
     let daemon = Daemon::start(
         FAST_SAMPLING,
         &format!(
             "[advisor]\nmode = \"apply\"\napply_after = \"0s\"\nactive_window = \"5s\"\n\
-             cooldown = \"0s\"\nmin_confidence = 0.2\nmax_changes_per_hour = 12\n\
+             cooldown = \"0s\"\nmin_confidence = 0.1\nmax_changes_per_hour = 12\n\
              [apply]\nverify = \"1s\"\n{}",
             probe_section(
                 "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]\n\
