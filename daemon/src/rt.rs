@@ -17,6 +17,15 @@ pub fn block_on<T>(f: impl Future<Output = T>) -> T {
 }
 
 /// Milliseconds since the Unix epoch.
+/// A unit enum's name on the wire (`rolled_back`, `advisor`): its serde name, so there is no
+/// second spelling to keep in step.
+pub fn wire_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

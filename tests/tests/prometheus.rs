@@ -110,7 +110,11 @@ impl Prometheus {
 
     /// An instant query (at `time`, Unix seconds, or now): the result vector.
     fn query(&self, q: &str, time: Option<f64>) -> Vec<Value> {
-        let mut url = format!("{}/api/v1/query?query={}", self.url, encode(q));
+        let mut url = format!(
+            "{}/api/v1/query?query={}",
+            self.url,
+            netmoded::docker::raw::encode(q)
+        );
         if let Some(t) = time {
             url.push_str(&format!("&time={t:.3}"));
         }
@@ -132,18 +136,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn now_s() -> f64 {

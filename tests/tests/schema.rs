@@ -26,15 +26,11 @@ fn the_schema_file_is_what_the_types_generate() {
 /// The fragment that names an endpoint's response schema.
 fn pointer(endpoint: &str) -> String {
     let escaped = endpoint.replace('~', "~0").replace('/', "~1");
-    let mut out = String::from("#/endpoints/");
-    for b in escaped.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out + "/response"
+    // `~` stays as it is (unreserved); the rest of the key is percent-encoded.
+    format!(
+        "#/endpoints/{}/response",
+        netmoded::docker::raw::encode(&escaped)
+    )
 }
 
 #[test]

@@ -22,28 +22,24 @@ pub struct Auto {
 impl Auto {
     /// Consider one change now.
     pub async fn consider(&mut self, shared: &Arc<Shared>, memory: &Memory) {
-        if shared.applies.list().running.is_some() || run::locked(shared).is_some() {
+        if shared.applies.running().is_some() || run::locked(shared).is_some() {
             return;
         }
-        let Some(recs) = shared.recommendations() else {
-            return;
-        };
+        // The status carries each container's latest recommendation and Compose labels.
         let status = shared.status();
         // A probe or sweep queued or running changes the evidence: wait for it.
         let probing = status.probe.running.is_some() || status.probe.queued > 0;
         let compose_allowed = shared.config.apply.compose;
-        let candidates: Vec<Candidate> = recs
+        let candidates: Vec<Candidate> = status
             .containers
             .iter()
-            .map(|c| Candidate {
-                name: &c.name,
-                recommendation: &c.recommendation,
-                compose_managed: !compose_allowed
-                    && status
-                        .containers
-                        .iter()
-                        .any(|s| s.name == c.name && s.compose.is_some()),
-                probing,
+            .filter_map(|c| {
+                Some(Candidate {
+                    name: &c.name,
+                    recommendation: c.recommendation.as_ref()?,
+                    compose_managed: !compose_allowed && c.compose.is_some(),
+                    probing,
+                })
             })
             .collect();
         let history = shared.applies.list().applies;

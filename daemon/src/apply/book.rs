@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use netmode_advisor::api::{ApplyList, ApplyRecord};
 
-use crate::rt::{now_ms, read_lock, write};
+use crate::rt::{now_ms, read_lock, wire_name, write};
 
 pub const HISTORY_FILE: &str = "applies.jsonl";
 const MAX_BYTES: usize = 2 << 20;
@@ -64,6 +64,11 @@ impl ApplyBook {
             .collect()
     }
 
+    /// The change in progress, if any (without copying the history).
+    pub fn running(&self) -> Option<ApplyRecord> {
+        read_lock(&self.book).running.clone()
+    }
+
     pub fn set_running(&self, r: Option<ApplyRecord>) {
         write(&self.book).running = r;
     }
@@ -74,17 +79,9 @@ impl ApplyBook {
         if b.running.as_ref().is_some_and(|x| x.id == r.id) {
             b.running = None;
         }
-        let key = (as_str(&r.trigger), as_str(&r.state));
+        let key = (wire_name(&r.trigger), wire_name(&r.state));
         *b.counts.entry(key).or_default() += 1;
         b.history.push(r);
         crate::state_dir::trim_lines(&mut b.history, limit, MAX_BYTES)
     }
-}
-
-/// A unit enum's serde name (`rolled_back`, `advisor`).
-fn as_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }

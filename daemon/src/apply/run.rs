@@ -149,12 +149,7 @@ async fn compose_override(
         started_at_ms: None,
         finished_at_ms: Some(now),
     };
-    let bytes = shared
-        .applies
-        .finish(record.clone(), shared.config.apply.history);
-    if let Err(e) = shared.state_dir.write_atomic(HISTORY_FILE, &bytes) {
-        log::warn!("cannot save the apply history: {e}");
-    }
+    remember(shared, record.clone());
     Ok(record)
 }
 
@@ -170,7 +165,7 @@ pub async fn start(
     if let Some(e) = locked(shared) {
         return Err(e);
     }
-    if let Some(r) = shared.applies.list().running {
+    if let Some(r) = shared.applies.running() {
         return Err(RequestError::Conflict(format!(
             "a change is in progress ({} of {}); one at a time",
             r.id, r.container
@@ -266,11 +261,17 @@ async fn settle(shared: &Shared, j: &mut Journal) {
     }
 }
 
-fn close(shared: &Shared, j: Journal) {
-    let bytes = shared.applies.finish(j.record, shared.config.apply.history);
+/// Into the history, in memory and in `<state_dir>/applies.jsonl`.
+fn remember(shared: &Shared, record: ApplyRecord) {
+    let bytes = shared.applies.finish(record, shared.config.apply.history);
     if let Err(e) = shared.state_dir.write_atomic(HISTORY_FILE, &bytes) {
         log::warn!("cannot save the apply history: {e}");
     }
+}
+
+/// A change has ended: its record into the history, then the journal closed.
+fn close(shared: &Shared, j: Journal) {
+    remember(shared, j.record);
     if let Err(e) = journal::close(&shared.state_dir) {
         log::error!("cannot close the apply journal: {e}");
     }

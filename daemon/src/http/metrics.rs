@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use netmode_advisor::api::{Action, Attribution, DockerState, Status};
+use netmode_advisor::api::{Action, Attribution, Container, DockerState, Status};
 
 struct Out {
     text: String,
@@ -32,6 +32,21 @@ impl Out {
             self.text.push('}');
         }
         let _ = writeln!(self.text, " {}", number(value));
+    }
+
+    /// A family with one sample per container that has a value, labelled by its name.
+    fn per_container(
+        &mut self,
+        (name, kind, help): (&str, &str, &str),
+        s: &Status,
+        value: impl Fn(&Container) -> Option<f64>,
+    ) {
+        self.family(name, kind, help);
+        for c in &s.containers {
+            if let Some(v) = value(c) {
+                self.sample(name, &[("name", &c.name)], v);
+            }
+        }
     }
 }
 
@@ -79,7 +94,7 @@ pub struct Extra {
 pub fn of(shared: &crate::state::Shared) -> String {
     let extra = Extra {
         host: shared.config.http.host_metrics,
-        apply_running: shared.applies.list().running.is_some(),
+        apply_running: shared.applies.running().is_some(),
         applies: shared.applies.counts(),
         probe_runs: shared.probes.outcomes(),
     };
@@ -208,12 +223,9 @@ fn containers(o: &mut Out, s: &Status) {
         ),
     ];
     for (name, help, pick) in series {
-        o.family(name, "counter", help);
-        for c in &s.containers {
-            if let Some(l) = &c.live {
-                o.sample(name, &[("name", &c.name)], pick(l) as f64);
-            }
-        }
+        o.per_container((name, "counter", help), s, |c| {
+            c.live.as_ref().map(|l| pick(l) as f64)
+        });
     }
 }
 
@@ -287,12 +299,9 @@ fn advice(o: &mut Out, s: &Status) {
         ),
     ];
     for (name, help, pick) in series {
-        o.family(name, "gauge", help);
-        for c in &s.containers {
-            if let Some(r) = &c.recommendation {
-                o.sample(name, &[("name", &c.name)], pick(r));
-            }
-        }
+        o.per_container((name, "gauge", help), s, |c| {
+            c.recommendation.as_ref().map(pick)
+        });
     }
 }
 
@@ -354,20 +363,15 @@ fn probes(o: &mut Out, s: &Status, x: &Extra) {
             *n as f64,
         );
     }
-    o.family(
-        "netmode_probe_timestamp_seconds",
-        "gauge",
-        "When the container's latest probe finished (Unix seconds).",
+    o.per_container(
+        (
+            "netmode_probe_timestamp_seconds",
+            "gauge",
+            "When the container's latest probe finished (Unix seconds).",
+        ),
+        s,
+        |c| c.probes.as_ref().map(|p| p.finished_at_ms as f64 / 1000.0),
     );
-    for c in &s.containers {
-        if let Some(p) = &c.probes {
-            o.sample(
-                "netmode_probe_timestamp_seconds",
-                &[("name", &c.name)],
-                p.finished_at_ms as f64 / 1000.0,
-            );
-        }
-    }
     type Pick = fn(&netmode_advisor::api::ProbeCell) -> Option<f64>;
     let series: [(&str, &str, Pick); 3] = [
         (

@@ -202,11 +202,9 @@ impl ProbeQueue {
     pub fn finish(&self, run: ProbeRun, limit: usize) -> Vec<u8> {
         let mut b = write(&self.book);
         b.running = None;
-        let outcome = serde_json::to_value(run.state)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        *b.outcomes.entry(outcome).or_default() += 1;
+        *b.outcomes
+            .entry(crate::rt::wire_name(&run.state))
+            .or_default() += 1;
         b.absorb(&run);
         b.history.push(run);
         super::history::trim(&mut b.history, limit)
