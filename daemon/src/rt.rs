@@ -16,7 +16,6 @@ pub fn block_on<T>(f: impl Future<Output = T>) -> T {
     async_io::block_on(EXECUTOR.run(f))
 }
 
-/// Milliseconds since the Unix epoch.
 /// A unit enum's name on the wire (`rolled_back`, `advisor`): its serde name, so there is no
 /// second spelling to keep in step.
 pub fn wire_name<T: serde::Serialize>(v: &T) -> String {
@@ -26,11 +25,26 @@ pub fn wire_name<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Milliseconds on a monotonic clock (since the first call): for timeouts, which a wall
+/// clock set back or forward must not fire.
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+pub fn lock<T>(l: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn read<T: Clone>(l: &RwLock<T>) -> T {

@@ -32,6 +32,8 @@ pub struct Shared {
     pub token: String,
     /// Mode changes: the one running and the history.
     pub applies: ApplyBook,
+    /// The HTTP endpoint's open connections.
+    pub conns: crate::http::conns::Conns,
 }
 
 pub use crate::rt::now_ms;
@@ -55,6 +57,7 @@ impl Shared {
             recommendations: RwLock::new(None),
             token,
             applies: ApplyBook::default(),
+            conns: Default::default(),
             docker: RwLock::new(DockerInfo {
                 state: DockerState::Connecting,
                 endpoint: format!("unix://{}", docker_socket.display()),

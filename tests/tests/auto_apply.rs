@@ -108,9 +108,10 @@ fn recommendation(daemon: &Daemon, name: &str) -> Option<netmode_e2e::api::Recom
         .map(|c| c.recommendation)
 }
 
-/// A network-active bridge container on a policed network, probed twice: host mode is
-/// measured clearly better.
-fn probed_subject(daemon: &Daemon, net: &SlowNetwork) -> Container {
+/// A network-active bridge container on a policed network, probed `rounds` times: host mode
+/// is measured clearly better. In `apply` mode the advisor may act as soon as the first round
+/// is in (apply_after 0 s), renaming the container aside: a second round would race with it.
+fn probed_subject(daemon: &Daemon, net: &SlowNetwork, rounds: usize) -> Container {
     let port = free_port();
     let c = Container::tcp_sink("auto", &["--network", &net.name], port);
     daemon.wait_for("the container", Duration::from_secs(10), |st| {
@@ -118,7 +119,7 @@ fn probed_subject(daemon: &Daemon, net: &SlowNetwork) -> Container {
     });
     // Traffic into it keeps it network-active (host -> container is not forwarded: not policed).
     let _ = stream_tcp(format!("{}:{port}", c.ip()), Duration::from_secs(90));
-    for _ in 0..2 {
+    for _ in 0..rounds {
         let out = daemon.advisor(&["probe", &c.name]);
         assert!(
             out.status.success(),
@@ -134,7 +135,7 @@ fn a_clearly_better_mode_is_applied_by_the_advisor_once() {
     require_docker();
     let net = SlowNetwork::new("slow");
     let daemon = Daemon::start(FAST_SAMPLING, &config("apply"));
-    let c = probed_subject(&daemon, &net);
+    let c = probed_subject(&daemon, &net, 1);
 
     let done = daemon.wait_for("the advisor's change", Duration::from_secs(90), |_| {
         applies(&daemon)
@@ -197,7 +198,7 @@ fn recommend_mode_changes_nothing_and_off_recommends_nothing() {
     require_docker();
     let net = SlowNetwork::new("slowr");
     let daemon = Daemon::start(FAST_SAMPLING, &config("recommend"));
-    let c = probed_subject(&daemon, &net);
+    let c = probed_subject(&daemon, &net, 2);
     let r = daemon.wait_for("the switch to host", Duration::from_secs(30), |_| {
         recommendation(&daemon, &c.name).filter(|r| r.action == Action::Switch && r.applicable)
     });

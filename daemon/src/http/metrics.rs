@@ -88,6 +88,8 @@ pub struct Extra {
     pub applies: Vec<(String, String, u64)>,
     /// Probe runs finished since start: (outcome, count).
     pub probe_runs: Vec<(String, u64)>,
+    /// The endpoint's connections: (open, closed idle to make room, refused).
+    pub http: (usize, u64, u64),
 }
 
 /// The whole text for the daemon's state now.
@@ -97,6 +99,7 @@ pub fn of(shared: &crate::state::Shared) -> String {
         apply_running: shared.applies.running().is_some(),
         applies: shared.applies.counts(),
         probe_runs: shared.probes.outcomes(),
+        http: shared.conns.counts(),
     };
     render(&shared.status(), &extra)
 }
@@ -138,7 +141,30 @@ pub fn render(s: &Status, x: &Extra) -> String {
     probes(&mut o, s, x);
     advice(&mut o, s);
     changes(&mut o, x);
+    endpoint(&mut o, x);
     o.text
+}
+
+fn endpoint(o: &mut Out, x: &Extra) {
+    let (open, evicted, refused) = x.http;
+    o.family(
+        "netmode_http_connections",
+        "gauge",
+        "Connections open on netmoded's HTTP endpoint.",
+    );
+    o.sample("netmode_http_connections", &[], open as f64);
+    o.family(
+        "netmode_http_connections_closed_total",
+        "counter",
+        "Connections the endpoint closed to protect the others: idle (a request head not sent, or kept alive) while the idle limits were reached, or refused with every slot busy.",
+    );
+    for (reason, n) in [("idle_evicted", evicted), ("refused", refused)] {
+        o.sample(
+            "netmode_http_connections_closed_total",
+            &[("reason", reason)],
+            n as f64,
+        );
+    }
 }
 
 /// Host series (node_exporter has their raw counters): only with `http.host_metrics`.

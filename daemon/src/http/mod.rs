@@ -6,6 +6,7 @@
 //! - `metrics`: the Prometheus text.
 
 mod auth;
+pub mod conns;
 pub mod metrics;
 mod routes;
 
@@ -19,24 +20,24 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use netmode_advisor::api::ApiError;
 use serde::Serialize;
-use smol::lock::Semaphore;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 use crate::error::RequestError;
 use crate::state::Shared;
+use conns::{Admit, Guarded};
 
-/// More connections than this wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 64;
 /// Request bodies are small JSON documents; anything bigger is refused.
 const MAX_BODY: usize = 64 * 1024;
+/// A request head (request line and header fields) is at most this big (hyper's read
+/// buffer, whose floor is 8 KiB) and has at most `MAX_HEADERS` fields; else 431.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
 
 pub type Body = Full<Bytes>;
 
-/// Accept connections forever.
+/// Accept connections forever; `conns` keeps slow clients from starving the others.
 pub async fn serve(listener: smol::net::TcpListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = slots.acquire_arc().await;
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -46,20 +47,52 @@ pub async fn serve(listener: smol::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let (id, state, closed) = match shared.conns.admit(peer.ip()) {
+            Admit::Serve(id, state, closed) => (id, state, closed),
+            Admit::Refuse => {
+                log::debug!("http connection from {peer} refused: too many open");
+                continue;
+            }
+        };
         let shared = shared.clone();
         crate::rt::spawn(async move {
-            let _permit = permit;
+            let busy = state.clone();
+            let svc_shared = shared.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(routes::handle(&shared, req).await) }
+                let shared = svc_shared.clone();
+                let _busy = busy.request();
+                async move {
+                    let _busy = _busy;
+                    Ok::<_, Infallible>(routes::handle(&shared, req).await)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(SmolTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(FuturesIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                log::debug!("http connection from {peer}: {e}");
+                .header_read_timeout(conns::HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .max_headers(MAX_HEADERS)
+                .serve_connection(FuturesIo::new(Guarded::new(stream, state.clone())), svc);
+            let watchdog = async {
+                loop {
+                    async_io::Timer::after(Duration::from_secs(1)).await;
+                    if state.stalled() {
+                        return "no I/O for the idle timeout";
+                    }
+                }
+            };
+            let closed = async {
+                let _ = closed.recv().await;
+                "idle while the endpoint needed room"
+            };
+            let outcome = futures_lite::future::or(
+                async { conn.await.err().map(|e| e.to_string()) },
+                async { Some(futures_lite::future::or(watchdog, closed).await.to_string()) },
+            )
+            .await;
+            if let Some(why) = outcome {
+                log::debug!("http connection from {peer} closed: {why}");
             }
+            shared.conns.gone(id);
         })
         .detach();
     }
@@ -129,7 +162,10 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
         Ok(b) => Ok(b.to_bytes()),
         Err(_) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {MAX_BODY} bytes"),
+            format!(
+                "request body over {} KiB ({MAX_BODY} bytes); netmoded's requests are small JSON documents",
+                MAX_BODY / 1024
+            ),
         )),
     }
 }
