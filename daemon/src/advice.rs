@@ -47,7 +47,7 @@ impl Advice {
             }
         };
         Advice {
-            config: shared.config.advisor.policy(),
+            config: shared.config().advisor.policy(),
             memory,
             cgroups: std::sync::Arc::new(CgroupMounts::discover()),
             scan: Scan::default(),
@@ -64,7 +64,9 @@ impl Advice {
     /// One evaluation of every container (with `advisor.mode = "off"`, none: an empty list
     /// that says so).
     pub async fn evaluate(&mut self, shared: &Shared) {
-        let mode = shared.config.advisor.mode;
+        let advisor = shared.config().advisor.clone();
+        self.config = advisor.policy();
+        let mode = advisor.mode;
         if mode == AdvisorMode::Off {
             shared.set_recommendations(Recommendations {
                 mode,

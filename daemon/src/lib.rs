@@ -22,6 +22,7 @@ pub mod http;
 pub mod live;
 pub mod mode;
 pub mod probe;
+pub mod reload;
 pub mod rt;
 pub mod state;
 pub mod state_dir;

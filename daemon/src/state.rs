@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use netmode_advisor::api::{self, DockerInfo, DockerState, Host, Live};
 
@@ -18,7 +18,10 @@ use crate::probe::queue::ProbeQueue;
 use crate::state_dir::StateDir;
 
 pub struct Shared {
-    pub config: Config,
+    /// The configuration in force: replaced whole by a reload (`SIGHUP`, `config::reload`).
+    config: RwLock<Arc<Config>>,
+    /// The last reload: (successful, when in ms since the epoch; the start counts as one).
+    reloaded: RwLock<(bool, u64)>,
     pub docker_socket: PathBuf,
     pub state_dir: StateDir,
     docker: RwLock<DockerInfo>,
@@ -66,13 +69,39 @@ impl Shared {
                 error: None,
                 since_ms: now_ms(),
             }),
-            config,
+            config: RwLock::new(Arc::new(config)),
+            reloaded: RwLock::new((true, now_ms())),
             docker_socket,
             state_dir,
             inventory: RwLock::new(Inventory::new()),
             live: RwLock::new(HashMap::new()),
             host: RwLock::new(host),
         }
+    }
+
+    // ---- configuration ----
+
+    /// The configuration in force now (a reload may replace it between two calls).
+    pub fn config(&self) -> Arc<Config> {
+        read(&self.config)
+    }
+
+    /// Put a reloaded configuration in force.
+    pub fn set_config(&self, config: Config) {
+        self.probes
+            .configure(config.probe.enabled, config.probe.duration.as_secs_f64());
+        *write(&self.config) = Arc::new(config);
+        *write(&self.reloaded) = (true, now_ms());
+    }
+
+    /// A reload failed: the old configuration stays in force.
+    pub fn reload_failed(&self) {
+        write(&self.reloaded).0 = false;
+    }
+
+    /// (the last reload succeeded, when the configuration in force was loaded, ms).
+    pub fn reloaded(&self) -> (bool, u64) {
+        read(&self.reloaded)
     }
 
     // ---- Docker ----

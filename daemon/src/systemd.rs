@@ -71,6 +71,24 @@ pub async fn supervise(shared: Arc<Shared>) {
     }
 }
 
+/// `systemctl reload`: tell systemd a reload is in progress (with the monotonic time it
+/// asks for), then that it is done.
+pub fn reloading() {
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the configuration"),
+    ];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    notify(&states);
+}
+
+pub fn reloaded(shared: &Shared) {
+    let status = status_line(shared);
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+}
+
 /// Tell systemd the daemon is stopping (before cleanup, which may take a few seconds).
 pub fn stopping() {
     notify(&[

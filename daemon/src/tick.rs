@@ -19,7 +19,6 @@ const TEXTFILE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The tick task: sample, evaluate, wait; forever.
 pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
-    let interval = shared.config.daemon.sample_interval;
     let mut sampler = match Sampler::new(netlink) {
         Ok(s) => s,
         Err(e) => {
@@ -29,16 +28,18 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
     };
     let mut advice = Advice::load(&shared);
     let mut auto = Auto::default();
-    let mode = shared.config.advisor.mode;
     let mut textfile_at: Option<Instant> = None;
     let mut next = Instant::now();
     loop {
+        // Read at each tick: a reload (SIGHUP) may have changed them.
+        let config = shared.config();
+        let interval = config.daemon.sample_interval;
         sampler.sample(&shared).await;
         advice.evaluate(&shared).await;
-        if mode == AdvisorMode::Apply {
+        if config.advisor.mode == AdvisorMode::Apply {
             auto.consider(&shared, advice.memory()).await;
         }
-        if shared.config.http.textfile_dir.is_some()
+        if config.http.textfile_dir.is_some()
             && textfile_at.is_none_or(|t| t.elapsed() >= TEXTFILE_EVERY)
         {
             let s = shared.clone();

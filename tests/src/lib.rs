@@ -272,6 +272,8 @@ pub struct Daemon {
     log: PathBuf,
     /// The netmoded executable: the workspace build unless [`Daemon::start_exe`] chose one.
     exe: Option<PathBuf>,
+    /// A command netmoded runs under (`strace -f ...`), if any.
+    wrapper: Vec<String>,
 }
 
 pub const FAST_SAMPLING: &str = "sample_interval = \"500ms\"";
@@ -305,16 +307,17 @@ impl Daemon {
     }
 
     pub fn start_with_env(daemon_keys: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start_full(None, daemon_keys, extra, env)
+        Daemon::start_full(None, &[], daemon_keys, extra, env)
     }
 
     /// Like [`Daemon::start`], with another netmoded executable (a static build).
     pub fn start_exe(exe: &Path, daemon_keys: &str, extra: &str) -> Daemon {
-        Daemon::start_full(Some(exe.to_path_buf()), daemon_keys, extra, &[])
+        Daemon::start_full(Some(exe.to_path_buf()), &[], daemon_keys, extra, &[])
     }
 
     fn start_full(
         exe: Option<PathBuf>,
+        wrapper: &[&str],
         daemon_keys: &str,
         extra: &str,
         env: &[(&str, &str)],
@@ -347,9 +350,16 @@ impl Daemon {
                 .collect(),
             log,
             exe,
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         d.spawn();
         d
+    }
+
+    /// Like [`Daemon::start`], netmoded running under `wrapper` (for example `strace -f`);
+    /// [`Daemon::pid`] and signals still reach netmoded itself.
+    pub fn start_wrapped(wrapper: &[&str], daemon_keys: &str, extra: &str) -> Daemon {
+        Daemon::start_full(None, wrapper, daemon_keys, extra, &[])
     }
 
     /// Start the process (again) on the same configuration and state directory.
@@ -363,7 +373,15 @@ impl Daemon {
             .open(&self.log)
             .unwrap();
         let exe = self.exe.clone().unwrap_or_else(|| bin("netmoded"));
-        let child = Command::new(exe)
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .arg("run")
@@ -422,7 +440,15 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
+        if self.wrapper.is_empty() || pid == 0 {
+            return pid;
+        }
+        // The wrapper's child.
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(0)
     }
 
     /// `GET path` -> (status, body).
@@ -519,6 +545,16 @@ impl Daemon {
             .args(args)
             .output()
             .expect("run advisor")
+    }
+
+    /// The configuration file it was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Send a signal by name ("HUP") to the running daemon.
+    pub fn signal(&self, name: &str) {
+        unsafe_kill(self.pid(), name);
     }
 
     /// SIGTERM, and wait for the exit status.

@@ -145,3 +145,133 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "systemd-analyze verify:\n{text}"
     );
 }
+
+/// The syscalls of a `systemd-analyze syscall-filter` group, nested groups expanded.
+fn syscall_group(group: &str, out: &mut std::collections::BTreeSet<String>) {
+    let o = std::process::Command::new("systemd-analyze")
+        .args(["syscall-filter", group])
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        o.status.success(),
+        "{group}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for line in String::from_utf8_lossy(&o.stdout).lines().skip(1) {
+        let item = line.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        if item.starts_with('@') {
+            syscall_group(item, out);
+        } else {
+            out.insert(item.to_string());
+        }
+    }
+}
+
+/// What the unit's `SystemCallFilter=` lines allow, as systemd reads them: the first (an
+/// allow list) sets the set, `~` lines take from it.
+fn unit_allows(unit: &str) -> std::collections::BTreeSet<String> {
+    let mut allowed = std::collections::BTreeSet::new();
+    for line in unit.lines() {
+        let Some(v) = line.strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        let (deny, v) = match v.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, v),
+        };
+        let mut set = std::collections::BTreeSet::new();
+        for item in v.split_whitespace() {
+            if item.starts_with('@') {
+                syscall_group(item, &mut set);
+            } else {
+                set.insert(item.to_string());
+            }
+        }
+        if deny {
+            allowed.retain(|s| !set.contains(s));
+        } else {
+            allowed.extend(set);
+        }
+    }
+    assert!(!allowed.is_empty(), "no SystemCallFilter= in the unit");
+    allowed
+}
+
+/// The unit's `SystemCallFilter=` cannot be applied on a machine whose PID 1 is not systemd;
+/// instead every system call the daemon makes through its start, a probe (the local sink's
+/// namespace, perf counters), a real mode change, a reload and its stop (strace -f) must be
+/// one the filter allows.
+#[test]
+fn every_system_call_the_daemon_makes_is_one_the_unit_allows() {
+    require_docker();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/netmoded.service"
+    ))
+    .unwrap();
+    let allowed = unit_allows(&unit);
+    assert!(allowed.contains("setns") && allowed.contains("perf_event_open"));
+    assert!(!allowed.contains("mount") && !allowed.contains("setuid"));
+
+    let dir = TempDir::new("strace");
+    let summary = dir.path().join("strace.txt");
+    let summary_arg = summary.to_str().unwrap().to_string();
+    let mut daemon = Daemon::start_wrapped(
+        &["strace", "-f", "-qq", "-c", "-o", &summary_arg],
+        FAST_SAMPLING,
+        &format!(
+            "[apply]\nverify = \"1s\"\n{}",
+            probe_section(
+                "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]"
+            )
+        ),
+    );
+    let c = Container::run("strace", &[], busybox_image(), &["sleep", "100000"]);
+    daemon.wait_for("the container", Duration::from_secs(20), |s| {
+        find(s, &c.name).map(|_| ())
+    });
+    let run = daemon.probe(
+        &format!("{{\"container\": \"{}\"}}", c.name),
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.state, netmode_e2e::api::RunState::Done, "{run:?}");
+    let (code, body) = daemon.post(
+        "/v1/apply",
+        &format!("{{\"container\": \"{}\", \"mode\": \"host\"}}", c.name),
+    );
+    assert!(code == 202 || code == 200, "{code} {body}");
+    daemon.wait_for("the change", Duration::from_secs(60), |_| {
+        let (_, text) = daemon.get("/v1/applies");
+        let list: netmode_e2e::api::ApplyList = serde_json::from_str(&text).unwrap();
+        (list.running.is_none() && !list.applies.is_empty()).then_some(())
+    });
+    daemon.signal("HUP");
+    daemon.wait_for("the reload", Duration::from_secs(10), |_| {
+        daemon
+            .log_text()
+            .contains("configuration reloaded")
+            .then_some(())
+    });
+    let _ = daemon.get("/metrics");
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status}");
+
+    let text = std::fs::read_to_string(&summary).unwrap();
+    // strace -c: a table whose last column is the call's name, between dashed lines.
+    let made: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('-') && !l.starts_with('%'))
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|name| *name != "total")
+        .collect();
+    assert!(made.len() > 20 && made.contains(&"setns"), "{text}");
+    let refused: Vec<&&str> = made.iter().filter(|s| !allowed.contains(**s)).collect();
+    assert!(
+        refused.is_empty(),
+        "system calls the unit's filter would refuse: {refused:?}\n{text}"
+    );
+}

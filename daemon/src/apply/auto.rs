@@ -29,7 +29,7 @@ impl Auto {
         let status = shared.status();
         // A probe or sweep queued or running changes the evidence: wait for it.
         let probing = status.probe.running.is_some() || status.probe.queued > 0;
-        let compose_allowed = shared.config.apply.compose;
+        let compose_allowed = shared.config().apply.compose;
         let candidates: Vec<Candidate> = status
             .containers
             .iter()
@@ -43,7 +43,7 @@ impl Auto {
             })
             .collect();
         let history = shared.applies.list().applies;
-        let cfg = shared.config.advisor.auto();
+        let cfg = shared.config().advisor.auto();
         let choice = auto::choose(&AutoInput {
             now_ms: now_ms(),
             candidates: &candidates,

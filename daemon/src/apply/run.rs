@@ -32,10 +32,13 @@ pub fn locked(shared: &Shared) -> Option<RequestError> {
 }
 
 pub async fn engine(shared: &Shared) -> Result<Engine, RequestError> {
-    Engine::connect(&shared.docker_socket, shared.config.docker.request_timeout)
-        .await
-        .map(|(e, _)| e)
-        .map_err(|e| RequestError::Unavailable(format!("cannot reach the Docker engine: {e}")))
+    Engine::connect(
+        &shared.docker_socket,
+        shared.config().docker.request_timeout,
+    )
+    .await
+    .map(|(e, _)| e)
+    .map_err(|e| RequestError::Unavailable(format!("cannot reach the Docker engine: {e}")))
 }
 
 /// Check and plan a change; a dry run ends here (200), a change is started (202). A
@@ -80,7 +83,7 @@ pub async fn request(
         )));
     }
     let engine = engine(shared).await?;
-    if c.compose.is_some() && !shared.config.apply.compose {
+    if c.compose.is_some() && !shared.config().apply.compose {
         return compose_override(shared, &engine, &c, target, &why)
             .await
             .map(|r| (true, r));
@@ -196,7 +199,7 @@ pub async fn start(
 /// Execute; on failure, settle the change (roll back, or finish once verified) and record
 /// the outcome.
 async fn carry_out(shared: &Shared, engine: Engine, mut j: Journal) {
-    let cfg = shared.config.apply.clone();
+    let cfg = shared.config().apply.clone();
     match txn::execute(&engine, &shared.state_dir, &cfg, &mut j).await {
         Ok(()) => log::info!(
             "apply {}: {} now runs in {} mode",
@@ -228,7 +231,7 @@ async fn settle(shared: &Shared, j: &mut Journal) {
     loop {
         let done = match Engine::connect(
             &shared.docker_socket,
-            shared.config.docker.request_timeout,
+            shared.config().docker.request_timeout,
         )
         .await
         {
@@ -263,7 +266,7 @@ async fn settle(shared: &Shared, j: &mut Journal) {
 
 /// Into the history, in memory and in `<state_dir>/applies.jsonl`.
 fn remember(shared: &Shared, record: ApplyRecord) {
-    let bytes = shared.applies.finish(record, shared.config.apply.history);
+    let bytes = shared.applies.finish(record, shared.config().apply.history);
     if let Err(e) = shared.state_dir.write_atomic(HISTORY_FILE, &bytes) {
         log::warn!("cannot save the apply history: {e}");
     }

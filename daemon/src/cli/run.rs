@@ -6,26 +6,29 @@ use std::sync::Arc;
 use futures_lite::StreamExt;
 use netmode_advisor::api::Host;
 
-use crate::config::{self, Config};
+use crate::config;
 use crate::error::{Error, Result};
 use crate::probe::engine::ProbeEngine;
+use crate::reload::Source;
 use crate::state::Shared;
 use crate::state_dir::StateDir;
 use crate::sys::hoststat;
 use crate::sys::netlink::Netlink;
 use crate::{docker, http, rt, tick};
 
-/// Load the configuration: an explicit path must exist; the default path may be absent.
-fn load_config(path: Option<PathBuf>) -> Result<(Config, PathBuf)> {
-    let (config, path) = match path {
-        Some(p) => (Config::load(&p, false)?, p),
-        None => {
-            let p = PathBuf::from(config::DEFAULT_PATH);
-            (Config::load(&p, true)?, p)
-        }
-    };
-    config.check_environment(&path)?;
-    Ok((config, path))
+/// Where the configuration comes from: an explicit path must exist; the default path may be
+/// absent (the embedded defaults).
+fn source(path: Option<PathBuf>) -> Source {
+    match path {
+        Some(path) => Source {
+            path,
+            default_path: false,
+        },
+        None => Source {
+            path: PathBuf::from(config::DEFAULT_PATH),
+            default_path: true,
+        },
+    }
 }
 
 fn init_logging() {
@@ -38,7 +41,9 @@ fn init_logging() {
 }
 
 pub fn run(config_path: Option<PathBuf>) -> Result<()> {
-    let (config, path) = load_config(config_path)?;
+    let source = source(config_path);
+    let config = source.load()?;
+    let path = source.path.clone();
     init_logging();
     if path.exists() {
         log::info!("configuration {}", path.display());
@@ -97,9 +102,12 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         let listener = smol::net::TcpListener::try_from(listener)
             .map_err(|e| Error::io("cannot register the HTTP listener", "epoll", e))?;
         let netlink = Netlink::new()?;
-        let mut signals =
-            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-                .map_err(|e| Error::io("cannot install signal handlers", "SIGTERM/SIGINT", e))?;
+        let mut signals = async_signal::Signals::new([
+            async_signal::Signal::Term,
+            async_signal::Signal::Int,
+            async_signal::Signal::Hup,
+        ])
+        .map_err(|e| Error::io("cannot install signal handlers", "SIGTERM/SIGINT/SIGHUP", e))?;
 
         rt::spawn(crate::apply::run::recover(shared.clone())).detach();
         rt::spawn(docker::watch::run(shared.clone())).detach();
@@ -113,8 +121,17 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             env!("CARGO_PKG_VERSION")
         );
 
-        if let Some(Ok(sig)) = signals.next().await {
+        while let Some(Ok(sig)) = signals.next().await {
+            if sig == async_signal::Signal::Hup {
+                crate::systemd::reloading();
+                let s = shared.clone();
+                let src = source.clone();
+                smol::unblock(move || crate::reload::reload(&s, &src)).await;
+                crate::systemd::reloaded(&shared);
+                continue;
+            }
             log::info!("{sig:?}: stopping");
+            break;
         }
         crate::systemd::stopping();
         // Stop probing first (a cell in progress is abandoned), then remove what it made.

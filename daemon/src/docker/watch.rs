@@ -18,7 +18,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 
 /// The watcher task; runs for the daemon's lifetime.
 pub async fn run(shared: Arc<Shared>) {
-    let max = shared.config.docker.reconnect_max_backoff;
+    let max = shared.config().docker.reconnect_max_backoff;
     let mut backoff = FIRST_RETRY.min(max);
     loop {
         let err = session(&shared, &mut backoff).await;
@@ -48,8 +48,11 @@ async fn session(shared: &Shared, backoff: &mut Duration) -> Error {
 }
 
 async fn session_inner(shared: &Shared, backoff: &mut Duration) -> Result<()> {
-    let (engine, version) =
-        Engine::connect(&shared.docker_socket, shared.config.docker.request_timeout).await?;
+    let (engine, version) = Engine::connect(
+        &shared.docker_socket,
+        shared.config().docker.request_timeout,
+    )
+    .await?;
     // Events are replayed from a little before the listing, so nothing that happens
     // in between is missed; handling an event twice is harmless.
     let since = (crate::state::now_ms() / 1000) as i64 - 1;
@@ -69,7 +72,7 @@ async fn session_inner(shared: &Shared, backoff: &mut Duration) -> Result<()> {
     );
     shared.replace_inventory(fresh);
     shared.set_docker_connected(&version);
-    *backoff = FIRST_RETRY.min(shared.config.docker.reconnect_max_backoff);
+    *backoff = FIRST_RETRY.min(shared.config().docker.reconnect_max_backoff);
 
     let mut events = std::pin::pin!(engine.events(since));
     while let Some(ev) = events.next().await {

@@ -36,7 +36,7 @@ pub fn mutation(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Bod
 /// With `http.token_for_reads`: `Ok` when a read carries the token.
 #[allow(clippy::result_large_err)]
 pub fn read(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    if !shared.config.http.token_for_reads {
+    if !shared.config().http.token_for_reads {
         return Ok(());
     }
     bearer(

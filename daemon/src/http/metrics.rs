@@ -90,16 +90,19 @@ pub struct Extra {
     pub probe_runs: Vec<(String, u64)>,
     /// The endpoint's connections: (open, closed idle to make room, refused).
     pub http: (usize, u64, u64),
+    /// The last configuration reload succeeded; when the configuration in force was loaded.
+    pub reload: (bool, u64),
 }
 
 /// The whole text for the daemon's state now.
 pub fn of(shared: &crate::state::Shared) -> String {
     let extra = Extra {
-        host: shared.config.http.host_metrics,
+        host: shared.config().http.host_metrics,
         apply_running: shared.applies.running().is_some(),
         applies: shared.applies.counts(),
         probe_runs: shared.probes.outcomes(),
         http: shared.conns.counts(),
+        reload: shared.reloaded(),
     };
     render(&shared.status(), &extra)
 }
@@ -109,7 +112,7 @@ pub const TEXTFILE: &str = "netmode.prom";
 
 /// Write the text atomically into `http.textfile_dir` (if set).
 pub fn write_textfile(shared: &crate::state::Shared) {
-    if let Some(dir) = &shared.config.http.textfile_dir
+    if let Some(dir) = &shared.config().http.textfile_dir
         && let Err(e) =
             crate::state_dir::write_atomic_mode(&dir.join(TEXTFILE), of(shared).as_bytes(), 0o644)
     {
@@ -146,6 +149,27 @@ pub fn render(s: &Status, x: &Extra) -> String {
 }
 
 fn endpoint(o: &mut Out, x: &Extra) {
+    let (ok, at_ms) = x.reload;
+    o.family(
+        "netmode_config_last_reload_successful",
+        "gauge",
+        "0 if the last configuration reload (SIGHUP) failed: the file has an error and the previous configuration is still in force.",
+    );
+    o.sample(
+        "netmode_config_last_reload_successful",
+        &[],
+        if ok { 1.0 } else { 0.0 },
+    );
+    o.family(
+        "netmode_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the configuration in force was loaded (start or reload), Unix time.",
+    );
+    o.sample(
+        "netmode_config_last_reload_success_timestamp_seconds",
+        &[],
+        at_ms as f64 / 1000.0,
+    );
     let (open, evicted, refused) = x.http;
     o.family(
         "netmode_http_connections",

@@ -86,7 +86,7 @@ impl ProbeEngine {
         wake: smol::channel::Receiver<()>,
     ) -> (ProbeEngine, Handle) {
         let handle = Handle::default();
-        let cfg = shared.config.probe.clone();
+        let cfg = shared.config().probe.clone();
         let engine = ProbeEngine {
             shared,
             cfg,
@@ -158,6 +158,13 @@ impl ProbeEngine {
         }
         let mut next = Instant::now() + self.cfg.interval.min(FIRST_RUN_MAX_DELAY);
         loop {
+            // A reload (SIGHUP) wakes the engine: settings fixed at start (the sink) are kept
+            // by `reload::keep_fixed`.
+            let enabled_before = self.cfg.enabled;
+            self.cfg = self.shared.config().probe.clone();
+            if self.cfg.enabled && !enabled_before {
+                next = next.min(Instant::now() + self.cfg.interval.min(FIRST_RUN_MAX_DELAY));
+            }
             if self.cfg.enabled {
                 self.shared.probes.update_status(|s| {
                     s.next_run_at_ms = Some(
@@ -213,7 +220,7 @@ impl ProbeEngine {
     async fn connect(&self) -> Result<(Engine, EngineVersion), ProbeError> {
         Engine::connect(
             &self.shared.docker_socket,
-            self.shared.config.docker.request_timeout,
+            self.shared.config().docker.request_timeout,
         )
         .await
         .map_err(ProbeError::from)

@@ -81,7 +81,8 @@ pub struct ProbeQueue {
     book: RwLock<ProbeBook>,
     /// Wakes the probe engine when a probe is queued.
     wake: smol::channel::Sender<()>,
-    cell_duration_s: f64,
+    /// f64 bits: a reload may change it.
+    cell_duration_s: std::sync::atomic::AtomicU64,
 }
 
 impl ProbeQueue {
@@ -95,8 +96,19 @@ impl ProbeQueue {
                 ..Default::default()
             }),
             wake,
-            cell_duration_s,
+            cell_duration_s: std::sync::atomic::AtomicU64::new(cell_duration_s.to_bits()),
         }
+    }
+
+    /// A reloaded configuration: periodic probing on or off, the duration of new cells.
+    pub fn configure(&self, enabled: bool, cell_duration_s: f64) {
+        write(&self.book).status.enabled = enabled;
+        self.cell_duration_s.store(
+            cell_duration_s.to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        // The engine rereads its settings when it wakes.
+        let _ = self.wake.try_send(());
     }
 
     /// The probe engine's status, with the queue and the latest sweep.
@@ -167,7 +179,10 @@ impl ProbeQueue {
             started_at_ms: None,
             finished_at_ms: None,
             sink: None,
-            cell_duration_s: self.cell_duration_s,
+            cell_duration_s: f64::from_bits(
+                self.cell_duration_s
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
             containers: Vec::new(),
             sweep: None,
             error: None,
