@@ -34,9 +34,9 @@ impl Advice {
     pub fn load(shared: &Shared) -> Advice {
         let memory = match shared.state_dir.read(MEMORY_FILE) {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                log::warn!(
-                    "{}/{MEMORY_FILE}: unreadable ({e}); starting afresh",
-                    shared.state_dir.path().display()
+                shared.state_dir.quarantine(
+                    MEMORY_FILE,
+                    &format!("unreadable ({e}); the advisor starts afresh"),
                 );
                 Memory::default()
             }),

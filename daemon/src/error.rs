@@ -219,7 +219,11 @@ pub enum ApplyError {
     #[error("{0}")]
     Verify(String),
     /// The journal found at start cannot be read; it was moved aside.
-    #[error("{path}: unreadable ({reason}); moved to {moved}")]
+    #[error(
+        "{path}: unreadable ({reason}); moved to {moved}. A change was interrupted and cannot be \
+         settled without it: a container it renamed aside is named NAME-netmode-ID \
+         (docker ps -a --filter name=-netmode-a); if NAME is gone, rename it back and start it"
+    )]
     CorruptJournal {
         path: PathBuf,
         reason: String,

@@ -69,7 +69,10 @@ impl StateDir {
         dir.remove_stale_temporaries()?;
         dir.instance_id = match dir.read(INSTANCE_FILE)? {
             Some(bytes) if is_instance_id(&bytes) => String::from_utf8(bytes).unwrap_or_default(),
-            _ => {
+            other => {
+                if other.is_some() {
+                    dir.quarantine(INSTANCE_FILE, "not an instance id (16 hex digits)");
+                }
                 let id = new_instance_id()
                     .map_err(|e| Error::io("cannot read random bytes", "/dev/urandom", e))?;
                 dir.write_atomic(INSTANCE_FILE, id.as_bytes())?;
@@ -85,10 +88,9 @@ impl StateDir {
     pub fn token(&self) -> Result<String> {
         match self.read(TOKEN_FILE)? {
             Some(b) if is_token(&b) => return Ok(String::from_utf8_lossy(&b).trim().to_string()),
-            Some(_) => log::warn!(
-                "{}: not a token; making a new one",
-                self.path.join(TOKEN_FILE).display()
-            ),
+            Some(_) => {
+                self.quarantine(TOKEN_FILE, "not a token (64 hex digits); making a new one");
+            }
             None => {}
         }
         let token =
@@ -101,24 +103,77 @@ impl StateDir {
         Ok(token)
     }
 
-    /// A JSON-lines file (a history, oldest first); lines that do not parse (an older
-    /// format, a hand edit, a torn last line) are skipped with a warning.
-    pub fn read_lines<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Vec<T>> {
+    /// A JSON-lines file (a history, oldest first). Lines that do not parse (an older
+    /// format, a hand edit, a torn last line) are skipped with a warning; the file as found
+    /// is kept aside (`quarantine`) and replaced by the lines that parsed.
+    pub fn read_lines<T: serde::de::DeserializeOwned + serde::Serialize>(
+        &self,
+        name: &str,
+    ) -> Result<Vec<T>> {
         let Some(bytes) = self.read(name)? else {
             return Ok(Vec::new());
         };
         let text = String::from_utf8_lossy(&bytes);
         let mut out = Vec::new();
+        let mut bad = 0;
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             match serde_json::from_str::<T>(line) {
                 Ok(r) => out.push(r),
-                Err(e) => log::warn!("{}/{name}:{}: skipped: {e}", self.path.display(), i + 1),
+                Err(e) => {
+                    bad += 1;
+                    log::warn!("{}/{name}:{}: skipped: {e}", self.path.display(), i + 1);
+                }
             }
         }
+        if bad > 0 {
+            let kept = self.quarantine(name, &format!("{bad} line(s) unreadable"));
+            let mut good = Vec::new();
+            for r in &out {
+                if let Ok(line) = serde_json::to_vec(r) {
+                    good.extend_from_slice(&line);
+                    good.push(b'\n');
+                }
+            }
+            self.write_atomic(name, &good)?;
+            log::warn!(
+                "{}/{name}: the {} readable line(s) kept; the file as found is {}",
+                self.path.display(),
+                out.len(),
+                kept.display()
+            );
+        }
         Ok(out)
+    }
+
+    /// A state file found unreadable at start (a power cut, a full disk, a hand edit):
+    /// renamed to `<name>.corrupt-<unix ms>` beside it, kept for whoever wants to look, and
+    /// said so. Never fails: if even the rename fails, the file is left where it is (it is
+    /// replaced by the next write) and that is logged. The path it was moved to.
+    pub fn quarantine(&self, name: &str, reason: &str) -> PathBuf {
+        let from = self.path.join(name);
+        let to = self
+            .path
+            .join(format!("{name}.corrupt-{}", crate::rt::now_ms()));
+        match fs::rename(&from, &to) {
+            Ok(()) => {
+                log::warn!(
+                    "{}: {reason}; moved aside to {}",
+                    from.display(),
+                    to.display()
+                );
+                to
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: {reason}; cannot move it aside ({e}): it will be overwritten",
+                    from.display()
+                );
+                from
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -87,7 +87,7 @@ pub fn save(dir: &StateDir, j: &Journal) -> Result<()> {
 }
 
 /// The journal left by a change that did not finish: `Ok(None)` when there is none. An
-/// unreadable one is moved aside (`apply-journal.json.corrupt`) and reported.
+/// unreadable one is moved aside (`apply-journal.json.corrupt-<ms>`) and reported.
 pub fn load(dir: &StateDir) -> Result<Option<Journal>, ApplyError> {
     let bytes = match dir.read(FILE)? {
         Some(b) => b,
@@ -96,13 +96,11 @@ pub fn load(dir: &StateDir) -> Result<Option<Journal>, ApplyError> {
     match serde_json::from_slice(&bytes) {
         Ok(j) => Ok(Some(j)),
         Err(e) => {
-            let from = dir.path().join(FILE);
-            let to = dir.path().join(format!("{FILE}.corrupt"));
-            let _ = std::fs::rename(&from, &to);
+            let moved = dir.quarantine(FILE, "the journal of an interrupted change is unreadable");
             Err(ApplyError::CorruptJournal {
-                path: from,
+                path: dir.path().join(FILE),
                 reason: e.to_string(),
-                moved: to,
+                moved,
             })
         }
     }
