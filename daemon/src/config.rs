@@ -912,4 +912,115 @@ mod tests {
         let e = parse("[daemon\n").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// (line number, `section.key`) of every `key = value` line of the example.
+        fn value_lines() -> Vec<(usize, String)> {
+            let mut section = String::new();
+            let mut out = Vec::new();
+            for (i, line) in EXAMPLE.lines().enumerate() {
+                if let Some(s) = line.strip_prefix('[') {
+                    section = s.trim_end_matches(']').to_string();
+                } else if let Some((key, _)) = line.split_once(" = ")
+                    && !line.starts_with('#')
+                {
+                    out.push((i + 1, format!("{section}.{key}")));
+                }
+            }
+            out
+        }
+
+        fn with_value(line: usize, value: &str) -> String {
+            EXAMPLE
+                .lines()
+                .enumerate()
+                .map(|(i, l)| match l.split_once(" = ") {
+                    Some((key, _)) if i + 1 == line => format!("{key} = {value}"),
+                    _ => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+
+        /// A TOML basic string holding `s`.
+        fn quoted(s: &str) -> String {
+            let mut out = String::from('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        /// Values that are valid TOML but maybe not a valid setting.
+        fn toml_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{0,16}".prop_map(|s| quoted(&s)),
+                "[0-9]{1,4}(ms|s|m|h|d|x|)".prop_map(|s| quoted(&s)),
+                "[0-9a-f.:/\\[\\]]{0,24}".prop_map(|s| quoted(&s)),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| format!("{f:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                prop::collection::vec("[a-z0-9]{0,6}", 0..4).prop_map(|v| format!(
+                    "[{}]",
+                    v.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", ")
+                )),
+                prop::collection::vec(any::<i32>(), 0..4).prop_map(|v| format!("{v:?}")),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// One setting changed to any TOML value: accepted, or one error naming that
+            /// key and its line.
+            #[test]
+            fn a_bad_value_names_its_key_and_line(
+                pick in any::<prop::sample::Index>(),
+                value in toml_value(),
+            ) {
+                let lines = value_lines();
+                let (line, key) = &lines[pick.index(lines.len())];
+                let text = with_value(*line, &value);
+                if let Err(e) = parse(&text) {
+                    prop_assert_eq!(e.line, Some(*line), "{} = {}: {}", key, value, e);
+                    // The key, or an element of it (`probe.sizes[1]`).
+                    let named = e.key.as_deref().unwrap_or("");
+                    prop_assert!(
+                        named == key || named.strip_prefix(key.as_str()).is_some_and(|r| r.starts_with('[')),
+                        "{} = {}: {}", key, value, e
+                    );
+                    prop_assert!(!e.message.is_empty());
+                }
+            }
+
+            /// Any text at all: a config or an error with a line inside the file, never a
+            /// panic.
+            #[test]
+            fn any_text_parses_or_errs_with_a_line(
+                pick in any::<prop::sample::Index>(),
+                junk in "\\PC{0,40}",
+            ) {
+                let lines = value_lines();
+                let (line, _) = &lines[pick.index(lines.len())];
+                for text in [junk.clone(), with_value(*line, &junk)] {
+                    if let Err(e) = parse(&text) {
+                        let n = text.lines().count().max(1);
+                        prop_assert!(e.line.is_none_or(|l| l >= 1 && l <= n + 1), "{:?}: {}", text, e);
+                        prop_assert!(!e.to_string().is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

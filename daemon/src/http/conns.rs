@@ -10,8 +10,9 @@
 //! - per peer address at most `PER_PEER_IDLE` idle connections, at most `MAX_IDLE` in all;
 //! - at most `MAX_OPEN` connections in all: past that, with nothing idle to close, a new
 //!   connection is closed at once;
-//! - hyper times out a request head after `HEAD_TIMEOUT`; a connection with no I/O for
-//!   `IDLE_TIMEOUT` outside a request is closed.
+//! - hyper times out a request head after `HEAD_TIMEOUT`, the handler a body after
+//!   `BODY_TIMEOUT` (408); a connection with no I/O for `IDLE_TIMEOUT` outside a request is
+//!   closed.
 //!
 //! `Guarded` wraps each socket: it records I/O progress for the idle timeout, and gives the
 //! answers hyper writes by itself for requests it cannot parse (400, 414, 431, 505: a status
@@ -36,6 +37,8 @@ pub const MAX_IDLE: usize = 128;
 pub const MAX_OPEN: usize = 512;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request body must arrive within this (it is read inside the handler: busy).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection as the registry and its task see it.
 pub struct ConnState {

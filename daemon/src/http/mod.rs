@@ -156,16 +156,30 @@ pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
-/// Read a request body of at most `MAX_BODY` bytes.
+/// Read a request body of at most `MAX_BODY` bytes, within `conns::BODY_TIMEOUT` (a body
+/// that stalls would otherwise hold its connection busy, where nothing closes it).
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(_) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
+    let collect = async {
+        match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(_) => Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body over {} KiB ({MAX_BODY} bytes); netmoded's requests are small JSON documents",
+                    MAX_BODY / 1024
+                ),
+            )),
+        }
+    };
+    let timeout = async {
+        async_io::Timer::after(conns::BODY_TIMEOUT).await;
+        Err(error(
+            StatusCode::REQUEST_TIMEOUT,
             format!(
-                "request body over {} KiB ({MAX_BODY} bytes); netmoded's requests are small JSON documents",
-                MAX_BODY / 1024
+                "the request body did not arrive within {} s",
+                conns::BODY_TIMEOUT.as_secs()
             ),
-        )),
-    }
+        ))
+    };
+    futures_lite::future::or(collect, timeout).await
 }
