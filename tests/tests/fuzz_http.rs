@@ -82,7 +82,7 @@ fn check(addr: &str, request: &[u8]) -> Result<(), String> {
     }
     let v: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| format!("bad JSON ({e}): {}", shown()))?;
-    if status >= 400 && !v["error"].as_str().is_some_and(|e| !e.is_empty()) {
+    if status >= 400 && v["error"].as_str().is_none_or(|e| e.is_empty()) {
         return Err(format!("an error without its message: {}", shown()));
     }
     Ok(())
