@@ -6,9 +6,30 @@ use std::sync::RwLock;
 
 static EXECUTOR: smol::Executor<'static> = smol::Executor::new();
 
+static TASKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a live task from its spawn until its future is dropped (finished or cancelled).
+struct Live;
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        TASKS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Spawn a task on the daemon's executor.
 pub fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> smol::Task<T> {
-    EXECUTOR.spawn(f)
+    TASKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let live = Live;
+    EXECUTOR.spawn(async move {
+        let _live = live;
+        f.await
+    })
+}
+
+/// Tasks alive on the executor (for `/metrics`: a leak shows as growth).
+pub fn tasks() -> usize {
+    TASKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Run `f` (and every spawned task) on the current thread until `f` completes.

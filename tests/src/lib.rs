@@ -444,11 +444,11 @@ impl Daemon {
         if self.wrapper.is_empty() || pid == 0 {
             return pid;
         }
-        // The wrapper's child.
+        // The wrapper's child (strace), or the wrapper itself if it exec'd netmoded (setpriv).
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-            .unwrap_or(0)
+            .unwrap_or(pid)
     }
 
     /// `GET path` -> (status, body).

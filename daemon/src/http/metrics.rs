@@ -92,6 +92,8 @@ pub struct Extra {
     pub http: (usize, u64, u64),
     /// The last configuration reload succeeded; when the configuration in force was loaded.
     pub reload: (bool, u64),
+    /// Tasks alive on the daemon's executor.
+    pub tasks: usize,
 }
 
 /// The whole text for the daemon's state now.
@@ -103,6 +105,7 @@ pub fn of(shared: &crate::state::Shared) -> String {
         probe_runs: shared.probes.outcomes(),
         http: shared.conns.counts(),
         reload: shared.reloaded(),
+        tasks: crate::rt::tasks(),
     };
     render(&shared.status(), &extra)
 }
@@ -149,6 +152,12 @@ pub fn render(s: &Status, x: &Extra) -> String {
 }
 
 fn endpoint(o: &mut Out, x: &Extra) {
+    o.family(
+        "netmode_runtime_tasks",
+        "gauge",
+        "Tasks alive on netmoded's event loop (connections, probes, watchers); flat over a long run.",
+    );
+    o.sample("netmode_runtime_tasks", &[], x.tasks as f64);
     let (ok, at_ms) = x.reload;
     o.family(
         "netmode_config_last_reload_successful",

@@ -42,10 +42,14 @@ pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
+/// A netlink failure; a refusal (EPERM) names the capability that changing links needs.
 fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> Error {
-    move |e| Error::Netlink {
-        what,
-        reason: e.to_string(),
+    move |e| {
+        let mut reason = e.to_string();
+        if reason.contains("Operation not permitted") {
+            reason.push_str(" (needs CAP_NET_ADMIN)");
+        }
+        Error::Netlink { what, reason }
     }
 }
 
