@@ -1,6 +1,7 @@
 //! A user removes containers under netmoded's feet: while it samples and probes them, and
 //! while it changes one's mode. The daemon keeps serving, reports what happened, settles by
-//! itself, and leaks no probe container, network namespace, veth, file descriptor or thread.
+//! itself, and leaks no probe container, network namespace, veth, file descriptor, thread or
+//! task.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ struct Footprint {
     threads: usize,
     veths: usize,
     netns: usize,
+    tasks: usize,
 }
 
 fn footprint(daemon: &Daemon) -> Footprint {
@@ -28,7 +30,14 @@ fn footprint(daemon: &Daemon) -> Footprint {
     )
     .lines()
     .count();
+    let (_, metrics) = daemon.get("/metrics");
+    let tasks = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("netmode_runtime_tasks "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("netmode_runtime_tasks") as usize;
     Footprint {
+        tasks,
         fds: count(format!("/proc/{pid}/fd")),
         threads: count(format!("/proc/{pid}/task")),
         veths,
@@ -44,7 +53,8 @@ fn settles(daemon: &Daemon, before: Footprint) {
         let ok = now.veths <= before.veths
             && now.netns <= before.netns
             && now.threads <= before.threads + 2
-            && now.fds <= before.fds + 4;
+            && now.fds <= before.fds + 4
+            && now.tasks <= before.tasks + 2;
         if ok {
             return;
         }
