@@ -1,0 +1,271 @@
+//! Carrying a study out: the probe image, a local sink of the study's own, the probe runner
+//! for each cell, `results.json` rewritten atomically after every cell (so `--resume` picks up
+//! where an interrupted study stopped), progress on stderr, and cleanup on Ctrl-C.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use netmode_advisor::api::{Limits, ProbeMode};
+use netmoded::config::SinkSubnet;
+use netmoded::docker::Engine;
+use netmoded::probe::localsink::LocalSink;
+use netmoded::probe::plan::{Cell, cell_result};
+use netmoded::probe::runner::{Runner, Tracked};
+use netmoded::sys::netlink::Netlink;
+use netmoded::traffic::Target;
+
+use crate::error::StudyError;
+use crate::plan::{self, CellKey, Mode, Options};
+use crate::results::{CellResult, FORMAT, Results};
+
+pub struct Study {
+    pub out: PathBuf,
+    pub options: Options,
+    pub resume: bool,
+    pub sink_subnet: SinkSubnet,
+    pub sink_port: u16,
+}
+
+pub const RESULTS: &str = "results.json";
+
+fn now_ms() -> u64 {
+    netmoded::rt::now_ms()
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StudyError + 'a {
+    move |source| StudyError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The results of an interrupted study in `out`, if `--resume` asks for them.
+fn previous(study: &Study) -> Result<Option<Results>, StudyError> {
+    let path = study.out.join(RESULTS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("cannot read", &path)(e)),
+    };
+    if !study.resume {
+        return Err(StudyError::Usage(format!(
+            "{} already holds a study: add --resume to continue it, or choose another --out",
+            study.out.display()
+        )));
+    }
+    let r: Results = serde_json::from_str(&text).map_err(|e| StudyError::Results {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if r.options != study.options {
+        return Err(StudyError::Usage(format!(
+            "the study in {} ran with other options ({}); resume it with the same ones",
+            study.out.display(),
+            serde_json::to_string(&r.options).unwrap_or_default()
+        )));
+    }
+    Ok(Some(r))
+}
+
+pub fn save(out: &Path, r: &Results) -> Result<(), StudyError> {
+    let bytes = serde_json::to_vec_pretty(r).map_err(|e| StudyError::Results {
+        path: out.join(RESULTS),
+        reason: e.to_string(),
+    })?;
+    netmoded::state_dir::write_atomic_mode(&out.join(RESULTS), &bytes, 0o644)?;
+    Ok(())
+}
+
+/// Write every rendered file beside results.json.
+pub fn render(out: &Path, r: &Results) -> Result<(), StudyError> {
+    for (name, text) in crate::render::files(r) {
+        netmoded::state_dir::write_atomic_mode(&out.join(name), text.as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+fn probe_mode(m: Mode) -> ProbeMode {
+    match m {
+        Mode::Native => ProbeMode::InPlace,
+        Mode::Bridge => ProbeMode::Bridge,
+        Mode::Host => ProbeMode::Host,
+    }
+}
+
+struct Progress {
+    tty: bool,
+    total: usize,
+    done: usize,
+    started: Instant,
+    ran: usize,
+}
+
+impl Progress {
+    fn show(&mut self, options: &Options, key: &CellKey, result: Option<&CellResult>) {
+        let left = self.total - self.done;
+        let eta = if self.ran > 0 {
+            self.started.elapsed() / self.ran as u32 * left as u32
+        } else {
+            plan::estimate(options, left)
+        };
+        let eta = humantime::format_duration(Duration::from_secs(eta.as_secs()));
+        let what = match result {
+            None => format!("{} ...", key.describe()),
+            Some(r) => match (&r.error, r.goodput_bps) {
+                (Some(e), _) => format!("{}: failed: {e}", key.describe()),
+                (None, Some(g)) => format!("{}: {:.1} Mbit/s", key.describe(), g / 1e6),
+                (None, None) => format!("{}: no goodput", key.describe()),
+            },
+        };
+        let bar_len = 24;
+        let filled = bar_len * self.done / self.total.max(1);
+        let line = format!(
+            "[{}{}] {}/{} cells, ~{eta} left  {what}",
+            "#".repeat(filled),
+            "-".repeat(bar_len - filled),
+            self.done,
+            self.total
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            if result.is_some() && self.done == self.total {
+                eprintln!();
+            }
+        } else if result.is_some() {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Run (or resume) the study; the results, also in `out`.
+pub fn run(study: Study) -> Result<Results, StudyError> {
+    std::fs::create_dir_all(&study.out).map_err(io("cannot create", &study.out))?;
+    let previous = previous(&study)?;
+    netmoded::rt::block_on(async move {
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+                .map_err(io(
+                    "cannot install signal handlers for",
+                    Path::new("SIGINT"),
+                ))?;
+        let socket = netmoded::config::Docker::default()
+            .effective_socket()
+            .map_err(|e| StudyError::Usage(e.to_string()))?;
+        let (engine, version) = Engine::connect(&socket, Duration::from_secs(60)).await?;
+        eprintln!("building the probe image from this executable ...");
+        let image = netmoded::probe::image::ensure(&engine).await?;
+        let instance = format!(
+            "{:08x}",
+            (std::process::id() as u64 ^ now_ms()) as u32 | 0x5700_0000
+        );
+        let netlink = Netlink::new()?;
+        let mut sink =
+            LocalSink::build(&netlink, &study.sink_subnet, study.sink_port, &instance).await?;
+        let tracked = Tracked::default();
+        let perf = match netmoded::traffic::perf::Counters::open(std::process::id() as i32) {
+            Ok(_) => "available".to_string(),
+            Err(e) => e.0,
+        };
+        let mut results = previous.unwrap_or_else(|| Results {
+            format: FORMAT,
+            netmode_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms: now_ms(),
+            finished_at_ms: None,
+            machine: crate::machine::describe(&version, &sink.to_string(), perf),
+            options: study.options.clone(),
+            cells: Vec::new(),
+        });
+        // A resumed study keeps the failed cells' records but measures them again.
+        results.cells.retain(|c| c.error.is_none());
+        let todo: Vec<CellKey> = plan::cells(&study.options)
+            .into_iter()
+            .filter(|k| !results.done(k))
+            .collect();
+        let total = plan::cells(&study.options).len();
+        let mut progress = Progress {
+            tty: std::io::stderr().is_terminal(),
+            total,
+            done: total - todo.len(),
+            started: Instant::now(),
+            ran: 0,
+        };
+        let limits = Limits {
+            cpus: study.options.cpus,
+            ..Limits::default()
+        };
+        let run_id = format!("study-{instance}");
+        let runner = Runner {
+            engine: &engine,
+            image: &image,
+            instance: &instance,
+            run_id: &run_id,
+            sink: Target::Netmode(sink.addr),
+            tracked: &tracked,
+        };
+        let work = async {
+            for key in &todo {
+                progress.show(&study.options, key, None);
+                let cell = Cell {
+                    protocol: key.protocol,
+                    size: key.size,
+                    duration: study.options.duration,
+                    rate_bps: None,
+                };
+                let r = match key.mode {
+                    Mode::Native => runner.in_namespace(std::process::id(), &cell).await,
+                    Mode::Bridge => runner.containers("bridge", &limits, key.n, &cell).await,
+                    Mode::Host => runner.containers("host", &limits, key.n, &cell).await,
+                };
+                let pc = cell_result(probe_mode(key.mode), &cell, key.n, r);
+                let result = CellResult {
+                    key: key.clone(),
+                    goodput_bps: pc.goodput_bps,
+                    sent_bps: pc.sent_bps,
+                    loss: pc.loss,
+                    duration_s: pc.duration_s,
+                    counters: pc.counters,
+                    error: pc.error,
+                    at_ms: now_ms(),
+                };
+                progress.done += 1;
+                progress.ran += 1;
+                progress.show(&study.options, key, Some(&result));
+                results.cells.push(result);
+                save(&study.out, &results)?;
+            }
+            Ok::<bool, StudyError>(true)
+        }
+        .or(async {
+            let _ = futures_lite::StreamExt::next(&mut signals).await;
+            Ok(false)
+        })
+        .await;
+        // Whatever happened: no probe container, no sink left behind.
+        for id in tracked.ids() {
+            if let Err(e) = engine.remove_container(&id).await {
+                log::warn!("cannot remove probe container {id}: {e}");
+            }
+        }
+        sink.teardown().await;
+        match work {
+            Ok(true) => {
+                results.finished_at_ms = Some(now_ms());
+                save(&study.out, &results)?;
+                render(&study.out, &results)?;
+                Ok(results)
+            }
+            Ok(false) => {
+                save(&study.out, &results)?;
+                Err(StudyError::Interrupted {
+                    done: results.cells.len(),
+                    total,
+                    out: study.out.clone(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
