@@ -157,9 +157,10 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
         let (engine, version) = Engine::connect(&socket, Duration::from_secs(60)).await?;
         eprintln!("building the probe image from this executable ...");
         let image = netmoded::probe::image::ensure(&engine).await?;
+        // "57" + 6 hex digits: the sink's links are nmsk57xxxxxx, told apart from a daemon's.
         let instance = format!(
-            "{:08x}",
-            (std::process::id() as u64 ^ now_ms()) as u32 | 0x5700_0000
+            "57{:06x}",
+            (std::process::id() as u64 ^ now_ms()) as u32 & 0xff_ffff
         );
         let netlink = Netlink::new()?;
         let mut sink =

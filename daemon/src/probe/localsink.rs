@@ -129,7 +129,17 @@ impl LocalSink {
             log::info!("removing stale sink link {host_name} left by an earlier run");
             host.delete_link(stale).await?;
         }
-        if let Some(route) = overlapping_route(subnet, &host.routes_v4().await?, None) {
+        // A sink removed a moment ago (a restart, a study resumed at once) can leave a route
+        // to its address for a little while: look again before calling it a conflict.
+        let mut overlap = overlapping_route(subnet, &host.routes_v4().await?, None);
+        for _ in 0..6 {
+            if overlap.is_none() {
+                break;
+            }
+            async_io::Timer::after(std::time::Duration::from_millis(500)).await;
+            overlap = overlapping_route(subnet, &host.routes_v4().await?, None);
+        }
+        if let Some(route) = overlap {
             return Err(sink_err(
                 "probe.sink_subnet",
                 format!(

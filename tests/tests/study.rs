@@ -1,0 +1,177 @@
+//! netmode-study against the real engine: a short study (1 s cells, TCP and UDP, 64 and 1024 B,
+//! 1..2 containers) interrupted with Ctrl-C after a few cells, leaving nothing behind, then
+//! resumed to the end: every file written, every cell in results.json, the figures valid SVG
+//! with one series per mode, the report with every figure and the paper's numbers.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netmode_e2e::*;
+
+const ARGS: [&str; 8] = [
+    "--duration",
+    "1s",
+    "--repetitions",
+    "1",
+    "--max-n",
+    "2",
+    "--sizes",
+    "64,1024",
+];
+
+fn leftovers() -> (Vec<String>, Vec<String>) {
+    let containers = docker(&["ps", "-a", "--filter", "name=netmode-probe-study-", "-q"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let links = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .filter(|l| l.contains("nmsk57") || l.contains("nmsp57"))
+    .map(str::to_string)
+    .collect();
+    (containers, links)
+}
+
+fn cells_in(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["cells"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_short_study_interrupted_resumed_and_drawn() {
+    require_docker();
+    let dir = TempDir::new("study");
+    let out = dir.path().join("out");
+    let subnet = unique_sink_subnet();
+    let mut args: Vec<String> = ARGS.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--out".to_string(),
+        out.display().to_string(),
+        "--sink-subnet".to_string(),
+        subnet,
+    ]);
+
+    // Interrupted after three cells: exit 130, nothing left behind.
+    let mut child = Command::new(bin("netmode-study"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while cells_in(&out).len() < 3 {
+        assert!(Instant::now() < deadline, "no three cells in 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(leftovers(), (vec![], vec![]), "left behind after Ctrl-C");
+    let before = cells_in(&out);
+    assert!(before.len() >= 3);
+
+    // Without --resume the directory is refused; with it, the study ends.
+    let refused = Command::new(bin("netmode-study"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    let done = Command::new(bin("netmode-study"))
+        .args(&args)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(stdout.contains("report.html"), "{stdout}");
+    assert_eq!(leftovers(), (vec![], vec![]), "left behind after the study");
+
+    // Every cell once: 2 protocols x 2 sizes x 3 modes + 2 counts x 2 modes; the cells
+    // measured before the interruption were kept, not measured again.
+    let cells = cells_in(&out);
+    assert_eq!(cells.len(), 16, "{cells:#?}");
+    for c in &before {
+        assert!(cells.contains(c), "a resumed study measured {c} again");
+    }
+    let failed: Vec<_> = cells.iter().filter(|c| !c["error"].is_null()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(
+        cells
+            .iter()
+            .all(|c| c["goodput_bps"].as_f64().is_some_and(|g| g > 0.0)),
+        "{cells:#?}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    for key in [
+        "kernel",
+        "cpu_model",
+        "cpus",
+        "memory_bytes",
+        "docker_version",
+        "interfaces",
+    ] {
+        assert!(!results["machine"][key].is_null(), "machine.{key}");
+    }
+
+    // The figures are XML with one series per mode (Python's parser, not ours).
+    for (fig, modes) in [
+        ("figure3.svg", "native,bridge"),
+        ("figure4.svg", "bridge,host"),
+        ("figure5.svg", "bridge,host"),
+    ] {
+        let check = format!(
+            "import xml.etree.ElementTree as E\n\
+             t = E.parse('{}')\n\
+             g = [e.get('data-mode') for e in t.iter('{{http://www.w3.org/2000/svg}}g') if e.get('class') == 'series']\n\
+             assert g == '{modes}'.split(','), g\n",
+            out.join(fig).display()
+        );
+        let o = Command::new("python3")
+            .args(["-c", &check])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{fig}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 17);
+    let tables = std::fs::read_to_string(out.join("tables.md")).unwrap();
+    assert!(tables.contains("Table 1") && tables.contains("Table 2"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for needle in [
+        "figure3.svg",
+        "figure4.svg",
+        "figure5.svg",
+        "(paper 985",
+        "(paper 1050",
+        "-6 %",
+        "-18 %",
+        "What the data shows",
+    ] {
+        assert!(html.contains(needle), "{needle} missing from report.html");
+    }
+}
