@@ -21,12 +21,14 @@ options:
   --paper                the paper's method: 60 s cells, 1..4 containers
   --protocols LIST       tcp,udp (default both)
   --sizes LIST           message sizes in bytes (default 64,1024)
-  --max-n N              Figure 5: 1..N concurrent containers (default: CPUs + 1)
+  --max-n N              Figure 5: 1..N concurrent containers (default: CPUs + 1; 0: no Figure 5)
   --multi PROTO/SIZE     Figure 5's traffic (default tcp/64, the paper's)
   --duration D           per cell (default 5s; --paper: 60s)
   --repetitions N        of every cell, interleaved (default 3); medians and spread are reported
   --cpus X               CPU limit of each container (docker --cpus)
   --sink-subnet CIDR     the study's own sink namespace (default 198.18.79.0/30)
+  --target URL           send to netmode://HOST:PORT (a `netmoded sink`) or iperf3://HOST:PORT
+                         (iperf3 -s on PORT..PORT+N-1) instead of the study's own sink
   --resume               continue the interrupted study in --out
   -h, --help
 
@@ -65,6 +67,7 @@ fn main_inner() -> Result<(), StudyError> {
     let mut out = PathBuf::from("netmode-study");
     let mut resume = false;
     let mut sink_subnet = "198.18.79.0/30".to_string();
+    let mut target = None;
     let mut set: Vec<&'static str> = Vec::new();
     let text = |p: &mut lexopt::Parser| -> Result<String, StudyError> {
         p.value()
@@ -90,8 +93,8 @@ fn main_inner() -> Result<(), StudyError> {
                 options.max_n = v
                     .parse()
                     .ok()
-                    .filter(|n| (1..=64).contains(n))
-                    .ok_or_else(|| usage(format!("--max-n: expected 1..64, got {v:?}")))?;
+                    .filter(|n| (0..=64).contains(n))
+                    .ok_or_else(|| usage(format!("--max-n: expected 0..64, got {v:?}")))?;
                 set.push("max-n");
             }
             Long("multi") => {
@@ -135,6 +138,7 @@ fn main_inner() -> Result<(), StudyError> {
                 );
             }
             Long("sink-subnet") => sink_subnet = text(&mut p)?,
+            Long("target") => target = Some(text(&mut p)?),
             Value(v) if v == "render" => {
                 let dir = PathBuf::from(text(&mut p).map_err(|_| usage("render expects DIR"))?);
                 let path = dir.join(run::RESULTS);
@@ -172,6 +176,7 @@ fn main_inner() -> Result<(), StudyError> {
         resume,
         sink_subnet,
         sink_port: 5291,
+        target,
     })?;
     let s = netmode_study::results::summarise(&results.cells);
     for sentence in netmode_study::render::Findings::of(&results, &s).sentences {

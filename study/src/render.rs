@@ -627,6 +627,7 @@ impl Findings {
             _ => String::new(),
         };
         sentences.push(match crossover {
+            _ if n == 0 => "Several containers: not measured (--max-n 0).".to_string(),
             Some(c) => format!(
                 "Several containers: host mode wins clearly from {c} concurrent containers on{at_n} (the paper: host from {}, {:.0} to {:.0} % better at 4).",
                 paper::CROSSOVER,

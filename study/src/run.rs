@@ -26,6 +26,9 @@ pub struct Study {
     pub resume: bool,
     pub sink_subnet: SinkSubnet,
     pub sink_port: u16,
+    /// Send to this sink (`netmode://HOST:PORT` of a `netmoded sink`, or `iperf3://HOST:PORT`
+    /// with servers on PORT..PORT+N-1) instead of a local sink of the study's own.
+    pub target: Option<String>,
 }
 
 pub const RESULTS: &str = "results.json";
@@ -163,8 +166,22 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
             (std::process::id() as u64 ^ now_ms()) as u32 & 0xff_ffff
         );
         let netlink = Netlink::new()?;
-        let mut sink =
-            LocalSink::build(&netlink, &study.sink_subnet, study.sink_port, &instance).await?;
+        let (mut local, target) = match &study.target {
+            Some(t) => (
+                None,
+                Target::parse(t).map_err(|e| StudyError::Usage(format!("--target: {e}")))?,
+            ),
+            None => {
+                let sink =
+                    LocalSink::build(&netlink, &study.sink_subnet, study.sink_port, &instance)
+                        .await?;
+                let target = Target::Netmode(sink.addr);
+                (Some(sink), target)
+            }
+        };
+        let sink_desc = local
+            .as_ref()
+            .map_or_else(|| target.to_string(), |s| s.to_string());
         let tracked = Tracked::default();
         let perf = match netmoded::traffic::perf::Counters::open(std::process::id() as i32) {
             Ok(_) => "available".to_string(),
@@ -175,7 +192,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
             netmode_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at_ms: now_ms(),
             finished_at_ms: None,
-            machine: crate::machine::describe(&version, &sink.to_string(), perf),
+            machine: crate::machine::describe(&version, &sink_desc, perf),
             options: study.options.clone(),
             cells: Vec::new(),
         });
@@ -203,7 +220,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
             image: &image,
             instance: &instance,
             run_id: &run_id,
-            sink: Target::Netmode(sink.addr),
+            sink: target,
             tracked: &tracked,
         };
         let work = async {
@@ -250,7 +267,9 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                 log::warn!("cannot remove probe container {id}: {e}");
             }
         }
-        sink.teardown().await;
+        if let Some(sink) = local.as_mut() {
+            sink.teardown().await;
+        }
         match work {
             Ok(true) => {
                 results.finished_at_ms = Some(now_ms());
