@@ -183,22 +183,43 @@ pub fn tag_for(files: &[File]) -> String {
     )
 }
 
+/// The tag of this executable's image, once known: the executable cannot change under a
+/// running process, so its files are read and hashed once, not at every probe run (that read
+/// the whole binary and, for a dynamic build, its libraries each time: 20 MB of transient
+/// allocations that glibc's per-thread arenas then kept).
+static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Make sure the probe image of this very executable exists; its `repo:tag`. Older probe
 /// images are removed (best effort: one still in use stays).
 pub async fn ensure(engine: &Engine) -> Result<String> {
-    let (files, changes) = smol::unblock(contents).await?;
-    let tag = tag_for(&files);
+    let mut read = None;
+    let tag = match TAG.get() {
+        Some(t) => t.clone(),
+        None => {
+            let (files, changes) = smol::unblock(contents).await?;
+            let t = tag_for(&files);
+            let _ = TAG.set(t.clone());
+            read = Some((files, changes));
+            t
+        }
+    };
     let name = format!("{REPO}:{tag}");
-    if !engine.image_exists(&name).await? {
-        let size: usize = files.iter().map(|f| f.bytes.len()).sum();
-        log::info!(
-            "building probe image {name} ({} files, {:.1} MiB)",
-            files.len(),
-            size as f64 / (1 << 20) as f64
-        );
-        let tar = smol::unblock(move || tarball(&files)).await?;
-        engine.import_image(tar, REPO, &tag, changes).await?;
+    if engine.image_exists(&name).await? {
+        return Ok(name);
     }
+    // First use, or removed since (docker image prune): build it.
+    let (files, changes) = match read {
+        Some(r) => r,
+        None => smol::unblock(contents).await?,
+    };
+    let size: usize = files.iter().map(|f| f.bytes.len()).sum();
+    log::info!(
+        "building probe image {name} ({} files, {:.1} MiB)",
+        files.len(),
+        size as f64 / (1 << 20) as f64
+    );
+    let tar = smol::unblock(move || tarball(&files)).await?;
+    engine.import_image(tar, REPO, &tag, changes).await?;
     for old in engine.image_tags(REPO).await? {
         if old != name {
             match engine.remove_image(&old).await {
