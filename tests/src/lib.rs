@@ -557,6 +557,13 @@ impl Daemon {
         unsafe_kill(self.pid(), name);
     }
 
+    /// Wait (up to 20 s) until the daemon lists the container named `name`.
+    pub fn wait_container(&self, name: &str) {
+        self.wait_for(&format!("container {name}"), Duration::from_secs(20), |s| {
+            find(s, name).map(|_| ())
+        });
+    }
+
     /// SIGTERM, and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe_kill(self.pid(), "TERM");

@@ -685,9 +685,7 @@ fn user_networks_aliases_address_mac_and_hostname_survive_the_round_trip() {
     };
     let before = fields(&c.name);
     assert!(before.iter().any(|f| f.contains(&ip)), "{before:?}");
-    daemon.wait_for("the container", Duration::from_secs(10), |st| {
-        find(st, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let (out, r) = apply(&daemon, &c.name, "host");
     assert!(out.status.success(), "{r:?}");
     assert_eq!(r.state, ApplyState::Applied, "{r:?}");

@@ -22,9 +22,7 @@ fn mutations_need_the_token_and_json_and_nothing_happens_without() {
     require_docker();
     let daemon = Daemon::start(FAST_SAMPLING, &probe_section("enabled = false"));
     let c = Container::run("auth", &[], busybox_image(), &["sleep", "100000"]);
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let token = daemon.token();
     assert_eq!(token.len(), 64, "{token}");
     let mode = std::fs::metadata(daemon.state_dir().join("token"))

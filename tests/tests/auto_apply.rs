@@ -114,9 +114,7 @@ fn recommendation(daemon: &Daemon, name: &str) -> Option<netmode_e2e::api::Recom
 fn probed_subject(daemon: &Daemon, net: &SlowNetwork, rounds: usize) -> Container {
     let port = free_port();
     let c = Container::tcp_sink("auto", &["--network", &net.name], port);
-    daemon.wait_for("the container", Duration::from_secs(10), |st| {
-        find(st, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     // Traffic into it keeps it network-active (host -> container is not forwarded: not policed).
     let _ = stream_tcp(format!("{}:{port}", c.ip()), Duration::from_secs(90));
     for _ in 0..rounds {

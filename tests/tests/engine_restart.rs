@@ -196,9 +196,7 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
         daemon.terminate();
         daemon.set_env("NETMODE_TEST_HOLD_APPLY_AFTER", Some(step));
         daemon.spawn();
-        daemon.wait_for("the container", Duration::from_secs(20), |st| {
-            find(st, &c.name).map(|_| ())
-        });
+        daemon.wait_container(&c.name);
         let state = daemon.state_dir();
         let token = daemon.token();
         let (code, body) = http_post_with(

@@ -78,9 +78,7 @@ fn a_container_removed_while_sampled_and_probed_leaves_nothing_behind() {
     );
     // A warm-up probe: the local sink, the probe image and the pools exist before counting.
     let warm = Container::run("fault-warm", &[], busybox_image(), &["sleep", "100000"]);
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &warm.name).map(|_| ())
-    });
+    daemon.wait_container(&warm.name);
     let run = daemon.probe(
         &format!("{{\"container\": \"{}\"}}", warm.name),
         Duration::from_secs(120),
@@ -90,9 +88,7 @@ fn a_container_removed_while_sampled_and_probed_leaves_nothing_behind() {
 
     for round in 0..3 {
         let c = Container::run("fault", &[], busybox_image(), &["sleep", "100000"]);
-        daemon.wait_for("the container", Duration::from_secs(10), |s| {
-            find(s, &c.name).map(|_| ())
-        });
+        daemon.wait_container(&c.name);
         let (code, body) = daemon.post("/v1/probes", &format!("{{\"container\": \"{}\"}}", c.name));
         assert_eq!(code, 202, "{body}");
         let queued: netmode_e2e::api::ProbeRun = serde_json::from_str(&body).unwrap();
@@ -146,9 +142,7 @@ fn the_new_container_removed_in_the_middle_of_a_change_is_rolled_back_to_the_ori
     );
     let c = Container::run("fault-apply", &[], busybox_image(), &["sleep", "100000"]);
     docker(&["exec", &c.id, "sh", "-c", "echo kept > /data"]);
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let before = footprint(&daemon);
     let (code, body) = daemon.post(
         "/v1/apply",

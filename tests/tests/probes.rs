@@ -200,9 +200,7 @@ fn a_daemon_killed_mid_probe_leaves_nothing_after_a_restart() {
         &probe_section("enabled = false\nduration = \"5s\"\nprotocols = [\"tcp\"]\nsizes = [1024]"),
     );
     let c = Container::run("pk", &[], busybox_image(), &["sleep", "100000"]);
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let (code, body) = daemon.post("/v1/probes", &format!("{{\"container\": \"{}\"}}", c.name));
     assert_eq!(code, 202, "{body}");
     // Wait for a probe container to exist, then kill the daemon without warning.
@@ -298,9 +296,7 @@ fn a_stock_iperf3_server_can_be_the_target() {
         )),
     );
     let c = Container::run("pi", &[], busybox_image(), &["sleep", "100000"]);
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let run = daemon.probe(
         &format!("{{\"container\": \"{}\", \"sweep\": true}}", c.name),
         Duration::from_secs(180),
@@ -335,9 +331,7 @@ fn probe_requests_that_cannot_run_are_refused_clearly() {
         busybox_image(),
         &["sleep", "100000"],
     );
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &none.name).map(|_| ())
-    });
+    daemon.wait_container(&none.name);
     let (code, body) = daemon.post(
         "/v1/probes",
         &format!("{{\"container\": \"{}\"}}", none.name),

@@ -24,9 +24,7 @@ fn corrupt_state_files_are_moved_aside_and_the_daemon_starts() {
         &probe_section("enabled = false\nduration = \"1s\"\nprotocols = [\"udp\"]\nsizes = [64]"),
     );
     let c = Container::run("state", &[], busybox_image(), &["sleep", "100000"]);
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let run = daemon.probe(
         &format!("{{\"container\": \"{}\"}}", c.name),
         Duration::from_secs(60),
@@ -92,9 +90,7 @@ fn corrupt_state_files_are_moved_aside_and_the_daemon_starts() {
         "{log}"
     );
     // And it works: a mutation with the new token is accepted.
-    daemon.wait_for("the container", Duration::from_secs(10), |s| {
-        find(s, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let (code, body) = daemon.post("/v1/probes", &format!("{{\"container\": \"{}\"}}", c.name));
     assert_eq!(code, 202, "{body}");
 }

@@ -230,9 +230,7 @@ fn every_system_call_the_daemon_makes_is_one_the_unit_allows() {
         ),
     );
     let c = Container::run("strace", &[], busybox_image(), &["sleep", "100000"]);
-    daemon.wait_for("the container", Duration::from_secs(20), |s| {
-        find(s, &c.name).map(|_| ())
-    });
+    daemon.wait_container(&c.name);
     let run = daemon.probe(
         &format!("{{\"container\": \"{}\"}}", c.name),
         Duration::from_secs(120),

@@ -8,7 +8,7 @@
 mod auth;
 pub mod conns;
 pub mod metrics;
-mod routes;
+pub mod routes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
