@@ -26,6 +26,7 @@ options:
   --duration D           per cell (default 5s; --paper: 60s)
   --repetitions N        of every cell, interleaved (default 3); medians and spread are reported
   --cpus X               CPU limit of each container (docker --cpus)
+  --link-rate R          cap the link to the study's sink (tc tbf), e.g. 20Mbit: the paper's 802.11g
   --sink-subnet CIDR     the study's own sink namespace (default 198.18.79.0/30)
   --target URL           send to netmode://HOST:PORT (a `netmoded sink`) or iperf3://HOST:PORT
                          (iperf3 -s on PORT..PORT+N-1) instead of the study's own sink
@@ -137,6 +138,13 @@ fn main_inner() -> Result<(), StudyError> {
                         })?,
                 );
             }
+            Long("link-rate") => {
+                let v = text(&mut p)?;
+                options.link_rate = Some(
+                    netmoded::config::parse_rate(&v)
+                        .map_err(|e| usage(format!("--link-rate: {e}")))?,
+                );
+            }
             Long("sink-subnet") => sink_subnet = text(&mut p)?,
             Long("target") => target = Some(text(&mut p)?),
             Value(v) if v == "render" => {
@@ -166,6 +174,11 @@ fn main_inner() -> Result<(), StudyError> {
         if !set.contains(&"max-n") {
             options.max_n = p.max_n;
         }
+    }
+    if target.is_some() && options.link_rate.is_some() {
+        return Err(usage(
+            "--link-rate caps the study's own sink's link; with --target, cap that link where it is",
+        ));
     }
     let sink_subnet = sink_subnet
         .parse()

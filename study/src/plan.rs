@@ -44,6 +44,10 @@ pub struct Options {
     pub repetitions: u32,
     /// CPUs each container may use (`--cpus`), if limited.
     pub cpus: Option<f64>,
+    /// A cap on the link to the local sink, bit/s (`tc tbf` on its veth), imitating the
+    /// paper's 20 Mbit/s 802.11g link.
+    #[serde(default)]
+    pub link_rate: Option<u64>,
 }
 
 mod humantime_serde_secs {
@@ -71,6 +75,7 @@ impl Options {
             duration: Duration::from_secs(5),
             repetitions: 3,
             cpus: None,
+            link_rate: None,
         }
     }
 

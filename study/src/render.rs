@@ -694,6 +694,13 @@ pub fn report(r: &Results, s: &BTreeMap<Group, Summary>, f: &Findings) -> String
         paper::TITLE,
         paper::SETUP
     );
+    if let Some(rate) = r.options.link_rate {
+        let _ = writeln!(
+            out,
+            "<p>The link to the sink was capped at {:.1} Mbit/s (tc tbf), as the paper's 802.11g link capped its senders.</p>",
+            rate as f64 / 1e6
+        );
+    }
     out.push_str("<h2>What the data shows</h2>\n<ul class=\"conclusion\">\n");
     for sentence in &f.sentences {
         let _ = writeln!(out, "<li>{}</li>", esc(sentence));

@@ -90,6 +90,32 @@ pub fn render(out: &Path, r: &Results) -> Result<(), StudyError> {
     Ok(())
 }
 
+/// `tc qdisc replace dev <the sink's host-side veth> root tbf rate R`: every sender (native,
+/// host mode, bridge through the host's forwarding) reaches the sink through it. Removed with
+/// the veth.
+fn cap_link(instance: &str, rate: u64) -> Result<(), StudyError> {
+    let (host_link, _) = netmoded::probe::localsink::link_names(instance);
+    // A burst of 10 ms at the rate (at least 2 full frames), up to 50 ms of queue.
+    let burst = (rate / 8 / 100).max(3028);
+    let out = std::process::Command::new("tc")
+        .args(["qdisc", "replace", "dev", &host_link, "root", "tbf", "rate"])
+        .arg(format!("{rate}bit"))
+        .args(["burst", &burst.to_string(), "latency", "50ms"])
+        .output()
+        .map_err(|source| StudyError::Io {
+            what: "cannot run tc (iproute2) for --link-rate",
+            path: PathBuf::from("tc"),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(StudyError::Usage(format!(
+            "--link-rate: tc qdisc replace dev {host_link} ... tbf failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 fn probe_mode(m: Mode) -> ProbeMode {
     match m {
         Mode::Native => ProbeMode::InPlace,
@@ -172,9 +198,15 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                 Target::parse(t).map_err(|e| StudyError::Usage(format!("--target: {e}")))?,
             ),
             None => {
-                let sink =
+                let mut sink =
                     LocalSink::build(&netlink, &study.sink_subnet, study.sink_port, &instance)
                         .await?;
+                if let Some(rate) = study.options.link_rate
+                    && let Err(e) = cap_link(&instance, rate)
+                {
+                    sink.teardown().await;
+                    return Err(e);
+                }
                 let target = Target::Netmode(sink.addr);
                 (Some(sink), target)
             }

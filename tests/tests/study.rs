@@ -259,3 +259,46 @@ fn the_native_tcp_cell_agrees_with_iperf3_on_the_same_path() {
         "ratio {ratio:.2}: {ours:?} vs {theirs:?}"
     );
 }
+
+/// `--link-rate 20Mbit` caps every mode at the paper's 802.11g rate (tc tbf on the sink's
+/// veth), and goes with the sink.
+#[test]
+fn a_link_rate_cap_holds_every_mode_to_it() {
+    require_docker();
+    let dir = TempDir::new("study-cap");
+    let out = dir.path().join("out");
+    let o = Command::new(bin("netmode-study"))
+        .args([
+            "--out",
+            &out.display().to_string(),
+            "--sink-subnet",
+            &unique_sink_subnet(),
+            "--protocols",
+            "tcp,udp",
+            "--sizes",
+            "1024",
+            "--max-n",
+            "0",
+            "--repetitions",
+            "1",
+            "--duration",
+            "2s",
+            "--link-rate",
+            "20Mbit",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cells = cells_in(&out);
+    assert_eq!(cells.len(), 6);
+    for c in &cells {
+        let g = c["goodput_bps"].as_f64().unwrap_or(0.0);
+        assert!((15e6..=21e6).contains(&g), "{c}");
+    }
+    assert!(
+        std::fs::read_to_string(out.join("report.html"))
+            .unwrap()
+            .contains("capped at 20.0 Mbit/s")
+    );
+    assert_eq!(leftovers(), (vec![], vec![]));
+}
