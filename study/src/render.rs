@@ -582,21 +582,29 @@ impl Findings {
             _ => false,
         };
         let crossover = (1..=r.options.max_n).find(|&n| (n..=r.options.max_n).all(clear_host));
+        let single_runs = r.options.repetitions < 2;
+        let unsure = if single_runs {
+            "one run per cell: no spread to judge a difference against"
+        } else {
+            "within the run-to-run spread"
+        };
         let mut sentences = Vec::new();
         for (p, v, overlap) in &overhead {
             sentences.push(format!(
-                "{}: a container in bridge mode got {:+.0} % of a native process's goodput{} (the paper: {:+.0} %).",
+                "{}: a container in bridge mode had {:+.0} % of a native process's goodput{} (the paper: {:+.0} %).",
                 p.as_str().to_uppercase(),
                 v,
-                if *overlap { ", within the run-to-run spread for at least one size" } else { "" },
+                if *overlap {
+                    format!(" ({unsure} for at least one size)")
+                } else {
+                    String::new()
+                },
                 paper::overhead_pct(*p)
             ));
         }
         for (p, z, v, overlap) in &host_vs_bridge {
             let verdict = if *overlap {
-                format!(
-                    "no clear winner: host {v:+.0} %, within the run-to-run spread (or a single run)"
-                )
+                format!("no winner called: host {v:+.0} %, {unsure}")
             } else if *v > 0.0 {
                 format!("host mode {v:+.0} %")
             } else {
@@ -903,7 +911,11 @@ mod tests {
         let f = Findings::of(&r, &s);
         assert_eq!(f.crossover, None);
         assert!(f.host_vs_bridge.iter().all(|(_, _, _, overlap)| *overlap));
-        assert!(f.sentences.iter().any(|x| x.contains("no clear winner")));
+        assert!(
+            f.sentences
+                .iter()
+                .any(|x| x.contains("no winner called") && x.contains("one run per cell"))
+        );
     }
 
     #[test]
