@@ -25,8 +25,9 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The directory holding the freshly built `netmoded` and `advisor` (built once per test
-/// process, in the same profile as the tests).
+/// The directory holding the freshly built `netmoded`, `advisor` and `netmode-study` (built
+/// once per test process, in the same profile as the tests: cargo builds a package's
+/// binaries only for that package's own tests).
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -46,13 +47,15 @@ pub fn bin_dir() -> &'static Path {
             "netmoded",
             "-p",
             "netmode-advisor",
+            "-p",
+            "netmode-study",
             "--bins",
         ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building netmoded and advisor failed");
+        assert!(status.success(), "building netmoded, advisor and netmode-study failed");
         dir
     })
 }
