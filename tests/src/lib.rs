@@ -55,7 +55,10 @@ pub fn bin_dir() -> &'static Path {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building netmoded, advisor and netmode-study failed");
+        assert!(
+            status.success(),
+            "building netmoded, advisor and netmode-study failed"
+        );
         dir
     })
 }
