@@ -47,6 +47,17 @@ fn list<T>(v: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>,
     }
 }
 
+/// A whole number for `--flag` within `range`, or a usage error naming both.
+fn count(v: &str, flag: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, StudyError> {
+    v.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+        usage(format!(
+            "--{flag}: expected {}..{}, got {v:?}",
+            range.start(),
+            range.end()
+        ))
+    })
+}
+
 fn protocol(s: &str) -> Option<Protocol> {
     match s {
         "tcp" => Some(Protocol::Tcp),
@@ -90,12 +101,7 @@ fn main_inner() -> Result<(), StudyError> {
             }
             Long("sizes") => options.sizes = list(&text(&mut p)?, "sizes", size)?,
             Long("max-n") => {
-                let v = text(&mut p)?;
-                options.max_n = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (0..=64).contains(n))
-                    .ok_or_else(|| usage(format!("--max-n: expected 0..64, got {v:?}")))?;
+                options.max_n = count(&text(&mut p)?, "max-n", 0..=64)?;
                 set.push("max-n");
             }
             Long("multi") => {
@@ -120,12 +126,7 @@ fn main_inner() -> Result<(), StudyError> {
                 set.push("duration");
             }
             Long("repetitions") => {
-                let v = text(&mut p)?;
-                options.repetitions = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| usage(format!("--repetitions: expected 1..100, got {v:?}")))?;
+                options.repetitions = count(&text(&mut p)?, "repetitions", 1..=100)?;
             }
             Long("cpus") => {
                 let v = text(&mut p)?;

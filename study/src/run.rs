@@ -230,11 +230,9 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
         });
         // A resumed study keeps the failed cells' records but measures them again.
         results.cells.retain(|c| c.error.is_none());
-        let todo: Vec<CellKey> = plan::cells(&study.options)
-            .into_iter()
-            .filter(|k| !results.done(k))
-            .collect();
-        let total = plan::cells(&study.options).len();
+        let all = plan::cells(&study.options);
+        let total = all.len();
+        let todo: Vec<CellKey> = all.into_iter().filter(|k| !results.done(k)).collect();
         let mut progress = Progress {
             tty: std::io::stderr().is_terminal(),
             total,

@@ -192,16 +192,11 @@ fn a_short_study_interrupted_resumed_and_drawn() {
     }
 }
 
-fn study_native_tcp(out: &std::path::Path, target: &str) -> f64 {
-    let _ = std::fs::remove_dir_all(out);
-    let o = Command::new(bin("netmode-study"))
+/// A small study into `out`: 1024 B, one repetition of 2 s, no Figure 5, plus `extra`.
+fn small_study(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(bin("netmode-study"))
+        .args(["--out", &out.display().to_string()])
         .args([
-            "--out",
-            &out.display().to_string(),
-            "--target",
-            target,
-            "--protocols",
-            "tcp",
             "--sizes",
             "1024",
             "--max-n",
@@ -211,8 +206,14 @@ fn study_native_tcp(out: &std::path::Path, target: &str) -> f64 {
             "--duration",
             "2s",
         ])
+        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn study_native_tcp(out: &std::path::Path, target: &str) -> f64 {
+    let _ = std::fs::remove_dir_all(out);
+    let o = small_study(out, &["--target", target, "--protocols", "tcp"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     cells_in(out)
         .iter()
@@ -285,27 +286,18 @@ fn a_link_rate_cap_holds_every_mode_to_it() {
     require_docker();
     let dir = TempDir::new("study-cap");
     let out = dir.path().join("out");
-    let o = Command::new(bin("netmode-study"))
-        .args([
-            "--out",
-            &out.display().to_string(),
+    let subnet = unique_sink_subnet();
+    let o = small_study(
+        &out,
+        &[
             "--sink-subnet",
-            &unique_sink_subnet(),
+            &subnet,
             "--protocols",
             "tcp,udp",
-            "--sizes",
-            "1024",
-            "--max-n",
-            "0",
-            "--repetitions",
-            "1",
-            "--duration",
-            "2s",
             "--link-rate",
             "20Mbit",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cells = cells_in(&out);
     assert_eq!(cells.len(), 6);
