@@ -333,15 +333,20 @@ impl ProbeMode {
     }
 }
 
-/// CPU cycles, instructions and IPC, or why they could not be counted.
+/// CPU cycles, instructions and IPC, or why they could not be counted; and CPU migrations.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PerfCounts {
     pub cycles: Option<u64>,
     pub instructions: Option<u64>,
     pub ipc: Option<f64>,
-    /// Set when the counts are `null`: the reason (no PMU, not permitted, ...).
+    /// Set when the hardware counts (cycles, instructions, IPC) are `null`: the reason (no
+    /// PMU, not permitted, ...).
     pub unavailable: Option<String>,
+    /// Times the senders moved between CPUs (a software counter: counted also where the
+    /// hardware counters are not); `null` where perf_event_open is refused altogether.
+    #[serde(default)]
+    pub cpu_migrations: Option<u64>,
 }
 
 impl PerfCounts {

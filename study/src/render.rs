@@ -32,13 +32,13 @@ fn opt(v: Option<f64>) -> String {
 pub fn csv(r: &Results) -> String {
     let mut out = String::from(
         "experiment,mode,protocol,size,n,rep,goodput_bps,sent_bps,loss,duration_s,cpu_s,\
-         cycles,instructions,ipc,context_switches,page_faults,net_softirqs,error\n",
+         cycles,instructions,ipc,context_switches,page_faults,cpu_migrations,net_softirqs,error\n",
     );
     for c in &r.cells {
         let k = c.counters.as_ref();
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             match c.key.experiment {
                 Experiment::Single => "single",
                 Experiment::Multi => "multi",
@@ -58,6 +58,7 @@ pub fn csv(r: &Results) -> String {
             opt(k.and_then(|k| k.perf.ipc)),
             opt(k.map(|k| (k.voluntary_context_switches + k.involuntary_context_switches) as f64)),
             opt(k.map(|k| (k.minor_faults + k.major_faults) as f64)),
+            opt(k.and_then(|k| k.perf.cpu_migrations.map(|v| v as f64))),
             opt(k.map(|k| (k.net_rx_softirqs + k.net_tx_softirqs) as f64)),
             c.error
                 .as_deref()
@@ -430,6 +431,7 @@ fn counter_rows(rows: &[RowSource]) -> (Vec<&'static str>, Vec<Vec<String>>) {
         "context switches/s",
         "page faults/s",
         "IPC",
+        "CPU migrations/s",
         "NET softirqs/s (host)",
         "CPU (cores)",
         "goodput (Mbit/s)",
@@ -445,6 +447,7 @@ fn counter_rows(rows: &[RowSource]) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 beside(r.and_then(|r| median(r.context_switches)), p(1), 1.0, 0),
                 beside(r.and_then(|r| median(r.page_faults)), p(2), 1.0, 1),
                 beside(r.and_then(|r| median(r.ipc)), p(3), 1.0, 2),
+                beside(r.and_then(|r| median(r.cpu_migrations)), None, 1.0, 1),
                 beside(r.and_then(|r| median(r.softirqs)), None, 1.0, 0),
                 beside(r.and_then(|r| median(r.cpu_utilisation)), None, 1.0, 2),
                 beside(s.and_then(|s| median(s.goodput)), None, 1e6, 1),
@@ -501,9 +504,9 @@ fn tables(r: &Results, s: &BTreeMap<Group, Summary>) -> Vec<Table> {
 fn perf_note(s: &BTreeMap<Group, Summary>, r: &Results) -> String {
     let why = s.values().find_map(|x| x.rates.perf_unavailable.clone());
     let mut note = String::from(
-        "Counters are of the sender processes over the cell (perf_event_open for cycles and \
-         instructions, getrusage for context switches and page faults); NET softirqs are \
-         host-wide. CPU migrations are not counted.",
+        "Counters are of the sender processes over the cell (perf_event_open for cycles, \
+         instructions and CPU migrations, getrusage for context switches and page faults); NET \
+         softirqs are host-wide. The paper did not report CPU migrations.",
     );
     if let Some(why) = why {
         let _ = write!(note, " CPU cycles and IPC unavailable here: {why}.");

@@ -121,6 +121,7 @@ pub struct Rates {
     pub ipc: Option<Spread>,
     pub context_switches: Option<Spread>,
     pub page_faults: Option<Spread>,
+    pub cpu_migrations: Option<Spread>,
     pub softirqs: Option<Spread>,
     pub cpu_utilisation: Option<Spread>,
     /// Why cycles are missing, if they are.
@@ -174,6 +175,7 @@ pub fn summarise(cells: &[CellResult]) -> BTreeMap<Group, Summary> {
                     Some((k.voluntary_context_switches + k.involuntary_context_switches) as f64)
                 }),
                 page_faults: per_s(&|k| Some((k.minor_faults + k.major_faults) as f64)),
+                cpu_migrations: per_s(&|k| k.perf.cpu_migrations.map(|v| v as f64)),
                 softirqs: per_s(&|k| Some((k.net_rx_softirqs + k.net_tx_softirqs) as f64)),
                 cpu_utilisation: per_s(&|k| Some(k.cpu_s)),
                 perf_unavailable: ok

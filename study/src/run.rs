@@ -215,8 +215,10 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
             .as_ref()
             .map_or_else(|| target.to_string(), |s| s.to_string());
         let tracked = Tracked::default();
-        let perf = match netmoded::traffic::perf::Counters::open(std::process::id() as i32) {
-            Ok(_) => "available".to_string(),
+        let perf = match netmoded::traffic::perf::Counters::start(std::process::id() as i32)
+            .hardware()
+        {
+            Ok(()) => "available".to_string(),
             Err(e) => e.0,
         };
         let mut results = previous.unwrap_or_else(|| Results {

@@ -158,12 +158,9 @@ pub fn run(o: Options) -> Result<()> {
             ..Default::default()
         }
     } else {
-        let counters = o.perf.then(|| traffic::perf::start(0));
+        let counters = o.perf.then(|| traffic::perf::Counters::start(0));
         let mut r = traffic::send(&spec, false);
-        r.perf = counters.map(|c| match c {
-            Ok(c) => c.read(),
-            Err(unavailable) => unavailable,
-        });
+        r.perf = counters.map(|c| c.read());
         r
     };
     if o.json {

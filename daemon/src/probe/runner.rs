@@ -179,9 +179,15 @@ pub fn combine(
                 cycles: Some(cycles),
                 instructions: Some(instructions),
                 ipc: (cycles > 0).then(|| instructions as f64 / cycles as f64),
-                unavailable: None,
+                ..PerfCounts::default()
             }
         }
+    };
+    // Every sender's count, or none: a partial sum would read as fewer migrations.
+    c.perf.cpu_migrations = if perf.is_empty() {
+        None
+    } else {
+        perf.iter().map(|p| p.cpu_migrations).sum()
     };
     c
 }
@@ -286,7 +292,7 @@ impl Runner<'_> {
                 })?;
             wait_until_ready(pid).await?;
             log::debug!("probe container {} (pid {pid}) ready", &id[..12]);
-            counters.push(perf::start(pid as i32));
+            counters.push(perf::Counters::start(pid as i32));
             pids.push(pid as i32);
         }
         let before = softirqs();
@@ -329,13 +335,7 @@ impl Runner<'_> {
             reports.push(report);
         }
         let after = softirqs();
-        let perf: Vec<PerfCounts> = counters
-            .iter()
-            .map(|c| match c {
-                Ok(c) => c.read(),
-                Err(unavailable) => unavailable.clone(),
-            })
-            .collect();
+        let perf: Vec<PerfCounts> = counters.iter().map(perf::Counters::read).collect();
         let counters = combine(
             "probe container processes",
             &reports,
@@ -380,14 +380,11 @@ impl Runner<'_> {
             session: traffic::new_session(),
         };
         let (report, perf, softirq) = netns::spawn_in("probe-in-place", pid, move || {
-            let counters = perf::start(0);
+            let counters = perf::Counters::start(0);
             let before = softirqs();
             let report = traffic::send(&spec, true);
             let after = softirqs();
-            let perf = match counters {
-                Ok(c) => c.read(),
-                Err(p) => p,
-            };
+            let perf = counters.read();
             (report, perf, (before, after))
         })
         .await
@@ -460,6 +457,7 @@ mod tests {
             instructions: Some(50),
             ipc: Some(0.5),
             unavailable: None,
+            cpu_migrations: Some(7),
         };
         let c = combine(
             "x",
@@ -470,14 +468,23 @@ mod tests {
         assert_eq!((c.cpu_s, c.voluntary_context_switches), (3.0, 20));
         assert_eq!((c.net_rx_softirqs, c.net_tx_softirqs), (30, 4));
         assert_eq!((c.perf.cycles, c.perf.ipc), (Some(200), Some(0.5)));
+        assert_eq!(c.perf.cpu_migrations, Some(14));
+        // No PMU (a VM): no cycles, but migrations still counted; one sender without a
+        // migration count makes the sum unknown rather than low.
+        let vm = PerfCounts {
+            cpu_migrations: Some(3),
+            ..PerfCounts::unavailable("no PMU")
+        };
+        let c = combine("x", &[r.clone()], &[vm.clone()], ((0, 0), (0, 0)));
+        assert_eq!(c.perf.unavailable.as_deref(), Some("no PMU"));
+        assert_eq!((c.perf.cycles, c.perf.cpu_migrations), (None, Some(3)));
         let c = combine(
             "x",
-            &[r],
-            &[PerfCounts::unavailable("no PMU")],
+            &[r.clone(), r],
+            &[vm, PerfCounts::unavailable("no PMU")],
             ((0, 0), (0, 0)),
         );
-        assert_eq!(c.perf.unavailable.as_deref(), Some("no PMU"));
-        assert_eq!(c.perf.cycles, None);
+        assert_eq!(c.perf.cpu_migrations, None);
     }
 
     #[test]

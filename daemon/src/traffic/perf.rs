@@ -1,12 +1,15 @@
-//! CPU cycles and instructions through perf_event_open, called as a raw syscall so it builds
-//! for every target (the perf crates have no 32-bit ARM bindings). Where the PMU or the
-//! kernel refuses, the reason is reported instead of a number.
+//! CPU cycles, instructions and CPU migrations through perf_event_open, called as a raw
+//! syscall so it builds for every target (the perf crates have no 32-bit ARM bindings). Where
+//! the PMU or the kernel refuses, the reason is reported instead of a number. Migrations are a
+//! software event: they are counted also where no PMU is exposed (a virtual machine).
 
 use std::io;
 
 use netmode_advisor::api::PerfCounts;
 
 const PERF_TYPE_HARDWARE: u32 = 0;
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_CPU_MIGRATIONS: u64 = 4;
 const PERF_COUNT_HW_CPU_CYCLES: u64 = 0;
 const PERF_COUNT_HW_INSTRUCTIONS: u64 = 1;
 const PERF_FORMAT_TOTAL_TIME_ENABLED: u64 = 1;
@@ -50,9 +53,9 @@ impl Drop for Event {
     }
 }
 
-fn open_one(config: u64, pid: i32) -> io::Result<Event> {
+fn open_one(type_: u32, config: u64, pid: i32) -> io::Result<Event> {
     let attr = Attr {
-        type_: PERF_TYPE_HARDWARE,
+        type_,
         size: std::mem::size_of::<Attr>() as u32,
         config,
         read_format: PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING,
@@ -97,10 +100,13 @@ impl Event {
     }
 }
 
-/// Cycles and instructions of a process (and the threads and children it creates afterwards).
+/// Cycles, instructions and CPU migrations of a process (and the threads and children it
+/// creates afterwards).
 pub struct Counters {
-    cycles: Event,
-    instructions: Event,
+    /// The hardware pair, or why the PMU refused.
+    hardware: Result<(Event, Event), String>,
+    /// The software counter, `None` where perf_event_open refuses altogether.
+    migrations: Option<Event>,
 }
 
 /// Why perf_event_open failed, in words an operator can act on.
@@ -121,28 +127,50 @@ pub fn explain(e: &io::Error) -> String {
 }
 
 impl Counters {
-    /// Start counting for `pid` (0: the calling thread). Hardware counters only count where
-    /// the PMU allows it; the error says why not.
-    pub fn open(pid: i32) -> Result<Counters, PerfUnavailable> {
-        let why = |e: io::Error| PerfUnavailable(explain(&e));
-        let cycles = open_one(PERF_COUNT_HW_CPU_CYCLES, pid).map_err(why)?;
-        let instructions = open_one(PERF_COUNT_HW_INSTRUCTIONS, pid).map_err(why)?;
-        Ok(Counters {
-            cycles,
-            instructions,
-        })
+    /// Start counting for `pid` (0: the calling thread). Each counter counts where the kernel
+    /// allows it; [`Counters::read`] says why a count is missing.
+    pub fn start(pid: i32) -> Counters {
+        let hardware = open_one(PERF_TYPE_HARDWARE, PERF_COUNT_HW_CPU_CYCLES, pid)
+            .and_then(|c| {
+                Ok((
+                    c,
+                    open_one(PERF_TYPE_HARDWARE, PERF_COUNT_HW_INSTRUCTIONS, pid)?,
+                ))
+            })
+            .map_err(|e| explain(&e));
+        let migrations = open_one(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_MIGRATIONS, pid).ok();
+        Counters {
+            hardware,
+            migrations,
+        }
+    }
+
+    /// Whether hardware counters count here, or why not (the study's machine description).
+    pub fn hardware(&self) -> Result<(), PerfUnavailable> {
+        self.hardware
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| PerfUnavailable(e.clone()))
     }
 
     pub fn read(&self) -> PerfCounts {
-        match (self.cycles.read(), self.instructions.read()) {
-            (Ok(c), Ok(i)) => PerfCounts {
-                cycles: Some(c),
-                instructions: Some(i),
-                ipc: (c > 0).then(|| i as f64 / c as f64),
-                unavailable: None,
+        let cpu_migrations = self.migrations.as_ref().and_then(|m| m.read().ok());
+        let mut counts = match &self.hardware {
+            Err(why) => PerfCounts::unavailable(why.clone()),
+            Ok((cycles, instructions)) => match (cycles.read(), instructions.read()) {
+                (Ok(c), Ok(i)) => PerfCounts {
+                    cycles: Some(c),
+                    instructions: Some(i),
+                    ipc: (c > 0).then(|| i as f64 / c as f64),
+                    ..PerfCounts::default()
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    PerfCounts::unavailable(format!("reading counters: {e}"))
+                }
             },
-            (Err(e), _) | (_, Err(e)) => PerfCounts::unavailable(format!("reading counters: {e}")),
-        }
+        };
+        counts.cpu_migrations = cpu_migrations;
+        counts
     }
 }
 
@@ -150,11 +178,6 @@ impl Counters {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
 pub struct PerfUnavailable(pub String);
-
-/// Counters for `pid`, or the reason there are none.
-pub fn start(pid: i32) -> Result<Counters, PerfCounts> {
-    Counters::open(pid).map_err(|e| PerfCounts::unavailable(e.0))
-}
 
 #[cfg(test)]
 mod tests {
@@ -167,25 +190,60 @@ mod tests {
 
     /// On a machine with a PMU this counts; without one (this CI's VMs) it must say why,
     /// never panic or report zeros as if they were measured.
+    /// On a machine with a PMU this counts; without one (this CI's VMs) it must say why,
+    /// never panic or report zeros as if they were measured. Migrations (a software event)
+    /// count wherever perf_event_open is permitted.
     #[test]
     fn counts_or_explains() {
-        match Counters::open(0) {
-            Ok(c) => {
-                let mut x = 0u64;
-                for i in 0..1_000_000u64 {
-                    x = x.wrapping_add(std::hint::black_box(i));
-                }
-                let r = c.read();
+        let c = Counters::start(0);
+        let mut x = 0u64;
+        for i in 0..1_000_000u64 {
+            x = x.wrapping_add(std::hint::black_box(i));
+        }
+        let r = c.read();
+        match c.hardware() {
+            Ok(()) => {
                 assert!(r.unavailable.is_none(), "{r:?} {x}");
                 assert!(r.instructions.unwrap() > 1_000_000, "{r:?}");
                 assert!(r.ipc.is_some());
             }
             Err(PerfUnavailable(reason)) => {
-                assert!(!reason.is_empty());
-                let r = PerfCounts::unavailable(reason.clone());
+                assert_eq!(r.unavailable.as_deref(), Some(reason.as_str()));
                 assert_eq!((r.cycles, r.instructions, r.ipc), (None, None, None));
-                eprintln!("perf unavailable here: {reason}");
+                eprintln!("hardware counters unavailable here: {reason}");
             }
         }
+        // Root (as the tests run) may open software events whatever perf_event_paranoid says.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(r.cpu_migrations.is_some(), "{r:?}");
+        }
+    }
+
+    /// A thread made to hop between CPUs is seen migrating.
+    #[test]
+    fn migrations_are_counted() {
+        // SAFETY: geteuid has no preconditions.
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if unsafe { libc::geteuid() } != 0 || ncpu < 2 {
+            eprintln!("skipped: needs root and 2 CPUs");
+            return;
+        }
+        let n = std::thread::spawn(move || {
+            let c = Counters::start(0);
+            for i in 0..20 {
+                // SAFETY: a zeroed cpu_set_t with one CPU set, for the calling thread.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(i % 2, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+                }
+                std::thread::yield_now();
+            }
+            c.read().cpu_migrations
+        })
+        .join()
+        .unwrap();
+        assert!(n.unwrap_or(0) >= 10, "{n:?} migrations for 20 moves");
     }
 }
