@@ -309,6 +309,29 @@ impl Protocol {
     }
 }
 
+/// Which way a probe cell's traffic flows, seen from the container.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The container sends to the sink (the paper's experiment; transmit path).
+    #[default]
+    Egress,
+    /// The sink sends to the container (receive path), as `iperf3 -R` does.
+    Ingress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+        }
+    }
+}
+
 /// Where a probe's sender runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -383,6 +406,10 @@ pub struct CellCounters {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeCell {
     pub mode: ProbeMode,
+    /// Egress: the probe sends to the sink; ingress: the sink sends to the probe. Records
+    /// from before netmode probed ingress read as egress.
+    #[serde(default)]
+    pub direction: Direction,
     pub protocol: Protocol,
     /// Message size in bytes (TCP: bytes per write; UDP: datagram payload).
     pub size: u32,

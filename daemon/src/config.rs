@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netmode_advisor::api::{AdvisorMode, Protocol};
+use netmode_advisor::api::{AdvisorMode, Direction, Protocol};
 use serde::{Deserialize, Deserializer};
 
 /// The commented example configuration, embedded: the daemon's defaults.
@@ -115,6 +115,9 @@ pub struct Probe {
     pub protocols: Vec<Protocol>,
     #[serde(deserialize_with = "sizes")]
     pub sizes: Vec<u32>,
+    /// Which way probe traffic flows: `auto` (egress always, ingress too for a container
+    /// whose live traffic is mostly received) or a fixed list.
+    pub directions: Directions,
     /// Cap per sender, bit/s; `None`: as fast as it goes.
     #[serde(deserialize_with = "optional_rate")]
     pub rate: Option<u64>,
@@ -160,6 +163,7 @@ impl Default for Probe {
             duration: Duration::from_secs(3),
             protocols: vec![Protocol::Tcp, Protocol::Udp],
             sizes: vec![64, 1024],
+            directions: Directions::Auto,
             rate: None,
             in_place: true,
             target: None,
@@ -548,6 +552,42 @@ fn retry_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_in(d, Duration::from_secs(1), Duration::from_secs(24 * 3600))
 }
 
+/// `probe.directions`: `"auto"` or a list of `"egress"`, `"ingress"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Directions {
+    /// Egress cells for every container, ingress cells too for one that receives at least a
+    /// third of what it sends (`probe::plan::directions`).
+    Auto,
+    List(Vec<Direction>),
+}
+
+impl<'de> Deserialize<'de> for Directions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        let expected = "expected \"auto\" or a list of \"egress\", \"ingress\"";
+        match Raw::deserialize(d).map_err(|_| D::Error::custom(expected))? {
+            Raw::Word(w) if w == "auto" => Ok(Directions::Auto),
+            Raw::Word(w) => Err(D::Error::custom(format!("{w:?}: {expected}"))),
+            Raw::List(v) if v.is_empty() => Err(D::Error::custom(expected)),
+            Raw::List(v) => v
+                .iter()
+                .map(|w| match w.as_str() {
+                    "egress" => Ok(Direction::Egress),
+                    "ingress" => Ok(Direction::Ingress),
+                    other => Err(D::Error::custom(format!("{other:?}: {expected}"))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Directions::List),
+        }
+    }
+}
+
 fn protocols<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Protocol>, D::Error> {
     use serde::de::Error;
     let v = Vec::<Protocol>::deserialize(d)?;
@@ -884,6 +924,21 @@ mod tests {
         assert!(e.to_string().contains("not the network address"), "{e}");
         let e = parse("[probe]\nduration = \"2m\"\n").unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
+        let e = parse("[probe]\n\ndirections = [\"sideways\"]\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("probe.directions")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("sideways"), "{e}");
+        assert!(parse("[probe]\ndirections = []\n").is_err());
+        assert_eq!(
+            parse("[probe]\ndirections = [\"ingress\"]\n")
+                .unwrap()
+                .probe
+                .directions,
+            Directions::List(vec![Direction::Ingress])
+        );
         let e = parse("[probe]\nmax_duty_cycle = 0\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("probe.max_duty_cycle"), "{e}");
         let c =

@@ -215,12 +215,11 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
             .as_ref()
             .map_or_else(|| target.to_string(), |s| s.to_string());
         let tracked = Tracked::default();
-        let perf = match netmoded::traffic::perf::Counters::start(std::process::id() as i32)
-            .hardware()
-        {
-            Ok(()) => "available".to_string(),
-            Err(e) => e.0,
-        };
+        let perf =
+            match netmoded::traffic::perf::Counters::start(std::process::id() as i32).hardware() {
+                Ok(()) => "available".to_string(),
+                Err(e) => e.0,
+            };
         let mut results = previous.unwrap_or_else(|| Results {
             format: FORMAT,
             netmode_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -259,6 +258,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
             for key in &todo {
                 progress.show(&study.options, key, None);
                 let cell = Cell {
+                    direction: netmode_advisor::api::Direction::Egress,
                     protocol: key.protocol,
                     size: key.size,
                     duration: study.options.duration,

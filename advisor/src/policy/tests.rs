@@ -1,8 +1,8 @@
 use super::measure::weighted_ratio;
 use super::*;
 use crate::api::{
-    Basis, Blocker, ContainerProbes, Limits, Live, NetworkAttachment, PortBinding, ProbeCell,
-    ProbeMode, Protocol,
+    Basis, Blocker, ContainerProbes, Direction, Limits, Live, NetworkAttachment, PortBinding,
+    ProbeCell, ProbeMode, Protocol,
 };
 use proptest::prelude::*;
 
@@ -78,6 +78,7 @@ fn active(mut c: Container) -> Container {
 fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> ProbeCell {
     ProbeCell {
         mode,
+        direction: Direction::Egress,
         protocol,
         size,
         concurrency: n,

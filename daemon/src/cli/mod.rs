@@ -21,6 +21,7 @@ commands:
                        probe.target = \"netmode://ADDR\" sends probes there
   send --target URL    send one probe stream and print what the receiver got:
          [--protocol tcp|udp] [--size BYTES] [--duration 3s] [--rate 20Mbit] [--json]
+         [--direction ingress]: the sink sends and this end receives (iperf3 -R)
          URL is netmode://HOST:PORT (a netmoded sink) or iperf3://HOST:PORT (iperf3 -s)
 
 options:

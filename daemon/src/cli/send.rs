@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use netmode_advisor::api::Protocol;
+use netmode_advisor::api::{Direction, Protocol};
 
 use super::{Arg, Global, parse_rest, text};
 use crate::error::{Error, ProbeError, Result};
@@ -16,6 +16,8 @@ pub struct Options {
     pub duration: Duration,
     pub rate_bps: Option<u64>,
     pub session: Option<u32>,
+    /// Ingress: the sink sends and this end receives.
+    pub direction: Direction,
     /// Wait up to this long for SIGUSR1 before sending (the daemon's start signal).
     pub wait_go: Option<Duration>,
     pub json: bool,
@@ -32,6 +34,7 @@ impl Default for Options {
             duration: Duration::from_secs(3),
             rate_bps: None,
             session: None,
+            direction: Direction::Egress,
             wait_go: None,
             json: false,
             perf: false,
@@ -54,6 +57,17 @@ pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<Options> {
                     "tcp" => Protocol::Tcp,
                     "udp" => Protocol::Udp,
                     other => return Err(bad(format!("--protocol {other:?}: tcp or udp"))),
+                }
+            }
+            "direction" => {
+                o.direction = match text(p)?.as_str() {
+                    "egress" => Direction::Egress,
+                    "ingress" => Direction::Ingress,
+                    other => {
+                        return Err(bad(format!(
+                            "--direction {other:?}: egress (this end sends) or ingress (the sink sends)"
+                        )));
+                    }
                 }
             }
             "size" => {
@@ -151,6 +165,7 @@ pub fn run(o: Options) -> Result<()> {
         duration: o.duration,
         rate_bps: o.rate_bps,
         session: o.session.unwrap_or_else(traffic::new_session),
+        direction: o.direction,
     };
     let report = if o.wait_go.is_some_and(|limit| !wait_for_go(limit)) {
         SenderReport {
@@ -167,9 +182,13 @@ pub fn run(o: Options) -> Result<()> {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else if let Some(out) = &report.outcome {
         println!(
-            "{} {} B to {}: sent {:.2} Mbit/s, received {:.2} Mbit/s{}, cpu {:.2}s user {:.2}s system",
+            "{} {} B {} {}: sent {:.2} Mbit/s, received {:.2} Mbit/s{}, cpu {:.2}s user {:.2}s system",
             spec.protocol.as_str(),
             spec.size,
+            match spec.direction {
+                Direction::Egress => "to",
+                Direction::Ingress => "from",
+            },
             spec.target,
             out.sent_bps() / 1e6,
             out.goodput_bps() / 1e6,

@@ -311,6 +311,7 @@ mod tests {
                 duration: std::time::Duration::from_millis(300),
                 rate_bps: None,
                 session: 99,
+                direction: netmode_advisor::api::Direction::Egress,
             };
             let report = smol::unblock(move || crate::traffic::send(&spec, true)).await;
             let out = report.outcome.expect("sent through the veth");

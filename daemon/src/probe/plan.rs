@@ -5,9 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use netmode_advisor::api::{self, CellCounters, Host, Limits, ProbeCell, ProbeMode, Protocol};
+use netmode_advisor::api::{
+    self, CellCounters, Direction, Host, Limits, ProbeCell, ProbeMode, Protocol,
+};
 
-use crate::config::Probe as ProbeConfig;
+use crate::config::{Directions, Probe as ProbeConfig};
 use crate::error::ProbeError;
 use crate::traffic::SenderReport;
 
@@ -17,6 +19,7 @@ const ACTIVE_BPS: f64 = 100_000.0;
 /// What one cell sends.
 #[derive(Debug, Clone)]
 pub struct Cell {
+    pub direction: Direction,
     pub protocol: Protocol,
     pub size: u32,
     pub duration: Duration,
@@ -30,20 +33,53 @@ pub struct CellRun {
     pub counters: CellCounters,
 }
 
-/// Every protocol and size of `protocols` x `sizes`, as the configuration asks.
+/// Every protocol and size of `protocols` x `sizes`, egress, as the configuration asks.
 pub fn cells(cfg: &ProbeConfig, protocols: &[Protocol], sizes: &[u32]) -> Vec<Cell> {
+    cells_in(cfg, &[Direction::Egress], protocols, sizes)
+}
+
+/// Every direction x protocol x size.
+pub fn cells_in(
+    cfg: &ProbeConfig,
+    directions: &[Direction],
+    protocols: &[Protocol],
+    sizes: &[u32],
+) -> Vec<Cell> {
     let mut v = Vec::new();
-    for &protocol in protocols {
-        for &size in sizes {
-            v.push(Cell {
-                protocol,
-                size,
-                duration: cfg.duration,
-                rate_bps: cfg.rate,
-            });
+    for &direction in directions {
+        for &protocol in protocols {
+            for &size in sizes {
+                v.push(Cell {
+                    direction,
+                    protocol,
+                    size,
+                    duration: cfg.duration,
+                    rate_bps: cfg.rate,
+                });
+            }
         }
     }
     v
+}
+
+/// The directions a container is probed in: the configured list, or (`auto`) egress, and
+/// ingress too when its live traffic is mostly received: at least a third of what it sends,
+/// and active (a round stays short for the containers that do not need it).
+pub fn directions(cfg: &ProbeConfig, c: &api::Container) -> Vec<Direction> {
+    match &cfg.directions {
+        Directions::List(v) => v.clone(),
+        Directions::Auto => {
+            let receives = c
+                .live
+                .as_ref()
+                .is_some_and(|l| l.rx_bps >= ACTIVE_BPS && l.rx_bps * 3.0 >= l.tx_bps);
+            if receives {
+                vec![Direction::Egress, Direction::Ingress]
+            } else {
+                vec![Direction::Egress]
+            }
+        }
+    }
 }
 
 /// Should a scheduled run wait? The reason, if so.
@@ -132,6 +168,7 @@ pub fn cell_result(
 ) -> ProbeCell {
     let mut out = ProbeCell {
         mode,
+        direction: cell.direction,
         protocol: cell.protocol,
         size: cell.size,
         concurrency: n,
@@ -178,6 +215,7 @@ mod tests {
     fn cell(mode: ProbeMode, n: u32, bps: f64) -> ProbeCell {
         ProbeCell {
             mode,
+            direction: Direction::Egress,
             protocol: Protocol::Tcp,
             size: 64,
             concurrency: n,
@@ -205,25 +243,61 @@ mod tests {
         assert_eq!(crossover(&[]), None);
     }
 
+    fn container(name: &str, cpus: Option<f64>, rx_bps: f64, tx_bps: f64) -> api::Container {
+        let mut x: api::Container = serde_json::from_value(serde_json::json!({
+            "id": name, "name": name, "image": "i", "network_mode": "bridge", "mode_kind": "bridge",
+            "networks": [], "pid": 1, "started_at": "", "limits": {"cpus": cpus, "cpu_shares": null,
+            "cpuset": null, "memory_bytes": null}, "ports": [], "exposed_ports": [], "compose": null,
+            "policy_label": null, "live": null, "probes": null
+        }))
+        .unwrap();
+        if rx_bps + tx_bps > 0.0 {
+            x.live = serde_json::from_value(serde_json::json!({"rx_bps": rx_bps, "tx_bps": tx_bps,
+                "rx_pps": 1.0, "tx_pps": 0.0, "mean_packet_bytes": 100.0, "attributed": "full",
+                "source": "veth", "interfaces": [], "rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0,
+                "tx_packets": 0, "interval_s": 1.0, "note": null}))
+            .unwrap();
+        }
+        x
+    }
+
+    #[test]
+    fn ingress_is_probed_for_containers_that_receive() {
+        let cfg = ProbeConfig::default();
+        let both = vec![Direction::Egress, Direction::Ingress];
+        // Idle, or sending: the study's egress cells only.
+        assert_eq!(
+            directions(&cfg, &container("a", None, 0.0, 0.0)),
+            [Direction::Egress]
+        );
+        assert_eq!(
+            directions(&cfg, &container("a", None, 1e6, 9e6)),
+            [Direction::Egress]
+        );
+        // Receiving a third of what it sends or more: both.
+        assert_eq!(directions(&cfg, &container("a", None, 3e6, 9e6)), both);
+        assert_eq!(directions(&cfg, &container("a", None, 9e6, 1e5)), both);
+        // A trickle is no profile.
+        assert_eq!(
+            directions(&cfg, &container("a", None, 5e4, 0.0)),
+            [Direction::Egress]
+        );
+        let fixed = ProbeConfig {
+            directions: Directions::List(vec![Direction::Ingress]),
+            ..ProbeConfig::default()
+        };
+        assert_eq!(
+            directions(&fixed, &container("a", None, 0.0, 0.0)),
+            [Direction::Ingress]
+        );
+        let cells = cells_in(&cfg, &both, &[Protocol::Tcp], &[64, 1024]);
+        assert_eq!(cells.len(), 4);
+        assert_eq!(cells[2].direction, Direction::Ingress);
+    }
+
     #[test]
     fn the_sweep_takes_the_limits_containers_have() {
-        let c = |name: &str, cpus: Option<f64>, bps: f64| {
-            let mut x: api::Container = serde_json::from_value(serde_json::json!({
-                "id": name, "name": name, "image": "i", "network_mode": "bridge", "mode_kind": "bridge",
-                "networks": [], "pid": 1, "started_at": "", "limits": {"cpus": cpus, "cpu_shares": null,
-                "cpuset": null, "memory_bytes": null}, "ports": [], "exposed_ports": [], "compose": null,
-                "policy_label": null, "live": null, "probes": null
-            }))
-            .unwrap();
-            if bps > 0.0 {
-                x.live = serde_json::from_value(serde_json::json!({"rx_bps": bps, "tx_bps": 0.0, "rx_pps": 1.0,
-                    "tx_pps": 0.0, "mean_packet_bytes": 100.0, "attributed": "full", "source": "veth",
-                    "interfaces": [], "rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0,
-                    "interval_s": 1.0, "note": null}))
-                .unwrap();
-            }
-            x
-        };
+        let c = |name: &str, cpus: Option<f64>, bps: f64| container(name, cpus, bps, 0.0);
         // Idle gateway: what most containers have.
         let idle = [
             c("a", Some(0.5), 0.0),

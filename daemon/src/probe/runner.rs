@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use futures_lite::FutureExt;
-use netmode_advisor::api::{CellCounters, Limits, PerfCounts};
+use netmode_advisor::api::{CellCounters, Direction, Limits, PerfCounts};
 
 use super::plan::{Cell, CellRun};
 use crate::docker::Engine;
@@ -77,6 +77,10 @@ fn sender_args(target: Target, cell: &Cell, session: u32, wait_go: bool) -> Vec<
         "--session".into(),
         session.to_string(),
     ];
+    if cell.direction == Direction::Ingress {
+        a.push("--direction".into());
+        a.push(cell.direction.as_str().into());
+    }
     if let Some(r) = cell.rate_bps {
         a.push("--rate".into());
         a.push(r.to_string());
@@ -378,6 +382,7 @@ impl Runner<'_> {
             duration: cell.duration,
             rate_bps: cell.rate_bps,
             session: traffic::new_session(),
+            direction: cell.direction,
         };
         let (report, perf, softirq) = netns::spawn_in("probe-in-place", pid, move || {
             let counters = perf::Counters::start(0);
@@ -475,7 +480,12 @@ mod tests {
             cpu_migrations: Some(3),
             ..PerfCounts::unavailable("no PMU")
         };
-        let c = combine("x", &[r.clone()], &[vm.clone()], ((0, 0), (0, 0)));
+        let c = combine(
+            "x",
+            std::slice::from_ref(&r),
+            std::slice::from_ref(&vm),
+            ((0, 0), (0, 0)),
+        );
         assert_eq!(c.perf.unavailable.as_deref(), Some("no PMU"));
         assert_eq!((c.perf.cycles, c.perf.cpu_migrations), (None, Some(3)));
         let c = combine(

@@ -7,12 +7,14 @@
 //! big-endian length. Data streams open with the cookie (TCP) or a 4-byte hello answered by
 //! the server (UDP). UDP datagrams carry seconds, microseconds and a packet count (from 1),
 //! big-endian. At the end the client sends its results first, then reads the server's.
+//! Ingress (`reverse`, as `iperf3 -R`): the server sends on the same streams, the client
+//! counts what arrives, and the client's timer still ends the test (TEST_END).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netmode_advisor::api::Protocol;
+use netmode_advisor::api::{Direction, Protocol};
 use serde_json::{Value, json};
 
 use super::sender::{tcp_stream, udp_socket, udp_stream};
@@ -155,6 +157,7 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     };
 
     let udp = spec.protocol == Protocol::Udp;
+    let reverse = spec.direction == Direction::Ingress;
     let mut params = json!({
         "omit": 0,
         "time": spec.duration.as_secs_f64().ceil().max(1.0) as u64,
@@ -171,6 +174,9 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
         params["bandwidth"] = json!(spec.rate_bps.unwrap_or(0));
     } else {
         params["tcp"] = json!(true);
+    }
+    if reverse {
+        params["reverse"] = json!(true);
     }
     write_json(&mut ctrl, &params).map_err(ctx)?;
     expect(&mut ctrl, CREATE_STREAMS, "CREATE_STREAMS")?;
@@ -198,6 +204,8 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     expect(&mut ctrl, TEST_RUNNING, "TEST_RUNNING")?;
 
     let mut out = match &data {
+        Data::Tcp(s) if reverse => receive_tcp(s, spec.duration),
+        Data::Udp(s) if reverse => receive_udp(s, spec.duration),
         Data::Tcp(s) => {
             let mut s = s.try_clone().map_err(ctx)?;
             tcp_stream(&mut s, spec)
@@ -223,10 +231,10 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
         "sender_has_retransmits": -1,
         "streams": [{
             "id": 1,
-            "bytes": out.sent_bytes,
+            "bytes": if reverse { out.received_bytes } else { out.sent_bytes },
             "retransmits": -1,
             "jitter": 0.0,
-            "errors": 0,
+            "errors": if reverse { out.sent_messages.saturating_sub(out.send_errors) } else { 0 },
             "packets": out.sent_messages,
             "start_time": 0.0,
             "end_time": out.elapsed_s,
@@ -242,6 +250,22 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
         TrafficError::Protocol(format!("iperf3 server results without streams: {theirs}"))
     })?;
     let num = |k: &str| stream[k].as_f64();
+    if reverse {
+        // The server sent; what arrived is ours. (For the receive functions `sent_messages`
+        // is the datagrams the sequence numbers say were sent, `send_errors` those that
+        // arrived.)
+        let (expected, arrived) = (out.sent_messages, out.send_errors);
+        out.sent_bytes = num("bytes").map_or(out.received_bytes, |b| b as u64);
+        out.send_errors = 0;
+        if udp {
+            out.sent_messages = num("packets").map_or(expected, |p| p as u64);
+            out.loss =
+                (expected > 0).then(|| expected.saturating_sub(arrived) as f64 / expected as f64);
+        } else {
+            out.sent_messages = out.sent_bytes / spec.size.max(1) as u64;
+        }
+        return Ok(out);
+    }
     out.received_bytes = num("bytes")
         .ok_or_else(|| TrafficError::Protocol("iperf3 server results without bytes".into()))?
         as u64;
@@ -254,6 +278,87 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
         out.loss = (packets > 0.0).then(|| (errors / packets).clamp(0.0, 1.0));
     }
     Ok(out)
+}
+
+/// Ingress over TCP: count what the server sends until the test's time is up.
+fn receive_tcp(s: &TcpStream, duration: Duration) -> io::Result<Outcome> {
+    let mut s = s.try_clone()?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let start = Instant::now();
+    let mut buf = vec![0u8; 128 * 1024];
+    let (mut bytes, mut first, mut last) = (0u64, None, None);
+    while start.elapsed() < duration {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let now = Instant::now();
+                bytes += n as u64;
+                first.get_or_insert(now);
+                last = Some(now);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Outcome {
+        received_bytes: bytes,
+        received_active_s: match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+            _ => 0.0,
+        },
+        elapsed_s: start.elapsed().as_secs_f64(),
+        ..Default::default()
+    })
+}
+
+/// Ingress over UDP: count the server's datagrams until the test's time is up. Returns the
+/// datagrams sent by their sequence numbers in `sent_messages` and those that arrived in
+/// `send_errors` (`run` turns them into loss).
+fn receive_udp(s: &std::net::UdpSocket, duration: Duration) -> io::Result<Outcome> {
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65_536];
+    let (mut bytes, mut arrived, mut expected, mut first, mut last) =
+        (0u64, 0u64, 0u64, None, None);
+    while start.elapsed() < duration {
+        match s.recv(&mut buf) {
+            Ok(n) if n >= UDP_HEADER => {
+                let now = Instant::now();
+                bytes += n as u64;
+                arrived += 1;
+                let seq = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as u64;
+                expected = expected.max(seq);
+                first.get_or_insert(now);
+                last = Some(now);
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Outcome {
+        received_bytes: bytes,
+        received_active_s: match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+            _ => 0.0,
+        },
+        sent_messages: expected,
+        send_errors: arrived,
+        elapsed_s: start.elapsed().as_secs_f64(),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -287,7 +392,7 @@ mod tests {
             .spawn()
             .expect("iperf3 must be installed (apt-get install iperf3)");
         let target = Target::Iperf3(format!("127.0.0.1:{port}").parse().unwrap());
-        let probe = |protocol, size| {
+        let probe = |protocol, size, direction| {
             for _ in 0..50 {
                 let r = run(&SendSpec {
                     target,
@@ -296,6 +401,7 @@ mod tests {
                     duration: Duration::from_millis(1200),
                     rate_bps: None,
                     session: 1,
+                    direction,
                 });
                 if r.as_ref().is_err_and(|e| e.to_string().contains("refused")) {
                     std::thread::sleep(Duration::from_millis(100));
@@ -305,9 +411,12 @@ mod tests {
             }
             Err(TrafficError::Protocol("iperf3 never listened".into()))
         };
-        let tcp = probe(Protocol::Tcp, 1024);
-        let udp = probe(Protocol::Udp, 1024);
-        let small = probe(Protocol::Udp, 8);
+        let tcp = probe(Protocol::Tcp, 1024, Direction::Egress);
+        let udp = probe(Protocol::Udp, 1024, Direction::Egress);
+        let small = probe(Protocol::Udp, 8, Direction::Egress);
+        let tcp_in = probe(Protocol::Tcp, 1024, Direction::Ingress);
+        // Unpaced (`-b 0`), as every probe is.
+        let udp_in = probe(Protocol::Udp, 1024, Direction::Ingress);
         let _ = server.kill();
         let _ = server.wait();
 
@@ -329,5 +438,19 @@ mod tests {
         assert!(o.loss.is_some_and(|l| (0.0..1.0).contains(&l)), "{o:?}");
 
         assert!(small.unwrap_err().to_string().contains("at least 12"));
+
+        // Ingress (-R): what arrived here, no more than the server says it sent.
+        let o = tcp_in.unwrap();
+        assert!(
+            o.received_bytes > 0 && o.received_bytes <= o.sent_bytes,
+            "{o:?}"
+        );
+        assert!(o.received_active_s > 1.0 && o.loss.is_none(), "{o:?}");
+        let o = udp_in.unwrap();
+        assert!(
+            o.received_bytes > 0 && o.received_bytes % 1024 == 0,
+            "{o:?}"
+        );
+        assert!(o.loss.is_some_and(|l| (0.0..1.0).contains(&l)), "{o:?}");
     }
 }

@@ -16,7 +16,7 @@ pub mod wire;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use netmode_advisor::api::{PerfCounts, Protocol};
+use netmode_advisor::api::{Direction, PerfCounts, Protocol};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrafficError;
@@ -91,6 +91,8 @@ pub struct SendSpec {
     pub rate_bps: Option<u64>,
     /// Tags this sender's traffic at a netmode sink.
     pub session: u32,
+    /// Egress: this end sends; ingress: the sink sends and this end receives (a pull).
+    pub direction: Direction,
 }
 
 /// What a sender achieved, with the receiver's view.

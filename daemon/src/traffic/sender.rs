@@ -1,13 +1,14 @@
 //! The sender for a netmode sink: a TCP stream of `size`-byte writes, or a stream of
 //! `size`-byte UDP datagrams sent in batches (sendmmsg), for a fixed duration, with an optional
-//! rate cap. The receiver's report is the result.
+//! rate cap. The receiver's report is the result. For an ingress probe the roles turn round:
+//! the sink sends (a pull, see `wire`) and this end receives and counts.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use netmode_advisor::api::Protocol;
+use netmode_advisor::api::{Direction, Protocol};
 
 use super::{Outcome, SendSpec, sink, wire};
 use crate::error::TrafficError;
@@ -40,6 +41,15 @@ impl Pacer {
 
 pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
+    if spec.direction == Direction::Ingress {
+        return match spec.protocol {
+            Protocol::Tcp => pull_tcp(addr, spec),
+            Protocol::Udp => pull_udp(addr, spec),
+        }
+        .map_err(TrafficError::io(format!(
+            "receiving from the sink at {addr}"
+        )));
+    }
     let mut out = match spec.protocol {
         Protocol::Tcp => send_tcp(addr, spec),
         Protocol::Udp => send_udp(addr, spec),
@@ -92,6 +102,158 @@ pub(super) fn tcp_stream(s: &mut TcpStream, spec: &SendSpec) -> io::Result<Outco
         sent_bytes: bytes,
         sent_messages: messages,
         elapsed_s: start.elapsed().as_secs_f64(),
+        ..Default::default()
+    })
+}
+
+/// First and last arrival, and bytes: what a receiver counts.
+#[derive(Default)]
+struct Arrivals {
+    bytes: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Arrivals {
+    fn add(&mut self, bytes: u64, now: Instant) {
+        self.bytes += bytes;
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    fn active_s(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+fn pull_hello(spec: &SendSpec) -> [u8; wire::HELLO_LEN + wire::PULL_LEN] {
+    wire::pull(
+        spec.session,
+        &wire::Pull {
+            protocol: spec.protocol,
+            size: spec.size as u32,
+            duration: spec.duration,
+        },
+    )
+}
+
+/// Ingress TCP: the sink writes for the duration; read until it closes.
+fn pull_tcp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
+    let start = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.write_all(&pull_hello(spec))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut got = Arrivals::default();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.add(n as u64, Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Outcome {
+        sent_bytes: got.bytes,
+        sent_messages: got.bytes / spec.size.max(1) as u64,
+        elapsed_s: start.elapsed().as_secs_f64(),
+        received_bytes: got.bytes,
+        received_active_s: got.active_s(),
+        ..Default::default()
+    })
+}
+
+/// Ingress UDP: open the sink's stream (the opener datagram, resent until data flows), count
+/// what arrives for the duration, then read the sink's account of what it sent.
+fn pull_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
+    let start = Instant::now();
+    let mut control = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    control.write_all(&pull_hello(spec))?;
+    control.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut port = [0u8; 2];
+    control.read_exact(&mut port)?;
+    let s = udp_socket(SocketAddr::new(addr.ip(), u16::from_le_bytes(port)))?;
+    sink::grow_receive_buffer(&s, 8 << 20);
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let opener = wire::open_datagram(spec.session);
+    let mut rx = sink::Batch::new();
+    let mut got = Arrivals::default();
+    let (mut datagrams, mut next_seq) = (0u64, 0u64);
+    let give_up = start + Duration::from_secs(5);
+    loop {
+        let now = Instant::now();
+        match got.first {
+            None if now >= give_up => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the sink's UDP stream never arrived (a firewall or NAT in the way?)",
+                ));
+            }
+            // Not open yet: (re)send the opener; datagrams get lost.
+            None => {
+                let _ = s.send(&opener);
+            }
+            // The stream lasts the duration from its first datagram; a little more for the
+            // ones in flight, and done early when it has gone quiet.
+            Some(first) => {
+                let quiet = got
+                    .last
+                    .is_some_and(|l| now.duration_since(l) > Duration::from_millis(500));
+                if now >= first + spec.duration + Duration::from_millis(300) || quiet {
+                    break;
+                }
+            }
+        }
+        let n = match rx.recv(s.as_raw_fd()) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            // ICMP errors of the opener before the sink listened: try again.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
+            Err(e) => return Err(e),
+        };
+        let now = Instant::now();
+        for i in 0..n {
+            let (len, head) = rx.datagram(i);
+            if let Some((session, seq)) = wire::parse_udp_header(head)
+                && session == spec.session
+            {
+                got.add(len, now);
+                datagrams += 1;
+                next_seq = next_seq.max(seq + 1);
+            }
+        }
+    }
+    // What the sink sent, by its own account once its stream is over.
+    let mut line = String::new();
+    let sent: Option<wire::SessionReport> = (&mut control)
+        .take(64 * 1024)
+        .read_to_string(&mut line)
+        .ok()
+        .and_then(|_| serde_json::from_str(line.trim()).ok());
+    let (sent_messages, sent_bytes) = match &sent {
+        Some(r) => (r.datagrams, r.bytes),
+        None => (next_seq, next_seq * spec.size as u64),
+    };
+    Ok(Outcome {
+        sent_bytes,
+        sent_messages,
+        elapsed_s: start.elapsed().as_secs_f64(),
+        received_bytes: got.bytes,
+        received_active_s: got.active_s(),
+        loss: (sent_messages > 0)
+            .then(|| sent_messages.saturating_sub(datagrams) as f64 / sent_messages as f64),
         ..Default::default()
     })
 }
@@ -214,6 +376,7 @@ mod tests {
             duration: Duration::from_millis(ms),
             rate_bps: None,
             session: super::super::new_session(),
+            direction: Direction::Egress,
         }
     }
 
@@ -242,6 +405,46 @@ mod tests {
         assert!((0.0..1.0).contains(&loss), "{o:?}");
         // Received = sent minus what was lost (up to the last datagram that arrived).
         assert!(o.received_bytes.is_multiple_of(1024));
+    }
+
+    /// Ingress: a real sink sends, this end counts; TCP gets every byte the sink wrote, UDP
+    /// compares with the sink's own account of what it sent.
+    #[test]
+    fn ingress_from_a_real_sink() {
+        let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        for (protocol, size) in [
+            (Protocol::Tcp, 64),
+            (Protocol::Tcp, 1024),
+            (Protocol::Udp, 1024),
+        ] {
+            let mut s = spec(sink.tcp_addr, protocol, size, 400);
+            s.direction = Direction::Ingress;
+            let o = run(&s).unwrap();
+            assert!(o.received_bytes > 0, "{protocol:?} {o:?}");
+            assert!(o.received_bytes <= o.sent_bytes, "{protocol:?} {o:?}");
+            // It lasted about the duration asked for, timed from the first arrival.
+            assert!(
+                (0.2..1.0).contains(&o.received_active_s),
+                "{protocol:?} {o:?}"
+            );
+            match protocol {
+                Protocol::Tcp => assert_eq!(o.loss, None),
+                Protocol::Udp => {
+                    let loss = o.loss.unwrap();
+                    assert!((0.0..1.0).contains(&loss), "{o:?}");
+                    assert!(o.received_bytes.is_multiple_of(1024), "{o:?}");
+                }
+            }
+        }
+    }
+
+    /// A pull that asks for nonsense (a UDP size below the header) gets nothing, not a stream.
+    #[test]
+    fn insane_pulls_are_refused() {
+        let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut s = spec(sink.tcp_addr, Protocol::Udp, 8, 200);
+        s.direction = Direction::Ingress;
+        assert!(run(&s).is_err());
     }
 
     #[test]

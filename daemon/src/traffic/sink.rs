@@ -1,5 +1,6 @@
 //! The probe sink: receives probe traffic (TCP streams and UDP datagrams), counts it per
-//! session on the receiving side, and answers report queries. Plain threads with blocking
+//! session on the receiving side, answers report queries, and sends to probes that pull
+//! (ingress probes: `wire` has the protocol). Plain threads with blocking
 //! sockets: the receive path is as short as it can be. Used by `netmoded sink` on an upstream
 //! host and, inside its own network namespace, as the daemon's local sink.
 
@@ -11,7 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use netmode_advisor::api::{Direction, Protocol};
+
 use super::wire::{self, SessionReport};
+use super::{SendSpec, Target, sender};
 
 /// Sessions idle longer than this are forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(300);
@@ -212,6 +216,9 @@ fn serve_conn(mut conn: TcpStream, sessions: &Sessions, stop: &AtomicBool) -> io
     let Some((kind, session)) = wire::parse_hello(&hello) else {
         return Ok(());
     };
+    if kind == wire::KIND_PULL {
+        return serve_pull(conn, session);
+    }
     if kind == wire::KIND_REPORT {
         let mut line = serde_json::to_vec(&sessions.report(session)).map_err(io::Error::other)?;
         line.push(b'\n');
@@ -272,51 +279,87 @@ fn merge(
     *bytes = 0;
 }
 
-/// Receives datagrams in batches (recvmmsg). Only the 16-byte header is copied out of each
-/// datagram; MSG_TRUNC makes the kernel report its full length.
-fn udp_loop(udp: UdpSocket, sessions: &Sessions, stop: &AtomicBool) {
-    const BATCH: usize = 64;
+/// Datagrams received in batches (recvmmsg): only the first `SLOT` bytes of each (the probe
+/// header) are copied out; MSG_TRUNC makes the kernel report each one's full length. Used by
+/// the sink and by the receiver of an ingress probe.
+pub(super) struct Batch {
+    bufs: Vec<[u8; Batch::SLOT]>,
+    // Point into `bufs` and `iovs`: heap buffers that never move (the vectors never grow).
+    _iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    const SIZE: usize = 64;
     const SLOT: usize = 64;
-    let fd = udp.as_raw_fd();
-    let mut bufs = vec![[0u8; SLOT]; BATCH];
-    let mut iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: SLOT,
-        })
-        .collect();
-    // SAFETY: zeroed mmsghdr is a valid empty header.
-    let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-        h.msg_hdr.msg_iov = iov;
-        h.msg_hdr.msg_iovlen = 1;
+
+    pub fn new() -> Batch {
+        let mut bufs = vec![[0u8; Batch::SLOT]; Batch::SIZE];
+        let mut iovs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: Batch::SLOT,
+            })
+            .collect();
+        // SAFETY: zeroed mmsghdr is a valid empty header.
+        let mut hdrs: Vec<libc::mmsghdr> = (0..Batch::SIZE)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        Batch {
+            bufs,
+            _iovs: iovs,
+            hdrs,
+        }
     }
-    let mut batch: HashMap<u32, (u64, u64, u64)> = HashMap::new();
-    while !stop.load(Ordering::Relaxed) {
-        // SAFETY: hdrs/iovs/bufs outlive the call; BATCH entries are initialised.
+
+    /// Wait for datagrams on `fd` (up to its SO_RCVTIMEO); how many arrived.
+    pub fn recv(&mut self, fd: i32) -> io::Result<usize> {
+        // SAFETY: hdrs, iovs and bufs outlive the call; SIZE entries are initialised.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                hdrs.as_mut_ptr(),
-                BATCH as _,
+                self.hdrs.as_mut_ptr(),
+                Batch::SIZE as _,
                 (libc::MSG_TRUNC | libc::MSG_WAITFORONE) as _,
                 std::ptr::null_mut(),
             )
         };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// The full length and the first bytes of datagram `i` of the last batch.
+    pub fn datagram(&self, i: usize) -> (u64, &[u8]) {
+        (self.hdrs[i].msg_len as u64, &self.bufs[i])
+    }
+}
+
+fn udp_loop(udp: UdpSocket, sessions: &Sessions, stop: &AtomicBool) {
+    let fd = udp.as_raw_fd();
+    let mut rx = Batch::new();
+    let mut batch: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let n = rx.recv(fd);
         // Checked before the batch: after Drop's shutdown the call returns empty datagrams
         // and the buffers still hold old headers.
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        if n <= 0 {
+        let Ok(n) = n else {
             continue; // EINTR
-        }
+        };
         let now = Instant::now();
         batch.clear();
-        for i in 0..n as usize {
-            let len = hdrs[i].msg_len as u64;
-            if let Some((session, seq)) = wire::parse_udp_header(&bufs[i]) {
+        for i in 0..n {
+            let (len, head) = rx.datagram(i);
+            if let Some((session, seq)) = wire::parse_udp_header(head) {
                 let e = batch.entry(session).or_insert((0, 0, 0));
                 e.0 += len;
                 e.1 += 1;
@@ -333,6 +376,66 @@ fn udp_loop(udp: UdpSocket, sessions: &Sessions, stop: &AtomicBool) {
             });
         }
     }
+}
+
+/// Serve a pull (an ingress probe): send what it asks for to the puller.
+fn serve_pull(mut conn: TcpStream, session: u32) -> io::Result<()> {
+    let mut params = [0u8; wire::PULL_LEN];
+    conn.read_exact(&mut params)?;
+    let Some(pull) = wire::parse_pull(&params) else {
+        return Ok(());
+    };
+    let peer = conn.peer_addr()?;
+    let spec = SendSpec {
+        target: Target::Netmode(peer),
+        protocol: pull.protocol,
+        size: pull.size as usize,
+        duration: pull.duration,
+        rate_bps: None,
+        session,
+        direction: Direction::Egress,
+    };
+    // A receiver that stops reading ends the stream instead of holding a thread forever.
+    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+    match pull.protocol {
+        Protocol::Tcp => {
+            sender::tcp_stream(&mut conn, &spec)?;
+            conn.shutdown(Shutdown::Write)?;
+            // Until the receiver has read it all and closed its end.
+            conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut rest = [0u8; 64];
+            while conn.read(&mut rest)? > 0 {}
+        }
+        Protocol::Udp => {
+            let udp = UdpSocket::bind(SocketAddr::new(conn.local_addr()?.ip(), 0))?;
+            conn.write_all(&udp.local_addr()?.port().to_le_bytes())?;
+            udp.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut d = [0u8; 64];
+            // The opener, from the TCP peer's address only.
+            let from = loop {
+                let (n, from) = udp.recv_from(&mut d)?;
+                if from.ip() == peer.ip() && wire::parse_open_datagram(&d[..n]) == Some(session) {
+                    break from;
+                }
+            };
+            udp.connect(from)?;
+            let out = sender::udp_stream(&udp, &spec, wire::UDP_HEADER_LEN, |buf, seq| {
+                wire::write_udp_header(buf, session, seq)
+            })?;
+            let sent = SessionReport {
+                session,
+                bytes: out.sent_bytes,
+                datagrams: out.sent_messages,
+                expected: out.sent_messages + out.send_errors,
+                active_s: out.elapsed_s,
+                connections: 1,
+            };
+            let mut line = serde_json::to_vec(&sent).map_err(io::Error::other)?;
+            line.push(b'\n');
+            conn.write_all(&line)?;
+        }
+    }
+    Ok(())
 }
 
 /// Ask the sink at `addr` what it received for `session`.

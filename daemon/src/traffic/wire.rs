@@ -7,7 +7,18 @@
 //!   (u64, from 0), all little-endian; the rest is padding to the message size.
 //! - Report: a TCP connection with hello kind 2 for a session; the sink answers one JSON line
 //!   (`SessionReport`) and closes.
+//! - Pull (ingress: the sink sends, the prober receives, as `iperf3 -R`): a TCP connection
+//!   with hello kind 3 and 12 more bytes: protocol (u8: 0 TCP, 1 UDP), 3 reserved, message
+//!   size (u32), duration in ms (u32). TCP: the sink writes messages on this connection for the
+//!   duration and closes it. UDP: the sink answers the port (u16) of a fresh UDP socket of its
+//!   own; the receiver sends `NMP1` + session datagrams to it until data arrives (which opens
+//!   its NAT), and the sink streams probe datagrams back to the address the opener came from,
+//!   accepting it only from the TCP peer's address (so it cannot be aimed at a third party),
+//!   then writes a `SessionReport` of what it *sent* as one JSON line and closes.
 
+use std::time::Duration;
+
+use netmode_advisor::api::Protocol;
 use serde::{Deserialize, Serialize};
 
 pub const TCP_MAGIC: &[u8; 4] = b"NMT1";
@@ -16,6 +27,70 @@ pub const HELLO_LEN: usize = 16;
 pub const UDP_HEADER_LEN: usize = 16;
 pub const KIND_DATA: u8 = 1;
 pub const KIND_REPORT: u8 = 2;
+pub const KIND_PULL: u8 = 3;
+pub const PULL_LEN: usize = 12;
+pub const OPEN_MAGIC: &[u8; 4] = b"NMP1";
+/// The longest stream a pull may ask for.
+pub const MAX_PULL: Duration = Duration::from_secs(3600);
+
+/// What a pull asks the sink to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pull {
+    pub protocol: Protocol,
+    pub size: u32,
+    pub duration: Duration,
+}
+
+/// The hello and parameters of a pull.
+pub fn pull(session: u32, p: &Pull) -> [u8; HELLO_LEN + PULL_LEN] {
+    let mut b = [0u8; HELLO_LEN + PULL_LEN];
+    b[..HELLO_LEN].copy_from_slice(&hello(KIND_PULL, session));
+    b[HELLO_LEN] = match p.protocol {
+        Protocol::Tcp => 0,
+        Protocol::Udp => 1,
+    };
+    b[HELLO_LEN + 4..HELLO_LEN + 8].copy_from_slice(&p.size.to_le_bytes());
+    let ms = p.duration.min(MAX_PULL).as_millis() as u32;
+    b[HELLO_LEN + 8..].copy_from_slice(&ms.to_le_bytes());
+    b
+}
+
+/// A pull's parameters (the 12 bytes after its hello), or `None` if they are not sane.
+pub fn parse_pull(b: &[u8]) -> Option<Pull> {
+    if b.len() < PULL_LEN {
+        return None;
+    }
+    let protocol = match b[0] {
+        0 => Protocol::Tcp,
+        1 => Protocol::Udp,
+        _ => return None,
+    };
+    let size = u32::from_le_bytes(b[4..8].try_into().ok()?);
+    let duration = Duration::from_millis(u32::from_le_bytes(b[8..12].try_into().ok()?) as u64);
+    let min = match protocol {
+        Protocol::Tcp => 1,
+        Protocol::Udp => UDP_HEADER_LEN as u32,
+    };
+    ((min..=65_000).contains(&size) && !duration.is_zero() && duration <= MAX_PULL).then_some(
+        Pull {
+            protocol,
+            size,
+            duration,
+        },
+    )
+}
+
+/// The datagram that opens a UDP pull's stream.
+pub fn open_datagram(session: u32) -> [u8; 8] {
+    let mut d = [0u8; 8];
+    d[..4].copy_from_slice(OPEN_MAGIC);
+    d[4..].copy_from_slice(&session.to_le_bytes());
+    d
+}
+
+pub fn parse_open_datagram(d: &[u8]) -> Option<u32> {
+    (d.len() >= 8 && &d[..4] == OPEN_MAGIC).then(|| u32::from_le_bytes([d[4], d[5], d[6], d[7]]))
+}
 
 pub fn hello(kind: u8, session: u32) -> [u8; HELLO_LEN] {
     let mut h = [0u8; HELLO_LEN];
@@ -27,7 +102,10 @@ pub fn hello(kind: u8, session: u32) -> [u8; HELLO_LEN] {
 
 /// `(kind, session)` of a hello, or `None` if it is not one.
 pub fn parse_hello(h: &[u8]) -> Option<(u8, u32)> {
-    if h.len() < HELLO_LEN || &h[..4] != TCP_MAGIC || !matches!(h[4], KIND_DATA | KIND_REPORT) {
+    if h.len() < HELLO_LEN
+        || &h[..4] != TCP_MAGIC
+        || !matches!(h[4], KIND_DATA | KIND_REPORT | KIND_PULL)
+    {
         return None;
     }
     Some((h[4], u32::from_le_bytes(h[8..12].try_into().ok()?)))
@@ -87,6 +165,39 @@ mod tests {
         write_udp_header(&mut d, 7, 1 << 40);
         assert_eq!(parse_udp_header(&d), Some((7, 1 << 40)));
         assert_eq!(parse_udp_header(&d[..10]), None);
+    }
+
+    #[test]
+    fn pulls_round_trip_and_insane_ones_are_refused() {
+        let p = Pull {
+            protocol: Protocol::Udp,
+            size: 1024,
+            duration: Duration::from_millis(2500),
+        };
+        let b = pull(42, &p);
+        assert_eq!(parse_hello(&b), Some((KIND_PULL, 42)));
+        assert_eq!(parse_pull(&b[HELLO_LEN..]), Some(p));
+        let with = |f: &dyn Fn(&mut [u8])| {
+            let mut b = b;
+            f(&mut b[HELLO_LEN..]);
+            parse_pull(&b[HELLO_LEN..])
+        };
+        assert_eq!(with(&|b| b[0] = 9), None);
+        // A UDP message must hold the probe header; no empty or endless streams.
+        assert_eq!(
+            with(&|b| b[4..8].copy_from_slice(&8u32.to_le_bytes())),
+            None
+        );
+        assert_eq!(
+            with(&|b| b[8..12].copy_from_slice(&0u32.to_le_bytes())),
+            None
+        );
+        assert_eq!(
+            with(&|b| b[8..12].copy_from_slice(&u32::MAX.to_le_bytes())),
+            None
+        );
+        assert_eq!(parse_open_datagram(&open_datagram(7)), Some(7));
+        assert_eq!(parse_open_datagram(b"NMU1xxxx"), None);
     }
 
     #[test]
