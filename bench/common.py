@@ -62,7 +62,8 @@ def install_peer(exe, package, process):
 
 def release_bin(name):
     """Build (if needed) and return a release binary of this workspace."""
-    sh("cargo", "build", "--release", "--quiet", "-p", "netmoded", "-p", "netmode-advisor", "--bins", cwd=ROOT)
+    sh("cargo", "build", "--release", "--quiet", "-p", "netmoded", "-p", "netmode-advisor", "-p", "netmode-study",
+       "--bins", cwd=ROOT)
     return os.path.join(ROOT, "target", "release", name)
 
 

@@ -21,6 +21,8 @@ options:
   --paper                the paper's method: 60 s cells, 1..4 containers
   --protocols LIST       tcp,udp (default both)
   --sizes LIST           message sizes in bytes (default 64,1024)
+  --figures LIST         which figures to measure: 3,4,5 (default all; 3 and 4 share their cells,
+                         with Tables 1 and 2; `--figures 5` runs only the concurrent containers)
   --max-n N              Figure 5: 1..N concurrent containers (default: CPUs + 1; 0: no Figure 5)
   --multi PROTO/SIZE     Figure 5's traffic (default tcp/64, the paper's)
   --duration D           per cell (default 5s; --paper: 60s)
@@ -100,6 +102,18 @@ fn main_inner() -> Result<(), StudyError> {
                 options.protocols = list(&text(&mut p)?, "protocols", protocol)?;
             }
             Long("sizes") => options.sizes = list(&text(&mut p)?, "sizes", size)?,
+            Long("figures") => {
+                let v = text(&mut p)?;
+                let figures = list(&v, "figures", |f| {
+                    ["3", "4", "5"].contains(&f).then(|| f.to_string())
+                })?;
+                options.single = figures.iter().any(|f| f != "5");
+                if !figures.iter().any(|f| f == "5") {
+                    options.max_n = 0;
+                    set.push("max-n");
+                }
+                set.push("figures");
+            }
             Long("max-n") => {
                 options.max_n = count(&text(&mut p)?, "max-n", 0..=64)?;
                 set.push("max-n");
@@ -175,6 +189,11 @@ fn main_inner() -> Result<(), StudyError> {
         if !set.contains(&"max-n") {
             options.max_n = p.max_n;
         }
+    }
+    if !options.single && options.max_n == 0 {
+        return Err(usage(
+            "--figures 5 with --max-n 0 leaves nothing to measure",
+        ));
     }
     if target.is_some() && options.link_rate.is_some() {
         return Err(usage(

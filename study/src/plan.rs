@@ -48,6 +48,14 @@ pub struct Options {
     /// paper's 20 Mbit/s 802.11g link.
     #[serde(default)]
     pub link_rate: Option<u64>,
+    /// Whether the single-sender cells (Figures 3 and 4, Tables 1 and 2) run: `--figures 5`
+    /// measures only Figure 5 (what the decision harness needs as its oracle).
+    #[serde(default = "yes")]
+    pub single: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 mod humantime_serde_secs {
@@ -76,6 +84,7 @@ impl Options {
             repetitions: 3,
             cpus: None,
             link_rate: None,
+            single: true,
         }
     }
 
@@ -132,7 +141,7 @@ impl CellKey {
 pub fn cells(o: &Options) -> Vec<CellKey> {
     let mut v = Vec::new();
     for rep in 0..o.repetitions {
-        for &protocol in &o.protocols {
+        for &protocol in o.protocols.iter().filter(|_| o.single) {
             for &size in &o.sizes {
                 for mode in [Mode::Native, Mode::Bridge, Mode::Host] {
                     v.push(CellKey {
@@ -190,6 +199,21 @@ mod tests {
                 .iter()
                 .all(|c| c.experiment == Experiment::Single || c.mode != Mode::Native)
         );
+    }
+
+    #[test]
+    fn figure_5_alone() {
+        let o = Options {
+            single: false,
+            ..Options::quick(2)
+        };
+        let cells = cells(&o);
+        assert_eq!(cells.len(), 3 * 3 * 2);
+        assert!(cells.iter().all(|c| c.experiment == Experiment::Multi));
+        // An older results.json (no `single`) still reads, as a study of every figure.
+        let mut v = serde_json::to_value(Options::quick(2)).unwrap();
+        v.as_object_mut().unwrap().remove("single");
+        assert!(serde_json::from_value::<Options>(v).unwrap().single);
     }
 
     #[test]

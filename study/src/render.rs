@@ -230,6 +230,14 @@ fn bars(title: &str, r: &Results, s: &BTreeMap<Group, Summary>, modes: &[Mode]) 
     let mut out = svg_open(title, "goodput, Mbit/s (median, min..max)");
     axes(&mut out, ymax);
     legend(&mut out, modes);
+    if !r.options.single {
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">not measured in this study (--figures)</text>",
+            (L + W - R) / 2.0,
+            H / 2.0
+        );
+    }
     let gw = (W - L - R) / groups.len().max(1) as f64;
     let bw = gw * 0.7 / modes.len() as f64;
     for (gi, (p, z)) in groups.iter().enumerate() {
