@@ -244,7 +244,7 @@ pub fn status_table(s: &Status) -> String {
 
 // ------------------------------------------------------------------ probe results
 
-use crate::api::{ProbeCell, ProbeMode, ProbeRun, Sweep};
+use crate::api::{Direction, ProbeCell, ProbeMode, ProbeRun, Sweep};
 
 fn limits_text(l: &crate::api::Limits) -> String {
     let mut parts = Vec::new();
@@ -277,6 +277,11 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
     if with_n {
         header.push(">N");
     }
+    // The direction only when some cell received (most rounds send only, as the study did).
+    let with_dir = cells.iter().any(|c| c.direction == Direction::Ingress);
+    if with_dir {
+        header.push("DIR");
+    }
     header.extend([
         "PROTO",
         ">SIZE",
@@ -300,6 +305,9 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
         let mut row = vec![c.mode.as_str().to_string()];
         if with_n {
             row.push(c.concurrency.to_string());
+        }
+        if with_dir {
+            row.push(c.direction.as_str().to_string());
         }
         row.extend([
             c.protocol.as_str().to_string(),
@@ -342,15 +350,23 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
 /// "tcp 64 B: bridge 123.40 vs host 98.20 Mbit/s (bridge +25.7%)" for each protocol and size.
 pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut keys: Vec<(crate::api::Protocol, u32)> =
-        cells.iter().map(|c| (c.protocol, c.size)).collect();
+    let mut keys: Vec<(Direction, crate::api::Protocol, u32)> = cells
+        .iter()
+        .map(|c| (c.direction, c.protocol, c.size))
+        .collect();
     keys.sort();
     keys.dedup();
-    for (p, s) in keys {
+    for (d, p, s) in keys {
         let get = |m: ProbeMode| {
             cells
                 .iter()
-                .find(|c| c.mode == m && c.protocol == p && c.size == s && c.concurrency == 1)
+                .find(|c| {
+                    c.mode == m
+                        && c.direction == d
+                        && c.protocol == p
+                        && c.size == s
+                        && c.concurrency == 1
+                })
                 .and_then(|c| c.goodput_bps)
         };
         if let (Some(b), Some(h)) = (get(ProbeMode::Bridge), get(ProbeMode::Host)) {
@@ -360,9 +376,13 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
                 ("host", h / b - 1.0)
             };
             out.push(format!(
-                "{} {} B: bridge {} vs host {} Mbit/s ({winner} +{:.1}%)",
+                "{} {} B{}: bridge {} vs host {} Mbit/s ({winner} +{:.1}%)",
                 p.as_str(),
                 s,
+                match d {
+                    Direction::Egress => "",
+                    Direction::Ingress => " ingress",
+                },
                 mbit(b),
                 mbit(h),
                 gain * 100.0

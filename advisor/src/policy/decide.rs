@@ -79,12 +79,7 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
             act(a).total_cmp(&act(b))
         })
         .map(|c| Profile::of(c))
-        .unwrap_or(Profile {
-            mode: ModeKind::Bridge,
-            tcp_share: None,
-            mean_packet: None,
-            cpu_s_per_gb: None,
-        });
+        .unwrap_or(Profile::unknown(ModeKind::Bridge));
     let sweeps = matching_sweeps(&memory);
     let crossover = if sweeps.is_empty() {
         CrossoverInfo {
@@ -323,6 +318,9 @@ fn decide(
     });
     if let Some(p) = &probe {
         let traffic = [
+            profile
+                .rx_share
+                .map(|s| format!("{:.0}% received", s * 100.0)),
             profile.tcp_share.map(|s| format!("{:.0}% TCP", s * 100.0)),
             profile.cpu_s_per_gb.map(|c| format!("{c:.1} CPU s/GB")),
             profile.mean_packet.map(|m| format!("{m:.0} B packets")),
@@ -331,10 +329,26 @@ fn decide(
         .flatten()
         .collect::<Vec<_>>()
         .join(", ");
+        // Which way the cells' traffic flowed, weighted as they weigh.
+        let (mut egress, mut ingress) = (0.0, 0.0);
+        for c in cm.probe_rounds.iter().flat_map(|r| &r.cells) {
+            match c.direction {
+                Direction::Egress => egress += cell_weight(c, &profile),
+                Direction::Ingress => ingress += cell_weight(c, &profile),
+            }
+        }
+        let flows = match (egress > 0.0, ingress > 0.0) {
+            (true, true) => format!(
+                "egress and ingress cells ({:.0}% of the weight ingress)",
+                100.0 * ingress / (egress + ingress)
+            ),
+            (false, true) => "ingress cells".to_string(),
+            _ => "egress cells".to_string(),
+        };
         evidence.push(Evidence {
             step: "probes".into(),
             detail: format!(
-                "{} probe round{} of this container, cells weighted toward its traffic ({}): host/bridge {:+.1}% (spread {:.1}%)",
+                "{} probe round{} of this container, {flows} weighted toward its traffic ({}): host/bridge {:+.1}% (spread {:.1}%)",
                 p.rounds,
                 if p.rounds == 1 { "" } else { "s" },
                 if traffic.is_empty() { "profile unknown: even weights".to_string() } else { traffic },

@@ -2,7 +2,7 @@
 //! weighed toward the traffic a container really carries, and combined with the prior.
 
 use super::*;
-use crate::api::{ProbeCell, ProbeMode};
+use crate::api::{Direction, ProbeCell, ProbeMode};
 pub(super) fn log_ratio(host: f64, bridge: f64) -> Option<f64> {
     (host > 0.0 && bridge > 0.0).then(|| (host / bridge).ln())
 }
@@ -18,13 +18,17 @@ pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
 pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
     let mut out = Vec::new();
     for b in bridge.iter().filter(|c| c.concurrency == 1) {
-        let h = host
-            .iter()
-            .find(|h| h.protocol == b.protocol && h.size == b.size && h.concurrency == 1);
+        let h = host.iter().find(|h| {
+            h.direction == b.direction
+                && h.protocol == b.protocol
+                && h.size == b.size
+                && h.concurrency == 1
+        });
         if let Some(h) = h
             && let Some(l) = log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0))
         {
             out.push(CellRatio {
+                direction: b.direction,
                 protocol: b.protocol,
                 size: b.size,
                 log_ratio: l,
@@ -73,6 +77,8 @@ pub struct Profile {
     pub tcp_share: Option<f64>,
     pub mean_packet: Option<f64>,
     pub cpu_s_per_gb: Option<f64>,
+    /// Share of its traffic (bytes) it receives; `None` when it moves nothing.
+    pub rx_share: Option<f64>,
 }
 
 impl Profile {
@@ -83,6 +89,20 @@ impl Profile {
             tcp_share: l.and_then(|l| l.tcp_share),
             mean_packet: l.and_then(|l| l.mean_packet_bytes),
             cpu_s_per_gb: l.and_then(|l| l.cpu_s_per_gb),
+            rx_share: l
+                .filter(|l| l.rx_bps + l.tx_bps > 0.0)
+                .map(|l| l.rx_bps / (l.rx_bps + l.tx_bps)),
+        }
+    }
+
+    /// Nothing known: every cell weighs alike.
+    pub fn unknown(mode: ModeKind) -> Profile {
+        Profile {
+            mode,
+            tcp_share: None,
+            mean_packet: None,
+            cpu_s_per_gb: None,
+            rx_share: None,
         }
     }
 }
@@ -98,6 +118,8 @@ fn log_kernel(a: f64, b: f64) -> f64 {
 }
 
 /// How much a probe cell speaks for a container's traffic:
+/// - direction: egress cells by the share of bytes it sends, ingress cells by the share it
+///   receives (even weights when unknown);
 /// - protocol: by the container's TCP share (even weights when unknown);
 /// - size: UDP datagrams show their size on the wire (the mean packet, less its headers);
 ///   TCP writes do not (the stack coalesces them), but their cost does: small writes cost
@@ -107,6 +129,12 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
     let proto = match (p.tcp_share, c.protocol) {
         (Some(s), Protocol::Tcp) => s,
         (Some(s), Protocol::Udp) => 1.0 - s,
+        (None, _) => 0.5,
+    }
+    .max(1e-3);
+    let direction = match (p.rx_share, c.direction) {
+        (Some(r), Direction::Ingress) => r,
+        (Some(r), Direction::Egress) => 1.0 - r,
         (None, _) => 0.5,
     }
     .max(1e-3);
@@ -128,7 +156,7 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
             }
         }
     };
-    proto * size
+    direction * proto * size
 }
 
 pub(super) fn weighted_ratio(cells: &[CellRatio], profile: &Profile) -> Option<f64> {

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    Action, Container, CrossoverInfo, Limits, ModeKind, Protocol, Recommendation, Sweep,
+    Action, Container, CrossoverInfo, Direction, Limits, ModeKind, Protocol, Recommendation, Sweep,
 };
 
 pub mod auto;
@@ -130,6 +130,9 @@ pub struct ProbeRound {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellRatio {
+    /// Rounds remembered from before ingress probes read as egress.
+    #[serde(default)]
+    pub direction: Direction,
     pub protocol: Protocol,
     pub size: u32,
     pub log_ratio: f64,
@@ -164,6 +167,8 @@ impl SweepRatio {
     /// The cell's profile and ratio without its N, as the per-container cells carry them.
     fn cell(&self) -> CellRatio {
         CellRatio {
+            // The sweep sends egress, as the study did.
+            direction: Direction::Egress,
             protocol: self.protocol,
             size: self.size,
             log_ratio: self.log_ratio,

@@ -425,6 +425,7 @@ fn each_container_follows_the_sweep_of_traffic_like_its_own() {
 
 fn ratio_cell(protocol: Protocol, size: u32, ratio: f64, cpu_s_per_gb: f64) -> CellRatio {
     CellRatio {
+        direction: Direction::Egress,
         protocol,
         size,
         log_ratio: f64::ln(ratio),
@@ -443,10 +444,10 @@ fn cells_like_the_containers_traffic_weigh_most() {
         ratio_cell(Protocol::Udp, 1024, 1.4, 5.0),
     ];
     let p = |tcp_share, cpu, packet| Profile {
-        mode: ModeKind::Bridge,
         tcp_share,
         mean_packet: packet,
         cpu_s_per_gb: cpu,
+        ..Profile::unknown(ModeKind::Bridge)
     };
     let r = |p: Profile| weighted_ratio(&cells, &p).unwrap().exp();
     // TCP with a bulk writer's cost per byte: the 1024 B TCP cell decides.
@@ -459,6 +460,89 @@ fn cells_like_the_containers_traffic_weigh_most() {
     // Nothing known: every cell counts.
     let all = r(p(None, None, None)).ln();
     assert!((all - cells.iter().map(|c| c.log_ratio).sum::<f64>() / 4.0).abs() < 1e-9);
+}
+
+#[test]
+fn the_direction_a_container_moves_its_bytes_picks_the_cells() {
+    // Sending favours bridge, receiving favours host (same protocol and size).
+    let mut ingress = ratio_cell(Protocol::Tcp, 1024, 1.5, 4.0);
+    ingress.direction = Direction::Ingress;
+    let cells = [ratio_cell(Protocol::Tcp, 1024, 0.7, 4.0), ingress];
+    let r = |rx_share| {
+        weighted_ratio(
+            &cells,
+            &Profile {
+                rx_share,
+                ..Profile::unknown(ModeKind::Bridge)
+            },
+        )
+        .unwrap()
+        .exp()
+    };
+    assert!(r(Some(1.0)) > 1.45, "{}", r(Some(1.0)));
+    assert!(r(Some(0.0)) < 0.72, "{}", r(Some(0.0)));
+    assert!(r(Some(0.9)) > 1.3 && r(Some(0.1)) < 0.8);
+    // Unknown: the geometric mean of the two.
+    assert!((r(None) - (1.5f64 * 0.7).sqrt()).abs() < 1e-9);
+}
+
+/// A container that mostly receives, probed both ways: egress cells say host +40 %, the
+/// ingress cells it is weighed toward say bridge; it stays in bridge, and `explain` says the
+/// evidence is mostly ingress.
+#[test]
+fn an_ingress_heavy_container_follows_its_ingress_cells() {
+    let mut c = container("broker", ModeKind::Bridge);
+    let mut l = live(20e6, 1000.0);
+    l.tx_bps = 1e6;
+    c.live = Some(l);
+    let mut w = World::new(vec![c]);
+    let mut memory = Memory::default();
+    let mut last = None;
+    for i in 0..3u64 {
+        let mut p = probes(&format!("r{i}"), 1.4);
+        for (mode, ratio) in [(ProbeMode::Bridge, 1.0), (ProbeMode::Host, 0.7)] {
+            let cells = if mode == ProbeMode::Bridge {
+                &mut p.bridge
+            } else {
+                &mut p.host
+            };
+            let ing: Vec<ProbeCell> = [Protocol::Tcp, Protocol::Udp]
+                .iter()
+                .flat_map(|&pr| [64, 1024].map(|z| (pr, z)))
+                .map(|(pr, z)| ProbeCell {
+                    direction: Direction::Ingress,
+                    ..cell(mode, pr, z, 1, 100e6 * ratio)
+                })
+                .collect();
+            cells.extend(ing);
+        }
+        w.containers[0].probes = Some(p);
+        let (e, m) = w.eval((i + 1) * MIN, &memory);
+        memory = m;
+        last = Some(e.recommendations["broker"].clone());
+    }
+    let r = last.unwrap();
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Bridge, Action::Keep),
+        "{}",
+        r.reason
+    );
+    let probes = r.evidence.iter().find(|e| e.step == "probes").unwrap();
+    assert!(
+        probes
+            .detail
+            .contains("egress and ingress cells (95% of the weight ingress)")
+            && probes.detail.contains("95% received"),
+        "{}",
+        probes.detail
+    );
+    // The same container sending instead: the egress cells decide, host.
+    let mut l = live(1e6, 1000.0);
+    l.tx_bps = 20e6;
+    w.containers[0].live = Some(l);
+    let r = w.eval(10 * MIN, &memory).0.recommendations["broker"].clone();
+    assert_eq!(r.mode, ModeKind::Host, "{}", r.reason);
 }
 
 // ------------------------------------------------------------------ exclusions and pins
