@@ -21,7 +21,7 @@ use crate::config::SinkSubnet;
 use crate::error::{Error, ProbeError, Result};
 use crate::sys::netlink::Netlink;
 
-use crate::traffic::sink::Sink;
+use crate::traffic::sink::{Sink, UdpFactory};
 
 pub struct LocalSink {
     pub addr: SocketAddr,
@@ -70,20 +70,27 @@ pub fn overlapping_route(
     None
 }
 
+/// A request for a UDP socket bound in the sink's namespace, and where to answer.
+type UdpRequest = (SocketAddr, mpsc::Sender<std::io::Result<UdpSocket>>);
+
 /// What the namespace thread hands back: the namespace and a netlink socket inside it.
 struct InNamespace {
     ns: File,
     netlink: OwnedFd,
     bind: mpsc::Sender<SocketAddr>,
     sockets: mpsc::Receiver<std::io::Result<(TcpListener, UdpSocket)>>,
+    udp: mpsc::Sender<UdpRequest>,
 }
 
 /// A thread that moves itself into a new network namespace, opens a handle on it and a
-/// netlink socket in it, then binds the sink's sockets there when told the address.
+/// netlink socket in it, binds the sink's sockets there when told the address, and then
+/// stays to bind the UDP sockets of ingress probes (a socket is made in the namespace of the
+/// thread that makes it) until the sink is gone.
 fn spawn_namespace() -> Result<InNamespace> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (bind_tx, bind_rx) = mpsc::channel::<SocketAddr>();
     let (sock_tx, sock_rx) = mpsc::channel();
+    let (udp_tx, udp_rx) = mpsc::channel::<UdpRequest>();
     std::thread::Builder::new()
         .name("sink-netns".into())
         .spawn(move || {
@@ -102,6 +109,9 @@ fn spawn_namespace() -> Result<InNamespace> {
                 let bound = TcpListener::bind(addr).and_then(|t| Ok((t, UdpSocket::bind(addr)?)));
                 let _ = sock_tx.send(bound);
             }
+            while let Ok((addr, reply)) = udp_rx.recv() {
+                let _ = reply.send(UdpSocket::bind(addr));
+            }
         })
         .map_err(|e| sink_err("start the namespace thread", e))?;
     let (ns, netlink) = ready_rx
@@ -113,6 +123,7 @@ fn spawn_namespace() -> Result<InNamespace> {
         netlink,
         bind: bind_tx,
         sockets: sock_rx,
+        udp: udp_tx,
     })
 }
 
@@ -161,8 +172,26 @@ impl LocalSink {
         // From here on, a failure removes the veth pair it created.
         let bind = inside.bind;
         let sockets = inside.sockets;
+        let udp = std::sync::Mutex::new(inside.udp);
+        let factory: UdpFactory = std::sync::Arc::new(move |addr| {
+            let (tx, rx) = mpsc::channel();
+            let gone = || std::io::Error::other("the sink's namespace thread is gone");
+            udp.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send((addr, tx))
+                .map_err(|_| gone())?;
+            rx.recv().map_err(|_| gone())?
+        });
         match sink
-            .configure(host, &ns_netlink, subnet, &peer_name, bind, sockets)
+            .configure(
+                host,
+                &ns_netlink,
+                subnet,
+                &peer_name,
+                bind,
+                sockets,
+                factory,
+            )
             .await
         {
             Ok(()) => {
@@ -187,6 +216,7 @@ impl LocalSink {
         peer_name: &str,
         bind: mpsc::Sender<SocketAddr>,
         sockets: mpsc::Receiver<std::io::Result<(TcpListener, UdpSocket)>>,
+        factory: UdpFactory,
     ) -> Result<()> {
         let host_name = self.host_link.clone();
         let host_idx = host
@@ -221,7 +251,7 @@ impl LocalSink {
             .await
             .map_err(|e| sink_err("namespace thread", e))?
             .map_err(|e| sink_err(&format!("bind {}", self.addr), e))?;
-        self.sink = Some(Sink::serve(tcp, udp).map_err(|e| sink_err("start", e))?);
+        self.sink = Some(Sink::serve_with(tcp, udp, factory).map_err(|e| sink_err("start", e))?);
         Ok(())
     }
 
@@ -313,9 +343,27 @@ mod tests {
                 session: 99,
                 direction: netmode_advisor::api::Direction::Egress,
             };
+            let mut ingress = spec.clone();
             let report = smol::unblock(move || crate::traffic::send(&spec, true)).await;
             let out = report.outcome.expect("sent through the veth");
             assert_eq!(out.received_bytes, out.sent_bytes);
+            // Ingress: the sink sends back, TCP on the connection, UDP from a socket it binds
+            // in its own namespace.
+            ingress.direction = netmode_advisor::api::Direction::Ingress;
+            for protocol in [
+                netmode_advisor::api::Protocol::Tcp,
+                netmode_advisor::api::Protocol::Udp,
+            ] {
+                let spec = crate::traffic::SendSpec {
+                    protocol,
+                    ..ingress.clone()
+                };
+                let report = smol::unblock(move || crate::traffic::send(&spec, true)).await;
+                let out = report
+                    .outcome
+                    .unwrap_or_else(|| panic!("{protocol:?} ingress: {:?}", report.error));
+                assert!(out.received_bytes > 0, "{protocol:?} {out:?}");
+            }
             let after = host
                 .links()
                 .await

@@ -92,9 +92,19 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Serve on sockets already bound (possibly in another network namespace: a socket stays
-    /// in the namespace it was created in, whatever thread uses it).
+    /// Serve on sockets already bound in this thread's network namespace.
     pub fn serve(tcp: TcpListener, udp: UdpSocket) -> io::Result<Sink> {
+        Sink::serve_with(tcp, udp, Arc::new(UdpSocket::bind))
+    }
+
+    /// Serve on sockets already bound (possibly in another network namespace: a socket stays
+    /// in the namespace it was created in, whatever thread uses it); `udp_socket` binds the
+    /// UDP sockets of ingress probes in the same namespace.
+    pub fn serve_with(
+        tcp: TcpListener,
+        udp: UdpSocket,
+        udp_socket: UdpFactory,
+    ) -> io::Result<Sink> {
         let tcp_addr = tcp.local_addr()?;
         let sessions = Arc::new(Sessions::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -117,7 +127,7 @@ impl Sink {
             threads.push(
                 std::thread::Builder::new()
                     .name("sink-tcp".into())
-                    .spawn(move || accept_loop(tcp, sessions, stop))?,
+                    .spawn(move || accept_loop(tcp, sessions, stop, udp_socket))?,
             );
         }
         Ok(Sink {
@@ -180,7 +190,15 @@ pub fn grow_receive_buffer(s: &impl AsRawFd, bytes: i32) {
     }
 }
 
-fn accept_loop(listener: TcpListener, sessions: Arc<Sessions>, stop: Arc<AtomicBool>) {
+/// Binds a UDP socket where the sink's sockets live (its network namespace).
+pub type UdpFactory = Arc<dyn Fn(SocketAddr) -> io::Result<UdpSocket> + Send + Sync>;
+
+fn accept_loop(
+    listener: TcpListener,
+    sessions: Arc<Sessions>,
+    stop: Arc<AtomicBool>,
+    udp_socket: UdpFactory,
+) {
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -196,11 +214,12 @@ fn accept_loop(listener: TcpListener, sessions: Arc<Sessions>, stop: Arc<AtomicB
         }
         active.fetch_add(1, Ordering::SeqCst);
         let (sessions, active, stop) = (sessions.clone(), active.clone(), stop.clone());
+        let udp_socket = udp_socket.clone();
         let spawned = std::thread::Builder::new()
             .name("sink-conn".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                let _ = serve_conn(conn, &sessions, &stop);
+                let _ = serve_conn(conn, &sessions, &stop, &udp_socket);
                 active.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -209,7 +228,12 @@ fn accept_loop(listener: TcpListener, sessions: Arc<Sessions>, stop: Arc<AtomicB
     }
 }
 
-fn serve_conn(mut conn: TcpStream, sessions: &Sessions, stop: &AtomicBool) -> io::Result<()> {
+fn serve_conn(
+    mut conn: TcpStream,
+    sessions: &Sessions,
+    stop: &AtomicBool,
+    udp_socket: &UdpFactory,
+) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut hello = [0u8; wire::HELLO_LEN];
     conn.read_exact(&mut hello)?;
@@ -217,7 +241,7 @@ fn serve_conn(mut conn: TcpStream, sessions: &Sessions, stop: &AtomicBool) -> io
         return Ok(());
     };
     if kind == wire::KIND_PULL {
-        return serve_pull(conn, session);
+        return serve_pull(conn, session, udp_socket);
     }
     if kind == wire::KIND_REPORT {
         let mut line = serde_json::to_vec(&sessions.report(session)).map_err(io::Error::other)?;
@@ -379,7 +403,7 @@ fn udp_loop(udp: UdpSocket, sessions: &Sessions, stop: &AtomicBool) {
 }
 
 /// Serve a pull (an ingress probe): send what it asks for to the puller.
-fn serve_pull(mut conn: TcpStream, session: u32) -> io::Result<()> {
+fn serve_pull(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io::Result<()> {
     let mut params = [0u8; wire::PULL_LEN];
     conn.read_exact(&mut params)?;
     let Some(pull) = wire::parse_pull(&params) else {
@@ -407,7 +431,7 @@ fn serve_pull(mut conn: TcpStream, session: u32) -> io::Result<()> {
             while conn.read(&mut rest)? > 0 {}
         }
         Protocol::Udp => {
-            let udp = UdpSocket::bind(SocketAddr::new(conn.local_addr()?.ip(), 0))?;
+            let udp = udp_socket(SocketAddr::new(conn.local_addr()?.ip(), 0))?;
             conn.write_all(&udp.local_addr()?.port().to_le_bytes())?;
             udp.set_read_timeout(Some(Duration::from_secs(5)))?;
             let mut d = [0u8; 64];

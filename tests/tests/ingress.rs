@@ -1,0 +1,140 @@
+//! Ingress probes against the real engine: a container that mostly receives is probed in the
+//! receive direction too (`probe.directions = "auto"`), one that sends is not, and the
+//! receiver's recommendation cites ingress evidence.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use netmode_e2e::api::{Direction, ProbeCell, ProbeMode, RunState};
+use netmode_e2e::*;
+
+const PROBE: &str = "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [1024]\nin_place = false";
+
+/// Docker's default bridge's gateway: where a bridge-mode container reaches the host.
+fn bridge_gateway() -> String {
+    docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+}
+
+/// A host-side TCP listener that reads and discards whatever arrives, for as long as the test
+/// runs.
+fn discard_listener() -> u16 {
+    let l = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+fn directions(cells: &[ProbeCell], mode: ProbeMode) -> Vec<Direction> {
+    let mut d: Vec<Direction> = cells
+        .iter()
+        .filter(|c| c.mode == mode)
+        .map(|c| c.direction)
+        .collect();
+    d.sort();
+    d.dedup();
+    d
+}
+
+#[test]
+fn a_receiving_container_is_probed_in_the_receive_direction() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, &probe_section(PROBE));
+    // Receives a steady TCP stream from the host.
+    let port = 7000;
+    let receiver = Container::tcp_sink("ingr", &[], port);
+    let _stream = stream_tcp(format!("{}:{port}", receiver.ip()), Duration::from_secs(90));
+    // Sends a steady TCP stream to the host.
+    let sink_port = discard_listener();
+    let script = format!(
+        "while true; do nc {} {sink_port} < /dev/zero; sleep 0.2; done",
+        bridge_gateway()
+    );
+    let sender = Container::run("egr", &[], busybox_image(), &["sh", "-c", &script]);
+
+    daemon.wait_for(
+        "both containers' live traffic",
+        Duration::from_secs(30),
+        |s| {
+            let rx = find(s, &receiver.name)?.live.as_ref()?;
+            let tx = find(s, &sender.name)?.live.as_ref()?;
+            (rx.rx_bps > 1e6
+                && rx.rx_bps > 3.0 * rx.tx_bps
+                && tx.tx_bps > 1e6
+                && tx.tx_bps > 3.0 * tx.rx_bps)
+                .then_some(())
+        },
+    );
+
+    let run = daemon.probe("{\"all\": true}", Duration::from_secs(180));
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+    let cells_of = |name: &str| -> &[ProbeCell] {
+        &run.containers
+            .iter()
+            .find(|c| c.target.name == name)
+            .unwrap_or_else(|| panic!("{name} not probed: {run:?}"))
+            .cells
+    };
+    let r = cells_of(&receiver.name);
+    for mode in [ProbeMode::Bridge, ProbeMode::Host] {
+        assert_eq!(
+            directions(r, mode),
+            [Direction::Egress, Direction::Ingress],
+            "{r:?}"
+        );
+    }
+    for c in r.iter().filter(|c| c.direction == Direction::Ingress) {
+        assert!(c.error.is_none(), "{c:?}");
+        assert!(c.goodput_bps.is_some_and(|g| g > 1e6), "{c:?}");
+        assert!(c.counters.as_ref().is_some_and(|k| k.cpu_s > 0.0), "{c:?}");
+    }
+    let s = cells_of(&sender.name);
+    assert_eq!(
+        directions(s, ProbeMode::Bridge),
+        [Direction::Egress],
+        "{s:?}"
+    );
+
+    // The operator's view: the direction column and the ingress comparison.
+    let out = daemon.advisor(&["probe", &receiver.name]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for word in ["DIR", "ingress", "tcp 1024 B ingress: bridge"] {
+        assert!(table.contains(word), "{word} missing in\n{table}");
+    }
+
+    // The recommendation weighs the ingress cells and says so.
+    let detail = daemon.wait_for("probe evidence", Duration::from_secs(30), |s| {
+        let rec = find(s, &receiver.name)?.recommendation.as_ref()?;
+        rec.evidence
+            .iter()
+            .find(|e| e.step == "probes")
+            .map(|e| e.detail.clone())
+    });
+    assert!(
+        detail.contains("egress and ingress cells") && detail.contains("% received"),
+        "{detail}"
+    );
+    let out = daemon.advisor(&["explain", &receiver.name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ingress"), "{text}");
+    assert_eq!(daemon.probe_containers(), Vec::<String>::new());
+}
