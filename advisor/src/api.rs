@@ -290,6 +290,34 @@ pub struct Live {
     pub cpu_s_per_gb: Option<f64>,
 }
 
+impl Live {
+    /// Packets each way at least this often look like an exchange, not a trickle.
+    pub const RR_MIN_PPS: f64 = 50.0;
+    /// ... and packets this small on average, not a bulk transfer.
+    pub const RR_MAX_MEAN_BYTES: f64 = 300.0;
+
+    /// The signature of request/response traffic: small packets in both directions at
+    /// similar rates (each request answered), as a broker or a polled web service shows.
+    pub fn request_response_like(&self) -> bool {
+        let (lo, hi) = if self.rx_pps < self.tx_pps {
+            (self.rx_pps, self.tx_pps)
+        } else {
+            (self.tx_pps, self.rx_pps)
+        };
+        lo >= Live::RR_MIN_PPS
+            && lo >= 0.5 * hi
+            && self
+                .mean_packet_bytes
+                .is_some_and(|m| m <= Live::RR_MAX_MEAN_BYTES)
+    }
+
+    /// Share of the bytes it receives; `None` when it moves nothing.
+    pub fn rx_share(&self) -> Option<f64> {
+        let total = self.rx_bps + self.tx_bps;
+        (total > 0.0).then(|| self.rx_bps / total)
+    }
+}
+
 // ------------------------------------------------------------------ probes
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -328,6 +356,30 @@ impl Direction {
         match self {
             Direction::Egress => "egress",
             Direction::Ingress => "ingress",
+        }
+    }
+}
+
+/// The shape of a probe cell's traffic.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// As much as the path carries, one way (the study's experiment).
+    #[default]
+    Stream,
+    /// One request, one answer of the same size, the next request: transactions per second
+    /// and latency, where per-packet costs and context switches dominate.
+    RequestResponse,
+}
+
+impl Pattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Stream => "stream",
+            Pattern::RequestResponse => "request_response",
         }
     }
 }
@@ -410,6 +462,10 @@ pub struct ProbeCell {
     /// from before netmode probed ingress read as egress.
     #[serde(default)]
     pub direction: Direction,
+    /// A stream, or request/response (the probe asks, the sink answers, one transaction at
+    /// a time, as netperf's TCP_RR and UDP_RR).
+    #[serde(default)]
+    pub pattern: Pattern,
     pub protocol: Protocol,
     /// Message size in bytes (TCP: bytes per write; UDP: datagram payload).
     pub size: u32,
@@ -422,8 +478,24 @@ pub struct ProbeCell {
     /// UDP: fraction of datagrams lost (0..1).
     pub loss: Option<f64>,
     pub duration_s: f64,
+    /// Request/response cells: transactions per second and their latency.
+    #[serde(default)]
+    pub transactions: Option<Transactions>,
     pub counters: Option<CellCounters>,
     pub error: Option<String>,
+}
+
+/// What a request/response cell measured (summed over concurrent clients; latencies of all
+/// their transactions).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Transactions {
+    pub per_s: f64,
+    /// Round-trip time of a transaction, microseconds: median and 99th percentile.
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    /// UDP: requests or answers lost (0..1).
+    pub loss: Option<f64>,
 }
 
 /// The container a probe was about.

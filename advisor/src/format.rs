@@ -244,7 +244,15 @@ pub fn status_table(s: &Status) -> String {
 
 // ------------------------------------------------------------------ probe results
 
-use crate::api::{Direction, ProbeCell, ProbeMode, ProbeRun, Sweep};
+use crate::api::{Direction, Pattern, ProbeCell, ProbeMode, ProbeRun, Sweep};
+
+/// "egress", "ingress" or "req/resp".
+fn traffic_label(c: &ProbeCell) -> &'static str {
+    match c.pattern {
+        Pattern::RequestResponse => "req/resp",
+        Pattern::Stream => c.direction.as_str(),
+    }
+}
 
 fn limits_text(l: &crate::api::Limits) -> String {
     let mut parts = Vec::new();
@@ -277,14 +285,20 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
     if with_n {
         header.push(">N");
     }
-    // The direction only when some cell received (most rounds send only, as the study did).
-    let with_dir = cells.iter().any(|c| c.direction == Direction::Ingress);
+    // The traffic only when some cell was not an egress stream (most rounds send only, as
+    // the study did).
+    let with_dir = cells
+        .iter()
+        .any(|c| c.direction == Direction::Ingress || c.pattern == Pattern::RequestResponse);
     if with_dir {
-        header.push("DIR");
+        header.push("TRAFFIC");
+    }
+    let with_rr = cells.iter().any(|c| c.transactions.is_some());
+    header.extend(["PROTO", ">SIZE"]);
+    if with_rr {
+        header.extend([">TRANS/s", ">P50 us", ">P99 us"]);
     }
     header.extend([
-        "PROTO",
-        ">SIZE",
         ">GOODPUT Mbit/s",
         ">SENT Mbit/s",
         ">LOSS",
@@ -307,11 +321,20 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
             row.push(c.concurrency.to_string());
         }
         if with_dir {
-            row.push(c.direction.as_str().to_string());
+            row.push(traffic_label(c).to_string());
+        }
+        row.extend([c.protocol.as_str().to_string(), c.size.to_string()]);
+        if with_rr {
+            match &c.transactions {
+                Some(t) => row.extend([
+                    format!("{:.0}", t.per_s),
+                    format!("{:.0}", t.latency_p50_us),
+                    format!("{:.0}", t.latency_p99_us),
+                ]),
+                None => row.extend([dash(), dash(), dash()]),
+            }
         }
         row.extend([
-            c.protocol.as_str().to_string(),
-            c.size.to_string(),
             if c.error.is_some() {
                 "failed".into()
             } else {
@@ -350,25 +373,47 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
 /// "tcp 64 B: bridge 123.40 vs host 98.20 Mbit/s (bridge +25.7%)" for each protocol and size.
 pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut keys: Vec<(Direction, crate::api::Protocol, u32)> = cells
+    let mut keys: Vec<(Pattern, Direction, crate::api::Protocol, u32)> = cells
         .iter()
-        .map(|c| (c.direction, c.protocol, c.size))
+        .map(|c| (c.pattern, c.direction, c.protocol, c.size))
         .collect();
     keys.sort();
     keys.dedup();
-    for (d, p, s) in keys {
-        let get = |m: ProbeMode| {
-            cells
-                .iter()
-                .find(|c| {
-                    c.mode == m
-                        && c.direction == d
-                        && c.protocol == p
-                        && c.size == s
-                        && c.concurrency == 1
-                })
-                .and_then(|c| c.goodput_bps)
+    for (pat, d, p, s) in keys {
+        let cell = |m: ProbeMode| {
+            cells.iter().find(|c| {
+                c.mode == m
+                    && c.pattern == pat
+                    && c.direction == d
+                    && c.protocol == p
+                    && c.size == s
+                    && c.concurrency == 1
+            })
         };
+        if pat == Pattern::RequestResponse {
+            let p50 = |m| {
+                cell(m)
+                    .and_then(|c| c.transactions)
+                    .map(|t| t.latency_p50_us)
+            };
+            if let (Some(b), Some(h)) = (p50(ProbeMode::Bridge), p50(ProbeMode::Host))
+                && b > 0.0
+                && h > 0.0
+            {
+                let (winner, faster) = if b <= h {
+                    ("bridge", 1.0 - b / h)
+                } else {
+                    ("host", 1.0 - h / b)
+                };
+                out.push(format!(
+                    "{} {s} B request/response: bridge {b:.0} vs host {h:.0} us median round trip ({winner} {:.1}% faster)",
+                    p.as_str(),
+                    faster * 100.0
+                ));
+            }
+            continue;
+        }
+        let get = |m: ProbeMode| cell(m).and_then(|c| c.goodput_bps);
         if let (Some(b), Some(h)) = (get(ProbeMode::Bridge), get(ProbeMode::Host)) {
             let (winner, gain) = if b >= h {
                 ("bridge", b / h - 1.0)

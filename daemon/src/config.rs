@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netmode_advisor::api::{AdvisorMode, Direction, Protocol};
+use netmode_advisor::api::{AdvisorMode, Direction, Pattern, Protocol};
 use serde::{Deserialize, Deserializer};
 
 /// The commented example configuration, embedded: the daemon's defaults.
@@ -115,9 +115,10 @@ pub struct Probe {
     pub protocols: Vec<Protocol>,
     #[serde(deserialize_with = "sizes")]
     pub sizes: Vec<u32>,
-    /// Which way probe traffic flows: `auto` (egress always, ingress too for a container
-    /// whose live traffic is mostly received) or a fixed list.
-    pub directions: Directions,
+    /// What probe traffic looks like: `auto` (egress always, ingress too for a container
+    /// whose live traffic is mostly received, request/response for one that looks like it)
+    /// or a fixed list.
+    pub traffic: Traffic,
     /// Cap per sender, bit/s; `None`: as fast as it goes.
     #[serde(deserialize_with = "optional_rate")]
     pub rate: Option<u64>,
@@ -163,7 +164,7 @@ impl Default for Probe {
             duration: Duration::from_secs(3),
             protocols: vec![Protocol::Tcp, Protocol::Udp],
             sizes: vec![64, 1024],
-            directions: Directions::Auto,
+            traffic: Traffic::Auto,
             rate: None,
             in_place: true,
             target: None,
@@ -552,16 +553,38 @@ fn retry_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_in(d, Duration::from_secs(1), Duration::from_secs(24 * 3600))
 }
 
-/// `probe.directions`: `"auto"` or a list of `"egress"`, `"ingress"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Directions {
-    /// Egress cells for every container, ingress cells too for one that receives at least a
-    /// third of what it sends (`probe::plan::directions`).
-    Auto,
-    List(Vec<Direction>),
+/// One kind of probe traffic (`probe.traffic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrafficKind {
+    /// A stream from the probe to the sink (the study's experiment).
+    Egress,
+    /// A stream from the sink to the probe (the receive path).
+    Ingress,
+    /// Requests from the probe, answered by the sink, one at a time.
+    RequestResponse,
 }
 
-impl<'de> Deserialize<'de> for Directions {
+impl TrafficKind {
+    pub fn direction_and_pattern(self) -> (Direction, Pattern) {
+        match self {
+            TrafficKind::Egress => (Direction::Egress, Pattern::Stream),
+            TrafficKind::Ingress => (Direction::Ingress, Pattern::Stream),
+            TrafficKind::RequestResponse => (Direction::Egress, Pattern::RequestResponse),
+        }
+    }
+}
+
+/// `probe.traffic`: `"auto"` or a list of `"egress"`, `"ingress"`, `"request_response"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traffic {
+    /// Egress cells for every container; ingress cells too for one that receives at least a
+    /// third of what it sends; request/response cells for one whose traffic looks like it
+    /// (`probe::plan::traffic`).
+    Auto,
+    List(Vec<TrafficKind>),
+}
+
+impl<'de> Deserialize<'de> for Traffic {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         #[derive(Deserialize)]
@@ -570,20 +593,22 @@ impl<'de> Deserialize<'de> for Directions {
             Word(String),
             List(Vec<String>),
         }
-        let expected = "expected \"auto\" or a list of \"egress\", \"ingress\"";
+        let expected =
+            "expected \"auto\" or a list of \"egress\", \"ingress\", \"request_response\"";
         match Raw::deserialize(d).map_err(|_| D::Error::custom(expected))? {
-            Raw::Word(w) if w == "auto" => Ok(Directions::Auto),
+            Raw::Word(w) if w == "auto" => Ok(Traffic::Auto),
             Raw::Word(w) => Err(D::Error::custom(format!("{w:?}: {expected}"))),
             Raw::List(v) if v.is_empty() => Err(D::Error::custom(expected)),
             Raw::List(v) => v
                 .iter()
                 .map(|w| match w.as_str() {
-                    "egress" => Ok(Direction::Egress),
-                    "ingress" => Ok(Direction::Ingress),
+                    "egress" => Ok(TrafficKind::Egress),
+                    "ingress" => Ok(TrafficKind::Ingress),
+                    "request_response" => Ok(TrafficKind::RequestResponse),
                     other => Err(D::Error::custom(format!("{other:?}: {expected}"))),
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map(Directions::List),
+                .map(Traffic::List),
         }
     }
 }
@@ -924,20 +949,21 @@ mod tests {
         assert!(e.to_string().contains("not the network address"), "{e}");
         let e = parse("[probe]\nduration = \"2m\"\n").unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
-        let e = parse("[probe]\n\ndirections = [\"sideways\"]\n").unwrap_err();
+        let e = parse("[probe]\n\ntraffic = [\"sideways\"]\n").unwrap_err();
         assert_eq!(
             (e.line, e.key.as_deref()),
-            (Some(3), Some("probe.directions")),
+            (Some(3), Some("probe.traffic")),
             "{e}"
         );
         assert!(e.to_string().contains("sideways"), "{e}");
-        assert!(parse("[probe]\ndirections = []\n").is_err());
+        assert!(parse("[probe]\ntraffic = []\n").is_err());
+        assert!(parse("[probe]\ntraffic = \"all\"\n").is_err());
         assert_eq!(
-            parse("[probe]\ndirections = [\"ingress\"]\n")
+            parse("[probe]\ntraffic = [\"ingress\", \"request_response\"]\n")
                 .unwrap()
                 .probe
-                .directions,
-            Directions::List(vec![Direction::Ingress])
+                .traffic,
+            Traffic::List(vec![TrafficKind::Ingress, TrafficKind::RequestResponse])
         );
         let e = parse("[probe]\nmax_duty_cycle = 0\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("probe.max_duty_cycle"), "{e}");

@@ -259,6 +259,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                 progress.show(&study.options, key, None);
                 let cell = Cell {
                     direction: netmode_advisor::api::Direction::Egress,
+                    pattern: netmode_advisor::api::Pattern::Stream,
                     protocol: key.protocol,
                     size: key.size,
                     duration: study.options.duration,

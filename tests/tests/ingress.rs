@@ -117,7 +117,7 @@ fn a_receiving_container_is_probed_in_the_receive_direction() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for word in ["DIR", "ingress", "tcp 1024 B ingress: bridge"] {
+    for word in ["TRAFFIC", "ingress", "tcp 1024 B ingress: bridge"] {
         assert!(table.contains(word), "{word} missing in\n{table}");
     }
 
@@ -130,7 +130,7 @@ fn a_receiving_container_is_probed_in_the_receive_direction() {
             .map(|e| e.detail.clone())
     });
     assert!(
-        detail.contains("egress and ingress cells") && detail.contains("% received"),
+        detail.contains("cells (ingress") && detail.contains("% received"),
         "{detail}"
     );
     let out = daemon.advisor(&["explain", &receiver.name]);

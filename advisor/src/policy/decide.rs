@@ -54,7 +54,7 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
             memory
                 .containers
                 .get(&c.name)
-                .is_some_and(|m| m.activity_bps >= cfg.active_threshold_bps)
+                .is_some_and(|m| m.is_active(cfg))
         })
         .map(|c| c.name.clone())
         .collect();
@@ -228,7 +228,7 @@ fn pinned(c: &Container, pin: &str, input: &Input, memory: &Memory) -> Recommend
         network_active: memory
             .containers
             .get(&c.name)
-            .is_some_and(|m| m.activity_bps >= input.config.active_threshold_bps),
+            .is_some_and(|m| m.is_active(input.config)),
         held_until_ms: None,
         evidence: vec![Evidence {
             step: "label".into(),
@@ -252,10 +252,20 @@ fn decide(
     let mut evidence = vec![Evidence {
         step: "activity".into(),
         detail: format!(
-            "{} averaged over {:.0} s (threshold {}): {}; {} network-active container{} in all",
+            "{}{} averaged over {:.0} s (threshold {}{}): {}; {} network-active container{} in all",
             mbit(cm.activity_bps),
+            if cm.exchange_pps > 0.0 {
+                format!(", {:.0} request/response exchanges/s", cm.exchange_pps)
+            } else {
+                String::new()
+            },
             cfg.active_window_s,
             mbit(cfg.active_threshold_bps),
+            if cm.exchange_pps > 0.0 {
+                format!(", or {:.0} exchanges/s", Live::RR_MIN_PPS)
+            } else {
+                String::new()
+            },
             if is_active {
                 "network-active"
             } else {
@@ -329,21 +339,36 @@ fn decide(
         .flatten()
         .collect::<Vec<_>>()
         .join(", ");
-        // Which way the cells' traffic flowed, weighted as they weigh.
-        let (mut egress, mut ingress) = (0.0, 0.0);
+        // What traffic the cells carried, weighted as they weigh.
+        let mut kinds = [("egress", 0.0), ("ingress", 0.0), ("request/response", 0.0)];
         for c in cm.probe_rounds.iter().flat_map(|r| &r.cells) {
-            match c.direction {
-                Direction::Egress => egress += cell_weight(c, &profile),
-                Direction::Ingress => ingress += cell_weight(c, &profile),
-            }
+            let k = match (c.pattern, c.direction) {
+                (Pattern::RequestResponse, _) => 2,
+                (Pattern::Stream, Direction::Egress) => 0,
+                (Pattern::Stream, Direction::Ingress) => 1,
+            };
+            kinds[k].1 += cell_weight(c, &profile);
         }
-        let flows = match (egress > 0.0, ingress > 0.0) {
-            (true, true) => format!(
-                "egress and ingress cells ({:.0}% of the weight ingress)",
-                100.0 * ingress / (egress + ingress)
-            ),
-            (false, true) => "ingress cells".to_string(),
-            _ => "egress cells".to_string(),
+        let total: f64 = kinds
+            .iter()
+            .map(|k| k.1)
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // What carries weight (request/response cells compare latency, not goodput).
+        let weighty: Vec<String> = kinds
+            .iter()
+            .filter(|k| k.1 / total >= 0.005)
+            .map(|k| format!("{} {:.0}%", k.0, 100.0 * k.1 / total))
+            .collect();
+        let flows = match weighty.len() {
+            0 | 1 => format!("{} cells", kinds[0].0),
+            _ => format!("cells ({})", weighty.join(", ")),
+        };
+        let flows = if kinds[0].0 == "request/response" {
+            format!("{flows} (latency, not goodput)")
+        } else {
+            flows
         };
         evidence.push(Evidence {
             step: "probes".into(),

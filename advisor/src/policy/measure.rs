@@ -2,7 +2,7 @@
 //! weighed toward the traffic a container really carries, and combined with the prior.
 
 use super::*;
-use crate::api::{Direction, ProbeCell, ProbeMode};
+use crate::api::{Direction, Live, Pattern, ProbeCell, ProbeMode};
 pub(super) fn log_ratio(host: f64, bridge: f64) -> Option<f64> {
     (host > 0.0 && bridge > 0.0).then(|| (host / bridge).ln())
 }
@@ -20,15 +20,27 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
     for b in bridge.iter().filter(|c| c.concurrency == 1) {
         let h = host.iter().find(|h| {
             h.direction == b.direction
+                && h.pattern == b.pattern
                 && h.protocol == b.protocol
                 && h.size == b.size
                 && h.concurrency == 1
         });
+        let ratio = |h: &ProbeCell| match b.pattern {
+            // Latency: a shorter round trip in host mode is host's gain.
+            Pattern::RequestResponse => log_ratio(
+                b.transactions.map_or(0.0, |t| t.latency_p50_us),
+                h.transactions.map_or(0.0, |t| t.latency_p50_us),
+            ),
+            Pattern::Stream => {
+                log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0))
+            }
+        };
         if let Some(h) = h
-            && let Some(l) = log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0))
+            && let Some(l) = ratio(h)
         {
             out.push(CellRatio {
                 direction: b.direction,
+                pattern: b.pattern,
                 protocol: b.protocol,
                 size: b.size,
                 log_ratio: l,
@@ -79,6 +91,9 @@ pub struct Profile {
     pub cpu_s_per_gb: Option<f64>,
     /// Share of its traffic (bytes) it receives; `None` when it moves nothing.
     pub rx_share: Option<f64>,
+    /// Whether its traffic looks like requests and answers (`Live::request_response_like`);
+    /// `None` when it moves nothing.
+    pub request_response: Option<bool>,
 }
 
 impl Profile {
@@ -89,9 +104,10 @@ impl Profile {
             tcp_share: l.and_then(|l| l.tcp_share),
             mean_packet: l.and_then(|l| l.mean_packet_bytes),
             cpu_s_per_gb: l.and_then(|l| l.cpu_s_per_gb),
-            rx_share: l
-                .filter(|l| l.rx_bps + l.tx_bps > 0.0)
-                .map(|l| l.rx_bps / (l.rx_bps + l.tx_bps)),
+            rx_share: l.and_then(Live::rx_share),
+            request_response: l
+                .filter(|l| l.rx_pps + l.tx_pps > 0.0)
+                .map(Live::request_response_like),
         }
     }
 
@@ -103,6 +119,7 @@ impl Profile {
             mean_packet: None,
             cpu_s_per_gb: None,
             rx_share: None,
+            request_response: None,
         }
     }
 }
@@ -118,8 +135,10 @@ fn log_kernel(a: f64, b: f64) -> f64 {
 }
 
 /// How much a probe cell speaks for a container's traffic:
+/// - pattern: request/response cells for traffic that looks like requests and answers,
+///   streams for the rest (even weights when unknown);
 /// - direction: egress cells by the share of bytes it sends, ingress cells by the share it
-///   receives (even weights when unknown);
+///   receives (even weights when unknown; request/response cells go both ways);
 /// - protocol: by the container's TCP share (even weights when unknown);
 /// - size: UDP datagrams show their size on the wire (the mean packet, less its headers);
 ///   TCP writes do not (the stack coalesces them), but their cost does: small writes cost
@@ -132,10 +151,17 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
         (None, _) => 0.5,
     }
     .max(1e-3);
-    let direction = match (p.rx_share, c.direction) {
-        (Some(r), Direction::Ingress) => r,
-        (Some(r), Direction::Egress) => 1.0 - r,
+    let pattern = match (p.request_response, c.pattern) {
+        (Some(rr), Pattern::RequestResponse) => f64::from(u8::from(rr)),
+        (Some(rr), Pattern::Stream) => f64::from(u8::from(!rr)),
         (None, _) => 0.5,
+    }
+    .max(1e-3);
+    let direction = match (p.rx_share, c.direction, c.pattern) {
+        (_, _, Pattern::RequestResponse) => 1.0,
+        (Some(r), Direction::Ingress, _) => r,
+        (Some(r), Direction::Egress, _) => 1.0 - r,
+        (None, _, _) => 0.5,
     }
     .max(1e-3);
     let by_packet = || match p.mean_packet {
@@ -143,6 +169,8 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
         None => 1.0,
     };
     let size = match c.protocol {
+        // Datagrams, and requests one at a time, show their size on the wire.
+        _ if c.pattern == Pattern::RequestResponse => by_packet(),
         Protocol::Udp => by_packet(),
         Protocol::Tcp => {
             let cell = if p.mode == ModeKind::Host {
@@ -156,7 +184,7 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
             }
         }
     };
-    direction * proto * size
+    pattern * direction * proto * size
 }
 
 pub(super) fn weighted_ratio(cells: &[CellRatio], profile: &Profile) -> Option<f64> {

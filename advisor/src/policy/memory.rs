@@ -36,13 +36,19 @@ pub fn remember(input: &Input, old: &Memory) -> Memory {
         }
         if let Some(l) = &c.live {
             let rate = l.rx_bps + l.tx_bps;
+            let exchanges = if l.request_response_like() {
+                l.rx_pps.min(l.tx_pps)
+            } else {
+                0.0
+            };
             let dt = input.now_ms.saturating_sub(cm.activity_at_ms) as f64 / 1000.0;
-            cm.activity_bps = if cm.activity_at_ms == 0 {
-                rate
+            if cm.activity_at_ms == 0 {
+                (cm.activity_bps, cm.exchange_pps) = (rate, exchanges);
             } else {
                 let a = (dt / input.config.active_window_s.max(0.001)).min(1.0);
-                cm.activity_bps + a * (rate - cm.activity_bps)
-            };
+                cm.activity_bps += a * (rate - cm.activity_bps);
+                cm.exchange_pps += a * (exchanges - cm.exchange_pps);
+            }
             cm.activity_at_ms = input.now_ms;
         }
         if let Some(p) = &c.probes

@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    Action, Container, CrossoverInfo, Direction, Limits, ModeKind, Protocol, Recommendation, Sweep,
+    Action, Container, CrossoverInfo, Direction, Limits, Live, ModeKind, Pattern, Protocol,
+    Recommendation, Sweep,
 };
 
 pub mod auto;
@@ -133,6 +134,10 @@ pub struct CellRatio {
     /// Rounds remembered from before ingress probes read as egress.
     #[serde(default)]
     pub direction: Direction,
+    /// Request/response cells compare latency (the median round trip, bridge over host),
+    /// streams goodput.
+    #[serde(default)]
+    pub pattern: Pattern,
     pub protocol: Protocol,
     pub size: u32,
     pub log_ratio: f64,
@@ -169,6 +174,7 @@ impl SweepRatio {
         CellRatio {
             // The sweep sends egress, as the study did.
             direction: Direction::Egress,
+            pattern: Pattern::Stream,
             protocol: self.protocol,
             size: self.size,
             log_ratio: self.log_ratio,
@@ -178,11 +184,23 @@ impl SweepRatio {
     }
 }
 
+impl ContainerMemory {
+    /// Network-active: moving enough bytes, or exchanging requests and answers often enough
+    /// (a broker's traffic is small in bytes, and its latency is what its mode changes).
+    pub fn is_active(&self, cfg: &Config) -> bool {
+        self.activity_bps >= cfg.active_threshold_bps || self.exchange_pps >= Live::RR_MIN_PPS
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerMemory {
     pub mode: Option<ModeKind>,
     pub mode_since_ms: u64,
     pub activity_bps: f64,
+    /// Request/response exchanges per second (the smaller of its packet rates each way while
+    /// its traffic looks like requests and answers, else 0), averaged like `activity_bps`.
+    #[serde(default)]
+    pub exchange_pps: f64,
     pub activity_at_ms: u64,
     /// What was recommended (mode, action) and since when.
     pub recommended: Option<(ModeKind, Action)>,

@@ -1,8 +1,8 @@
 use super::measure::weighted_ratio;
 use super::*;
 use crate::api::{
-    Basis, Blocker, ContainerProbes, Direction, Limits, Live, NetworkAttachment, PortBinding,
-    ProbeCell, ProbeMode, Protocol,
+    Basis, Blocker, ContainerProbes, Direction, Limits, Live, NetworkAttachment, Pattern,
+    PortBinding, ProbeCell, ProbeMode, Protocol,
 };
 use proptest::prelude::*;
 
@@ -79,6 +79,7 @@ fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> Pro
     ProbeCell {
         mode,
         direction: Direction::Egress,
+        pattern: Pattern::Stream,
         protocol,
         size,
         concurrency: n,
@@ -86,6 +87,7 @@ fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> Pro
         sent_bps: Some(bps),
         loss: None,
         duration_s: 3.0,
+        transactions: None,
         counters: None,
         error: None,
     }
@@ -426,6 +428,7 @@ fn each_container_follows_the_sweep_of_traffic_like_its_own() {
 fn ratio_cell(protocol: Protocol, size: u32, ratio: f64, cpu_s_per_gb: f64) -> CellRatio {
     CellRatio {
         direction: Direction::Egress,
+        pattern: Pattern::Stream,
         protocol,
         size,
         log_ratio: f64::ln(ratio),
@@ -530,9 +533,7 @@ fn an_ingress_heavy_container_follows_its_ingress_cells() {
     );
     let probes = r.evidence.iter().find(|e| e.step == "probes").unwrap();
     assert!(
-        probes
-            .detail
-            .contains("egress and ingress cells (95% of the weight ingress)")
+        probes.detail.contains("cells (ingress 95%, egress 5%)")
             && probes.detail.contains("95% received"),
         "{}",
         probes.detail
@@ -543,6 +544,71 @@ fn an_ingress_heavy_container_follows_its_ingress_cells() {
     w.containers[0].live = Some(l);
     let r = w.eval(10 * MIN, &memory).0.recommendations["broker"].clone();
     assert_eq!(r.mode, ModeKind::Host, "{}", r.reason);
+}
+
+/// A broker exchanging small requests and answers: its request/response cells, where bridge
+/// answers faster, outweigh stream cells where host moves more bytes.
+#[test]
+fn a_request_response_container_is_judged_on_latency() {
+    let mut c = container("mqtt", ModeKind::Bridge);
+    let mut l = live(400.0 * 120.0 * 8.0, 120.0);
+    (l.tx_bps, l.rx_pps, l.tx_pps) = (l.rx_bps, 400.0, 400.0);
+    assert!(l.request_response_like());
+    c.live = Some(l);
+    let mut w = World::new(vec![c]);
+    let mut memory = Memory::default();
+    let mut last = None;
+    for i in 0..3u64 {
+        let mut p = probes(&format!("r{i}"), 1.4);
+        for (mode, p50) in [(ProbeMode::Bridge, 80.0), (ProbeMode::Host, 100.0)] {
+            let cells = if mode == ProbeMode::Bridge {
+                &mut p.bridge
+            } else {
+                &mut p.host
+            };
+            for pr in [Protocol::Tcp, Protocol::Udp] {
+                cells.push(ProbeCell {
+                    pattern: Pattern::RequestResponse,
+                    // Goodput would say host: latency is what counts here.
+                    transactions: Some(crate::api::Transactions {
+                        per_s: 1e6 / p50,
+                        latency_p50_us: p50,
+                        latency_p99_us: 3.0 * p50,
+                        loss: None,
+                    }),
+                    ..cell(
+                        mode,
+                        pr,
+                        64,
+                        1,
+                        if mode == ProbeMode::Host { 2e6 } else { 1e6 },
+                    )
+                });
+            }
+        }
+        w.containers[0].probes = Some(p);
+        let (e, m) = w.eval((i + 1) * MIN, &memory);
+        memory = m;
+        last = Some(e.recommendations["mqtt"].clone());
+    }
+    let r = last.unwrap();
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Bridge, Action::Keep),
+        "{}",
+        r.reason
+    );
+    let probes = r
+        .evidence
+        .iter()
+        .find(|e| e.step == "probes")
+        .unwrap_or_else(|| panic!("{}: {:?}", r.reason, r.evidence));
+    assert!(
+        probes.detail.contains("request/response cells"),
+        "{}",
+        probes.detail
+    );
+    assert!(probes.detail.contains("-20.0%"), "{}", probes.detail);
 }
 
 // ------------------------------------------------------------------ exclusions and pins

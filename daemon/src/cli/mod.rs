@@ -22,6 +22,8 @@ commands:
   send --target URL    send one probe stream and print what the receiver got:
          [--protocol tcp|udp] [--size BYTES] [--duration 3s] [--rate 20Mbit] [--json]
          [--direction ingress]: the sink sends and this end receives (iperf3 -R)
+         [--pattern request-response]: requests answered by the sink, one at a time
+           (netperf's TCP_RR / UDP_RR): transactions per second and latency
          URL is netmode://HOST:PORT (a netmoded sink) or iperf3://HOST:PORT (iperf3 -s)
 
 options:

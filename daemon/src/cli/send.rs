@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use netmode_advisor::api::{Direction, Protocol};
+use netmode_advisor::api::{Direction, Pattern, Protocol};
 
 use super::{Arg, Global, parse_rest, text};
 use crate::error::{Error, ProbeError, Result};
@@ -18,6 +18,7 @@ pub struct Options {
     pub session: Option<u32>,
     /// Ingress: the sink sends and this end receives.
     pub direction: Direction,
+    pub pattern: Pattern,
     /// Wait up to this long for SIGUSR1 before sending (the daemon's start signal).
     pub wait_go: Option<Duration>,
     pub json: bool,
@@ -35,6 +36,7 @@ impl Default for Options {
             rate_bps: None,
             session: None,
             direction: Direction::Egress,
+            pattern: Pattern::Stream,
             wait_go: None,
             json: false,
             perf: false,
@@ -66,6 +68,17 @@ pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<Options> {
                     other => {
                         return Err(bad(format!(
                             "--direction {other:?}: egress (this end sends) or ingress (the sink sends)"
+                        )));
+                    }
+                }
+            }
+            "pattern" => {
+                o.pattern = match text(p)?.as_str() {
+                    "stream" => Pattern::Stream,
+                    "request-response" | "rr" => Pattern::RequestResponse,
+                    other => {
+                        return Err(bad(format!(
+                            "--pattern {other:?}: stream or request-response"
                         )));
                     }
                 }
@@ -166,6 +179,7 @@ pub fn run(o: Options) -> Result<()> {
         rate_bps: o.rate_bps,
         session: o.session.unwrap_or_else(traffic::new_session),
         direction: o.direction,
+        pattern: o.pattern,
     };
     let report = if o.wait_go.is_some_and(|limit| !wait_for_go(limit)) {
         SenderReport {

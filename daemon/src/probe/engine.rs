@@ -351,14 +351,14 @@ impl ProbeEngine {
                     return (cp, None);
                 }
             };
-            let directions = plan::directions(&self.cfg, t);
-            // Probe containers depend on the network, the limits and the traffic's
-            // directions, not on the target.
+            let kinds = plan::traffic(&self.cfg, t);
+            // Probe containers depend on the network, the limits and the kinds of traffic,
+            // not on the target.
             let key = match &launch {
                 Launch::Container { network_mode } => Some((
                     driver.mode(),
                     network_mode.clone(),
-                    format!("{:?} {directions:?}", t.limits),
+                    format!("{:?} {kinds:?}", t.limits),
                 )),
                 Launch::InNamespace { .. } => None,
             };
@@ -368,8 +368,7 @@ impl ProbeEngine {
                 continue;
             }
             let mut mode_cells = Vec::new();
-            for cell in plan::cells_in(&self.cfg, &directions, &self.cfg.protocols, &self.cfg.sizes)
-            {
+            for cell in plan::cells_in(&self.cfg, &kinds, &self.cfg.protocols, &self.cfg.sizes) {
                 if !self.still_running(&t.id) {
                     cp.error = Some(stopped().to_string());
                     return (cp, Some(stopped()));

@@ -73,6 +73,13 @@ pub fn overlapping_route(
 /// A request for a UDP socket bound in the sink's namespace, and where to answer.
 type UdpRequest = (SocketAddr, mpsc::Sender<std::io::Result<UdpSocket>>);
 
+/// The namespace thread's socket service: the sink's own sockets, then ingress probes' UDP.
+struct Binder {
+    bind: mpsc::Sender<SocketAddr>,
+    sockets: mpsc::Receiver<std::io::Result<(TcpListener, UdpSocket)>>,
+    udp: mpsc::Sender<UdpRequest>,
+}
+
 /// What the namespace thread hands back: the namespace and a netlink socket inside it.
 struct InNamespace {
     ns: File,
@@ -170,28 +177,13 @@ impl LocalSink {
             _ns: inside.ns,
         };
         // From here on, a failure removes the veth pair it created.
-        let bind = inside.bind;
-        let sockets = inside.sockets;
-        let udp = std::sync::Mutex::new(inside.udp);
-        let factory: UdpFactory = std::sync::Arc::new(move |addr| {
-            let (tx, rx) = mpsc::channel();
-            let gone = || std::io::Error::other("the sink's namespace thread is gone");
-            udp.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send((addr, tx))
-                .map_err(|_| gone())?;
-            rx.recv().map_err(|_| gone())?
-        });
+        let binder = Binder {
+            bind: inside.bind,
+            sockets: inside.sockets,
+            udp: inside.udp,
+        };
         match sink
-            .configure(
-                host,
-                &ns_netlink,
-                subnet,
-                &peer_name,
-                bind,
-                sockets,
-                factory,
-            )
+            .configure(host, &ns_netlink, subnet, &peer_name, binder)
             .await
         {
             Ok(()) => {
@@ -214,10 +206,13 @@ impl LocalSink {
         ns_netlink: &Netlink,
         subnet: &SinkSubnet,
         peer_name: &str,
-        bind: mpsc::Sender<SocketAddr>,
-        sockets: mpsc::Receiver<std::io::Result<(TcpListener, UdpSocket)>>,
-        factory: UdpFactory,
+        binder: Binder,
     ) -> Result<()> {
+        let Binder {
+            bind,
+            sockets,
+            udp: udp_requests,
+        } = binder;
         let host_name = self.host_link.clone();
         let host_idx = host
             .link_index(&host_name)
@@ -251,6 +246,17 @@ impl LocalSink {
             .await
             .map_err(|e| sink_err("namespace thread", e))?
             .map_err(|e| sink_err(&format!("bind {}", self.addr), e))?;
+        let udp_requests = std::sync::Mutex::new(udp_requests);
+        let factory: UdpFactory = std::sync::Arc::new(move |addr| {
+            let (tx, rx) = mpsc::channel();
+            let gone = || std::io::Error::other("the sink's namespace thread is gone");
+            udp_requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send((addr, tx))
+                .map_err(|_| gone())?;
+            rx.recv().map_err(|_| gone())?
+        });
         self.sink = Some(Sink::serve_with(tcp, udp, factory).map_err(|e| sink_err("start", e))?);
         Ok(())
     }
@@ -342,6 +348,7 @@ mod tests {
                 rate_bps: None,
                 session: 99,
                 direction: netmode_advisor::api::Direction::Egress,
+                pattern: netmode_advisor::api::Pattern::Stream,
             };
             let mut ingress = spec.clone();
             let report = smol::unblock(move || crate::traffic::send(&spec, true)).await;

@@ -6,10 +6,11 @@
 use std::time::{Duration, Instant};
 
 use netmode_advisor::api::{
-    self, CellCounters, Direction, Host, Limits, ProbeCell, ProbeMode, Protocol,
+    self, CellCounters, Direction, Host, Limits, Pattern, ProbeCell, ProbeMode, Protocol,
+    Transactions,
 };
 
-use crate::config::{Directions, Probe as ProbeConfig};
+use crate::config::{Probe as ProbeConfig, Traffic, TrafficKind};
 use crate::error::ProbeError;
 use crate::traffic::SenderReport;
 
@@ -20,6 +21,7 @@ const ACTIVE_BPS: f64 = 100_000.0;
 #[derive(Debug, Clone)]
 pub struct Cell {
     pub direction: Direction,
+    pub pattern: Pattern,
     pub protocol: Protocol,
     pub size: u32,
     pub duration: Duration,
@@ -35,22 +37,24 @@ pub struct CellRun {
 
 /// Every protocol and size of `protocols` x `sizes`, egress, as the configuration asks.
 pub fn cells(cfg: &ProbeConfig, protocols: &[Protocol], sizes: &[u32]) -> Vec<Cell> {
-    cells_in(cfg, &[Direction::Egress], protocols, sizes)
+    cells_in(cfg, &[TrafficKind::Egress], protocols, sizes)
 }
 
-/// Every direction x protocol x size.
+/// Every kind of traffic x protocol x size.
 pub fn cells_in(
     cfg: &ProbeConfig,
-    directions: &[Direction],
+    kinds: &[TrafficKind],
     protocols: &[Protocol],
     sizes: &[u32],
 ) -> Vec<Cell> {
     let mut v = Vec::new();
-    for &direction in directions {
+    for kind in kinds {
+        let (direction, pattern) = kind.direction_and_pattern();
         for &protocol in protocols {
             for &size in sizes {
                 v.push(Cell {
                     direction,
+                    pattern,
                     protocol,
                     size,
                     duration: cfg.duration,
@@ -62,22 +66,30 @@ pub fn cells_in(
     v
 }
 
-/// The directions a container is probed in: the configured list, or (`auto`) egress, and
-/// ingress too when its live traffic is mostly received: at least a third of what it sends,
-/// and active (a round stays short for the containers that do not need it).
-pub fn directions(cfg: &ProbeConfig, c: &api::Container) -> Vec<Direction> {
-    match &cfg.directions {
-        Directions::List(v) => v.clone(),
-        Directions::Auto => {
-            let receives = c
-                .live
-                .as_ref()
-                .is_some_and(|l| l.rx_bps >= ACTIVE_BPS && l.rx_bps * 3.0 >= l.tx_bps);
-            if receives {
-                vec![Direction::Egress, Direction::Ingress]
-            } else {
-                vec![Direction::Egress]
+/// The kinds of traffic a container is probed with: the configured list, or (`auto`)
+/// egress (the study's cells), ingress too when its live traffic is mostly received (at
+/// least a third of what it sends, and active), and request/response when it looks like an
+/// exchange of small requests and answers (with a netmode sink). A round stays short for containers that need
+/// only the study's cells.
+pub fn traffic(cfg: &ProbeConfig, c: &api::Container) -> Vec<TrafficKind> {
+    match &cfg.traffic {
+        Traffic::List(v) => v.clone(),
+        Traffic::Auto => {
+            let mut v = vec![TrafficKind::Egress];
+            if let Some(l) = &c.live {
+                if l.rx_bps >= ACTIVE_BPS && l.rx_bps * 3.0 >= l.tx_bps {
+                    v.push(TrafficKind::Ingress);
+                }
+                // iperf3 has no request/response test: only a netmode sink answers.
+                let iperf3 = cfg
+                    .target
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("iperf3://"));
+                if l.request_response_like() && !iperf3 {
+                    v.push(TrafficKind::RequestResponse);
+                }
             }
+            v
         }
     }
 }
@@ -169,6 +181,7 @@ pub fn cell_result(
     let mut out = ProbeCell {
         mode,
         direction: cell.direction,
+        pattern: cell.pattern,
         protocol: cell.protocol,
         size: cell.size,
         concurrency: n,
@@ -176,6 +189,7 @@ pub fn cell_result(
         sent_bps: None,
         loss: None,
         duration_s: cell.duration.as_secs_f64(),
+        transactions: None,
         counters: None,
         error: None,
     };
@@ -202,9 +216,34 @@ pub fn cell_result(
                     .sum();
                 out.loss = (sent > 0).then(|| lost / sent as f64);
             }
+            if cell.pattern == Pattern::RequestResponse {
+                out.transactions = transactions(&outcomes, out.loss);
+            }
         }
     }
     out
+}
+
+/// Transactions per second summed over clients; the median of their medians and the worst
+/// of their 99th percentiles.
+fn transactions(outcomes: &[&crate::traffic::Outcome], loss: Option<f64>) -> Option<Transactions> {
+    let per_s = outcomes
+        .iter()
+        .filter(|o| o.elapsed_s > 0.0)
+        .map(|o| o.transactions as f64 / o.elapsed_s)
+        .sum();
+    let mut p50: Vec<f64> = outcomes.iter().filter_map(|o| o.latency_p50_us).collect();
+    p50.sort_by(f64::total_cmp);
+    let p99 = outcomes
+        .iter()
+        .filter_map(|o| o.latency_p99_us)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    Some(Transactions {
+        per_s,
+        latency_p50_us: *p50.get(p50.len() / 2)?,
+        latency_p99_us: p99?,
+        loss,
+    })
 }
 
 #[cfg(test)]
@@ -216,6 +255,7 @@ mod tests {
         ProbeCell {
             mode,
             direction: Direction::Egress,
+            pattern: Pattern::Stream,
             protocol: Protocol::Tcp,
             size: 64,
             concurrency: n,
@@ -223,6 +263,7 @@ mod tests {
             sent_bps: None,
             loss: None,
             duration_s: 3.0,
+            transactions: None,
             counters: None,
             error: None,
         }
@@ -262,37 +303,44 @@ mod tests {
     }
 
     #[test]
-    fn ingress_is_probed_for_containers_that_receive() {
+    fn containers_are_probed_with_traffic_like_their_own() {
+        use TrafficKind::*;
         let cfg = ProbeConfig::default();
-        let both = vec![Direction::Egress, Direction::Ingress];
+        let of = |rx: f64, tx: f64| traffic(&cfg, &container("a", None, rx, tx));
         // Idle, or sending: the study's egress cells only.
-        assert_eq!(
-            directions(&cfg, &container("a", None, 0.0, 0.0)),
-            [Direction::Egress]
-        );
-        assert_eq!(
-            directions(&cfg, &container("a", None, 1e6, 9e6)),
-            [Direction::Egress]
-        );
-        // Receiving a third of what it sends or more: both.
-        assert_eq!(directions(&cfg, &container("a", None, 3e6, 9e6)), both);
-        assert_eq!(directions(&cfg, &container("a", None, 9e6, 1e5)), both);
+        assert_eq!(of(0.0, 0.0), [Egress]);
+        assert_eq!(of(1e6, 9e6), [Egress]);
+        // Receiving a third of what it sends or more: ingress too.
+        assert_eq!(of(3e6, 9e6), [Egress, Ingress]);
+        assert_eq!(of(9e6, 1e5), [Egress, Ingress]);
         // A trickle is no profile.
-        assert_eq!(
-            directions(&cfg, &container("a", None, 5e4, 0.0)),
-            [Direction::Egress]
-        );
+        assert_eq!(of(5e4, 0.0), [Egress]);
+        // Small packets both ways at similar rates: request/response (container() gives
+        // 100 B packets; rx_pps and tx_pps set here).
+        let mut c = container("a", None, 2e5, 2e5);
+        let l = c.live.as_mut().unwrap();
+        (l.rx_pps, l.tx_pps) = (250.0, 250.0);
+        assert_eq!(traffic(&cfg, &c), [Egress, Ingress, RequestResponse]);
+        // ... but not a one-way stream of small packets.
+        let l = c.live.as_mut().unwrap();
+        (l.rx_pps, l.tx_pps) = (250.0, 10.0);
+        assert!(!traffic(&cfg, &c).contains(&RequestResponse));
         let fixed = ProbeConfig {
-            directions: Directions::List(vec![Direction::Ingress]),
+            traffic: Traffic::List(vec![Ingress]),
             ..ProbeConfig::default()
         };
-        assert_eq!(
-            directions(&fixed, &container("a", None, 0.0, 0.0)),
-            [Direction::Ingress]
+        assert_eq!(traffic(&fixed, &container("a", None, 0.0, 0.0)), [Ingress]);
+        let cells = cells_in(
+            &cfg,
+            &[Egress, RequestResponse],
+            &[Protocol::Tcp],
+            &[64, 1024],
         );
-        let cells = cells_in(&cfg, &both, &[Protocol::Tcp], &[64, 1024]);
         assert_eq!(cells.len(), 4);
-        assert_eq!(cells[2].direction, Direction::Ingress);
+        assert_eq!(
+            (cells[2].direction, cells[2].pattern),
+            (Direction::Egress, Pattern::RequestResponse)
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use futures_lite::FutureExt;
-use netmode_advisor::api::{CellCounters, Direction, Limits, PerfCounts};
+use netmode_advisor::api::{CellCounters, Direction, Limits, Pattern, PerfCounts};
 
 use super::plan::{Cell, CellRun};
 use crate::docker::Engine;
@@ -80,6 +80,10 @@ fn sender_args(target: Target, cell: &Cell, session: u32, wait_go: bool) -> Vec<
     if cell.direction == Direction::Ingress {
         a.push("--direction".into());
         a.push(cell.direction.as_str().into());
+    }
+    if cell.pattern == Pattern::RequestResponse {
+        a.push("--pattern".into());
+        a.push("request-response".into());
     }
     if let Some(r) = cell.rate_bps {
         a.push("--rate".into());
@@ -383,6 +387,7 @@ impl Runner<'_> {
             rate_bps: cell.rate_bps,
             session: traffic::new_session(),
             direction: cell.direction,
+            pattern: cell.pattern,
         };
         let (report, perf, softirq) = netns::spawn_in("probe-in-place", pid, move || {
             let counters = perf::Counters::start(0);

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netmode_advisor::api::{Direction, Protocol};
+use netmode_advisor::api::{Direction, Pattern, Protocol};
 use serde_json::{Value, json};
 
 use super::sender::{tcp_stream, udp_socket, udp_stream};
@@ -119,6 +119,11 @@ fn read_json(c: &mut TcpStream) -> Result<Value, TrafficError> {
 
 pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
+    if spec.pattern == Pattern::RequestResponse {
+        return Err(TrafficError::Protocol(
+            "iperf3 has no request/response test: request/response probes need a netmode sink (probe.target = \"\" or netmode://)".into(),
+        ));
+    }
     if spec.protocol == Protocol::Udp && spec.size < UDP_HEADER {
         return Err(TrafficError::Protocol(format!(
             "UDP message size must be at least {UDP_HEADER} bytes (iperf3's header)"
@@ -402,6 +407,7 @@ mod tests {
                     rate_bps: None,
                     session: 1,
                     direction,
+                    pattern: netmode_advisor::api::Pattern::Stream,
                 });
                 if r.as_ref().is_err_and(|e| e.to_string().contains("refused")) {
                     std::thread::sleep(Duration::from_millis(100));

@@ -16,7 +16,7 @@ pub mod wire;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use netmode_advisor::api::{Direction, PerfCounts, Protocol};
+use netmode_advisor::api::{Direction, Pattern, PerfCounts, Protocol};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrafficError;
@@ -93,6 +93,8 @@ pub struct SendSpec {
     pub session: u32,
     /// Egress: this end sends; ingress: the sink sends and this end receives (a pull).
     pub direction: Direction,
+    /// A stream, or request/response (this end asks, the sink answers `size` bytes).
+    pub pattern: Pattern,
 }
 
 /// What a sender achieved, with the receiver's view.
@@ -107,6 +109,13 @@ pub struct Outcome {
     /// Seconds from the first byte received to the last, at the receiver.
     pub received_active_s: f64,
     pub loss: Option<f64>,
+    /// Request/response: transactions completed and their round-trip times.
+    #[serde(default)]
+    pub transactions: u64,
+    #[serde(default)]
+    pub latency_p50_us: Option<f64>,
+    #[serde(default)]
+    pub latency_p99_us: Option<f64>,
 }
 
 impl Outcome {

@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use netmode_advisor::api::{Direction, Protocol};
+use netmode_advisor::api::{Direction, Pattern, Protocol};
 
 use super::{Outcome, SendSpec, sink, wire};
 use crate::error::TrafficError;
@@ -41,6 +41,15 @@ impl Pacer {
 
 pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
+    if spec.pattern == Pattern::RequestResponse {
+        return match spec.protocol {
+            Protocol::Tcp => rr_tcp(addr, spec),
+            Protocol::Udp => rr_udp(addr, spec),
+        }
+        .map_err(TrafficError::io(format!(
+            "request/response with the sink at {addr}"
+        )));
+    }
     if spec.direction == Direction::Ingress {
         return match spec.protocol {
             Protocol::Tcp => pull_tcp(addr, spec),
@@ -130,7 +139,12 @@ impl Arrivals {
 }
 
 fn pull_hello(spec: &SendSpec) -> [u8; wire::HELLO_LEN + wire::PULL_LEN] {
+    let kind = match spec.pattern {
+        Pattern::Stream => wire::KIND_PULL,
+        Pattern::RequestResponse => wire::KIND_RR,
+    };
     wire::pull(
+        kind,
         spec.session,
         &wire::Pull {
             protocol: spec.protocol,
@@ -258,6 +272,119 @@ fn pull_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
     })
 }
 
+/// Round-trip times of transactions, to summarise.
+#[derive(Default)]
+struct Rtts(Vec<u32>);
+
+impl Rtts {
+    fn add(&mut self, since: Instant) {
+        self.0
+            .push(since.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+
+    /// The outcome of `n` transactions of `size` bytes each way over `elapsed`.
+    fn outcome(mut self, size: usize, elapsed: Duration, lost: u64) -> Outcome {
+        self.0.sort_unstable();
+        let n = self.0.len() as u64;
+        let at = |q: f64| {
+            (!self.0.is_empty())
+                .then(|| self.0[((self.0.len() as f64 * q) as usize).min(self.0.len() - 1)] as f64)
+        };
+        let bytes = n * size as u64;
+        Outcome {
+            sent_bytes: (n + lost) * size as u64,
+            sent_messages: n + lost,
+            elapsed_s: elapsed.as_secs_f64(),
+            received_bytes: bytes,
+            received_active_s: elapsed.as_secs_f64(),
+            loss: None,
+            transactions: n,
+            latency_p50_us: at(0.5),
+            latency_p99_us: at(0.99),
+            ..Default::default()
+        }
+    }
+}
+
+/// Request/response over TCP: a request of `size` bytes, the answer, the next request.
+fn rr_tcp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_nodelay(true)?;
+    s.write_all(&pull_hello(spec))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = vec![0x72u8; spec.size.max(1)];
+    let mut rtts = Rtts::default();
+    let start = Instant::now();
+    while start.elapsed() < spec.duration {
+        let t = Instant::now();
+        s.write_all(&req)?;
+        s.read_exact(&mut req)?;
+        rtts.add(t);
+    }
+    let elapsed = start.elapsed();
+    let _ = s.shutdown(Shutdown::Both);
+    Ok(rtts.outcome(spec.size, elapsed, 0))
+}
+
+/// Request/response over UDP: a request datagram, its echo (or 200 ms without one: lost),
+/// the next request.
+fn rr_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
+    if spec.size < wire::UDP_HEADER_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "UDP message size must be at least {} bytes (the probe header)",
+                wire::UDP_HEADER_LEN
+            ),
+        ));
+    }
+    let mut control = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    control.write_all(&pull_hello(spec))?;
+    control.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut port = [0u8; 2];
+    control.read_exact(&mut port)?;
+    let s = udp_socket(SocketAddr::new(addr.ip(), u16::from_le_bytes(port)))?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut req = vec![0x72u8; spec.size];
+    let mut answer = vec![0u8; spec.size + 64];
+    let (mut rtts, mut lost) = (Rtts::default(), 0u64);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while start.elapsed() < spec.duration {
+        wire::write_rr_header(&mut req, spec.session, seq);
+        let t = Instant::now();
+        s.send(&req)?;
+        let deadline = t + Duration::from_millis(200);
+        loop {
+            match s.recv(&mut answer) {
+                // An answer to an earlier, given-up request: keep waiting for this one.
+                Ok(n) if wire::parse_rr_header(&answer[..n]) == Some((spec.session, seq)) => {
+                    rtts.add(t);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                lost += 1;
+                break;
+            }
+        }
+        seq += 1;
+    }
+    let elapsed = start.elapsed();
+    let mut out = rtts.outcome(spec.size, elapsed, lost);
+    out.loss = (seq > 0).then(|| lost as f64 / seq as f64);
+    Ok(out)
+}
+
 /// Datagrams per sendmmsg call.
 const BATCH: usize = 32;
 
@@ -377,6 +504,7 @@ mod tests {
             rate_bps: None,
             session: super::super::new_session(),
             direction: Direction::Egress,
+            pattern: Pattern::Stream,
         }
     }
 
@@ -434,6 +562,25 @@ mod tests {
                     assert!((0.0..1.0).contains(&loss), "{o:?}");
                     assert!(o.received_bytes.is_multiple_of(1024), "{o:?}");
                 }
+            }
+        }
+    }
+
+    /// Request/response with a real sink: transactions counted, latencies ordered, and
+    /// the goodput is the requests' bytes.
+    #[test]
+    fn request_response_with_a_real_sink() {
+        let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            let mut s = spec(sink.tcp_addr, protocol, 64, 300);
+            s.pattern = Pattern::RequestResponse;
+            let o = run(&s).unwrap();
+            assert!(o.transactions > 100, "{protocol:?} {o:?}");
+            let (p50, p99) = (o.latency_p50_us.unwrap(), o.latency_p99_us.unwrap());
+            assert!(p50 > 0.0 && p50 <= p99 && p99 < 200_000.0, "{o:?}");
+            assert_eq!(o.received_bytes, o.transactions * 64);
+            if protocol == Protocol::Udp {
+                assert!(o.loss.is_some_and(|l| l < 0.5), "{o:?}");
             }
         }
     }

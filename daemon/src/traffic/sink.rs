@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netmode_advisor::api::{Direction, Protocol};
+use netmode_advisor::api::{Direction, Pattern, Protocol};
 
 use super::wire::{self, SessionReport};
 use super::{SendSpec, Target, sender};
@@ -243,6 +243,9 @@ fn serve_conn(
     if kind == wire::KIND_PULL {
         return serve_pull(conn, session, udp_socket);
     }
+    if kind == wire::KIND_RR {
+        return serve_rr(conn, session, udp_socket);
+    }
     if kind == wire::KIND_REPORT {
         let mut line = serde_json::to_vec(&sessions.report(session)).map_err(io::Error::other)?;
         line.push(b'\n');
@@ -418,6 +421,7 @@ fn serve_pull(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io:
         rate_bps: None,
         session,
         direction: Direction::Egress,
+        pattern: Pattern::Stream,
     };
     // A receiver that stops reading ends the stream instead of holding a thread forever.
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -431,8 +435,7 @@ fn serve_pull(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io:
             while conn.read(&mut rest)? > 0 {}
         }
         Protocol::Udp => {
-            let udp = udp_socket(SocketAddr::new(conn.local_addr()?.ip(), 0))?;
-            conn.write_all(&udp.local_addr()?.port().to_le_bytes())?;
+            let udp = udp_for(&mut conn, udp_socket)?;
             udp.set_read_timeout(Some(Duration::from_secs(5)))?;
             let mut d = [0u8; 64];
             // The opener, from the TCP peer's address only.
@@ -460,6 +463,70 @@ fn serve_pull(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io:
         }
     }
     Ok(())
+}
+
+/// A fresh UDP socket on the address `conn` reached the sink at, its port told to the peer.
+fn udp_for(conn: &mut TcpStream, udp_socket: &UdpFactory) -> io::Result<UdpSocket> {
+    let udp = udp_socket(SocketAddr::new(conn.local_addr()?.ip(), 0))?;
+    conn.write_all(&udp.local_addr()?.port().to_le_bytes())?;
+    Ok(udp)
+}
+
+/// Serve a request/response session: answer each request with as many bytes.
+fn serve_rr(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io::Result<()> {
+    let mut params = [0u8; wire::PULL_LEN];
+    conn.read_exact(&mut params)?;
+    let Some(p) = wire::parse_pull(&params) else {
+        return Ok(());
+    };
+    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = vec![0u8; p.size as usize];
+    match p.protocol {
+        Protocol::Tcp => {
+            conn.set_nodelay(true)?;
+            loop {
+                match conn.read_exact(&mut buf) {
+                    Ok(()) => conn.write_all(&buf)?,
+                    // The prober closed: the session is over.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Protocol::Udp => {
+            let peer = conn.peer_addr()?.ip();
+            let udp = udp_for(&mut conn, udp_socket)?;
+            udp.set_read_timeout(Some(Duration::from_millis(500)))?;
+            // Until the duration is over, or the prober has gone quiet (it asks without
+            // pause, waiting at most 200 ms for a lost answer).
+            let until = Instant::now() + p.duration + Duration::from_secs(5);
+            let mut answered = false;
+            while Instant::now() < until {
+                let (n, from) = match udp.recv_from(&mut buf) {
+                    Ok(x) => x,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        if answered {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if from.ip() == peer
+                    && wire::parse_rr_header(&buf[..n]).is_some_and(|(s, _)| s == session)
+                {
+                    udp.send_to(&buf[..n], from)?;
+                    answered = true;
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Ask the sink at `addr` what it received for `session`.

@@ -15,6 +15,12 @@
 //!   its NAT), and the sink streams probe datagrams back to the address the opener came from,
 //!   accepting it only from the TCP peer's address (so it cannot be aimed at a third party),
 //!   then writes a `SessionReport` of what it *sent* as one JSON line and closes.
+//! - Request/response (as netperf's TCP_RR and UDP_RR): a TCP connection with hello kind 4
+//!   and the same 12 bytes of parameters. TCP: the prober writes a request of `size` bytes,
+//!   the sink answers `size` bytes, one transaction at a time, until the prober closes. UDP:
+//!   the sink answers the port (u16) of a fresh UDP socket, and echoes every request datagram
+//!   (`NMR1`, session, sequence number, padding to `size`) that comes from the TCP peer's
+//!   address, for the duration.
 
 use std::time::Duration;
 
@@ -28,12 +34,14 @@ pub const UDP_HEADER_LEN: usize = 16;
 pub const KIND_DATA: u8 = 1;
 pub const KIND_REPORT: u8 = 2;
 pub const KIND_PULL: u8 = 3;
+pub const KIND_RR: u8 = 4;
 pub const PULL_LEN: usize = 12;
+pub const RR_MAGIC: &[u8; 4] = b"NMR1";
 pub const OPEN_MAGIC: &[u8; 4] = b"NMP1";
 /// The longest stream a pull may ask for.
 pub const MAX_PULL: Duration = Duration::from_secs(3600);
 
-/// What a pull asks the sink to send.
+/// What a pull asks the sink to send, or the exchange a request/response session makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pull {
     pub protocol: Protocol,
@@ -41,10 +49,11 @@ pub struct Pull {
     pub duration: Duration,
 }
 
-/// The hello and parameters of a pull.
-pub fn pull(session: u32, p: &Pull) -> [u8; HELLO_LEN + PULL_LEN] {
+/// The hello and parameters of a pull (`KIND_PULL`) or a request/response session
+/// (`KIND_RR`).
+pub fn pull(kind: u8, session: u32, p: &Pull) -> [u8; HELLO_LEN + PULL_LEN] {
     let mut b = [0u8; HELLO_LEN + PULL_LEN];
-    b[..HELLO_LEN].copy_from_slice(&hello(KIND_PULL, session));
+    b[..HELLO_LEN].copy_from_slice(&hello(kind, session));
     b[HELLO_LEN] = match p.protocol {
         Protocol::Tcp => 0,
         Protocol::Udp => 1,
@@ -92,6 +101,23 @@ pub fn parse_open_datagram(d: &[u8]) -> Option<u32> {
     (d.len() >= 8 && &d[..4] == OPEN_MAGIC).then(|| u32::from_le_bytes([d[4], d[5], d[6], d[7]]))
 }
 
+/// A request datagram's header: `NMR1`, session, sequence number.
+pub fn write_rr_header(buf: &mut [u8], session: u32, seq: u64) {
+    write_udp_header(buf, session, seq);
+    buf[..4].copy_from_slice(RR_MAGIC);
+}
+
+/// `(session, seq)` of a request (or its echo), or `None`.
+pub fn parse_rr_header(d: &[u8]) -> Option<(u32, u64)> {
+    if d.len() < UDP_HEADER_LEN || &d[..4] != RR_MAGIC {
+        return None;
+    }
+    Some((
+        u32::from_le_bytes(d[4..8].try_into().ok()?),
+        u64::from_le_bytes(d[8..16].try_into().ok()?),
+    ))
+}
+
 pub fn hello(kind: u8, session: u32) -> [u8; HELLO_LEN] {
     let mut h = [0u8; HELLO_LEN];
     h[..4].copy_from_slice(TCP_MAGIC);
@@ -104,7 +130,7 @@ pub fn hello(kind: u8, session: u32) -> [u8; HELLO_LEN] {
 pub fn parse_hello(h: &[u8]) -> Option<(u8, u32)> {
     if h.len() < HELLO_LEN
         || &h[..4] != TCP_MAGIC
-        || !matches!(h[4], KIND_DATA | KIND_REPORT | KIND_PULL)
+        || !matches!(h[4], KIND_DATA | KIND_REPORT | KIND_PULL | KIND_RR)
     {
         return None;
     }
@@ -174,7 +200,7 @@ mod tests {
             size: 1024,
             duration: Duration::from_millis(2500),
         };
-        let b = pull(42, &p);
+        let b = pull(KIND_PULL, 42, &p);
         assert_eq!(parse_hello(&b), Some((KIND_PULL, 42)));
         assert_eq!(parse_pull(&b[HELLO_LEN..]), Some(p));
         let with = |f: &dyn Fn(&mut [u8])| {
@@ -198,6 +224,11 @@ mod tests {
         );
         assert_eq!(parse_open_datagram(&open_datagram(7)), Some(7));
         assert_eq!(parse_open_datagram(b"NMU1xxxx"), None);
+        let mut d = [0u8; 32];
+        write_rr_header(&mut d, 5, 9);
+        assert_eq!(parse_rr_header(&d), Some((5, 9)));
+        assert_eq!(parse_udp_header(&d), None, "a request is not stream data");
+        assert_eq!(parse_hello(&pull(KIND_RR, 1, &p)), Some((KIND_RR, 1)));
     }
 
     #[test]
