@@ -1,12 +1,14 @@
-//! Ingress probes against the real engine: a container that mostly receives is probed in the
-//! receive direction too (`probe.directions = "auto"`), one that sends is not, and the
-//! receiver's recommendation cites ingress evidence.
+//! Probe traffic like the containers' own, against the real engine (`probe.traffic =
+//! "auto"`): a container that mostly receives is probed in the receive direction too, one
+//! that sends is not, and one that exchanges small requests and answers is probed with
+//! request/response cells and judged on their latency; their recommendations cite that
+//! evidence.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use netmode_e2e::api::{Direction, ProbeCell, ProbeMode, RunState};
+use netmode_e2e::api::{Direction, Pattern, ProbeCell, ProbeMode, RunState};
 use netmode_e2e::*;
 
 const PROBE: &str = "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [1024]\nin_place = false";
@@ -34,6 +36,23 @@ fn discard_listener() -> u16 {
                 let mut buf = vec![0u8; 64 * 1024];
                 while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
             });
+        }
+    });
+    port
+}
+
+/// A host-side TCP server that answers every line with itself and closes: what a polled
+/// service does, small requests and answers.
+fn echo_listener() -> u16 {
+    let l = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 256];
+            if let Ok(n) = conn.read(&mut buf) {
+                let _ = conn.write_all(&buf[..n]);
+            }
         }
     });
     port
@@ -136,5 +155,83 @@ fn a_receiving_container_is_probed_in_the_receive_direction() {
     let out = daemon.advisor(&["explain", &receiver.name]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ingress"), "{text}");
+    assert_eq!(daemon.probe_containers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_request_response_container_is_probed_on_latency() {
+    require_docker();
+    let daemon = Daemon::start(
+        FAST_SAMPLING,
+        &probe_section(
+            "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [64]\nin_place = false",
+        ),
+    );
+    // Polls a service on the host: one small request and answer per connection, without pause.
+    let port = echo_listener();
+    let script = format!(
+        "while true; do echo ping | nc -w 1 {} {port} > /dev/null; done",
+        bridge_gateway()
+    );
+    let poller = Container::run("rr", &[], busybox_image(), &["sh", "-c", &script]);
+    let live = daemon.wait_for("request/response-like traffic", Duration::from_secs(30), |s| {
+        let l = find(s, &poller.name)?.live.clone()?;
+        l.request_response_like().then_some(l)
+    });
+
+    let run = daemon.probe(
+        &format!("{{\"container\": \"{}\"}}", poller.name),
+        Duration::from_secs(180),
+    );
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+    let cells = &run.containers[0].cells;
+    for mode in [ProbeMode::Bridge, ProbeMode::Host] {
+        for c in cells
+            .iter()
+            .filter(|c| c.mode == mode && c.pattern == Pattern::RequestResponse)
+        {
+            assert!(c.error.is_none(), "{c:?}");
+            let t = c.transactions.expect("transactions");
+            assert!(t.per_s > 100.0, "{c:?}");
+            assert!(
+                t.latency_p50_us > 0.0 && t.latency_p50_us <= t.latency_p99_us,
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            cells
+                .iter()
+                .filter(|c| c.mode == mode && c.pattern == Pattern::RequestResponse)
+                .count(),
+            2,
+            "TCP and UDP request/response in {mode:?}: {cells:?} (live {live:?})"
+        );
+    }
+
+    let out = daemon.advisor(&["probe", &poller.name]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for word in ["req/resp", "P50 us", "tcp 64 B request/response: bridge"] {
+        assert!(table.contains(word), "{word} missing in\n{table}");
+    }
+
+    // Network-active by its exchanges (few bytes), judged on latency.
+    let rec = daemon.wait_for("probe evidence", Duration::from_secs(30), |s| {
+        let rec = find(s, &poller.name)?.recommendation.clone()?;
+        rec.evidence.iter().any(|e| e.step == "probes").then_some(rec)
+    });
+    let text = |step: &str| {
+        rec.evidence
+            .iter()
+            .find(|e| e.step == step)
+            .map(|e| e.detail.clone())
+            .unwrap_or_default()
+    };
+    assert!(text("activity").contains("request/response exchanges/s"), "{:?}", rec.evidence);
+    assert!(
+        text("probes").contains("request/response") && text("probes").contains("latency"),
+        "{:?}",
+        rec.evidence
+    );
     assert_eq!(daemon.probe_containers(), Vec::<String>::new());
 }
