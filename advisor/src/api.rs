@@ -610,6 +610,22 @@ pub struct ProbeRun {
     pub sweep: Option<Sweep>,
     pub error: Option<String>,
     pub notes: Vec<String>,
+    /// While it runs: how far it is.
+    #[serde(default)]
+    pub progress: Option<ProbeProgress>,
+}
+
+/// How far a running probe is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ProbeProgress {
+    pub cells_done: u32,
+    /// Cells the run will measure (its containers' and the sweep's).
+    pub cells_total: u32,
+    /// The cell measuring now, e.g. "web: host ingress tcp 1024 B".
+    pub current: Option<String>,
+    /// Seconds left, from the time the cells done so far took.
+    pub remaining_s: Option<f64>,
 }
 
 /// `POST /v1/probes`.

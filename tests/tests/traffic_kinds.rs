@@ -174,10 +174,14 @@ fn a_request_response_container_is_probed_on_latency() {
         bridge_gateway()
     );
     let poller = Container::run("rr", &[], busybox_image(), &["sh", "-c", &script]);
-    let live = daemon.wait_for("request/response-like traffic", Duration::from_secs(30), |s| {
-        let l = find(s, &poller.name)?.live.clone()?;
-        l.request_response_like().then_some(l)
-    });
+    let live = daemon.wait_for(
+        "request/response-like traffic",
+        Duration::from_secs(30),
+        |s| {
+            let l = find(s, &poller.name)?.live.clone()?;
+            l.request_response_like().then_some(l)
+        },
+    );
 
     let run = daemon.probe(
         &format!("{{\"container\": \"{}\"}}", poller.name),
@@ -210,7 +214,11 @@ fn a_request_response_container_is_probed_on_latency() {
 
     let out = daemon.advisor(&["probe", &poller.name]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for word in ["req/resp", "P50 us", "tcp 64 B request/response: bridge"] {
         assert!(table.contains(word), "{word} missing in\n{table}");
     }
@@ -218,7 +226,10 @@ fn a_request_response_container_is_probed_on_latency() {
     // Network-active by its exchanges (few bytes), judged on latency.
     let rec = daemon.wait_for("probe evidence", Duration::from_secs(30), |s| {
         let rec = find(s, &poller.name)?.recommendation.clone()?;
-        rec.evidence.iter().any(|e| e.step == "probes").then_some(rec)
+        rec.evidence
+            .iter()
+            .any(|e| e.step == "probes")
+            .then_some(rec)
     });
     let text = |step: &str| {
         rec.evidence
@@ -227,7 +238,11 @@ fn a_request_response_container_is_probed_on_latency() {
             .map(|e| e.detail.clone())
             .unwrap_or_default()
     };
-    assert!(text("activity").contains("request/response exchanges/s"), "{:?}", rec.evidence);
+    assert!(
+        text("activity").contains("request/response exchanges/s"),
+        "{:?}",
+        rec.evidence
+    );
     assert!(
         text("probes").contains("request/response") && text("probes").contains("latency"),
         "{:?}",

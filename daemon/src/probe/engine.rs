@@ -296,8 +296,35 @@ impl ProbeEngine {
         };
         let mut measured: HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)> =
             HashMap::new();
+        let cells_per_kind = (self.cfg.protocols.len() * self.cfg.sizes.len()) as u32;
+        let mut total: u32 = targets
+            .iter()
+            .map(|t| {
+                let modes = mode::drivers(self.cfg.in_place)
+                    .iter()
+                    .filter(|d| d.launch(t).is_ok())
+                    .count() as u32;
+                modes * plan::traffic(&self.cfg, t).len() as u32 * cells_per_kind
+            })
+            .sum();
+        if q.sweep {
+            total += self.cfg.sweep_max(status.host.cpus)
+                * 2
+                * (self.cfg.sweep_protocols.len() * self.cfg.sweep_sizes.len()) as u32;
+        }
+        let mut progress = Progress {
+            queue: &self.shared.probes,
+            run_id: run.id.clone(),
+            total,
+            done: 0,
+            started: std::time::Instant::now(),
+            cell_s: self.cfg.duration.as_secs_f64() + 1.5,
+        };
+        progress.show(None);
         for t in &targets {
-            let (cp, stopped) = self.probe_container(&runner, t, &mut measured).await;
+            let (cp, stopped) = self
+                .probe_container(&runner, t, &mut measured, &mut progress)
+                .await;
             if q.container.is_some()
                 && let Some(e) = stopped
             {
@@ -309,7 +336,10 @@ impl ProbeEngine {
         }
         if q.sweep {
             let limits = typical_limits(&status.containers);
-            run.sweep = Some(self.sweep(&runner, limits, status.host.cpus).await);
+            run.sweep = Some(
+                self.sweep(&runner, limits, status.host.cpus, &mut progress)
+                    .await,
+            );
         }
         Ok(())
     }
@@ -323,6 +353,7 @@ impl ProbeEngine {
         runner: &Runner<'_>,
         t: &api::Container,
         measured: &mut HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)>,
+        progress: &mut Progress<'_>,
     ) -> (ContainerProbe, Option<ProbeError>) {
         let mut cp = ContainerProbe {
             target: ProbeTarget {
@@ -363,6 +394,7 @@ impl ProbeEngine {
                 Launch::InNamespace { .. } => None,
             };
             if let Some((name, cells)) = key.as_ref().and_then(|k| measured.get(k)) {
+                progress.done += cells.len() as u32;
                 cp.cells.extend(cells.iter().cloned());
                 cp.measured_for = Some(name.clone());
                 continue;
@@ -373,6 +405,11 @@ impl ProbeEngine {
                     cp.error = Some(stopped().to_string());
                     return (cp, Some(stopped()));
                 }
+                progress.show(Some(format!(
+                    "{}: {}",
+                    t.name,
+                    describe(driver.mode(), &cell, 1)
+                )));
                 let r = match &launch {
                     Launch::Container { network_mode } => {
                         runner.containers(network_mode, &t.limits, 1, &cell).await
@@ -380,6 +417,7 @@ impl ProbeEngine {
                     Launch::InNamespace { pid } => runner.in_namespace(*pid, &cell).await,
                 };
                 mode_cells.push(cell_result(driver.mode(), &cell, 1, r));
+                progress.done += 1;
             }
             if !self.still_running(&t.id) {
                 cp.error = Some(stopped().to_string());
@@ -393,7 +431,13 @@ impl ProbeEngine {
         (cp, None)
     }
 
-    async fn sweep(&self, runner: &Runner<'_>, limits: Limits, cpus: u32) -> Sweep {
+    async fn sweep(
+        &self,
+        runner: &Runner<'_>,
+        limits: Limits,
+        cpus: u32,
+        progress: &mut Progress<'_>,
+    ) -> Sweep {
         let max = self.cfg.sweep_max(cpus);
         let profiles = plan::cells(&self.cfg, &self.cfg.sweep_protocols, &self.cfg.sweep_sizes);
         let mut cells = Vec::new();
@@ -401,8 +445,10 @@ impl ProbeEngine {
         for n in 1..=max {
             for cell in &profiles {
                 for (mode, network) in [(ProbeMode::Bridge, "bridge"), (ProbeMode::Host, "host")] {
+                    progress.show(Some(format!("sweep: {}", describe(mode, cell, n))));
                     let r = runner.containers(network, &limits, n, cell).await;
                     cells.push(cell_result(mode, cell, n, r));
+                    progress.done += 1;
                 }
             }
         }
@@ -427,5 +473,55 @@ impl ProbeEngine {
             crossovers,
             max_concurrency: max,
         }
+    }
+}
+
+/// "host ingress tcp 1024 B" (and " x3" for N concurrent containers).
+fn describe(mode: ProbeMode, cell: &plan::Cell, n: u32) -> String {
+    let traffic = match cell.pattern {
+        api::Pattern::RequestResponse => "request/response",
+        api::Pattern::Stream => cell.direction.as_str(),
+    };
+    format!(
+        "{} {traffic} {} {} B{}",
+        mode.as_str(),
+        cell.protocol.as_str(),
+        cell.size,
+        if n > 1 {
+            format!(" x{n}")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// How far a run is, shown in its status (`ProbeRun::progress`) for `advisor probe`.
+struct Progress<'a> {
+    queue: &'a super::queue::ProbeQueue,
+    run_id: String,
+    total: u32,
+    done: u32,
+    started: std::time::Instant,
+    /// A cell's expected time before one is measured: its duration and the setup.
+    cell_s: f64,
+}
+
+impl Progress<'_> {
+    fn show(&self, current: Option<String>) {
+        let left = self.total.saturating_sub(self.done) as f64;
+        let per_cell = if self.done > 0 {
+            self.started.elapsed().as_secs_f64() / self.done as f64
+        } else {
+            self.cell_s
+        };
+        self.queue.set_progress(
+            &self.run_id,
+            api::ProbeProgress {
+                cells_done: self.done.min(self.total),
+                cells_total: self.total,
+                current,
+                remaining_s: Some(left * per_cell),
+            },
+        );
     }
 }

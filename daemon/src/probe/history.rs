@@ -40,6 +40,7 @@ mod tests {
             sweep: None,
             error: None,
             notes: vec!["x".repeat(1000); notes],
+            progress: None,
         }
     }
 

@@ -6,7 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 
 use netmode_advisor::api::{
-    ContainerProbes, ProbeList, ProbeMode, ProbeRun, ProbeStatus, RunState, Sweep, Trigger,
+    self as api, ContainerProbes, ProbeList, ProbeMode, ProbeRun, ProbeStatus, RunState, Sweep,
+    Trigger,
 };
 
 use crate::error::RequestError;
@@ -187,6 +188,7 @@ impl ProbeQueue {
             sweep: None,
             error: None,
             notes: Vec::new(),
+            progress: None,
         }
     }
 
@@ -211,6 +213,13 @@ impl ProbeQueue {
     /// Show a run in progress (or none).
     pub fn set_running(&self, run: Option<ProbeRun>) {
         write(&self.book).running = run;
+    }
+
+    /// How far the running run `id` is.
+    pub fn set_progress(&self, id: &str, p: api::ProbeProgress) {
+        if let Some(r) = write(&self.book).running.as_mut().filter(|r| r.id == id) {
+            r.progress = Some(p);
+        }
     }
 
     /// Record a finished run; returns the history file's new contents (trimmed to `limit`).

@@ -1,10 +1,11 @@
 //! `advisor probe CONTAINER`: measure now what CONTAINER gets in bridge and in host mode.
 //! `advisor probe --sweep`: the multi-container sweep alone.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use netmode_advisor::Error;
-use netmode_advisor::api::{ProbeRequest, ProbeRun, RunState};
+use netmode_advisor::api::{ProbeProgress, ProbeRequest, ProbeRun, RunState};
 use netmode_advisor::client::Client;
 use netmode_advisor::format;
 
@@ -38,13 +39,27 @@ pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
             .unwrap_or_default()
     );
     let path = format!("/v1/probes/{}", queued.id);
+    let tty = std::io::stderr().is_terminal();
+    let mut shown = None;
     let run = loop {
         let run: ProbeRun = client.get_json(&path)?;
         if matches!(
             run.state,
             RunState::Done | RunState::Failed | RunState::Aborted
         ) {
+            if tty && shown.is_some() {
+                eprintln!();
+            }
             break run;
+        }
+        if let Some(p) = &run.progress {
+            // A terminal gets one line redrawn; a log gets a line per cell.
+            if tty {
+                eprint!("\r\x1b[2K{}", progress_line(p));
+            } else if shown != Some(p.cells_done) {
+                eprintln!("{}", progress_line(p));
+            }
+            shown = Some(p.cells_done);
         }
         std::thread::sleep(Duration::from_millis(500));
     };
@@ -61,4 +76,27 @@ pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
             run.error.as_deref().unwrap_or("did not complete")
         ))),
     }
+}
+
+/// "[#####-------] 5/12 cells, ~20 s left  web: host ingress tcp 1024 B".
+fn progress_line(p: &ProbeProgress) -> String {
+    let width = 20;
+    let filled = (width * p.cells_done as usize)
+        .checked_div(p.cells_total as usize)
+        .unwrap_or(0)
+        .min(width);
+    format!(
+        "[{}{}] {}/{} cells{}{}",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        p.cells_done,
+        p.cells_total,
+        p.remaining_s
+            .map(|s| format!(", ~{} s left", s.round() as u64))
+            .unwrap_or_default(),
+        p.current
+            .as_deref()
+            .map(|c| format!("  {c}"))
+            .unwrap_or_default()
+    )
 }
