@@ -214,10 +214,15 @@ fn a_request_response_container_is_probed_on_latency() {
 
     let out = daemon.advisor(&["probe", &poller.name]);
     let table = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // Not a terminal: a progress line per cell, the cell running named.
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('[')).collect();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        lines.len() >= 2
+            && lines.iter().all(|l| l.contains(" cells, ~"))
+            && lines.iter().any(|l| l.contains("request/response")),
+        "{log}"
     );
     for word in ["req/resp", "P50 us", "tcp 64 B request/response: bridge"] {
         assert!(table.contains(word), "{word} missing in\n{table}");
