@@ -149,7 +149,8 @@ fn a_receiving_container_is_probed_in_the_receive_direction() {
             .map(|e| e.detail.clone())
     });
     assert!(
-        detail.contains("cells (ingress") && detail.contains("% received"),
+        (detail.contains("ingress cells") || detail.contains("cells (ingress"))
+            && detail.contains("% received"),
         "{detail}"
     );
     let out = daemon.advisor(&["explain", &receiver.name]);
