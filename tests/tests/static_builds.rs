@@ -91,7 +91,8 @@ fn command(t: &Target, bin: &Path) -> Command {
 fn smoke(t: &Target) {
     let dir = workspace().join("target").join(t.triple).join("release");
     let (netmoded, advisor) = (dir.join("netmoded"), dir.join("advisor"));
-    for b in [&netmoded, &advisor] {
+    let study = dir.join("netmode-study");
+    for b in [&netmoded, &advisor, &study] {
         let bytes = std::fs::read(b)
             .unwrap_or_else(|e| panic!("{}: {e}; run musl-cross/build", b.display()));
         assert_eq!(
@@ -121,6 +122,11 @@ fn smoke(t: &Target) {
     let out = command(t, &advisor).arg("--version").output().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("advisor "),
+        "{out:?}"
+    );
+    let out = command(t, &study).arg("--help").output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--figures"),
         "{out:?}"
     );
     let example = workspace().join("daemon/netmoded.example.toml");
@@ -257,6 +263,7 @@ fn debian_packages_hold_what_a_gateway_needs() {
         for path in [
             "./usr/bin/netmoded",
             "./usr/bin/advisor",
+            "./usr/bin/netmode-study",
             "./lib/systemd/system/netmoded.service",
             "./etc/netmode/netmoded.toml",
             "./var/lib/netmode/",
