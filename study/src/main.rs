@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use netmode_advisor::api::Protocol;
+use netmode_advisor::api::{Direction, Pattern, Protocol};
 use netmode_study::error::StudyError;
 use netmode_study::plan::Options;
 use netmode_study::run::{self, Study};
@@ -24,7 +24,9 @@ options:
   --figures LIST         which figures to measure: 3,4,5 (default all; 3 and 4 share their cells,
                          with Tables 1 and 2; `--figures 5` runs only the concurrent containers)
   --max-n N              Figure 5: 1..N concurrent containers (default: CPUs + 1; 0: no Figure 5)
-  --multi PROTO/SIZE     Figure 5's traffic (default tcp/64, the paper's)
+  --multi PROTO/SIZE[/KIND]
+                         Figure 5's traffic (default tcp/64, the paper's); KIND: egress (the
+                         default), ingress (the sink sends) or request-response
   --duration D           per cell (default 5s; --paper: 60s)
   --repetitions N        of every cell, interleaved (default 3); medians and spread are reported
   --cpus X               CPU limit of each container (docker --cpus)
@@ -120,10 +122,25 @@ fn main_inner() -> Result<(), StudyError> {
             }
             Long("multi") => {
                 let v = text(&mut p)?;
-                let (pr, sz) = v
-                    .split_once('/')
-                    .and_then(|(a, b)| Some((protocol(a)?, size(b)?)))
-                    .ok_or_else(|| usage(format!("--multi: expected like tcp/64, got {v:?}")))?;
+                let bad = || {
+                    usage(format!(
+                        "--multi: expected like tcp/64 or udp/64/ingress, got {v:?}"
+                    ))
+                };
+                let mut parts = v.split('/');
+                let pr = parts.next().and_then(protocol).ok_or_else(bad)?;
+                let sz = parts.next().and_then(size).ok_or_else(bad)?;
+                (options.multi_direction, options.multi_pattern) = match parts.next() {
+                    None | Some("egress") => (Direction::Egress, Pattern::Stream),
+                    Some("ingress") => (Direction::Ingress, Pattern::Stream),
+                    Some("request-response") | Some("rr") => {
+                        (Direction::Egress, Pattern::RequestResponse)
+                    }
+                    Some(_) => return Err(bad()),
+                };
+                if parts.next().is_some() {
+                    return Err(bad());
+                }
                 options.multi_protocol = pr;
                 options.multi_size = sz;
             }

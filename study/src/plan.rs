@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use netmode_advisor::api::Protocol;
+use netmode_advisor::api::{Direction, Pattern, Protocol};
 use serde::{Deserialize, Serialize};
 
 /// Where a sender runs.
@@ -39,6 +39,12 @@ pub struct Options {
     /// Figure 5's traffic (the paper: TCP, 64 B).
     pub multi_protocol: Protocol,
     pub multi_size: u32,
+    /// Figure 5's kind of traffic: an egress stream (the paper's), an ingress stream, or
+    /// request/response.
+    #[serde(default)]
+    pub multi_direction: Direction,
+    #[serde(default)]
+    pub multi_pattern: Pattern,
     #[serde(with = "humantime_serde_secs")]
     pub duration: Duration,
     pub repetitions: u32,
@@ -80,6 +86,8 @@ impl Options {
             max_n: cpus + 1,
             multi_protocol: Protocol::Tcp,
             multi_size: 64,
+            multi_direction: Direction::Egress,
+            multi_pattern: Pattern::Stream,
             duration: Duration::from_secs(5),
             repetitions: 3,
             cpus: None,

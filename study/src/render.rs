@@ -327,8 +327,15 @@ pub fn figure5(r: &Results, s: &BTreeMap<Group, Summary>, f: &Findings) -> Strin
         .map(|g| g.max / 1e6)
         .fold(0.0, f64::max);
     let ymax = nice_max(ymax * 1.05);
+    let kind = match (r.options.multi_pattern, r.options.multi_direction) {
+        (netmode_advisor::api::Pattern::RequestResponse, _) => {
+            " request/response (requests' bytes)"
+        }
+        (_, netmode_advisor::api::Direction::Ingress) => " ingress",
+        _ => "",
+    };
     let title = format!(
-        "Figure 5: 1..{max_n} concurrent containers, {} {} B, aggregate",
+        "Figure 5: 1..{max_n} concurrent containers, {} {} B{kind}, aggregate",
         r.options.multi_protocol.as_str().to_uppercase(),
         r.options.multi_size
     );
@@ -839,6 +846,7 @@ mod tests {
                     sent_bps: None,
                     loss: None,
                     duration_s: 5.0,
+                    transactions: None,
                     counters: None,
                     error: None,
                     at_ms: 0,

@@ -42,6 +42,9 @@ pub struct CellResult {
     pub sent_bps: Option<f64>,
     pub loss: Option<f64>,
     pub duration_s: f64,
+    /// Request/response cells (`--multi .../request-response`): transactions and latency.
+    #[serde(default)]
+    pub transactions: Option<netmode_advisor::api::Transactions>,
     pub counters: Option<CellCounters>,
     pub error: Option<String>,
     pub at_ms: u64,

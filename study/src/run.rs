@@ -257,9 +257,18 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
         let work = async {
             for key in &todo {
                 progress.show(&study.options, key, None);
+                let (direction, pattern) = match key.experiment {
+                    plan::Experiment::Multi => {
+                        (study.options.multi_direction, study.options.multi_pattern)
+                    }
+                    plan::Experiment::Single => (
+                        netmode_advisor::api::Direction::Egress,
+                        netmode_advisor::api::Pattern::Stream,
+                    ),
+                };
                 let cell = Cell {
-                    direction: netmode_advisor::api::Direction::Egress,
-                    pattern: netmode_advisor::api::Pattern::Stream,
+                    direction,
+                    pattern,
                     protocol: key.protocol,
                     size: key.size,
                     duration: study.options.duration,
@@ -277,6 +286,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                     sent_bps: pc.sent_bps,
                     loss: pc.loss,
                     duration_s: pc.duration_s,
+                    transactions: pc.transactions,
                     counters: pc.counters,
                     error: pc.error,
                     at_ms: now_ms(),
