@@ -450,6 +450,13 @@ pub struct CellCounters {
     /// be attributed to a process).
     pub net_rx_softirqs: u64,
     pub net_tx_softirqs: u64,
+    /// NET_RX softirqs per CPU during the cell (index: CPU number): where the receive work
+    /// ran, which is where run-to-run differences often come from.
+    #[serde(default)]
+    pub net_rx_softirqs_per_cpu: Vec<u64>,
+    /// The CPU each sender was on when it finished.
+    #[serde(default)]
+    pub sender_cpus: Vec<u32>,
     pub perf: PerfCounts,
 }
 
@@ -481,6 +488,11 @@ pub struct ProbeCell {
     /// Request/response cells: transactions per second and their latency.
     #[serde(default)]
     pub transactions: Option<Transactions>,
+    /// Each run of the cell (`probe.repetitions`, modes interleaved), in order: goodput in
+    /// bit/s, or for request/response the median round trip in microseconds. The cell's
+    /// figures are those of the median run. Empty for cells recorded before repetitions.
+    #[serde(default)]
+    pub runs: Vec<f64>,
     pub counters: Option<CellCounters>,
     pub error: Option<String>,
 }

@@ -246,6 +246,29 @@ pub fn status_table(s: &Status) -> String {
 
 use crate::api::{Direction, Pattern, ProbeCell, ProbeMode, ProbeRun, Sweep};
 
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// "3 ±12%": how many runs, and half their range against the median run.
+fn runs_spread(runs: &[f64]) -> String {
+    if runs.len() < 2 {
+        return runs.len().to_string();
+    }
+    let mut s = runs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let median = s[(s.len() - 1) / 2];
+    let (lo, hi) = min_max(runs);
+    if median > 0.0 {
+        format!("{} ±{:.0}%", runs.len(), 50.0 * (hi - lo) / median)
+    } else {
+        runs.len().to_string()
+    }
+}
+
 /// "egress", "ingress" or "req/resp".
 fn traffic_label(c: &ProbeCell) -> &'static str {
     match c.pattern {
@@ -298,6 +321,7 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
     if with_rr {
         header.extend([">TRANS/s", ">P50 us", ">P99 us"]);
     }
+    let with_runs = cells.iter().any(|c| c.runs.len() > 1);
     header.extend([
         ">GOODPUT Mbit/s",
         ">SENT Mbit/s",
@@ -308,6 +332,9 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
         ">NET SOFTIRQS",
         ">IPC",
     ]);
+    if with_runs {
+        header.push(">RUNS");
+    }
     let mut t = Table::new(&header);
     let mut perf_reason = None;
     let dash = || "-".to_string();
@@ -355,6 +382,9 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
                 .map(|i| format!("{i:.2}"))
                 .unwrap_or_else(dash),
         ]);
+        if with_runs {
+            row.push(runs_spread(&c.runs));
+        }
         t.row(row);
     }
     let mut text = t.render();
@@ -414,6 +444,15 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
             continue;
         }
         let get = |m: ProbeMode| cell(m).and_then(|c| c.goodput_bps);
+        // Runs of the two modes that overlap: no winner to call.
+        let overlap = match (cell(ProbeMode::Bridge), cell(ProbeMode::Host)) {
+            (Some(b), Some(h)) if b.runs.len() > 1 && h.runs.len() > 1 => {
+                let (bmin, bmax) = min_max(&b.runs);
+                let (hmin, hmax) = min_max(&h.runs);
+                bmax >= hmin && hmax >= bmin
+            }
+            _ => false,
+        };
         if let (Some(b), Some(h)) = (get(ProbeMode::Bridge), get(ProbeMode::Host)) {
             let (winner, gain) = if b >= h {
                 ("bridge", b / h - 1.0)
@@ -421,7 +460,7 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
                 ("host", h / b - 1.0)
             };
             out.push(format!(
-                "{} {} B{}: bridge {} vs host {} Mbit/s ({winner} +{:.1}%)",
+                "{} {} B{}: bridge {} vs host {} Mbit/s ({winner} +{:.1}%{})",
                 p.as_str(),
                 s,
                 match d {
@@ -430,7 +469,12 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
                 },
                 mbit(b),
                 mbit(h),
-                gain * 100.0
+                gain * 100.0,
+                if overlap {
+                    "; their runs overlap: too close to call"
+                } else {
+                    ""
+                }
             ));
         }
     }

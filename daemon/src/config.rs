@@ -111,6 +111,10 @@ pub struct Probe {
     /// How long each cell sends.
     #[serde(deserialize_with = "cell_duration")]
     pub duration: Duration,
+    /// Runs of every cell, the modes interleaved, each on fresh connections: the cell
+    /// reports their median and each run, and the advisor reads their spread.
+    #[serde(deserialize_with = "repetitions")]
+    pub repetitions: u32,
     #[serde(deserialize_with = "protocols")]
     pub protocols: Vec<Protocol>,
     #[serde(deserialize_with = "sizes")]
@@ -162,6 +166,7 @@ impl Default for Probe {
             enabled: true,
             interval: Duration::from_secs(30 * 60),
             duration: Duration::from_secs(3),
+            repetitions: 2,
             protocols: vec![Protocol::Tcp, Protocol::Udp],
             sizes: vec![64, 1024],
             traffic: Traffic::Auto,
@@ -692,6 +697,17 @@ fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| D::Error::custom(format!("port {v} is out of range: expected 1..65535")))
+}
+
+fn repetitions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let v = u32::deserialize(d)?;
+    if !(1..=10).contains(&v) {
+        return Err(D::Error::custom(format!(
+            "{v} is out of range: expected 1 .. 10"
+        )));
+    }
+    Ok(v)
 }
 
 fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

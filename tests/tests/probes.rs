@@ -35,6 +35,16 @@ fn assert_measured(cells: &[ProbeCell], modes: &[ProbeMode]) {
                     "{c:?}"
                 );
                 assert!(k.net_rx_softirqs + k.net_tx_softirqs > 0, "{c:?}");
+                // Where the work ran: softirqs per CPU, the sender's CPU.
+                assert!(
+                    k.net_rx_softirqs_per_cpu.iter().sum::<u64>() <= k.net_rx_softirqs
+                        && !k.net_rx_softirqs_per_cpu.is_empty(),
+                    "{k:?}"
+                );
+                assert!(!k.sender_cpus.is_empty(), "{k:?}");
+                // probe.repetitions (2 by default): each run, the cell the median one.
+                assert_eq!(c.runs.len(), 2, "{c:?}");
+                assert!(c.runs.contains(&c.goodput_bps.unwrap()), "{c:?}");
                 // Cycles and IPC: counted where the PMU allows, else null with the reason.
                 let perf = &k.perf;
                 assert!(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::constraints::{blocker, served_ports};
-use super::measure::{matching_sweeps, mean_sd, sweep_at, weighted_ratio};
+use super::measure::{matching_sweeps, mean_sd, sweep_at, weighted_ratios};
 use super::*;
 use crate::api::{Action, Basis, Evidence};
 fn pct(x: f64) -> String {
@@ -313,17 +313,21 @@ fn decide(
 
     // The measurements.
     let profile = Profile::of(c);
-    let probe_values: Vec<f64> = cm
+    // Every run of every round: runs that disagree widen the spread, as rounds do (the
+    // precision still grows with rounds only: runs of one round share its conditions).
+    let per_round: Vec<Vec<f64>> = cm
         .probe_rounds
         .iter()
-        .filter_map(|r| weighted_ratio(&r.cells, &profile))
+        .map(|r| weighted_ratios(&r.cells, &profile))
+        .filter(|v| !v.is_empty())
         .collect();
+    let probe_values: Vec<f64> = per_round.iter().flatten().copied().collect();
     let probe = (!probe_values.is_empty()).then(|| {
         let (mean, sd) = mean_sd(&probe_values);
         Estimate {
             log_ratio: mean,
             spread: sd,
-            rounds: probe_values.len(),
+            rounds: per_round.len(),
         }
     });
     if let Some(p) = &probe {
@@ -373,9 +377,14 @@ fn decide(
         evidence.push(Evidence {
             step: "probes".into(),
             detail: format!(
-                "{} probe round{} of this container, {flows} weighted toward its traffic ({}): host/bridge {:+.1}% (spread {:.1}%)",
+                "{} probe round{}{} of this container, {flows} weighted toward its traffic ({}): host/bridge {:+.1}% (spread {:.1}%)",
                 p.rounds,
                 if p.rounds == 1 { "" } else { "s" },
+                if probe_values.len() > p.rounds {
+                    format!(" ({} runs)", probe_values.len())
+                } else {
+                    String::new()
+                },
                 if traffic.is_empty() { "profile unknown: even weights".to_string() } else { traffic },
                 (p.log_ratio.exp() - 1.0) * 100.0,
                 p.spread * 100.0

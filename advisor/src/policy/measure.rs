@@ -38,9 +38,23 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
         if let Some(h) = h
             && let Some(l) = ratio(h)
         {
+            // Runs paired in the order they ran (bridge, host, bridge, host, ...).
+            let reps: Vec<f64> = if b.runs.len() >= 2 && h.runs.len() >= 2 {
+                b.runs
+                    .iter()
+                    .zip(&h.runs)
+                    .filter_map(|(&rb, &rh)| match b.pattern {
+                        Pattern::RequestResponse => log_ratio(rb, rh),
+                        Pattern::Stream => log_ratio(rh, rb),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             out.push(CellRatio {
                 direction: b.direction,
                 pattern: b.pattern,
+                reps,
                 protocol: b.protocol,
                 size: b.size,
                 log_ratio: l,
@@ -185,6 +199,26 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
         }
     };
     pattern * direction * proto * size
+}
+
+/// The weighted ratio of each repetition of a round (one value when its cells ran once): a
+/// cell that disagrees with itself run to run spreads them.
+pub(super) fn weighted_ratios(cells: &[CellRatio], profile: &Profile) -> Vec<f64> {
+    let n = cells.iter().map(|c| c.reps.len()).max().unwrap_or(0);
+    if n < 2 {
+        return weighted_ratio(cells, profile).into_iter().collect();
+    }
+    (0..n)
+        .filter_map(|i| {
+            let (mut sum, mut w) = (0.0, 0.0);
+            for c in cells {
+                let k = cell_weight(c, profile);
+                sum += k * c.reps.get(i).copied().unwrap_or(c.log_ratio);
+                w += k;
+            }
+            (w > 0.0).then(|| sum / w)
+        })
+        .collect()
 }
 
 pub(super) fn weighted_ratio(cells: &[CellRatio], profile: &Profile) -> Option<f64> {

@@ -141,6 +141,10 @@ pub struct CellRatio {
     pub protocol: Protocol,
     pub size: u32,
     pub log_ratio: f64,
+    /// The log ratio of each repetition, bridge and host runs paired in the order they ran
+    /// (empty with a single run).
+    #[serde(default)]
+    pub reps: Vec<f64>,
     /// CPU seconds the probe sender spent per GB delivered, in each mode.
     #[serde(default)]
     pub bridge_cpu_s_per_gb: Option<f64>,
@@ -175,6 +179,7 @@ impl SweepRatio {
             // The sweep sends egress, as the study did.
             direction: Direction::Egress,
             pattern: Pattern::Stream,
+            reps: Vec::new(),
             protocol: self.protocol,
             size: self.size,
             log_ratio: self.log_ratio,

@@ -88,6 +88,7 @@ fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> Pro
         loss: None,
         duration_s: 3.0,
         transactions: None,
+        runs: vec![],
         counters: None,
         error: None,
     }
@@ -432,6 +433,7 @@ fn ratio_cell(protocol: Protocol, size: u32, ratio: f64, cpu_s_per_gb: f64) -> C
         protocol,
         size,
         log_ratio: f64::ln(ratio),
+        reps: vec![],
         bridge_cpu_s_per_gb: Some(cpu_s_per_gb),
         host_cpu_s_per_gb: Some(cpu_s_per_gb),
     }
@@ -609,6 +611,59 @@ fn a_request_response_container_is_judged_on_latency() {
         probes.detail
     );
     assert!(probes.detail.contains("-20.0%"), "{}", probes.detail);
+}
+
+/// Probes whose every cell ran twice: host's runs are `host` (bridge's are 100 Mbit/s).
+fn probes_with_runs(run: &str, host: [f64; 2]) -> ContainerProbes {
+    let mut p = probes(run, 1.0);
+    for c in p.bridge.iter_mut() {
+        c.runs = vec![100e6, 100e6];
+    }
+    for c in p.host.iter_mut() {
+        c.runs = host.map(|r| r * 100e6).to_vec();
+        c.goodput_bps = Some(host[0].min(host[1]) * 100e6);
+    }
+    p
+}
+
+/// Two runs that agree make a round count; two that contradict each other (the bimodal
+/// single-stream TCP of a VM) make it weak evidence: no switch on it, lower confidence.
+#[test]
+fn a_cell_that_disagrees_with_itself_is_weak_evidence() {
+    let decide = |host: [f64; 2]| {
+        let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+        let mut memory = Memory::default();
+        let mut last = None;
+        for i in 0..2u64 {
+            w.containers[0].probes = Some(probes_with_runs(&format!("r{i}"), host));
+            let (e, m) = w.eval((i + 1) * MIN, &memory);
+            memory = m;
+            last = Some(e.recommendations["web"].clone());
+        }
+        last.unwrap()
+    };
+    let steady = decide([1.6, 1.55]);
+    assert_eq!(
+        (steady.mode, steady.action),
+        (ModeKind::Host, Action::Switch),
+        "{}",
+        steady.reason
+    );
+    let probes = steady.evidence.iter().find(|e| e.step == "probes").unwrap();
+    assert!(
+        probes.detail.contains("2 probe rounds (4 runs)"),
+        "{}",
+        probes.detail
+    );
+    // The same median advantage from runs of 3x and 0.85x.
+    let bimodal = decide([3.0, 0.85]);
+    assert_eq!(bimodal.action, Action::Keep, "{}", bimodal.reason);
+    assert!(
+        bimodal.confidence < steady.confidence,
+        "{} vs {}",
+        bimodal.confidence,
+        steady.confidence
+    );
 }
 
 // ------------------------------------------------------------------ exclusions and pins

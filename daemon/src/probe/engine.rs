@@ -304,7 +304,10 @@ impl ProbeEngine {
                     .iter()
                     .filter(|d| d.launch(t).is_ok())
                     .count() as u32;
-                modes * plan::traffic(&self.cfg, t).len() as u32 * cells_per_kind
+                modes
+                    * plan::traffic(&self.cfg, t).len() as u32
+                    * cells_per_kind
+                    * self.cfg.repetitions
             })
             .sum();
         if q.sweep {
@@ -370,6 +373,18 @@ impl ProbeEngine {
         let stopped = || ProbeError::TargetStopped {
             container: t.name.clone(),
         };
+        let kinds = plan::traffic(&self.cfg, t);
+        let cells = plan::cells_in(&self.cfg, &kinds, &self.cfg.protocols, &self.cfg.sizes);
+        // Each mode: its cells measured for another container already, or how to measure.
+        enum Plan {
+            Known(Vec<ProbeCell>),
+            Measure {
+                mode: ProbeMode,
+                launch: Launch,
+                key: Option<(ProbeMode, String, String)>,
+            },
+        }
+        let mut plans = Vec::new();
         for driver in mode::drivers(self.cfg.in_place) {
             let launch = match driver.launch(t) {
                 Ok(l) => l,
@@ -382,7 +397,6 @@ impl ProbeEngine {
                     return (cp, None);
                 }
             };
-            let kinds = plan::traffic(&self.cfg, t);
             // Probe containers depend on the network, the limits and the kinds of traffic,
             // not on the target.
             let key = match &launch {
@@ -393,40 +407,69 @@ impl ProbeEngine {
                 )),
                 Launch::InNamespace { .. } => None,
             };
-            if let Some((name, cells)) = key.as_ref().and_then(|k| measured.get(k)) {
-                progress.done += cells.len() as u32;
-                cp.cells.extend(cells.iter().cloned());
-                cp.measured_for = Some(name.clone());
-                continue;
-            }
-            let mut mode_cells = Vec::new();
-            for cell in plan::cells_in(&self.cfg, &kinds, &self.cfg.protocols, &self.cfg.sizes) {
-                if !self.still_running(&t.id) {
-                    cp.error = Some(stopped().to_string());
-                    return (cp, Some(stopped()));
+            match key.as_ref().and_then(|k| measured.get(k)) {
+                Some((name, known)) => {
+                    progress.done += known.len() as u32 * self.cfg.repetitions;
+                    cp.measured_for = Some(name.clone());
+                    plans.push(Plan::Known(known.clone()));
                 }
-                progress.show(Some(format!(
-                    "{}: {}",
-                    t.name,
-                    describe(driver.mode(), &cell, 1)
-                )));
-                let r = match &launch {
-                    Launch::Container { network_mode } => {
-                        runner.containers(network_mode, &t.limits, 1, &cell).await
+                None => plans.push(Plan::Measure {
+                    mode: driver.mode(),
+                    launch,
+                    key,
+                }),
+            }
+        }
+        // Repetitions outermost, the modes of a cell back to back: drift and the bimodal
+        // luck of a connection hit every mode alike.
+        let mut runs: Vec<Vec<Vec<ProbeCell>>> = vec![vec![Vec::new(); cells.len()]; plans.len()];
+        for rep in 0..self.cfg.repetitions {
+            for (ci, cell) in cells.iter().enumerate() {
+                for (pi, plan) in plans.iter().enumerate() {
+                    let Plan::Measure { mode, launch, .. } = plan else {
+                        continue;
+                    };
+                    if !self.still_running(&t.id) {
+                        cp.error = Some(stopped().to_string());
+                        return (cp, Some(stopped()));
                     }
-                    Launch::InNamespace { pid } => runner.in_namespace(*pid, &cell).await,
-                };
-                mode_cells.push(cell_result(driver.mode(), &cell, 1, r));
-                progress.done += 1;
+                    progress.show(Some(format!(
+                        "{}: {}{}",
+                        t.name,
+                        describe(*mode, cell, 1),
+                        if self.cfg.repetitions > 1 {
+                            format!(", run {} of {}", rep + 1, self.cfg.repetitions)
+                        } else {
+                            String::new()
+                        }
+                    )));
+                    let r = match launch {
+                        Launch::Container { network_mode } => {
+                            runner.containers(network_mode, &t.limits, 1, cell).await
+                        }
+                        Launch::InNamespace { pid } => runner.in_namespace(*pid, cell).await,
+                    };
+                    runs[pi][ci].push(cell_result(*mode, cell, 1, r));
+                    progress.done += 1;
+                }
             }
-            if !self.still_running(&t.id) {
-                cp.error = Some(stopped().to_string());
-                return (cp, Some(stopped()));
+        }
+        if !self.still_running(&t.id) {
+            cp.error = Some(stopped().to_string());
+            return (cp, Some(stopped()));
+        }
+        for (plan, runs) in plans.into_iter().zip(runs) {
+            match plan {
+                Plan::Known(known) => cp.cells.extend(known),
+                Plan::Measure { key, .. } => {
+                    let mode_cells: Vec<ProbeCell> =
+                        runs.into_iter().filter_map(plan::merge_runs).collect();
+                    if let Some(k) = key {
+                        measured.insert(k, (t.name.clone(), mode_cells.clone()));
+                    }
+                    cp.cells.extend(mode_cells);
+                }
             }
-            if let Some(k) = key {
-                measured.insert(k, (t.name.clone(), mode_cells.clone()));
-            }
-            cp.cells.extend(mode_cells);
         }
         (cp, None)
     }

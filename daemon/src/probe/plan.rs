@@ -190,6 +190,7 @@ pub fn cell_result(
         loss: None,
         duration_s: cell.duration.as_secs_f64(),
         transactions: None,
+        runs: Vec::new(),
         counters: None,
         error: None,
     };
@@ -219,9 +220,47 @@ pub fn cell_result(
             if cell.pattern == Pattern::RequestResponse {
                 out.transactions = transactions(&outcomes, out.loss);
             }
+            out.runs = run_figure(&out).into_iter().collect();
         }
     }
     out
+}
+
+/// What a run of a cell is judged by: goodput, or for request/response the median round
+/// trip.
+fn run_figure(c: &ProbeCell) -> Option<f64> {
+    match c.pattern {
+        Pattern::Stream => c.goodput_bps,
+        Pattern::RequestResponse => c.transactions.map(|t| t.latency_p50_us),
+    }
+}
+
+/// One cell from its runs (the same cell measured `probe.repetitions` times): the median
+/// run's figures and counters, every run's figure in `runs`. Failed runs are left out while
+/// one succeeded; a cell all of whose runs failed keeps the first error.
+pub fn merge_runs(runs: Vec<ProbeCell>) -> Option<ProbeCell> {
+    let figures: Vec<f64> = runs
+        .iter()
+        .filter(|c| c.error.is_none())
+        .filter_map(run_figure)
+        .collect();
+    let mut ok: Vec<ProbeCell> = runs
+        .iter()
+        .filter(|c| c.error.is_none() && run_figure(c).is_some())
+        .cloned()
+        .collect();
+    if ok.is_empty() {
+        return runs.into_iter().next();
+    }
+    ok.sort_by(|a, b| {
+        run_figure(a)
+            .unwrap_or(0.0)
+            .total_cmp(&run_figure(b).unwrap_or(0.0))
+    });
+    // The lower median of an even count: a figure that was measured, not an average.
+    let mut cell = ok.swap_remove((ok.len() - 1) / 2);
+    cell.runs = figures;
+    Some(cell)
 }
 
 /// Transactions per second summed over clients; the median of their medians and the worst
@@ -264,9 +303,45 @@ mod tests {
             loss: None,
             duration_s: 3.0,
             transactions: None,
+            runs: vec![bps],
             counters: None,
             error: None,
         }
+    }
+
+    #[test]
+    fn runs_merge_into_the_median_run() {
+        let runs = vec![
+            cell(ProbeMode::Bridge, 1, 300.0),
+            cell(ProbeMode::Bridge, 1, 100.0),
+            ProbeCell {
+                error: Some("sink gone".into()),
+                goodput_bps: None,
+                ..cell(ProbeMode::Bridge, 1, 0.0)
+            },
+            cell(ProbeMode::Bridge, 1, 200.0),
+        ];
+        let m = merge_runs(runs).unwrap();
+        assert_eq!(m.goodput_bps, Some(200.0));
+        assert_eq!(m.runs, [300.0, 100.0, 200.0]);
+        assert!(m.error.is_none());
+        // Two runs: the lower one, as measured.
+        let m = merge_runs(vec![
+            cell(ProbeMode::Host, 1, 5.0),
+            cell(ProbeMode::Host, 1, 9.0),
+        ]);
+        assert_eq!(m.unwrap().goodput_bps, Some(5.0));
+        // All failed: the first error stays.
+        let failed = ProbeCell {
+            error: Some("x".into()),
+            goodput_bps: None,
+            ..cell(ProbeMode::Host, 1, 0.0)
+        };
+        assert_eq!(
+            merge_runs(vec![failed.clone()]).unwrap().error.as_deref(),
+            Some("x")
+        );
+        assert_eq!(merge_runs(vec![]), None);
     }
 
     #[test]

@@ -154,6 +154,18 @@ fn softirqs() -> (u64, u64) {
     hoststat::net_softirqs(&std::fs::read_to_string("/proc/softirqs").unwrap_or_default())
 }
 
+fn rx_per_cpu() -> Vec<u64> {
+    hoststat::net_rx_per_cpu(&std::fs::read_to_string("/proc/softirqs").unwrap_or_default())
+}
+
+fn per_cpu_delta(before: &[u64], after: &[u64]) -> Vec<u64> {
+    after
+        .iter()
+        .zip(before.iter().chain(std::iter::repeat(&0)))
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect()
+}
+
 /// Sum the senders' usage and counters into the cell's counters.
 pub fn combine(
     scope: &str,
@@ -177,6 +189,7 @@ pub fn combine(
         c.major_faults += u.major_faults;
     }
     c.cpu_s = c.user_s + c.system_s;
+    c.sender_cpus = reports.iter().filter_map(|r| r.cpu).collect();
     c.perf = match perf.iter().find_map(|p| p.unavailable.clone()) {
         Some(reason) => PerfCounts::unavailable(reason),
         None if perf.is_empty() => PerfCounts::unavailable("not counted"),
@@ -304,6 +317,7 @@ impl Runner<'_> {
             pids.push(pid as i32);
         }
         let before = softirqs();
+        let rx_before = rx_per_cpu();
         // Straight to the process (we are in the host's PID namespace): a signal relayed
         // through the engine was seen to be lost under load.
         for pid in &pids {
@@ -343,6 +357,7 @@ impl Runner<'_> {
             reports.push(report);
         }
         let after = softirqs();
+        let rx_after = rx_per_cpu();
         let perf: Vec<PerfCounts> = counters.iter().map(perf::Counters::read).collect();
         let counters = combine(
             "probe container processes",
@@ -350,6 +365,8 @@ impl Runner<'_> {
             &perf,
             (before, after),
         );
+        let mut counters = counters;
+        counters.net_rx_softirqs_per_cpu = per_cpu_delta(&rx_before, &rx_after);
         Ok(CellRun { reports, counters })
     }
 
@@ -389,25 +406,32 @@ impl Runner<'_> {
             direction: cell.direction,
             pattern: cell.pattern,
         };
-        let (report, perf, softirq) = netns::spawn_in("probe-in-place", pid, move || {
-            let counters = perf::Counters::start(0);
-            let before = softirqs();
-            let report = traffic::send(&spec, true);
-            let after = softirqs();
-            let perf = counters.read();
-            (report, perf, (before, after))
-        })
-        .await
-        .map_err(|source| ProbeError::Io {
-            what: "enter the container's network namespace",
-            source,
-        })?;
-        let counters = combine(
+        let (report, perf, softirq, rx_per_cpu) =
+            netns::spawn_in("probe-in-place", pid, move || {
+                let counters = perf::Counters::start(0);
+                let (before, rx_before) = (softirqs(), rx_per_cpu());
+                let report = traffic::send(&spec, true);
+                let (after, rx_after) = (softirqs(), rx_per_cpu());
+                let perf = counters.read();
+                (
+                    report,
+                    perf,
+                    (before, after),
+                    per_cpu_delta(&rx_before, &rx_after),
+                )
+            })
+            .await
+            .map_err(|source| ProbeError::Io {
+                what: "enter the container's network namespace",
+                source,
+            })?;
+        let mut counters = combine(
             "probe thread in the container's namespace",
             std::slice::from_ref(&report),
             &[perf],
             softirq,
         );
+        counters.net_rx_softirqs_per_cpu = rx_per_cpu;
         Ok(CellRun {
             reports: vec![report],
             counters,
@@ -500,6 +524,12 @@ mod tests {
             ((0, 0), (0, 0)),
         );
         assert_eq!(c.perf.cpu_migrations, None);
+    }
+
+    #[test]
+    fn softirqs_per_cpu_are_deltas_even_when_a_cpu_appears() {
+        assert_eq!(per_cpu_delta(&[10, 20], &[15, 20, 7]), [5, 0, 7]);
+        assert_eq!(per_cpu_delta(&[], &[]), Vec::<u64>::new());
     }
 
     #[test]

@@ -68,6 +68,18 @@ pub fn net_softirqs(text: &str) -> (u64, u64) {
     (sum("NET_RX:"), sum("NET_TX:"))
 }
 
+/// NET_RX softirqs per CPU from `/proc/softirqs`.
+pub fn net_rx_per_cpu(text: &str) -> Vec<u64> {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix("NET_RX:"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn rates(prev: &CpuSnapshot, cur: &CpuSnapshot) -> Option<CpuRates> {
     let dt = cur.at.duration_since(prev.at).as_secs_f64();
     let ticks = cur.total.checked_sub(prev.total)? as f64;
@@ -128,6 +140,8 @@ mod tests {
         let text = "                    CPU0       CPU1\n          HI:          1          0\n      \
                     NET_TX:         10         20\n      NET_RX:        300        400\n";
         assert_eq!(net_softirqs(text), (700, 30));
+        assert_eq!(net_rx_per_cpu(text), [300, 400]);
+        assert_eq!(net_rx_per_cpu(""), Vec::<u64>::new());
     }
 
     #[test]

@@ -197,6 +197,9 @@ pub struct SenderReport {
     /// Counted by the sender itself when asked (`--perf`); the daemon counts probe
     /// containers from outside instead.
     pub perf: Option<PerfCounts>,
+    /// The CPU the sender was on when it finished.
+    #[serde(default)]
+    pub cpu: Option<u32>,
 }
 
 /// Run one sender to completion, measuring its own usage.
@@ -207,7 +210,9 @@ pub fn send(spec: &SendSpec, thread_usage: bool) -> SenderReport {
         Target::Iperf3(_) => iperf3::run(spec),
     };
     let usage = Usage::now(thread_usage).since(&before);
-    match result {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = u32::try_from(unsafe { libc::sched_getcpu() }).ok();
+    let mut report = match result {
         Ok(o) => SenderReport {
             outcome: Some(o),
             usage,
@@ -218,7 +223,9 @@ pub fn send(spec: &SendSpec, thread_usage: bool) -> SenderReport {
             usage,
             ..Default::default()
         },
-    }
+    };
+    report.cpu = cpu;
+    report
 }
 
 /// A random session id (from the clock and pid; uniqueness per sink is all that matters).
