@@ -283,6 +283,25 @@ fn with_rounds(w: &mut World, name: &str, rounds: usize, ratio: f64) -> (Recomme
     (last.unwrap(), memory)
 }
 
+/// Evaluate `rounds` probe rounds of the first container, round `i` giving it `probes(i)`;
+/// its last recommendation and the memory.
+fn rounds_of(
+    w: &mut World,
+    rounds: u64,
+    probes: impl Fn(u64) -> ContainerProbes,
+) -> (Recommendation, Memory) {
+    let name = w.containers[0].name.clone();
+    let mut memory = Memory::default();
+    let mut last = None;
+    for i in 0..rounds {
+        w.containers[0].probes = Some(probes(i));
+        let (e, m) = w.eval((i + 1) * MIN, &memory);
+        memory = m;
+        last = Some(e.recommendations[&name].clone());
+    }
+    (last.unwrap(), memory)
+}
+
 #[test]
 fn consistent_measurements_override_the_prior() {
     let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
@@ -501,9 +520,7 @@ fn an_ingress_heavy_container_follows_its_ingress_cells() {
     l.tx_bps = 1e6;
     c.live = Some(l);
     let mut w = World::new(vec![c]);
-    let mut memory = Memory::default();
-    let mut last = None;
-    for i in 0..3u64 {
+    let (r, memory) = rounds_of(&mut w, 3, |i| {
         let mut p = probes(&format!("r{i}"), 1.4);
         for (mode, ratio) in [(ProbeMode::Bridge, 1.0), (ProbeMode::Host, 0.7)] {
             let cells = if mode == ProbeMode::Bridge {
@@ -521,12 +538,8 @@ fn an_ingress_heavy_container_follows_its_ingress_cells() {
                 .collect();
             cells.extend(ing);
         }
-        w.containers[0].probes = Some(p);
-        let (e, m) = w.eval((i + 1) * MIN, &memory);
-        memory = m;
-        last = Some(e.recommendations["broker"].clone());
-    }
-    let r = last.unwrap();
+        p
+    });
     assert_eq!(
         (r.mode, r.action),
         (ModeKind::Bridge, Action::Keep),
@@ -558,9 +571,7 @@ fn a_request_response_container_is_judged_on_latency() {
     assert!(l.request_response_like());
     c.live = Some(l);
     let mut w = World::new(vec![c]);
-    let mut memory = Memory::default();
-    let mut last = None;
-    for i in 0..3u64 {
+    let (r, _) = rounds_of(&mut w, 3, |i| {
         let mut p = probes(&format!("r{i}"), 1.4);
         for (mode, p50) in [(ProbeMode::Bridge, 80.0), (ProbeMode::Host, 100.0)] {
             let cells = if mode == ProbeMode::Bridge {
@@ -588,12 +599,8 @@ fn a_request_response_container_is_judged_on_latency() {
                 });
             }
         }
-        w.containers[0].probes = Some(p);
-        let (e, m) = w.eval((i + 1) * MIN, &memory);
-        memory = m;
-        last = Some(e.recommendations["mqtt"].clone());
-    }
-    let r = last.unwrap();
+        p
+    });
     assert_eq!(
         (r.mode, r.action),
         (ModeKind::Bridge, Action::Keep),
@@ -632,15 +639,7 @@ fn probes_with_runs(run: &str, host: [f64; 2]) -> ContainerProbes {
 fn a_cell_that_disagrees_with_itself_is_weak_evidence() {
     let decide = |host: [f64; 2]| {
         let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
-        let mut memory = Memory::default();
-        let mut last = None;
-        for i in 0..2u64 {
-            w.containers[0].probes = Some(probes_with_runs(&format!("r{i}"), host));
-            let (e, m) = w.eval((i + 1) * MIN, &memory);
-            memory = m;
-            last = Some(e.recommendations["web"].clone());
-        }
-        last.unwrap()
+        rounds_of(&mut w, 2, |i| probes_with_runs(&format!("r{i}"), host)).0
     };
     let steady = decide([1.6, 1.55]);
     assert_eq!(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use netmode_advisor::api::{Direction, Pattern, Protocol};
 use serde_json::{Value, json};
 
-use super::sender::{tcp_stream, udp_socket, udp_stream};
+use super::sender::{Arrivals, tcp_stream, udp_socket, udp_stream, waited};
 use super::{Outcome, SendSpec};
 use crate::error::TrafficError;
 
@@ -291,32 +291,18 @@ fn receive_tcp(s: &TcpStream, duration: Duration) -> io::Result<Outcome> {
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     let start = Instant::now();
     let mut buf = vec![0u8; 128 * 1024];
-    let (mut bytes, mut first, mut last) = (0u64, None, None);
+    let mut got = Arrivals::default();
     while start.elapsed() < duration {
         match s.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                let now = Instant::now();
-                bytes += n as u64;
-                first.get_or_insert(now);
-                last = Some(now);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Ok(n) => got.add(n as u64, Instant::now()),
+            Err(e) if waited(&e) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(Outcome {
-        received_bytes: bytes,
-        received_active_s: match (first, last) {
-            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
-            _ => 0.0,
-        },
+        received_bytes: got.bytes,
+        received_active_s: got.active_s(),
         elapsed_s: start.elapsed().as_secs_f64(),
         ..Default::default()
     })
@@ -329,36 +315,24 @@ fn receive_udp(s: &std::net::UdpSocket, duration: Duration) -> io::Result<Outcom
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     let start = Instant::now();
     let mut buf = vec![0u8; 65_536];
-    let (mut bytes, mut arrived, mut expected, mut first, mut last) =
-        (0u64, 0u64, 0u64, None, None);
+    let mut got = Arrivals::default();
+    let (mut arrived, mut expected) = (0u64, 0u64);
     while start.elapsed() < duration {
         match s.recv(&mut buf) {
             Ok(n) if n >= UDP_HEADER => {
-                let now = Instant::now();
-                bytes += n as u64;
+                got.add(n as u64, Instant::now());
                 arrived += 1;
                 let seq = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as u64;
                 expected = expected.max(seq);
-                first.get_or_insert(now);
-                last = Some(now);
             }
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if waited(&e) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(Outcome {
-        received_bytes: bytes,
-        received_active_s: match (first, last) {
-            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
-            _ => 0.0,
-        },
+        received_bytes: got.bytes,
+        received_active_s: got.active_s(),
         sent_messages: expected,
         send_errors: arrived,
         elapsed_s: start.elapsed().as_secs_f64(),

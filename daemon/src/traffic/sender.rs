@@ -117,20 +117,28 @@ pub(super) fn tcp_stream(s: &mut TcpStream, spec: &SendSpec) -> io::Result<Outco
 
 /// First and last arrival, and bytes: what a receiver counts.
 #[derive(Default)]
-struct Arrivals {
-    bytes: u64,
-    first: Option<Instant>,
-    last: Option<Instant>,
+pub(super) struct Arrivals {
+    pub bytes: u64,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+}
+
+/// A read that timed out (SO_RCVTIMEO) or was interrupted: wait again.
+pub(super) fn waited(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 impl Arrivals {
-    fn add(&mut self, bytes: u64, now: Instant) {
+    pub fn add(&mut self, bytes: u64, now: Instant) {
         self.bytes += bytes;
         self.first.get_or_insert(now);
         self.last = Some(now);
     }
 
-    fn active_s(&self) -> f64 {
+    pub fn active_s(&self) -> f64 {
         match (self.first, self.last) {
             (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
             _ => 0.0,
@@ -223,16 +231,7 @@ fn pull_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
         }
         let n = match rx.recv(s.as_raw_fd()) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
+            Err(e) if waited(&e) => continue,
             // ICMP errors of the opener before the sink listened: try again.
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
             Err(e) => return Err(e),
@@ -363,13 +362,7 @@ fn rr_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
                     break;
                 }
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if waited(&e) => {}
                 Err(e) => return Err(e),
             }
             if Instant::now() >= deadline {

@@ -504,12 +504,7 @@ fn serve_rr(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io::R
             while Instant::now() < until {
                 let (n, from) = match udp.recv_from(&mut buf) {
                     Ok(x) => x,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
+                    Err(e) if sender::waited(&e) => {
                         if answered {
                             break;
                         }
