@@ -150,12 +150,13 @@ async fn wait_until_ready(pid: i64) -> Result<(), ProbeError> {
     }
 }
 
-fn softirqs() -> (u64, u64) {
-    hoststat::net_softirqs(&std::fs::read_to_string("/proc/softirqs").unwrap_or_default())
-}
-
-fn rx_per_cpu() -> Vec<u64> {
-    hoststat::net_rx_per_cpu(&std::fs::read_to_string("/proc/softirqs").unwrap_or_default())
+/// NET_RX and NET_TX softirqs over all CPUs, and NET_RX per CPU, from one reading.
+fn softirqs() -> ((u64, u64), Vec<u64>) {
+    let text = std::fs::read_to_string("/proc/softirqs").unwrap_or_default();
+    (
+        hoststat::net_softirqs(&text),
+        hoststat::net_rx_per_cpu(&text),
+    )
 }
 
 fn per_cpu_delta(before: &[u64], after: &[u64]) -> Vec<u64> {
@@ -316,8 +317,7 @@ impl Runner<'_> {
             counters.push(perf::Counters::start(pid as i32));
             pids.push(pid as i32);
         }
-        let before = softirqs();
-        let rx_before = rx_per_cpu();
+        let (before, rx_before) = softirqs();
         // Straight to the process (we are in the host's PID namespace): a signal relayed
         // through the engine was seen to be lost under load.
         for pid in &pids {
@@ -356,8 +356,7 @@ impl Runner<'_> {
                 .map_err(|e| ProbeError::Sender(format!("{e} (exit code {waited})")))?;
             reports.push(report);
         }
-        let after = softirqs();
-        let rx_after = rx_per_cpu();
+        let (after, rx_after) = softirqs();
         let perf: Vec<PerfCounts> = counters.iter().map(perf::Counters::read).collect();
         let counters = combine(
             "probe container processes",
@@ -409,9 +408,9 @@ impl Runner<'_> {
         let (report, perf, softirq, rx_per_cpu) =
             netns::spawn_in("probe-in-place", pid, move || {
                 let counters = perf::Counters::start(0);
-                let (before, rx_before) = (softirqs(), rx_per_cpu());
+                let (before, rx_before) = softirqs();
                 let report = traffic::send(&spec, true);
-                let (after, rx_after) = (softirqs(), rx_per_cpu());
+                let (after, rx_after) = softirqs();
                 let perf = counters.read();
                 (
                     report,
