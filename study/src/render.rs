@@ -655,7 +655,8 @@ impl Findings {
         sentences.push(match crossover {
             _ if n == 0 => "Several containers: not measured (--max-n 0).".to_string(),
             Some(c) => format!(
-                "Several containers: host mode wins clearly from {c} concurrent containers on{at_n} (the paper: host from {}, {:.0} to {:.0} % better at 4).",
+                "Several containers: host mode wins clearly from {c} concurrent container{} on{at_n} (the paper: host from {}, {:.0} to {:.0} % better at 4).",
+                if c == 1 { "" } else { "s" },
                 paper::CROSSOVER,
                 paper::MULTI_HOST_GAIN_PCT.0,
                 paper::MULTI_HOST_GAIN_PCT.1
@@ -780,7 +781,7 @@ pub fn report(r: &Results, s: &BTreeMap<Group, Summary>, f: &Findings) -> String
         out,
         "<tr><td>crossover (host wins from)</td><td>{}</td><td>{} containers</td><td></td></tr>\n</table>",
         f.crossover
-            .map(|c| format!("{c} containers"))
+            .map(|c| format!("{c} container{}", if c == 1 { "" } else { "s" }))
             .unwrap_or_else(|| format!("none within 1..{}", r.options.max_n)),
         paper::CROSSOVER
     );
