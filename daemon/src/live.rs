@@ -51,6 +51,14 @@ impl Counters {
 /// Traffic since the previous sample, summed over a container's counter sources (veths by
 /// ifindex, sockets by cookie). A source seen for the first time counts in full, except in
 /// the container's first sample, which only sets the baseline.
+/// Rates are not taken over a shorter interval than this (seconds): a few packets more or
+/// less would swing them.
+const MIN_RATE_INTERVAL_S: f64 = 0.2;
+
+/// What a container's live figures say while an in-place probe sends from its namespace.
+pub const IN_PLACE_NOTE: &str =
+    "an in-place probe is sending from its namespace: rates held from before it";
+
 pub fn delta(
     prev: &HashMap<u64, Counters>,
     cur: &HashMap<u64, Counters>,
@@ -384,6 +392,7 @@ impl Sampler {
         .await;
 
         let mut live = HashMap::new();
+        let mut held = shared.live();
         for s in &seen {
             let track_is_new = !self.tracks.contains_key(&s.id)
                 || self.tracks.get(&s.id).is_some_and(|t| t.netns != s.netns);
@@ -490,6 +499,7 @@ impl Sampler {
             }
             track.totals.add(&d);
             let dt = now.duration_since(track.at).as_secs_f64();
+            let probed = shared.in_place_probe_since(&s.id, track.at);
             track.sources = sources;
             track.at = now;
             let tcp_now: HashMap<u64, Counters> = if idle.contains(&s.id) {
@@ -511,6 +521,18 @@ impl Sampler {
             };
             track.cpu_ns = cpu_now;
             if track_is_new || dt <= 0.0 {
+                continue;
+            }
+            if probed || dt < MIN_RATE_INTERVAL_S {
+                // An in-place probe sent from its namespace in this interval: the rates are
+                // the probe's, not the container's. Or a sample came right after another (an
+                // engine event): too short a time to tell a rate. Keep the last ones.
+                if let Some(mut l) = held.remove(&s.id) {
+                    if probed {
+                        l.note = Some(IN_PLACE_NOTE.to_string());
+                    }
+                    live.insert(s.id.clone(), l);
+                }
                 continue;
             }
             let (rx_bps, tx_bps, rx_pps, tx_pps, mean) = rates(&d, dt);

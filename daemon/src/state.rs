@@ -37,6 +37,9 @@ pub struct Shared {
     pub applies: ApplyBook,
     /// The HTTP endpoint's open connections.
     pub conns: crate::http::conns::Conns,
+    /// Containers an in-place probe sends from (their own namespace's counters carry the
+    /// probe's traffic): `None` while it runs, else when it ended.
+    in_place: RwLock<HashMap<String, Option<std::time::Instant>>>,
 }
 
 pub use crate::rt::now_ms;
@@ -61,6 +64,7 @@ impl Shared {
             token,
             applies: ApplyBook::default(),
             conns: Default::default(),
+            in_place: RwLock::new(HashMap::new()),
             docker: RwLock::new(DockerInfo {
                 state: DockerState::Connecting,
                 endpoint: format!("unix://{}", docker_socket.display()),
@@ -199,5 +203,23 @@ impl Shared {
     /// Live traffic of each container, by id.
     pub fn live(&self) -> HashMap<String, Live> {
         read(&self.live)
+    }
+
+    // ---- in-place probes ----
+
+    /// An in-place probe starts (`true`) or stops sending from container `id`'s namespace.
+    pub fn in_place_probe(&self, id: &str, running: bool) {
+        let mut m = write(&self.in_place);
+        let now = std::time::Instant::now();
+        m.retain(|_, end| end.is_none_or(|t| now.duration_since(t).as_secs() < 600));
+        m.insert(id.to_string(), (!running).then_some(now));
+    }
+
+    /// Whether an in-place probe sent from container `id` at any time since `since`: its
+    /// counters over that time are the probe's as much as its own.
+    pub fn in_place_probe_since(&self, id: &str, since: std::time::Instant) -> bool {
+        read_lock(&self.in_place)
+            .get(id)
+            .is_some_and(|end| end.is_none_or(|t| t >= since))
     }
 }

@@ -447,7 +447,14 @@ impl ProbeEngine {
                         Launch::Container { network_mode } => {
                             runner.containers(network_mode, &t.limits, 1, cell).await
                         }
-                        Launch::InNamespace { pid } => runner.in_namespace(*pid, cell).await,
+                        Launch::InNamespace { pid } => {
+                            // The container's own counters carry this traffic: the sampler
+                            // holds its rates meanwhile.
+                            self.shared.in_place_probe(&t.id, true);
+                            let r = runner.in_namespace(*pid, cell).await;
+                            self.shared.in_place_probe(&t.id, false);
+                            r
+                        }
                     };
                     runs[pi][ci].push(cell_result(*mode, cell, 1, r));
                     progress.done += 1;

@@ -66,28 +66,38 @@ pub fn cells_in(
     v
 }
 
-/// The kinds of traffic a container is probed with: the configured list, or (`auto`)
-/// egress (the study's cells), ingress too when its live traffic is mostly received (at
-/// least a third of what it sends, and active), and request/response when it looks like an
-/// exchange of small requests and answers (with a netmode sink). A round stays short for containers that need
-/// only the study's cells.
+/// The kinds of traffic a container is probed with: the configured list, or (`auto`) the
+/// kinds its live traffic will weigh (the advisor weighs cells by how much the traffic looks
+/// like them, so the others would cost probe time for nothing):
+/// - request/response alone for a container exchanging small packets both ways at similar
+///   rates (with a netmode sink: iperf3 has no request/response test);
+/// - else egress when it sends at least a quarter of its bytes, ingress when it receives at
+///   least a quarter of them (and is active);
+/// - egress, the study's cells, for an idle container.
 pub fn traffic(cfg: &ProbeConfig, c: &api::Container) -> Vec<TrafficKind> {
     match &cfg.traffic {
         Traffic::List(v) => v.clone(),
         Traffic::Auto => {
-            let mut v = vec![TrafficKind::Egress];
-            if let Some(l) = &c.live {
-                if l.rx_bps >= ACTIVE_BPS && l.rx_bps * 3.0 >= l.tx_bps {
-                    v.push(TrafficKind::Ingress);
-                }
-                // iperf3 has no request/response test: only a netmode sink answers.
-                let iperf3 = cfg
-                    .target
-                    .as_deref()
-                    .is_some_and(|t| t.starts_with("iperf3://"));
-                if l.request_response_like() && !iperf3 {
-                    v.push(TrafficKind::RequestResponse);
-                }
+            let Some(l) = &c.live else {
+                return vec![TrafficKind::Egress];
+            };
+            let iperf3 = cfg
+                .target
+                .as_deref()
+                .is_some_and(|t| t.starts_with("iperf3://"));
+            if l.request_response_like() && !iperf3 {
+                return vec![TrafficKind::RequestResponse];
+            }
+            let rx = l.rx_share().unwrap_or(0.0);
+            let mut v = Vec::new();
+            if rx <= 0.75 {
+                v.push(TrafficKind::Egress);
+            }
+            if rx >= 0.25 && l.rx_bps >= ACTIVE_BPS {
+                v.push(TrafficKind::Ingress);
+            }
+            if v.is_empty() {
+                v.push(TrafficKind::Egress);
             }
             v
         }
@@ -385,18 +395,24 @@ mod tests {
         // Idle, or sending: the study's egress cells only.
         assert_eq!(of(0.0, 0.0), [Egress]);
         assert_eq!(of(1e6, 9e6), [Egress]);
-        // Receiving a third of what it sends or more: ingress too.
+        // Both ways: both.
         assert_eq!(of(3e6, 9e6), [Egress, Ingress]);
-        assert_eq!(of(9e6, 1e5), [Egress, Ingress]);
+        // Receiving (nearly) only: ingress only.
+        assert_eq!(of(9e6, 1e5), [Ingress]);
         // A trickle is no profile.
         assert_eq!(of(5e4, 0.0), [Egress]);
-        // Small packets both ways at similar rates: request/response (container() gives
+        // Small packets both ways at similar rates: request/response alone (container() gives
         // 100 B packets; rx_pps and tx_pps set here).
         let mut c = container("a", None, 2e5, 2e5);
         let l = c.live.as_mut().unwrap();
         (l.rx_pps, l.tx_pps) = (250.0, 250.0);
-        assert_eq!(traffic(&cfg, &c), [Egress, Ingress, RequestResponse]);
-        // ... but not a one-way stream of small packets.
+        assert_eq!(traffic(&cfg, &c), [RequestResponse]);
+        // ... but not against iperf3, and not for a one-way stream of small packets.
+        let iperf3 = ProbeConfig {
+            target: Some("iperf3://10.0.0.5:5201".into()),
+            ..ProbeConfig::default()
+        };
+        assert_eq!(traffic(&iperf3, &c), [Egress, Ingress]);
         let l = c.live.as_mut().unwrap();
         (l.rx_pps, l.tx_pps) = (250.0, 10.0);
         assert!(!traffic(&cfg, &c).contains(&RequestResponse));
