@@ -104,7 +104,7 @@ impl Event {
 /// creates afterwards).
 pub struct Counters {
     /// The hardware pair, or why the PMU refused.
-    hardware: Result<(Event, Event), String>,
+    hardware: Result<(Event, Event), PerfUnavailable>,
     /// The software counter, `None` where perf_event_open refuses altogether.
     migrations: Option<Event>,
 }
@@ -137,7 +137,7 @@ impl Counters {
                     open_one(PERF_TYPE_HARDWARE, PERF_COUNT_HW_INSTRUCTIONS, pid)?,
                 ))
             })
-            .map_err(|e| explain(&e));
+            .map_err(|e| PerfUnavailable(explain(&e)));
         let migrations = open_one(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_MIGRATIONS, pid).ok();
         Counters {
             hardware,
@@ -147,16 +147,13 @@ impl Counters {
 
     /// Whether hardware counters count here, or why not (the study's machine description).
     pub fn hardware(&self) -> Result<(), PerfUnavailable> {
-        self.hardware
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| PerfUnavailable(e.clone()))
+        self.hardware.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     pub fn read(&self) -> PerfCounts {
         let cpu_migrations = self.migrations.as_ref().and_then(|m| m.read().ok());
         let mut counts = match &self.hardware {
-            Err(why) => PerfCounts::unavailable(why.clone()),
+            Err(why) => PerfCounts::unavailable(why.0.clone()),
             Ok((cycles, instructions)) => match (cycles.read(), instructions.read()) {
                 (Ok(c), Ok(i)) => PerfCounts {
                     cycles: Some(c),
