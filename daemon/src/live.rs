@@ -392,7 +392,6 @@ impl Sampler {
         .await;
 
         let mut live = HashMap::new();
-        let mut held = shared.live();
         for s in &seen {
             let track_is_new = !self.tracks.contains_key(&s.id)
                 || self.tracks.get(&s.id).is_some_and(|t| t.netns != s.netns);
@@ -527,7 +526,7 @@ impl Sampler {
                 // An in-place probe sent from its namespace in this interval: the rates are
                 // the probe's, not the container's. Or a sample came right after another (an
                 // engine event): too short a time to tell a rate. Keep the last ones.
-                if let Some(mut l) = held.remove(&s.id) {
+                if let Some(mut l) = shared.live_of(&s.id) {
                     if probed {
                         l.note = Some(IN_PLACE_NOTE.to_string());
                     }

@@ -205,6 +205,11 @@ impl Shared {
         read(&self.live)
     }
 
+    /// The last live figures of container `id`.
+    pub fn live_of(&self, id: &str) -> Option<Live> {
+        read_lock(&self.live).get(id).cloned()
+    }
+
     // ---- in-place probes ----
 
     /// An in-place probe starts (`true`) or stops sending from container `id`'s namespace.

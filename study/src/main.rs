@@ -114,7 +114,6 @@ fn main_inner() -> Result<(), StudyError> {
                     options.max_n = 0;
                     set.push("max-n");
                 }
-                set.push("figures");
             }
             Long("max-n") => {
                 options.max_n = count(&text(&mut p)?, "max-n", 0..=64)?;

@@ -150,21 +150,40 @@ async fn wait_until_ready(pid: i64) -> Result<(), ProbeError> {
     }
 }
 
-/// NET_RX and NET_TX softirqs over all CPUs, and NET_RX per CPU, from one reading.
-fn softirqs() -> ((u64, u64), Vec<u64>) {
-    let text = std::fs::read_to_string("/proc/softirqs").unwrap_or_default();
-    (
-        hoststat::net_softirqs(&text),
-        hoststat::net_rx_per_cpu(&text),
-    )
+/// NET_RX and NET_TX softirqs over all CPUs, and NET_RX per CPU: a reading, or the
+/// difference of two.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Softirqs {
+    pub rx: u64,
+    pub tx: u64,
+    pub rx_per_cpu: Vec<u64>,
 }
 
-fn per_cpu_delta(before: &[u64], after: &[u64]) -> Vec<u64> {
-    after
-        .iter()
-        .zip(before.iter().chain(std::iter::repeat(&0)))
-        .map(|(a, b)| a.saturating_sub(*b))
-        .collect()
+impl Softirqs {
+    /// From one reading of /proc/softirqs (two readings a moment apart disagree).
+    fn now() -> Softirqs {
+        let text = std::fs::read_to_string("/proc/softirqs").unwrap_or_default();
+        let (rx, tx) = hoststat::net_softirqs(&text);
+        Softirqs {
+            rx,
+            tx,
+            rx_per_cpu: hoststat::net_rx_per_cpu(&text),
+        }
+    }
+
+    /// What was raised since `before` (a CPU that appeared counts from 0).
+    fn since(&self, before: &Softirqs) -> Softirqs {
+        Softirqs {
+            rx: self.rx.saturating_sub(before.rx),
+            tx: self.tx.saturating_sub(before.tx),
+            rx_per_cpu: self
+                .rx_per_cpu
+                .iter()
+                .zip(before.rx_per_cpu.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
 }
 
 /// Sum the senders' usage and counters into the cell's counters.
@@ -172,12 +191,13 @@ pub fn combine(
     scope: &str,
     reports: &[SenderReport],
     perf: &[PerfCounts],
-    softirq: ((u64, u64), (u64, u64)),
+    softirqs: Softirqs,
 ) -> CellCounters {
     let mut c = CellCounters {
         scope: scope.to_string(),
-        net_rx_softirqs: softirq.1.0.saturating_sub(softirq.0.0),
-        net_tx_softirqs: softirq.1.1.saturating_sub(softirq.0.1),
+        net_rx_softirqs: softirqs.rx,
+        net_tx_softirqs: softirqs.tx,
+        net_rx_softirqs_per_cpu: softirqs.rx_per_cpu,
         ..Default::default()
     };
     for r in reports {
@@ -317,7 +337,7 @@ impl Runner<'_> {
             counters.push(perf::Counters::start(pid as i32));
             pids.push(pid as i32);
         }
-        let (before, rx_before) = softirqs();
+        let before = Softirqs::now();
         // Straight to the process (we are in the host's PID namespace): a signal relayed
         // through the engine was seen to be lost under load.
         for pid in &pids {
@@ -356,16 +376,9 @@ impl Runner<'_> {
                 .map_err(|e| ProbeError::Sender(format!("{e} (exit code {waited})")))?;
             reports.push(report);
         }
-        let (after, rx_after) = softirqs();
+        let softirqs = Softirqs::now().since(&before);
         let perf: Vec<PerfCounts> = counters.iter().map(perf::Counters::read).collect();
-        let counters = combine(
-            "probe container processes",
-            &reports,
-            &perf,
-            (before, after),
-        );
-        let mut counters = counters;
-        counters.net_rx_softirqs_per_cpu = per_cpu_delta(&rx_before, &rx_after);
+        let counters = combine("probe container processes", &reports, &perf, softirqs);
         Ok(CellRun { reports, counters })
     }
 
@@ -405,32 +418,24 @@ impl Runner<'_> {
             direction: cell.direction,
             pattern: cell.pattern,
         };
-        let (report, perf, softirq, rx_per_cpu) =
-            netns::spawn_in("probe-in-place", pid, move || {
-                let counters = perf::Counters::start(0);
-                let (before, rx_before) = softirqs();
-                let report = traffic::send(&spec, true);
-                let (after, rx_after) = softirqs();
-                let perf = counters.read();
-                (
-                    report,
-                    perf,
-                    (before, after),
-                    per_cpu_delta(&rx_before, &rx_after),
-                )
-            })
-            .await
-            .map_err(|source| ProbeError::Io {
-                what: "enter the container's network namespace",
-                source,
-            })?;
-        let mut counters = combine(
+        let (report, perf, softirqs) = netns::spawn_in("probe-in-place", pid, move || {
+            let counters = perf::Counters::start(0);
+            let before = Softirqs::now();
+            let report = traffic::send(&spec, true);
+            let softirqs = Softirqs::now().since(&before);
+            (report, counters.read(), softirqs)
+        })
+        .await
+        .map_err(|source| ProbeError::Io {
+            what: "enter the container's network namespace",
+            source,
+        })?;
+        let counters = combine(
             "probe thread in the container's namespace",
             std::slice::from_ref(&report),
             &[perf],
-            softirq,
+            softirqs,
         );
-        counters.net_rx_softirqs_per_cpu = rx_per_cpu;
         Ok(CellRun {
             reports: vec![report],
             counters,
@@ -496,7 +501,11 @@ mod tests {
             "x",
             &[r.clone(), r.clone()],
             &[p.clone(), p],
-            ((10, 1), (40, 5)),
+            Softirqs {
+                rx: 30,
+                tx: 4,
+                rx_per_cpu: vec![],
+            },
         );
         assert_eq!((c.cpu_s, c.voluntary_context_switches), (3.0, 20));
         assert_eq!((c.net_rx_softirqs, c.net_tx_softirqs), (30, 4));
@@ -512,7 +521,7 @@ mod tests {
             "x",
             std::slice::from_ref(&r),
             std::slice::from_ref(&vm),
-            ((0, 0), (0, 0)),
+            Softirqs::default(),
         );
         assert_eq!(c.perf.unavailable.as_deref(), Some("no PMU"));
         assert_eq!((c.perf.cycles, c.perf.cpu_migrations), (None, Some(3)));
@@ -520,15 +529,24 @@ mod tests {
             "x",
             &[r.clone(), r],
             &[vm, PerfCounts::unavailable("no PMU")],
-            ((0, 0), (0, 0)),
+            Softirqs::default(),
         );
         assert_eq!(c.perf.cpu_migrations, None);
     }
 
     #[test]
     fn softirqs_per_cpu_are_deltas_even_when_a_cpu_appears() {
-        assert_eq!(per_cpu_delta(&[10, 20], &[15, 20, 7]), [5, 0, 7]);
-        assert_eq!(per_cpu_delta(&[], &[]), Vec::<u64>::new());
+        let at = |rx, rx_per_cpu: Vec<u64>| Softirqs {
+            rx,
+            tx: 0,
+            rx_per_cpu,
+        };
+        let d = at(42, vec![15, 20, 7]).since(&at(30, vec![10, 20]));
+        assert_eq!((d.rx, d.rx_per_cpu), (12, vec![5, 0, 7]));
+        assert_eq!(
+            Softirqs::default().since(&Softirqs::default()),
+            Softirqs::default()
+        );
     }
 
     #[test]

@@ -41,23 +41,24 @@ impl Pacer {
 
 pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
-    if spec.pattern == Pattern::RequestResponse {
-        return match spec.protocol {
-            Protocol::Tcp => rr_tcp(addr, spec),
-            Protocol::Udp => rr_udp(addr, spec),
+    // Request/response and ingress: this end counts what it gets, no report to ask for.
+    let receiving = match (spec.pattern, spec.direction, spec.protocol) {
+        (Pattern::RequestResponse, _, Protocol::Tcp) => {
+            Some(("request/response with", rr_tcp(addr, spec)))
         }
-        .map_err(TrafficError::io(format!(
-            "request/response with the sink at {addr}"
-        )));
-    }
-    if spec.direction == Direction::Ingress {
-        return match spec.protocol {
-            Protocol::Tcp => pull_tcp(addr, spec),
-            Protocol::Udp => pull_udp(addr, spec),
+        (Pattern::RequestResponse, _, Protocol::Udp) => {
+            Some(("request/response with", rr_udp(addr, spec)))
         }
-        .map_err(TrafficError::io(format!(
-            "receiving from the sink at {addr}"
-        )));
+        (Pattern::Stream, Direction::Ingress, Protocol::Tcp) => {
+            Some(("receiving from", pull_tcp(addr, spec)))
+        }
+        (Pattern::Stream, Direction::Ingress, Protocol::Udp) => {
+            Some(("receiving from", pull_udp(addr, spec)))
+        }
+        (Pattern::Stream, Direction::Egress, _) => None,
+    };
+    if let Some((what, r)) = receiving {
+        return r.map_err(TrafficError::io(format!("{what} the sink at {addr}")));
     }
     let mut out = match spec.protocol {
         Protocol::Tcp => send_tcp(addr, spec),

@@ -109,13 +109,7 @@ pub fn write_rr_header(buf: &mut [u8], session: u32, seq: u64) {
 
 /// `(session, seq)` of a request (or its echo), or `None`.
 pub fn parse_rr_header(d: &[u8]) -> Option<(u32, u64)> {
-    if d.len() < UDP_HEADER_LEN || &d[..4] != RR_MAGIC {
-        return None;
-    }
-    Some((
-        u32::from_le_bytes(d[4..8].try_into().ok()?),
-        u64::from_le_bytes(d[8..16].try_into().ok()?),
-    ))
+    parse_header(d, RR_MAGIC)
 }
 
 pub fn hello(kind: u8, session: u32) -> [u8; HELLO_LEN] {
@@ -145,7 +139,12 @@ pub fn write_udp_header(buf: &mut [u8], session: u32, seq: u64) {
 
 /// `(session, seq)` of a probe datagram, or `None` for anything else.
 pub fn parse_udp_header(d: &[u8]) -> Option<(u32, u64)> {
-    if d.len() < UDP_HEADER_LEN || &d[..4] != UDP_MAGIC {
+    parse_header(d, UDP_MAGIC)
+}
+
+/// `(session, seq)` of a 16-byte header that starts with `magic`.
+fn parse_header(d: &[u8], magic: &[u8; 4]) -> Option<(u32, u64)> {
+    if d.len() < UDP_HEADER_LEN || &d[..4] != magic {
         return None;
     }
     Some((
