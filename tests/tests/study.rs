@@ -245,10 +245,11 @@ fn iperf3_client(ns_addr: &str, port: u16) -> f64 {
 }
 
 /// The study's native TCP cell against a stock iperf3 -s agrees with iperf3's own client on
-/// the same path, both run three times, interleaved. Tolerance: the medians within a factor
-/// of 5. Single-stream TCP on these VMs is bimodal run to run (0.5 vs 2.3 Gbit/s seen within
-/// one test, ratio of medians 3.75), so a tighter bound fails on noise; a unit error (bits vs
-/// bytes, a missed sender) is a factor of 8 or more and cannot pass.
+/// the same path, both run three times, interleaved. Tolerance: the best runs within a factor
+/// of 5 (all three runs of one tool can land in the lower mode: 3.5 / 0.9 = 3.9). Single-stream TCP on these VMs is bimodal run to run (0.9 vs 3.5 Gbit/s seen within
+/// one test): medians can fall in different modes (a ratio of 5.36 was seen with nothing
+/// wrong), while the best of three runs is the path's upper mode for both tools. A unit error
+/// (bits vs bytes, a missed sender) is a factor of 8 or more and cannot pass.
 #[test]
 fn the_native_tcp_cell_agrees_with_iperf3_on_the_same_path() {
     let _serial = serial();
@@ -261,14 +262,10 @@ fn the_native_tcp_cell_agrees_with_iperf3_on_the_same_path() {
         ours.push(study_native_tcp(&dir.path().join(format!("s{i}")), &target));
         theirs.push(iperf3_client(&upstream.addr.to_string(), 5301));
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[1]
-    };
-    let (m_ours, m_theirs) = (median(&mut ours), median(&mut theirs));
-    let ratio = m_ours / m_theirs;
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let ratio = best(&ours) / best(&theirs);
     eprintln!(
-        "native TCP 1024 B: study {:?} Mbit/s, iperf3 {:?} Mbit/s, ratio of medians {ratio:.2}",
+        "native TCP 1024 B: study {:?} Mbit/s, iperf3 {:?} Mbit/s, ratio of the best runs {ratio:.2}",
         ours.iter().map(|b| (b / 1e6).round()).collect::<Vec<_>>(),
         theirs.iter().map(|b| (b / 1e6).round()).collect::<Vec<_>>()
     );
