@@ -497,6 +497,17 @@ pub struct ProbeCell {
     pub error: Option<String>,
 }
 
+impl ProbeCell {
+    /// What the cell delivered, higher is better: goodput in bit/s for a stream,
+    /// transactions per second for request/response (summed over concurrent senders).
+    pub fn throughput(&self) -> Option<f64> {
+        match self.pattern {
+            Pattern::Stream => self.goodput_bps,
+            Pattern::RequestResponse => self.transactions.map(|t| t.per_s),
+        }
+    }
+}
+
 /// What a request/response cell measured (summed over concurrent clients; latencies of all
 /// their transactions).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -555,8 +566,8 @@ pub struct Sweep {
     pub limits: Limits,
     /// One cell per protocol, size, mode and concurrency.
     pub cells: Vec<ProbeCell>,
-    /// Per protocol and size: the smallest N at which host mode's aggregate goodput exceeds
-    /// bridge mode's.
+    /// Per kind of traffic, protocol and size: the smallest N at which host mode's aggregate
+    /// (goodput, or transactions per second for request/response) exceeds bridge mode's.
     pub crossovers: Vec<Crossover>,
     pub max_concurrency: u32,
 }
@@ -564,6 +575,12 @@ pub struct Sweep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Crossover {
+    /// The traffic swept: records from before the sweep covered other kinds read as egress
+    /// streams.
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
+    pub pattern: Pattern,
     pub protocol: Protocol,
     pub size: u32,
     /// `null` if host never won up to the largest N measured.
@@ -571,15 +588,57 @@ pub struct Crossover {
 }
 
 impl Sweep {
-    /// The (protocol, size) pairs measured, in order.
-    pub fn profiles(&self) -> Vec<(Protocol, u32)> {
-        let mut out: Vec<(Protocol, u32)> = Vec::new();
+    /// The kinds of cell measured (traffic, protocol, size), in order.
+    pub fn profiles(&self) -> Vec<CellKind> {
+        let mut out: Vec<CellKind> = Vec::new();
         for c in &self.cells {
-            if !out.contains(&(c.protocol, c.size)) {
-                out.push((c.protocol, c.size));
+            let k = CellKind::of(c);
+            if !out.contains(&k) {
+                out.push(k);
             }
         }
         out
+    }
+
+    /// The cell of `kind` at `n` containers in `mode`.
+    pub fn at(&self, kind: &CellKind, n: u32, mode: ProbeMode) -> Option<&ProbeCell> {
+        self.cells
+            .iter()
+            .find(|c| kind.is(c) && c.concurrency == n && c.mode == mode)
+    }
+}
+
+/// What a cell sends, without its mode and concurrency: the traffic, the protocol, the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellKind {
+    pub direction: Direction,
+    pub pattern: Pattern,
+    pub protocol: Protocol,
+    pub size: u32,
+}
+
+impl CellKind {
+    pub fn of(c: &ProbeCell) -> CellKind {
+        CellKind {
+            direction: c.direction,
+            pattern: c.pattern,
+            protocol: c.protocol,
+            size: c.size,
+        }
+    }
+
+    pub fn is(&self, c: &ProbeCell) -> bool {
+        *self == CellKind::of(c)
+    }
+
+    /// "tcp 64 B", "ingress udp 1024 B", "request/response tcp 64 B".
+    pub fn label(&self) -> String {
+        let traffic = match (self.pattern, self.direction) {
+            (Pattern::RequestResponse, _) => "request/response ",
+            (Pattern::Stream, Direction::Ingress) => "ingress ",
+            (Pattern::Stream, Direction::Egress) => "",
+        };
+        format!("{traffic}{} {} B", self.protocol.as_str(), self.size)
     }
 }
 
@@ -856,11 +915,37 @@ pub struct CrossoverInfo {
     /// `measured` (the latest sweep) or `prior` (the CPU count, as on the study's Pi).
     pub source: String,
     /// For measured crossovers: the traffic it is for (the sweep profile most like the
-    /// network-active containers' traffic).
+    /// busiest network-active container's traffic).
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    #[serde(default)]
+    pub pattern: Option<Pattern>,
     #[serde(default)]
     pub protocol: Option<Protocol>,
     #[serde(default)]
     pub size: Option<u32>,
+}
+
+impl CrossoverInfo {
+    /// "2 (measured, request/response tcp 64 B)", "beyond the sweep (measured, tcp 1024 B)",
+    /// "2 (prior)".
+    pub fn describe(&self) -> String {
+        let n = self
+            .containers
+            .map_or_else(|| "beyond the sweep".into(), |n| n.to_string());
+        match (self.protocol, self.size) {
+            (Some(protocol), Some(size)) => {
+                let kind = CellKind {
+                    direction: self.direction.unwrap_or_default(),
+                    pattern: self.pattern.unwrap_or_default(),
+                    protocol,
+                    size,
+                };
+                format!("{n} ({}, {})", self.source, kind.label())
+            }
+            _ => format!("{n} ({})", self.source),
+        }
+    }
 }
 
 /// `GET /v1/recommendations`.

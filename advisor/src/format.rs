@@ -118,13 +118,9 @@ pub fn status_headline(s: &Status) -> String {
                     _ => "",
                 }
             ) + &format!(
-                " | {} network-active, crossover {} ({})",
+                " | {} network-active, crossover {}",
                 a.network_active.len(),
-                a.crossover
-                    .containers
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "beyond the sweep".into()),
-                a.crossover.source
+                a.crossover.describe()
             )
         }
         None => String::new(),
@@ -244,7 +240,7 @@ pub fn status_table(s: &Status) -> String {
 
 // ------------------------------------------------------------------ probe results
 
-use crate::api::{Direction, Pattern, ProbeCell, ProbeMode, ProbeRun, Sweep};
+use crate::api::{CellKind, Direction, Pattern, ProbeCell, ProbeMode, ProbeRun, Sweep};
 
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
@@ -487,52 +483,36 @@ pub fn sweep_table(s: &Sweep) -> String {
         s.max_concurrency,
         limits_text(&s.limits)
     );
-    let mut t = Table::new(&[
-        "PROFILE",
-        ">N",
-        ">BRIDGE Mbit/s",
-        ">HOST Mbit/s",
-        ">HOST vs BRIDGE",
-    ]);
-    for (protocol, size) in s.profiles() {
+    let mut t = Table::new(&["PROFILE", ">N", ">BRIDGE", ">HOST", ">HOST vs BRIDGE"]);
+    for kind in s.profiles() {
         for n in 1..=s.max_concurrency {
-            let at = |m: ProbeMode| {
-                s.cells
-                    .iter()
-                    .find(|c| {
-                        c.protocol == protocol
-                            && c.size == size
-                            && c.concurrency == n
-                            && c.mode == m
-                    })
-                    .and_then(|c| c.goodput_bps)
-            };
+            let at = |m: ProbeMode| s.at(&kind, n, m).and_then(|c| c.throughput());
             let (b, h) = (at(ProbeMode::Bridge), at(ProbeMode::Host));
             let vs = match (b, h) {
                 (Some(b), Some(h)) if b > 0.0 => format!("{:+.1}%", (h / b - 1.0) * 100.0),
                 _ => "-".into(),
             };
-            t.row(vec![
-                format!("{} {} B", protocol.as_str(), size),
-                n.to_string(),
-                opt_mbit(b),
-                opt_mbit(h),
-                vs,
-            ]);
+            // Request/response: transactions per second, not Mbit/s.
+            let cell = |v: Option<f64>| match kind.pattern {
+                Pattern::RequestResponse => v.map_or("-".into(), |t| format!("{t:.0} tx/s")),
+                Pattern::Stream => v.map_or("-".into(), |b| format!("{} Mbit/s", mbit(b))),
+            };
+            t.row(vec![kind.label(), n.to_string(), cell(b), cell(h), vs]);
         }
     }
     out.push_str(&t.render());
     for c in &s.crossovers {
+        let kind = CellKind {
+            direction: c.direction,
+            pattern: c.pattern,
+            protocol: c.protocol,
+            size: c.size,
+        }
+        .label();
         out.push_str(&match c.containers {
-            Some(n) => format!(
-                "crossover {} {} B: host mode overtakes bridge mode at N = {n}\n",
-                c.protocol.as_str(),
-                c.size
-            ),
+            Some(n) => format!("crossover {kind}: host mode overtakes bridge mode at N = {n}\n"),
             None => format!(
-                "crossover {} {} B: none; bridge mode held up to N = {}\n",
-                c.protocol.as_str(),
-                c.size,
+                "crossover {kind}: none; bridge mode held up to N = {}\n",
                 s.max_concurrency
             ),
         });

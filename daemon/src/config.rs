@@ -119,9 +119,8 @@ pub struct Probe {
     pub protocols: Vec<Protocol>,
     #[serde(deserialize_with = "sizes")]
     pub sizes: Vec<u32>,
-    /// What probe traffic looks like: `auto` (egress always, ingress too for a container
-    /// whose live traffic is mostly received, request/response for one that looks like it)
-    /// or a fixed list.
+    /// What probe traffic looks like: `auto` (chosen from each container's live traffic, see
+    /// `Traffic::Auto`) or a fixed list.
     pub traffic: Traffic,
     /// Cap per sender, bit/s; `None`: as fast as it goes.
     #[serde(deserialize_with = "optional_rate")]
@@ -143,6 +142,9 @@ pub struct Probe {
     pub sweep_protocols: Vec<Protocol>,
     #[serde(deserialize_with = "sizes")]
     pub sweep_sizes: Vec<u32>,
+    /// The kinds of traffic the sweep measures: `auto` (those `traffic` chooses for the
+    /// gateway's network-active containers; egress streams when none is active) or a list.
+    pub sweep_traffic: Traffic,
     /// Fraction of wall time probing may take (0..1].
     #[serde(deserialize_with = "fraction")]
     pub max_duty_cycle: f64,
@@ -178,6 +180,7 @@ impl Default for Probe {
             max_concurrency: 0,
             sweep_protocols: vec![Protocol::Tcp, Protocol::Udp],
             sweep_sizes: vec![64, 1024],
+            sweep_traffic: Traffic::Auto,
             max_duty_cycle: 0.05,
             skip_above_traffic: 50_000_000,
             skip_above_cpu: 0.5,
@@ -559,7 +562,7 @@ fn retry_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// One kind of probe traffic (`probe.traffic`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TrafficKind {
     /// A stream from the probe to the sink (the study's experiment).
     Egress,
@@ -582,9 +585,8 @@ impl TrafficKind {
 /// `probe.traffic`: `"auto"` or a list of `"egress"`, `"ingress"`, `"request_response"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Traffic {
-    /// Egress cells for every container; ingress cells too for one that receives at least a
-    /// third of what it sends; request/response cells for one whose traffic looks like it
-    /// (`probe::plan::traffic`).
+    /// Request/response cells alone for a container whose traffic looks like it; else egress
+    /// and/or ingress cells by a quarter of its bytes (`probe::plan::traffic`).
     Auto,
     List(Vec<TrafficKind>),
 }

@@ -160,7 +160,7 @@ fn a_request_response_container_is_probed_on_latency() {
     let daemon = Daemon::start(
         FAST_SAMPLING,
         &probe_section(
-            "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [64]",
+            "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [64]\nmax_concurrency = 2\nsweep_protocols = [\"tcp\"]\nsweep_sizes = [64]",
         ),
     );
     // Polls a service on the host: one small request and answer per connection, without pause.
@@ -197,7 +197,7 @@ fn a_request_response_container_is_probed_on_latency() {
             seen
         });
         let run = daemon.probe(
-            &format!("{{\"container\": \"{}\"}}", poller.name),
+            &format!("{{\"container\": \"{}\", \"sweep\": true}}", poller.name),
             Duration::from_secs(180),
         );
         std::thread::sleep(Duration::from_secs(2));
@@ -232,6 +232,29 @@ fn a_request_response_container_is_probed_on_latency() {
             "TCP and UDP request/response in {mode:?}: {cells:?} (live {live:?})"
         );
     }
+    // The sweep measures what the gateway's active container does: 1..2 concurrent
+    // request/response clients per mode, its crossover in transactions per second.
+    let sweep = run.sweep.as_ref().expect("sweep");
+    assert_eq!(sweep.cells.len(), 4, "{sweep:?}");
+    for c in &sweep.cells {
+        assert_eq!(c.pattern, Pattern::RequestResponse, "{c:?}");
+        assert!(c.error.is_none(), "{c:?}");
+        assert!(c.transactions.is_some_and(|t| t.per_s > 100.0), "{c:?}");
+    }
+    assert_eq!(sweep.crossovers.len(), 1, "{sweep:?}");
+    let x = &sweep.crossovers[0];
+    assert_eq!(x.pattern, Pattern::RequestResponse);
+    let tps = |n: u32, m: ProbeMode| {
+        sweep
+            .cells
+            .iter()
+            .find(|c| c.concurrency == n && c.mode == m)
+            .and_then(|c| c.transactions)
+            .map(|t| t.per_s)
+            .unwrap()
+    };
+    let expected = (1..=2).find(|&n| tps(n, ProbeMode::Host) > tps(n, ProbeMode::Bridge));
+    assert_eq!(x.containers, expected, "{sweep:?}");
 
     let out = daemon.advisor(&["probe", &poller.name]);
     let table = String::from_utf8_lossy(&out.stdout);

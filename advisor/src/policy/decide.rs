@@ -85,26 +85,25 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
         CrossoverInfo {
             containers: Some(prior_crossover),
             source: "prior".into(),
+            direction: None,
+            pattern: None,
             protocol: None,
             size: None,
         }
     } else {
         // The swept profile that weighs most for that traffic names it.
         let named = sweeps.last().and_then(|r| {
-            r.cells
-                .iter()
-                .filter(|c| c.n == 1)
-                .map(|c| {
-                    let w = cell_weight(&c.cell(), &busiest);
-                    (w, c.protocol, c.size)
-                })
-                .max_by(|a, b| a.0.total_cmp(&b.0))
+            r.cells.iter().filter(|c| c.n == 1).max_by(|a, b| {
+                cell_weight(&a.cell(), &busiest).total_cmp(&cell_weight(&b.cell(), &busiest))
+            })
         });
         CrossoverInfo {
             containers: measured_crossover(&memory, &busiest),
             source: "measured".into(),
-            protocol: named.map(|n| n.1),
-            size: named.map(|n| n.2),
+            direction: named.map(|c| c.direction),
+            pattern: named.map(|c| c.pattern),
+            protocol: named.map(|c| c.protocol),
+            size: named.map(|c| c.size),
         }
     };
 

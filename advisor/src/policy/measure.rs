@@ -66,24 +66,26 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
     out
 }
 
-/// Log ratios of a sweep's aggregate goodput host/bridge per protocol, size and N.
+/// Log ratios of a sweep's aggregate throughput host/bridge (goodput, or transactions per
+/// second for request/response) per kind of traffic, protocol, size and N.
 pub fn sweep_ratios(s: &Sweep) -> Vec<SweepRatio> {
     let mut out = Vec::new();
-    for (protocol, size) in s.profiles() {
-        let at = |n: u32, m: ProbeMode| {
-            s.cells.iter().find(|c| {
-                c.protocol == protocol && c.size == size && c.concurrency == n && c.mode == m
-            })
-        };
-        let cpu = |m: ProbeMode| at(1, m).and_then(cell_cpu_s_per_gb);
+    for kind in s.profiles() {
+        let cpu = |m: ProbeMode| s.at(&kind, 1, m).and_then(cell_cpu_s_per_gb);
         for n in 1..=s.max_concurrency {
-            let (Some(h), Some(b)) = (at(n, ProbeMode::Host), at(n, ProbeMode::Bridge)) else {
+            let (Some(h), Some(b)) = (
+                s.at(&kind, n, ProbeMode::Host),
+                s.at(&kind, n, ProbeMode::Bridge),
+            ) else {
                 continue;
             };
-            if let Some(l) = log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0)) {
+            if let Some(l) = log_ratio(h.throughput().unwrap_or(0.0), b.throughput().unwrap_or(0.0))
+            {
                 out.push(SweepRatio {
-                    protocol,
-                    size,
+                    direction: kind.direction,
+                    pattern: kind.pattern,
+                    protocol: kind.protocol,
+                    size: kind.size,
                     n,
                     log_ratio: l,
                     bridge_cpu_s_per_gb: cpu(ProbeMode::Bridge),

@@ -152,7 +152,8 @@ pub struct CellRatio {
     pub host_cpu_s_per_gb: Option<f64>,
 }
 
-/// A sweep round: the log ratio of aggregate goodput host/bridge per protocol, size and N.
+/// A sweep round: the log ratio host/bridge of aggregate goodput (transactions per second
+/// for request/response) per kind of traffic, protocol, size and N.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepRound {
     pub run_id: String,
@@ -163,6 +164,11 @@ pub struct SweepRound {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepRatio {
+    /// Rounds from before the sweep covered other kinds of traffic were egress streams.
+    #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
+    pub pattern: Pattern,
     pub protocol: Protocol,
     pub size: u32,
     pub n: u32,
@@ -176,9 +182,8 @@ impl SweepRatio {
     /// The cell's profile and ratio without its N, as the per-container cells carry them.
     fn cell(&self) -> CellRatio {
         CellRatio {
-            // The sweep sends egress, as the study did.
-            direction: Direction::Egress,
-            pattern: Pattern::Stream,
+            direction: self.direction,
+            pattern: self.pattern,
             reps: Vec::new(),
             protocol: self.protocol,
             size: self.size,

@@ -378,6 +378,8 @@ fn the_sweep_carries_a_containers_own_ratio_to_the_active_concurrency() {
         CrossoverInfo {
             containers: Some(2),
             source: "measured".into(),
+            direction: Some(Direction::Egress),
+            pattern: Some(Pattern::Stream),
             protocol: Some(Protocol::Tcp),
             size: Some(64),
         }
@@ -618,6 +620,94 @@ fn a_request_response_container_is_judged_on_latency() {
         probes.detail
     );
     assert!(probes.detail.contains("-20.0%"), "{}", probes.detail);
+}
+
+/// Two request/response pollers on a gateway whose sweep says opposite things per kind:
+/// bulk egress streams keep bridge mode ahead at every N, request/response transactions go
+/// faster in host mode from N = 2. The pollers follow the request/response rows.
+#[test]
+fn request_response_containers_follow_the_sweep_of_their_kind() {
+    let mut cells = vec![];
+    for (i, (stream, rr)) in [(0.8, 0.95), (0.8, 1.3), (0.8, 1.35)].iter().enumerate() {
+        let n = i as u32 + 1;
+        for (mode, k) in [(ProbeMode::Bridge, 1.0), (ProbeMode::Host, 0.0)] {
+            let pick = |r: f64| k + (1.0 - k) * r;
+            cells.push(cell(mode, Protocol::Tcp, 64, n, 100e6 * pick(*stream)));
+            let tps = 20_000.0 * pick(*rr);
+            cells.push(ProbeCell {
+                pattern: Pattern::RequestResponse,
+                // Bytes moved say nothing here; transactions per second do.
+                transactions: Some(crate::api::Transactions {
+                    per_s: tps,
+                    latency_p50_us: 1e6 * n as f64 / tps,
+                    latency_p99_us: 3e6 * n as f64 / tps,
+                    loss: None,
+                }),
+                ..cell(mode, Protocol::Tcp, 64, n, 1e6)
+            });
+        }
+    }
+    let sw = Sweep {
+        limits: Limits::default(),
+        crossovers: vec![],
+        max_concurrency: 3,
+        cells,
+    };
+    let ratios = sweep_ratios(&sw);
+    let rr: Vec<_> = ratios
+        .iter()
+        .filter(|r| r.pattern == Pattern::RequestResponse)
+        .collect();
+    assert_eq!(rr.len(), 3, "{ratios:?}");
+    assert!((rr[1].log_ratio - f64::ln(1.3)).abs() < 1e-9, "{rr:?}");
+
+    let poller = |name: &str| {
+        let mut c = active(container(name, ModeKind::Bridge));
+        let mut l = live(500.0 * 80.0 * 8.0, 80.0);
+        (l.tx_bps, l.rx_pps, l.tx_pps) = (l.rx_bps, 500.0, 500.0);
+        l.tcp_share = Some(1.0);
+        assert!(l.request_response_like());
+        c.live = Some(l);
+        c
+    };
+    let mut w = World::new(vec![poller("p1"), poller("p2")]);
+    w.cpus = 8; // the prior alone would keep two containers in bridge mode
+    let mut memory = Memory::default();
+    for i in 1..=3u64 {
+        let mut s = sw.clone();
+        s.cells[0].goodput_bps = Some(100e6 + i as f64);
+        w.sweep = Some(s);
+        memory = w.eval(i * MIN, &memory).1;
+    }
+    let e = w.eval(4 * MIN, &memory).0;
+    assert_eq!(
+        e.crossover.describe(),
+        "2 (measured, request/response tcp 64 B)"
+    );
+    for name in ["p1", "p2"] {
+        let r = &e.recommendations[name];
+        assert_eq!(
+            (r.mode, r.action),
+            (ModeKind::Host, Action::Switch),
+            "{name}: {}\n{:?}",
+            r.reason,
+            r.evidence
+        );
+    }
+    // The same gateway with two bulk senders: the stream rows, bridge.
+    let bulk = |name: &str| {
+        let mut c = active(container(name, ModeKind::Bridge));
+        c.live.as_mut().unwrap().tcp_share = Some(1.0);
+        c
+    };
+    let mut w2 = World::new(vec![bulk("b1"), bulk("b2")]);
+    w2.cpus = 8;
+    w2.sweep = w.sweep.clone();
+    let e = w2.eval(4 * MIN, &memory).0;
+    for name in ["b1", "b2"] {
+        let r = &e.recommendations[name];
+        assert_eq!(r.mode, ModeKind::Bridge, "{name}: {}", r.reason);
+    }
 }
 
 /// Probes whose every cell ran twice: host's runs are `host` (bridge's are 100 Mbit/s).

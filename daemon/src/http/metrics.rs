@@ -432,7 +432,7 @@ fn probes(o: &mut Out, s: &Status, x: &Extra) {
         |c| c.probes.as_ref().map(|p| p.finished_at_ms as f64 / 1000.0),
     );
     type Pick = fn(&netmode_advisor::api::ProbeCell) -> Option<f64>;
-    let series: [(&str, &str, Pick); 3] = [
+    let series: [(&str, &str, Pick); 5] = [
         (
             "netmode_probe_goodput_bytes_per_second",
             "Receiver-side goodput of the latest probe, per probe mode, protocol and message size.",
@@ -442,6 +442,16 @@ fn probes(o: &mut Out, s: &Status, x: &Extra) {
             "netmode_probe_loss_ratio",
             "UDP loss of the latest probe (0..1).",
             |c| c.loss,
+        ),
+        (
+            "netmode_probe_transactions_per_second",
+            "Request/response transactions per second of the latest probe.",
+            |c| c.transactions.map(|t| t.per_s),
+        ),
+        (
+            "netmode_probe_latency_p50_seconds",
+            "Median round trip of a request/response transaction in the latest probe.",
+            |c| c.transactions.map(|t| t.latency_p50_us / 1e6),
         ),
         (
             "netmode_probe_cpu_seconds",
@@ -461,6 +471,8 @@ fn probes(o: &mut Out, s: &Status, x: &Extra) {
                         &[
                             ("name", &c.name),
                             ("probe_mode", cell.mode.as_str()),
+                            ("direction", cell.direction.as_str()),
+                            ("pattern", cell.pattern.as_str()),
                             ("protocol", cell.protocol.as_str()),
                             ("message_bytes", &size),
                         ],
@@ -472,36 +484,54 @@ fn probes(o: &mut Out, s: &Status, x: &Extra) {
     }
 
     if let Some(sw) = &s.probe.sweep {
-        o.family(
-            "netmode_sweep_goodput_bytes_per_second",
-            "gauge",
-            "Aggregate goodput of N concurrent probe containers per mode (latest sweep).",
-        );
-        for cell in &sw.cells {
-            if let Some(v) = cell.goodput_bps {
+        // A family's samples follow its header, all together.
+        type Pick = fn(&netmode_advisor::api::ProbeCell) -> Option<f64>;
+        let series: [(&str, &str, Pick); 2] = [
+            (
+                "netmode_sweep_goodput_bytes_per_second",
+                "Aggregate goodput of N concurrent probe containers per mode (latest sweep).",
+                |c| c.goodput_bps.map(|b| b / 8.0),
+            ),
+            (
+                "netmode_sweep_transactions_per_second",
+                "Aggregate request/response transactions per second of N concurrent probe containers per mode (latest sweep).",
+                |c| c.transactions.map(|t| t.per_s),
+            ),
+        ];
+        for (name, help, pick) in series {
+            o.family(name, "gauge", help);
+            for cell in &sw.cells {
+                let Some(v) = pick(cell) else { continue };
                 let (n, size) = (cell.concurrency.to_string(), cell.size.to_string());
                 o.sample(
-                    "netmode_sweep_goodput_bytes_per_second",
+                    name,
                     &[
                         ("probe_mode", cell.mode.as_str()),
                         ("concurrency", &n),
+                        ("direction", cell.direction.as_str()),
+                        ("pattern", cell.pattern.as_str()),
                         ("protocol", cell.protocol.as_str()),
                         ("message_bytes", &size),
                     ],
-                    v / 8.0,
+                    v,
                 );
             }
         }
         o.family(
             "netmode_sweep_crossover_containers",
             "gauge",
-            "Smallest number of concurrent containers at which host mode beat bridge mode, per protocol and size (NaN: not within the sweep).",
+            "Smallest number of concurrent containers at which host mode beat bridge mode, per kind of traffic, protocol and size (NaN: not within the sweep).",
         );
         for c in &sw.crossovers {
             let size = c.size.to_string();
             o.sample(
                 "netmode_sweep_crossover_containers",
-                &[("protocol", c.protocol.as_str()), ("message_bytes", &size)],
+                &[
+                    ("direction", c.direction.as_str()),
+                    ("pattern", c.pattern.as_str()),
+                    ("protocol", c.protocol.as_str()),
+                    ("message_bytes", &size),
+                ],
                 c.containers.map_or(f64::NAN, |n| n as f64),
             );
         }

@@ -310,10 +310,12 @@ impl ProbeEngine {
                     * self.cfg.repetitions
             })
             .sum();
+        let sweep_kinds = plan::sweep_traffic(&self.cfg, &status.containers);
         if q.sweep {
             total += self.cfg.sweep_max(status.host.cpus)
                 * 2
-                * (self.cfg.sweep_protocols.len() * self.cfg.sweep_sizes.len()) as u32;
+                * (sweep_kinds.len() * self.cfg.sweep_protocols.len() * self.cfg.sweep_sizes.len())
+                    as u32;
         }
         let mut progress = Progress {
             queue: &self.shared.probes,
@@ -340,8 +342,14 @@ impl ProbeEngine {
         if q.sweep {
             let limits = typical_limits(&status.containers);
             run.sweep = Some(
-                self.sweep(&runner, limits, status.host.cpus, &mut progress)
-                    .await,
+                self.sweep(
+                    &runner,
+                    limits,
+                    status.host.cpus,
+                    &sweep_kinds,
+                    &mut progress,
+                )
+                .await,
             );
         }
         Ok(())
@@ -486,10 +494,16 @@ impl ProbeEngine {
         runner: &Runner<'_>,
         limits: Limits,
         cpus: u32,
+        kinds: &[crate::config::TrafficKind],
         progress: &mut Progress<'_>,
     ) -> Sweep {
         let max = self.cfg.sweep_max(cpus);
-        let profiles = plan::cells(&self.cfg, &self.cfg.sweep_protocols, &self.cfg.sweep_sizes);
+        let profiles = plan::cells_in(
+            &self.cfg,
+            kinds,
+            &self.cfg.sweep_protocols,
+            &self.cfg.sweep_sizes,
+        );
         let mut cells = Vec::new();
         // N outermost, the two modes back to back: drift over the sweep hits both alike.
         for n in 1..=max {
@@ -507,10 +521,17 @@ impl ProbeEngine {
             .map(|p| {
                 let of: Vec<ProbeCell> = cells
                     .iter()
-                    .filter(|c| c.protocol == p.protocol && c.size == p.size)
+                    .filter(|c| {
+                        c.direction == p.direction
+                            && c.pattern == p.pattern
+                            && c.protocol == p.protocol
+                            && c.size == p.size
+                    })
                     .cloned()
                     .collect();
                 api::Crossover {
+                    direction: p.direction,
+                    pattern: p.pattern,
                     protocol: p.protocol,
                     size: p.size,
                     containers: plan::crossover(&of),

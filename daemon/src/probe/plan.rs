@@ -35,11 +35,6 @@ pub struct CellRun {
     pub counters: CellCounters,
 }
 
-/// Every protocol and size of `protocols` x `sizes`, egress, as the configuration asks.
-pub fn cells(cfg: &ProbeConfig, protocols: &[Protocol], sizes: &[u32]) -> Vec<Cell> {
-    cells_in(cfg, &[TrafficKind::Egress], protocols, sizes)
-}
-
 /// Every kind of traffic x protocol x size.
 pub fn cells_in(
     cfg: &ProbeConfig,
@@ -104,6 +99,31 @@ pub fn traffic(cfg: &ProbeConfig, c: &api::Container) -> Vec<TrafficKind> {
     }
 }
 
+/// The kinds of traffic the sweep measures: the configured list, or (`auto`) every kind
+/// `traffic` chooses for a network-active container the run may probe (in the order egress,
+/// ingress, request/response), egress streams when none is active.
+pub fn sweep_traffic(cfg: &ProbeConfig, containers: &[api::Container]) -> Vec<TrafficKind> {
+    if let Traffic::List(v) = &cfg.sweep_traffic {
+        return v.clone();
+    }
+    let mut kinds: Vec<TrafficKind> = eligible(containers)
+        .iter()
+        .filter(|c| c.live.as_ref().is_some_and(is_active))
+        .flat_map(|c| traffic(cfg, c))
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    if kinds.is_empty() {
+        kinds.push(TrafficKind::Egress);
+    }
+    kinds
+}
+
+/// Network-active: moving at least `ACTIVE_BPS`, or exchanging requests and answers.
+fn is_active(l: &api::Live) -> bool {
+    l.rx_bps + l.tx_bps >= ACTIVE_BPS || l.request_response_like()
+}
+
 /// Should a scheduled run wait? The reason, if so.
 pub fn postpone_reason(host: &Host, live_bps: f64, cfg: &ProbeConfig) -> Option<String> {
     if let Some(u) = host.cpu_utilisation
@@ -149,10 +169,7 @@ pub fn typical_limits(containers: &[api::Container]) -> Limits {
     let most_common = |active_only: bool| -> Option<Limits> {
         let mut counts: Vec<(Limits, usize)> = Vec::new();
         for c in eligible(containers) {
-            let active = c
-                .live
-                .as_ref()
-                .is_some_and(|l| l.rx_bps + l.tx_bps >= ACTIVE_BPS);
+            let active = c.live.as_ref().is_some_and(is_active);
             if active_only && !active {
                 continue;
             }
@@ -175,7 +192,7 @@ pub fn crossover(cells: &[ProbeCell]) -> Option<u32> {
         cells
             .iter()
             .find(|c| c.concurrency == n && c.mode == m)
-            .and_then(|c| c.goodput_bps)
+            .and_then(|c| c.throughput())
     };
     let max = cells.iter().map(|c| c.concurrency).max()?;
     (1..=max).find(|n| matches!((at(*n, ProbeMode::Host), at(*n, ProbeMode::Bridge)), (Some(h), Some(b)) if h > b))
@@ -435,6 +452,39 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_covers_the_traffic_of_the_active_containers() {
+        use TrafficKind::*;
+        let cfg = ProbeConfig::default();
+        // Nothing active (a trickle, an idle one): the study's egress streams.
+        let quiet = [
+            container("a", None, 5e4, 0.0),
+            container("b", None, 0.0, 0.0),
+        ];
+        assert_eq!(sweep_traffic(&cfg, &quiet), [Egress]);
+        // A receiver and a request/response poller: their kinds, in a fixed order, once.
+        let mut poller = container("p", None, 2e4, 2e4);
+        let l = poller.live.as_mut().unwrap();
+        (l.rx_pps, l.tx_pps) = (250.0, 250.0);
+        let busy = [
+            poller.clone(),
+            container("r", None, 9e6, 1e5),
+            container("r2", None, 8e6, 0.0),
+            container("idle", None, 0.0, 0.0),
+        ];
+        assert_eq!(sweep_traffic(&cfg, &busy), [Ingress, RequestResponse]);
+        // A container labelled to be ignored does not count.
+        let mut ignored = poller;
+        ignored.policy_label = Some("ignore".into());
+        assert_eq!(sweep_traffic(&cfg, &[ignored]), [Egress]);
+        // A fixed list is the list.
+        let fixed = ProbeConfig {
+            sweep_traffic: Traffic::List(vec![RequestResponse]),
+            ..ProbeConfig::default()
+        };
+        assert_eq!(sweep_traffic(&fixed, &quiet), [RequestResponse]);
+    }
+
+    #[test]
     fn the_sweep_takes_the_limits_containers_have() {
         let c = |name: &str, cpus: Option<f64>, bps: f64| container(name, cpus, bps, 0.0);
         // Idle gateway: what most containers have.
@@ -506,7 +556,12 @@ mod tests {
             rate: Some(1_000_000),
             ..ProbeConfig::default()
         };
-        let cells = cells(&cfg, &[Protocol::Tcp, Protocol::Udp], &[64, 1024]);
+        let cells = cells_in(
+            &cfg,
+            &[TrafficKind::Egress],
+            &[Protocol::Tcp, Protocol::Udp],
+            &[64, 1024],
+        );
         let got: Vec<(Protocol, u32)> = cells.iter().map(|c| (c.protocol, c.size)).collect();
         assert_eq!(
             got,
@@ -522,7 +577,7 @@ mod tests {
                 .iter()
                 .all(|c| c.duration == Duration::from_secs(2) && c.rate_bps == Some(1_000_000))
         );
-        assert!(super::cells(&cfg, &[], &[64]).is_empty());
+        assert!(cells_in(&cfg, &[TrafficKind::Egress], &[], &[64]).is_empty());
     }
 
     #[test]
