@@ -288,9 +288,22 @@ pub struct Live {
     /// messages cost more per byte.
     #[serde(default)]
     pub cpu_s_per_gb: Option<f64>,
+    /// Share of its TCP traffic exchanged with other containers of this gateway (peer
+    /// addresses of its sockets, sock_diag): bytes of its connections, or where they close
+    /// between samples, the connections it ended; `null` when no TCP is seen.
+    #[serde(default)]
+    pub local_share: Option<f64>,
+    /// The containers of this gateway it exchanged TCP with ("host" for the host's loopback,
+    /// host-mode containers).
+    #[serde(default)]
+    pub local_peers: Vec<String>,
 }
 
 impl Live {
+    /// A container exchanging at least this share of its traffic with containers of this
+    /// gateway is probed on that path too.
+    pub const LOCAL_DOMINATES: f64 = 0.5;
+
     /// Packets each way at least this often look like an exchange, not a trickle.
     pub const RR_MIN_PPS: f64 = 50.0;
     /// ... and packets this small on average, not a bulk transfer.
@@ -384,6 +397,32 @@ impl Pattern {
     }
 }
 
+/// Where a probe cell's traffic goes.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Path {
+    /// To the sink off the container's network (the local sink's namespace behind its own
+    /// veth, or `probe.target`): traffic leaving the gateway.
+    #[default]
+    Upstream,
+    /// To a sink on this gateway, as traffic between containers goes: a sink container on
+    /// the target's bridge network for bridge and in-place cells, the host's loopback for
+    /// host cells (where two host-mode containers talk).
+    Local,
+}
+
+impl Path {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Upstream => "upstream",
+            Path::Local => "local",
+        }
+    }
+}
+
 /// Where a probe's sender runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -473,6 +512,9 @@ pub struct ProbeCell {
     /// a time, as netperf's TCP_RR and UDP_RR).
     #[serde(default)]
     pub pattern: Pattern,
+    /// Upstream (off the gateway) or local (between containers of the gateway).
+    #[serde(default)]
+    pub path: Path,
     pub protocol: Protocol,
     /// Message size in bytes (TCP: bytes per write; UDP: datagram payload).
     pub size: u32,

@@ -221,6 +221,25 @@ pub fn status_table(s: &Status) -> String {
             Some(format!("  {}: {}", c.name, note))
         })
         .collect();
+    // Traffic that stays on the gateway takes another path than the study's.
+    for c in &s.containers {
+        if let Some(l) = &c.live
+            && let Some(share) = l
+                .local_share
+                .filter(|s| *s >= crate::api::Live::LOCAL_DOMINATES)
+        {
+            notes.push(format!(
+                "  {}: {:.0}% of its TCP is with {} on this gateway (probed on that path)",
+                c.name,
+                share * 100.0,
+                if l.local_peers.is_empty() {
+                    "containers".to_string()
+                } else {
+                    l.local_peers.join(", ")
+                }
+            ));
+        }
+    }
     for c in &s.containers {
         if let Some(r) = &c.recommendation
             && r.action == Action::Switch
@@ -240,7 +259,7 @@ pub fn status_table(s: &Status) -> String {
 
 // ------------------------------------------------------------------ probe results
 
-use crate::api::{CellKind, Direction, Pattern, ProbeCell, ProbeMode, ProbeRun, Sweep};
+use crate::api::{CellKind, Direction, Path, Pattern, ProbeCell, ProbeMode, ProbeRun, Sweep};
 
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
@@ -266,10 +285,14 @@ fn runs_spread(runs: &[f64]) -> String {
 }
 
 /// "egress", "ingress" or "req/resp".
-fn traffic_label(c: &ProbeCell) -> &'static str {
-    match c.pattern {
+fn traffic_label(c: &ProbeCell) -> String {
+    let kind = match c.pattern {
         Pattern::RequestResponse => "req/resp",
         Pattern::Stream => c.direction.as_str(),
+    };
+    match c.path {
+        Path::Local => format!("{kind} local"),
+        Path::Upstream => kind.to_string(),
     }
 }
 
@@ -306,9 +329,11 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
     }
     // The traffic only when some cell was not an egress stream (most rounds send only, as
     // the study did).
-    let with_dir = cells
-        .iter()
-        .any(|c| c.direction == Direction::Ingress || c.pattern == Pattern::RequestResponse);
+    let with_dir = cells.iter().any(|c| {
+        c.direction == Direction::Ingress
+            || c.pattern == Pattern::RequestResponse
+            || c.path == Path::Local
+    });
     if with_dir {
         header.push("TRAFFIC");
     }
@@ -344,7 +369,7 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
             row.push(c.concurrency.to_string());
         }
         if with_dir {
-            row.push(traffic_label(c).to_string());
+            row.push(traffic_label(c));
         }
         row.extend([c.protocol.as_str().to_string(), c.size.to_string()]);
         if with_rr {
@@ -399,16 +424,18 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
 /// "tcp 64 B: bridge 123.40 vs host 98.20 Mbit/s (bridge +25.7%)" for each protocol and size.
 pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut keys: Vec<(Pattern, Direction, crate::api::Protocol, u32)> = cells
+    let mut keys: Vec<(Path, Pattern, Direction, crate::api::Protocol, u32)> = cells
         .iter()
-        .map(|c| (c.pattern, c.direction, c.protocol, c.size))
+        .map(|c| (c.path, c.pattern, c.direction, c.protocol, c.size))
         .collect();
     keys.sort();
     keys.dedup();
-    for (pat, d, p, s) in keys {
+    for (path, pat, d, p, s) in keys {
+        let local = if path == Path::Local { " local" } else { "" };
         let cell = |m: ProbeMode| {
             cells.iter().find(|c| {
                 c.mode == m
+                    && c.path == path
                     && c.pattern == pat
                     && c.direction == d
                     && c.protocol == p
@@ -432,7 +459,7 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
                     ("host", 1.0 - h / b)
                 };
                 out.push(format!(
-                    "{} {s} B request/response: bridge {b:.0} vs host {h:.0} us median round trip ({winner} {:.1}% faster)",
+                    "{} {s} B request/response{local}: bridge {b:.0} vs host {h:.0} us median round trip ({winner} {:.1}% faster)",
                     p.as_str(),
                     faster * 100.0
                 ));
@@ -456,7 +483,7 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
                 ("host", h / b - 1.0)
             };
             out.push(format!(
-                "{} {} B{}: bridge {} vs host {} Mbit/s ({winner} +{:.1}%{})",
+                "{} {} B{}{local}: bridge {} vs host {} Mbit/s ({winner} +{:.1}%{})",
                 p.as_str(),
                 s,
                 match d {

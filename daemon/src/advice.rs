@@ -75,6 +75,8 @@ impl Advice {
                 crossover: CrossoverInfo {
                     containers: None,
                     source: "off".into(),
+                    direction: None,
+                    pattern: None,
                     protocol: None,
                     size: None,
                 },

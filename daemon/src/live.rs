@@ -131,6 +131,8 @@ struct Track {
     tcp_sources: HashMap<u64, Counters>,
     /// CPU time of the container's cgroup at the last sample, ns.
     cpu_ns: Option<u64>,
+    /// Its TCP peers at the last sample.
+    peers: PeerTrack,
 }
 
 impl Track {
@@ -177,6 +179,96 @@ impl Track {
     }
 }
 
+/// Below this many TCP bytes in an interval, the local share is taken from the connections
+/// that ended (TIME_WAIT), if any: a poller opening a connection per request moves a few
+/// hundred bytes on each, and they close between samples.
+const PEER_MIN_BYTES: u64 = 16 * 1024;
+
+/// What the last sample saw of a container's TCP peers: bytes per socket toward containers
+/// of the gateway and elsewhere, and the connections seen in TIME_WAIT (the cookie stays
+/// the connection's).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PeerTrack {
+    local: HashMap<u64, u64>,
+    upstream: HashMap<u64, u64>,
+    time_wait: HashSet<u64>,
+}
+
+/// Share of a container's TCP traffic with containers of this gateway, and their names:
+/// `gateway` maps the gateway's container addresses to names; `own` are the container's own
+/// addresses; `loopback` is whose a loopback peer is (`None` for a container's own
+/// namespace, where loopback never leaves it). Bytes when enough moved, else the
+/// connections first seen since the last sample (in any state: a poller's connections live
+/// a millisecond, and only the side that closes first keeps them in TIME_WAIT); `None` when
+/// neither says anything. In the first sample sockets only set the baseline.
+pub fn peer_share(
+    prev: &PeerTrack,
+    socks: &[sockdiag::TcpCounters],
+    gateway: &HashMap<std::net::IpAddr, String>,
+    own: &[std::net::IpAddr],
+    loopback: Option<&str>,
+    first: bool,
+) -> (PeerTrack, Option<f64>, Vec<String>) {
+    let mut next = PeerTrack::default();
+    let (mut bytes, mut opened) = ([0u64; 2], [0u64; 2]);
+    let mut names: Vec<String> = Vec::new();
+    for t in socks {
+        let ip = match t.peer {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(t.peer, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if ip.is_unspecified() || own.contains(&ip) {
+            continue;
+        }
+        let name = if ip.is_loopback() {
+            match loopback {
+                Some(n) => Some(n.to_string()),
+                None => continue,
+            }
+        } else {
+            gateway.get(&ip).cloned()
+        };
+        let k = usize::from(name.is_none());
+        if let Some(n) = name {
+            names.push(n);
+        }
+        let known = prev.local.contains_key(&t.cookie)
+            || prev.upstream.contains_key(&t.cookie)
+            || prev.time_wait.contains(&t.cookie);
+        if !first && !known {
+            opened[k] += 1;
+        }
+        if t.time_wait {
+            next.time_wait.insert(t.cookie);
+            continue;
+        }
+        let now = t.bytes_acked + t.bytes_received;
+        let before = if k == 0 { &prev.local } else { &prev.upstream };
+        if !first {
+            bytes[k] += match before.get(&t.cookie) {
+                Some(&b) if now >= b => now - b,
+                _ => now,
+            };
+        }
+        if k == 0 {
+            next.local.insert(t.cookie, now);
+        } else {
+            next.upstream.insert(t.cookie, now);
+        }
+    }
+    names.sort();
+    names.dedup();
+    let share = |v: [u64; 2]| v[0] as f64 / (v[0] + v[1]) as f64;
+    let s = if bytes[0] + bytes[1] >= PEER_MIN_BYTES {
+        Some(share(bytes))
+    } else if opened[0] + opened[1] > 0 {
+        Some(share(opened))
+    } else {
+        None
+    };
+    (next, s, names)
+}
+
 fn socket_counters(t: &sockdiag::TcpCounters) -> Counters {
     Counters {
         rx_bytes: t.bytes_received,
@@ -185,6 +277,13 @@ fn socket_counters(t: &sockdiag::TcpCounters) -> Counters {
         tx_packets: t.segs_out as u64,
     }
 }
+
+/// A host-mode container's TCP counters by cookie, its listening ports, its sockets.
+type HostSockets = (
+    HashMap<u64, Counters>,
+    HashSet<u16>,
+    Vec<sockdiag::TcpCounters>,
+);
 
 /// Destroyed TCP sockets of the host's namespace, collected between samples.
 #[derive(Default)]
@@ -311,8 +410,17 @@ impl Sampler {
     async fn sample_containers(&mut self, shared: &Shared) {
         let now = Instant::now();
         let mut seen = Vec::new();
+        // The gateway's container addresses: peers there are traffic between containers.
+        let mut gateway: HashMap<std::net::IpAddr, String> = HashMap::new();
+        let mut own_ips: HashMap<String, Vec<std::net::IpAddr>> = HashMap::new();
         for r in shared.inventory().into_values() {
             let i = r.info;
+            for n in &i.networks {
+                if let Some(ip) = n.ip_address.as_deref().and_then(|a| a.parse().ok()) {
+                    gateway.insert(ip, i.name.clone());
+                    own_ips.entry(i.id.clone()).or_default().push(ip);
+                }
+            }
             // A container whose init process is gone is about to leave the inventory.
             let Ok(netns) = netns::inode(i.pid) else {
                 continue;
@@ -407,14 +515,18 @@ impl Sampler {
                         at: now,
                         tcp_sources: HashMap::new(),
                         cpu_ns: None,
+                        peers: PeerTrack::default(),
                     },
                 );
             }
             let mut listening = HashSet::new();
             let is_host = s.netns == self.host_netns;
+            // The container's TCP sockets, when dumped this sample: whom it talks to.
+            let mut socks: Option<Vec<sockdiag::TcpCounters>> = None;
             let (sources, attributed, source, interfaces, note) = if is_host {
-                let (sources, ports) = host_sockets.remove(&s.id).unwrap_or_default();
+                let (sources, ports, mine) = host_sockets.remove(&s.id).unwrap_or_default();
                 listening = ports;
+                socks = Some(mine);
                 let note = if self.closed.is_some() {
                     HOST_NOTE
                 } else {
@@ -504,12 +616,32 @@ impl Sampler {
             let tcp_now: HashMap<u64, Counters> = if idle.contains(&s.id) {
                 track.tcp_sources.clone()
             } else {
-                tcp_inside
-                    .remove(&s.id)
-                    .unwrap_or_default()
+                let inside = tcp_inside.remove(&s.id).unwrap_or_default();
+                let counters = inside
                     .iter()
                     .map(|t| (t.cookie, socket_counters(t)))
-                    .collect()
+                    .collect();
+                if !is_host {
+                    socks = Some(inside);
+                }
+                counters
+            };
+            // Loopback in host mode reaches the host's processes and host-mode containers;
+            // in a container's own namespace it never leaves the container.
+            let (local_share, local_peers) = match &socks {
+                Some(socks) => {
+                    let (next, share, names) = peer_share(
+                        &track.peers,
+                        socks,
+                        &gateway,
+                        own_ips.get(&s.id).map_or(&[][..], |v| v.as_slice()),
+                        is_host.then_some("host"),
+                        track_is_new,
+                    );
+                    track.peers = next;
+                    (share, names)
+                }
+                None => (None, Vec::new()),
             };
             let tcp = delta(&track.tcp_sources, &tcp_now, track_is_new);
             track.tcp_sources = tcp_now;
@@ -556,6 +688,8 @@ impl Sampler {
                     note,
                     tcp_share,
                     cpu_s_per_gb,
+                    local_share,
+                    local_peers,
                 },
             );
         }
@@ -609,10 +743,7 @@ impl Sampler {
 
     /// Per host-mode container: its TCP sockets' counters keyed by socket cookie, and the
     /// TCP ports it listens on.
-    async fn host_sockets(
-        &mut self,
-        seen: &[Seen],
-    ) -> HashMap<String, (HashMap<u64, Counters>, HashSet<u16>)> {
+    async fn host_sockets(&mut self, seen: &[Seen]) -> HashMap<String, HostSockets> {
         let host: Vec<(String, u32)> = seen
             .iter()
             .filter(|s| s.netns == self.host_netns)
@@ -654,7 +785,12 @@ impl Sampler {
                     .filter(|l| l.protocol == "tcp" && inodes.contains(&l.inode))
                     .map(|l| l.port)
                     .collect();
-                out.insert(id, (mine, ports));
+                let socks: Vec<sockdiag::TcpCounters> = socks
+                    .iter()
+                    .filter(|t| inodes.contains(&t.inode))
+                    .copied()
+                    .collect();
+                out.insert(id, (mine, ports, socks));
             }
             (out, segments.map(|n| (n, socks)))
         })
@@ -667,6 +803,72 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sock(cookie: u64, peer: &str, bytes: u64, time_wait: bool) -> sockdiag::TcpCounters {
+        sockdiag::TcpCounters {
+            inode: 1,
+            cookie,
+            bytes_acked: bytes / 2,
+            bytes_received: bytes - bytes / 2,
+            segs_out: 0,
+            segs_in: 0,
+            peer: peer.parse().unwrap(),
+            time_wait,
+        }
+    }
+
+    #[test]
+    fn traffic_with_containers_of_the_gateway_is_told_from_upstream() {
+        let gateway: HashMap<std::net::IpAddr, String> = [
+            ("172.18.0.2".parse().unwrap(), "web".to_string()),
+            ("172.18.0.3".parse().unwrap(), "sensor".to_string()),
+        ]
+        .into();
+        let own = ["172.18.0.3".parse().unwrap()];
+        // First sample: a baseline.
+        let s1 = [
+            sock(1, "172.18.0.2", 1_000, false),
+            sock(2, "203.0.113.9", 1_000, false),
+            sock(3, "127.0.0.1", 50_000, false),
+        ];
+        let (t, share, names) = peer_share(&PeerTrack::default(), &s1, &gateway, &own, None, true);
+        assert_eq!((share, names), (None, vec!["web".to_string()]));
+        // 90 kB more with web, 10 kB upstream (an IPv4-mapped address), loopback ignored in
+        // the container's own namespace.
+        let s2 = [
+            sock(1, "172.18.0.2", 91_000, false),
+            sock(2, "::ffff:203.0.113.9", 11_000, false),
+            sock(3, "127.0.0.1", 900_000, false),
+        ];
+        let (t, share, _) = peer_share(&t, &s2, &gateway, &own, None, false);
+        assert!((share.unwrap() - 0.9).abs() < 1e-9, "{share:?}");
+        // A poller: connections too short to be seen open, three to web and one upstream
+        // seen in TIME_WAIT; one seen before does not count again.
+        let s3 = [
+            sock(1, "172.18.0.2", 91_000, false),
+            sock(10, "172.18.0.2", 0, true),
+            sock(11, "172.18.0.2", 0, true),
+            sock(12, "172.18.0.2", 0, true),
+            sock(13, "198.51.100.7", 0, true),
+        ];
+        let (t, share, _) = peer_share(&t, &s3, &gateway, &own, None, false);
+        assert_eq!(share, Some(0.75));
+        let (_, share, _) = peer_share(&t, &s3[..2], &gateway, &own, None, false);
+        assert_eq!(share, None, "nothing new");
+        // Host mode: loopback reaches the host and host-mode containers.
+        let host = [sock(20, "127.0.0.1", 0, false)];
+        let (t, _, _) = peer_share(
+            &PeerTrack::default(),
+            &host,
+            &gateway,
+            &[],
+            Some("host"),
+            true,
+        );
+        let host = [sock(20, "127.0.0.1", 40_000, false)];
+        let (_, share, names) = peer_share(&t, &host, &gateway, &[], Some("host"), false);
+        assert_eq!((share, names), (Some(1.0), vec!["host".to_string()]));
+    }
 
     fn c(rx: u64, tx: u64) -> Counters {
         Counters {

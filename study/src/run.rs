@@ -269,6 +269,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                 let cell = Cell {
                     direction,
                     pattern,
+                    path: netmode_advisor::api::Path::Upstream,
                     protocol: key.protocol,
                     size: key.size,
                     duration: study.options.duration,

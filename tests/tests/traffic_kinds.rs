@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use netmode_e2e::api::{Direction, Pattern, ProbeCell, ProbeMode, RunState};
+use netmode_e2e::api::{Direction, Path, Pattern, ProbeCell, ProbeMode, RunState};
 use netmode_e2e::*;
 
 const PROBE: &str = "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [1024]\nin_place = false";
@@ -296,6 +296,119 @@ fn a_request_response_container_is_probed_on_latency() {
         text("probes").contains("request/response") && text("probes").contains("latency"),
         "{:?}",
         rec.evidence
+    );
+    assert_eq!(daemon.probe_containers(), Vec::<String>::new());
+}
+
+/// A user-defined network removed at the end (after its containers, declared later, are).
+struct Network(String);
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = docker_output(&["network", "rm", &self.0]);
+    }
+}
+
+/// A Compose-like pair on one network: a sensor polling its web service (a new HTTP
+/// connection per request, busybox wget against busybox httpd). netmoded tells that this
+/// traffic stays on the gateway, names the peer, probes the path between containers (a sink
+/// container on their network for bridge and in-place cells, the host's loopback for host
+/// cells) instead of the upstream one, and the advisor says where its evidence comes from.
+#[test]
+fn containers_talking_to_each_other_are_probed_on_their_path() {
+    require_docker();
+    let daemon = Daemon::start(
+        FAST_SAMPLING,
+        &probe_section(
+            "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\"]\nsizes = [64]\nrepetitions = 1\ntraffic = [\"request_response\"]",
+        ),
+    );
+    let net = Network(unique("nmt-compose"));
+    docker(&["network", "create", "--label", "netmode-test=1", &net.0]);
+    let network = format!("--network={}", net.0);
+    let web = Container::run(
+        "web",
+        &[&network],
+        busybox_image(),
+        &[
+            "sh",
+            "-c",
+            "echo hello > /tmp/index.html && exec busybox httpd -f -p 8080 -h /tmp",
+        ],
+    );
+    let script = format!(
+        "while true; do busybox wget -q -O /dev/null http://{}:8080/index.html; done",
+        web.ip()
+    );
+    let sensor = Container::run(
+        "sensor",
+        &[&network],
+        busybox_image(),
+        &["sh", "-c", &script],
+    );
+
+    // Both ends see it: the web service's and the sensor's traffic is with each other.
+    for (me, peer) in [(&sensor, &web), (&web, &sensor)] {
+        let live = daemon.wait_for(
+            "traffic between containers told apart",
+            Duration::from_secs(30),
+            |s| {
+                let l = find(s, &me.name)?.live.clone()?;
+                (l.local_share? >= 0.9).then_some(l)
+            },
+        );
+        assert_eq!(live.local_peers, vec![peer.name.clone()], "{live:?}");
+    }
+
+    let run = daemon.probe(
+        &format!("{{\"container\": \"{}\"}}", sensor.name),
+        Duration::from_secs(180),
+    );
+    assert_eq!(run.state, RunState::Done, "{run:?}");
+    let cells = &run.containers[0].cells;
+    // All of its traffic is on the gateway: the local path alone.
+    assert!(cells.iter().all(|c| c.path == Path::Local), "{cells:?}");
+    for mode in [ProbeMode::Bridge, ProbeMode::Host, ProbeMode::InPlace] {
+        let c = cells
+            .iter()
+            .find(|c| c.mode == mode)
+            .unwrap_or_else(|| panic!("no {mode:?} cell in {cells:?}"));
+        assert!(c.error.is_none(), "{c:?}");
+        assert!(c.transactions.is_some_and(|t| t.per_s > 100.0), "{c:?}");
+    }
+    // The sink container is gone with the probe containers.
+    assert_eq!(daemon.probe_containers(), Vec::<String>::new());
+
+    let out = daemon.advisor(&["probe", &sensor.name]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("req/resp local"), "{table}");
+    assert!(table.contains("request/response local: bridge"), "{table}");
+    let status = daemon.advisor(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    let note = format!("% of its TCP is with {} on this gateway", web.name);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{}:", sensor.name)) && l.contains(&note)),
+        "{status}"
+    );
+
+    let rec = daemon.wait_for("probe evidence", Duration::from_secs(30), |s| {
+        let rec = find(s, &sensor.name)?.recommendation.clone()?;
+        rec.evidence
+            .iter()
+            .find(|e| e.step == "probes")
+            .map(|e| e.detail.clone())
+    });
+    assert!(
+        rec.contains("on the path between containers of the gateway")
+            && rec.contains("with containers of the gateway"),
+        "{rec}"
     );
     assert_eq!(daemon.probe_containers(), Vec::<String>::new());
 }

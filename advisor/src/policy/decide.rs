@@ -337,6 +337,10 @@ fn decide(
             profile.tcp_share.map(|s| format!("{:.0}% TCP", s * 100.0)),
             profile.cpu_s_per_gb.map(|c| format!("{c:.1} CPU s/GB")),
             profile.mean_packet.map(|m| format!("{m:.0} B packets")),
+            profile
+                .local_share
+                .filter(|s| *s > 0.0)
+                .map(|s| format!("{:.0}% with containers of the gateway", s * 100.0)),
         ]
         .into_iter()
         .flatten()
@@ -370,6 +374,23 @@ fn decide(
         };
         let flows = if kinds[0].0 == "request/response" {
             format!("{flows} (latency, not goodput)")
+        } else {
+            flows
+        };
+        // Where they went, when some went to a sink on the gateway.
+        let (mut local, mut all) = (0.0, 0.0);
+        for c in cm.probe_rounds.iter().flat_map(|r| &r.cells) {
+            let w = cell_weight(c, &profile);
+            all += w;
+            if c.path == Path::Local {
+                local += w;
+            }
+        }
+        let flows = if local > 0.0 {
+            format!(
+                "{flows}, {:.0}% on the path between containers of the gateway",
+                100.0 * local / all.max(f64::MIN_POSITIVE)
+            )
         } else {
             flows
         };

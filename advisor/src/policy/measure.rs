@@ -2,7 +2,7 @@
 //! weighed toward the traffic a container really carries, and combined with the prior.
 
 use super::*;
-use crate::api::{Direction, Live, Pattern, ProbeCell, ProbeMode};
+use crate::api::{Direction, Live, Path, Pattern, ProbeCell, ProbeMode};
 pub(super) fn log_ratio(host: f64, bridge: f64) -> Option<f64> {
     (host > 0.0 && bridge > 0.0).then(|| (host / bridge).ln())
 }
@@ -21,6 +21,7 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
         let h = host.iter().find(|h| {
             h.direction == b.direction
                 && h.pattern == b.pattern
+                && h.path == b.path
                 && h.protocol == b.protocol
                 && h.size == b.size
                 && h.concurrency == 1
@@ -54,6 +55,7 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
             out.push(CellRatio {
                 direction: b.direction,
                 pattern: b.pattern,
+                path: b.path,
                 reps,
                 protocol: b.protocol,
                 size: b.size,
@@ -110,6 +112,8 @@ pub struct Profile {
     /// Whether its traffic looks like requests and answers (`Live::request_response_like`);
     /// `None` when it moves nothing.
     pub request_response: Option<bool>,
+    /// Share of its TCP traffic with other containers of the gateway (`Live::local_share`).
+    pub local_share: Option<f64>,
 }
 
 impl Profile {
@@ -124,6 +128,7 @@ impl Profile {
             request_response: l
                 .filter(|l| l.rx_pps + l.tx_pps > 0.0)
                 .map(Live::request_response_like),
+            local_share: l.and_then(|l| l.local_share),
         }
     }
 
@@ -136,6 +141,7 @@ impl Profile {
             cpu_s_per_gb: None,
             rx_share: None,
             request_response: None,
+            local_share: None,
         }
     }
 }
@@ -155,6 +161,8 @@ fn log_kernel(a: f64, b: f64) -> f64 {
 ///   streams for the rest (even weights when unknown);
 /// - direction: egress cells by the share of bytes it sends, ingress cells by the share it
 ///   receives (even weights when unknown; request/response cells go both ways);
+/// - path: local cells by the share of its traffic with containers of the gateway, upstream
+///   cells by the rest (even weights when unknown);
 /// - protocol: by the container's TCP share (even weights when unknown);
 /// - size: UDP datagrams show their size on the wire (the mean packet, less its headers);
 ///   TCP writes do not (the stack coalesces them), but their cost does: small writes cost
@@ -180,6 +188,12 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
         (None, _, _) => 0.5,
     }
     .max(1e-3);
+    let path = match (p.local_share, c.path) {
+        (Some(l), Path::Local) => l,
+        (Some(l), Path::Upstream) => 1.0 - l,
+        (None, _) => 0.5,
+    }
+    .max(1e-3);
     let by_packet = || match p.mean_packet {
         Some(m) => log_kernel((m - 42.0).max(1.0), c.size as f64),
         None => 1.0,
@@ -200,7 +214,7 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
             }
         }
     };
-    pattern * direction * proto * size
+    pattern * direction * path * proto * size
 }
 
 /// The weighted ratio of each repetition of a round (one value when its cells ran once): a

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    Action, Container, CrossoverInfo, Direction, Limits, Live, ModeKind, Pattern, Protocol,
+    Action, Container, CrossoverInfo, Direction, Limits, Live, ModeKind, Path, Pattern, Protocol,
     Recommendation, Sweep,
 };
 
@@ -138,6 +138,9 @@ pub struct CellRatio {
     /// streams goodput.
     #[serde(default)]
     pub pattern: Pattern,
+    /// Upstream, or local (between containers of the gateway); older rounds read upstream.
+    #[serde(default)]
+    pub path: Path,
     pub protocol: Protocol,
     pub size: u32,
     pub log_ratio: f64,
@@ -184,6 +187,8 @@ impl SweepRatio {
         CellRatio {
             direction: self.direction,
             pattern: self.pattern,
+            // The sweep sends to the sink off the gateway.
+            path: Path::Upstream,
             reps: Vec::new(),
             protocol: self.protocol,
             size: self.size,

@@ -67,6 +67,8 @@ fn live(bps: f64, mean: f64) -> Live {
         note: None,
         tcp_share: None,
         cpu_s_per_gb: None,
+        local_share: None,
+        local_peers: vec![],
     }
 }
 
@@ -80,6 +82,7 @@ fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> Pro
         mode,
         direction: Direction::Egress,
         pattern: Pattern::Stream,
+        path: crate::api::Path::Upstream,
         protocol,
         size,
         concurrency: n,
@@ -451,6 +454,7 @@ fn ratio_cell(protocol: Protocol, size: u32, ratio: f64, cpu_s_per_gb: f64) -> C
     CellRatio {
         direction: Direction::Egress,
         pattern: Pattern::Stream,
+        path: crate::api::Path::Upstream,
         protocol,
         size,
         log_ratio: f64::ln(ratio),
@@ -708,6 +712,63 @@ fn request_response_containers_follow_the_sweep_of_their_kind() {
         let r = &e.recommendations[name];
         assert_eq!(r.mode, ModeKind::Bridge, "{name}: {}", r.reason);
     }
+}
+
+/// A container talking mostly to another container of the gateway: its local-path cells
+/// (bridge faster there) outweigh the upstream ones (host faster there); one talking
+/// upstream follows the upstream cells.
+#[test]
+fn traffic_between_containers_is_judged_on_its_own_path() {
+    let decide = |local_share: f64| {
+        let mut c = active(container("sensor", ModeKind::Bridge));
+        let l = c.live.as_mut().unwrap();
+        l.local_share = Some(local_share);
+        l.local_peers = vec!["web".into()];
+        let mut w = World::new(vec![c]);
+        let (r, _) = rounds_of(&mut w, 3, |i| {
+            let mut p = probes(&format!("r{i}"), 1.4);
+            for (mode, bps) in [(ProbeMode::Bridge, 100e6), (ProbeMode::Host, 75e6)] {
+                let cells = if mode == ProbeMode::Bridge {
+                    &mut p.bridge
+                } else {
+                    &mut p.host
+                };
+                for pr in [Protocol::Tcp, Protocol::Udp] {
+                    for size in [64, 1024] {
+                        cells.push(ProbeCell {
+                            path: crate::api::Path::Local,
+                            ..cell(mode, pr, size, 1, bps)
+                        });
+                    }
+                }
+            }
+            p
+        });
+        r
+    };
+    let r = decide(0.95);
+    assert_eq!(r.mode, ModeKind::Bridge, "{}\n{:?}", r.reason, r.evidence);
+    let probes = r
+        .evidence
+        .iter()
+        .find(|e| e.step == "probes")
+        .unwrap_or_else(|| panic!("{:?}", r.evidence));
+    assert!(
+        probes
+            .detail
+            .contains("% on the path between containers of the gateway")
+            && probes.detail.contains("95% with containers of the gateway"),
+        "{}",
+        probes.detail
+    );
+    let r = decide(0.05);
+    assert_eq!(
+        (r.mode, r.action),
+        (ModeKind::Host, Action::Switch),
+        "{}\n{:?}",
+        r.reason,
+        r.evidence
+    );
 }
 
 /// Probes whose every cell ran twice: host's runs are `host` (bridge's are 100 Mbit/s).

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use netmode_advisor::api::{
-    self, ContainerProbe, Limits, ProbeCell, ProbeMode, ProbeRun, ProbeTarget, RunState, Sweep,
-    Trigger,
+    self, ContainerProbe, Limits, Path, ProbeCell, ProbeMode, ProbeRun, ProbeTarget, RunState,
+    Sweep, Trigger,
 };
 
 use super::localsink::LocalSink;
@@ -306,6 +306,7 @@ impl ProbeEngine {
                     .count() as u32;
                 modes
                     * plan::traffic(&self.cfg, t).len() as u32
+                    * plan::paths(t).len() as u32
                     * cells_per_kind
                     * self.cfg.repetitions
             })
@@ -382,7 +383,8 @@ impl ProbeEngine {
             container: t.name.clone(),
         };
         let kinds = plan::traffic(&self.cfg, t);
-        let cells = plan::cells_in(&self.cfg, &kinds, &self.cfg.protocols, &self.cfg.sizes);
+        let paths = plan::paths(t);
+        let cells = plan::container_cells(&self.cfg, &kinds, &paths);
         // Each mode: its cells measured for another container already, or how to measure.
         enum Plan {
             Known(Vec<ProbeCell>),
@@ -411,7 +413,7 @@ impl ProbeEngine {
                 Launch::Container { network_mode } => Some((
                     driver.mode(),
                     network_mode.clone(),
-                    format!("{:?} {kinds:?}", t.limits),
+                    format!("{:?} {kinds:?} {paths:?}", t.limits),
                 )),
                 Launch::InNamespace { .. } => None,
             };
@@ -428,6 +430,13 @@ impl ProbeEngine {
                 }),
             }
         }
+        // The local path's sinks: a sink container on the target's bridge network (bridge
+        // and in-place cells), one on the host's loopback (host cells).
+        let local = if paths.contains(&Path::Local) {
+            Some(LocalPeers::start(runner, &mode::bridge_network(t)).await)
+        } else {
+            None
+        };
         // Repetitions outermost, the modes of a cell back to back: drift and the bimodal
         // luck of a connection hit every mode alike.
         let mut runs: Vec<Vec<Vec<ProbeCell>>> = vec![vec![Vec::new(); cells.len()]; plans.len()];
@@ -438,6 +447,9 @@ impl ProbeEngine {
                         continue;
                     };
                     if !self.still_running(&t.id) {
+                        if let Some(l) = local {
+                            l.stop(runner).await;
+                        }
                         cp.error = Some(stopped().to_string());
                         return (cp, Some(stopped()));
                     }
@@ -451,13 +463,20 @@ impl ProbeEngine {
                             String::new()
                         }
                     )));
-                    let r = match launch {
-                        Launch::Container { network_mode } => {
+                    let sink = match (cell.path, &local) {
+                        (Path::Local, Some(l)) => l.target(*mode),
+                        _ => Ok(runner.sink),
+                    };
+                    let r = match (sink, launch) {
+                        (Err(e), _) => Err(e),
+                        (Ok(sink), Launch::Container { network_mode }) => {
+                            let runner = Runner { sink, ..*runner };
                             runner.containers(network_mode, &t.limits, 1, cell).await
                         }
-                        Launch::InNamespace { pid } => {
+                        (Ok(sink), Launch::InNamespace { pid }) => {
                             // The container's own counters carry this traffic: the sampler
                             // holds its rates meanwhile.
+                            let runner = Runner { sink, ..*runner };
                             self.shared.in_place_probe(&t.id, true);
                             let r = runner.in_namespace(*pid, cell).await;
                             self.shared.in_place_probe(&t.id, false);
@@ -468,6 +487,9 @@ impl ProbeEngine {
                     progress.done += 1;
                 }
             }
+        }
+        if let Some(l) = local {
+            l.stop(runner).await;
         }
         if !self.still_running(&t.id) {
             cp.error = Some(stopped().to_string());
@@ -547,11 +569,60 @@ impl ProbeEngine {
     }
 }
 
+/// The sinks of the local path (traffic between containers of the gateway), for one target.
+struct LocalPeers {
+    /// A sink container on the target's bridge network: its id and address.
+    container: Result<(String, Target), String>,
+    /// A sink on the host's loopback, in the daemon's own namespace.
+    loopback: Result<(crate::traffic::sink::Sink, Target), String>,
+}
+
+impl LocalPeers {
+    async fn start(runner: &Runner<'_>, network: &str) -> LocalPeers {
+        let container = runner
+            .sink_container(network)
+            .await
+            .map_err(|e| e.to_string());
+        let loopback = crate::traffic::sink::Sink::bind(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        )))
+        .map(|s| {
+            let t = Target::Netmode(s.tcp_addr);
+            (s, t)
+        })
+        .map_err(|e| format!("cannot bind a sink on the host's loopback: {e}"));
+        LocalPeers {
+            container,
+            loopback,
+        }
+    }
+
+    /// Where a cell of `mode` sends on the local path.
+    fn target(&self, mode: ProbeMode) -> Result<Target, ProbeError> {
+        let t = match mode {
+            ProbeMode::Host => self.loopback.as_ref().map(|l| l.1),
+            _ => self.container.as_ref().map(|c| c.1),
+        };
+        t.map_err(|e| ProbeError::Sender(format!("local path: {e}")))
+    }
+
+    async fn stop(self, runner: &Runner<'_>) {
+        if let Ok((id, _)) = &self.container {
+            runner.remove(id).await;
+        }
+    }
+}
+
 /// "host ingress tcp 1024 B" (and " x3" for N concurrent containers).
 fn describe(mode: ProbeMode, cell: &plan::Cell, n: u32) -> String {
     let traffic = match cell.pattern {
         api::Pattern::RequestResponse => "request/response",
         api::Pattern::Stream => cell.direction.as_str(),
+    };
+    let traffic = match cell.path {
+        api::Path::Local => format!("{traffic} local"),
+        api::Path::Upstream => traffic.to_string(),
     };
     format!(
         "{} {traffic} {} {} B{}",

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use netmode_advisor::api::{
-    self, CellCounters, Direction, Host, Limits, Pattern, ProbeCell, ProbeMode, Protocol,
+    self, CellCounters, Direction, Host, Limits, Path, Pattern, ProbeCell, ProbeMode, Protocol,
     Transactions,
 };
 
@@ -22,6 +22,7 @@ const ACTIVE_BPS: f64 = 100_000.0;
 pub struct Cell {
     pub direction: Direction,
     pub pattern: Pattern,
+    pub path: Path,
     pub protocol: Protocol,
     pub size: u32,
     pub duration: Duration,
@@ -50,6 +51,7 @@ pub fn cells_in(
                 v.push(Cell {
                     direction,
                     pattern,
+                    path: Path::Upstream,
                     protocol,
                     size,
                     duration: cfg.duration,
@@ -97,6 +99,39 @@ pub fn traffic(cfg: &ProbeConfig, c: &api::Container) -> Vec<TrafficKind> {
             v
         }
     }
+}
+
+/// A container with at least this share of its traffic on the gateway is probed on the
+/// local path alone (the upstream cells would weigh almost nothing).
+const LOCAL_ONLY: f64 = 0.9;
+
+/// Where a container's cells go: upstream, and to a sink on the gateway too when most of its
+/// traffic is with containers of the gateway (`Live::local_share`), that path alone when
+/// nearly all of it is. Local cells go to netmode sinks netmoded starts, whatever
+/// `probe.target` is.
+pub fn paths(c: &api::Container) -> Vec<Path> {
+    let share = c.live.as_ref().and_then(|l| l.local_share).unwrap_or(0.0);
+    let mut v = Vec::new();
+    if share < LOCAL_ONLY {
+        v.push(Path::Upstream);
+    }
+    if share >= api::Live::LOCAL_DOMINATES {
+        v.push(Path::Local);
+    }
+    v
+}
+
+/// The cells of a container: every kind of traffic x protocol x size, on each path.
+pub fn container_cells(cfg: &ProbeConfig, kinds: &[TrafficKind], paths: &[Path]) -> Vec<Cell> {
+    let mut v = Vec::new();
+    for &path in paths {
+        v.extend(
+            cells_in(cfg, kinds, &cfg.protocols, &cfg.sizes)
+                .into_iter()
+                .map(|c| Cell { path, ..c }),
+        );
+    }
+    v
 }
 
 /// The kinds of traffic the sweep measures: the configured list, or (`auto`) every kind
@@ -209,6 +244,7 @@ pub fn cell_result(
         mode,
         direction: cell.direction,
         pattern: cell.pattern,
+        path: cell.path,
         protocol: cell.protocol,
         size: cell.size,
         concurrency: n,
@@ -322,6 +358,7 @@ mod tests {
             mode,
             direction: Direction::Egress,
             pattern: Pattern::Stream,
+            path: Path::Upstream,
             protocol: Protocol::Tcp,
             size: 64,
             concurrency: n,
@@ -482,6 +519,24 @@ mod tests {
             ..ProbeConfig::default()
         };
         assert_eq!(sweep_traffic(&fixed, &quiet), [RequestResponse]);
+    }
+
+    #[test]
+    fn traffic_between_containers_is_probed_on_its_path_too() {
+        let cfg = ProbeConfig::default();
+        let mut c = container("sensor", None, 2e6, 2e6);
+        assert_eq!(paths(&c), [Path::Upstream]);
+        c.live.as_mut().unwrap().local_share = Some(0.3);
+        assert_eq!(paths(&c), [Path::Upstream]);
+        c.live.as_mut().unwrap().local_share = Some(0.8);
+        assert_eq!(paths(&c), [Path::Upstream, Path::Local]);
+        let cells = container_cells(&cfg, &[TrafficKind::Egress], &paths(&c));
+        assert_eq!(cells.len(), 8);
+        assert!(cells[..4].iter().all(|c| c.path == Path::Upstream));
+        assert!(cells[4..].iter().all(|c| c.path == Path::Local));
+        // Nearly all of it on the gateway: that path alone, the round no longer.
+        c.live.as_mut().unwrap().local_share = Some(0.95);
+        assert_eq!(paths(&c), [Path::Local]);
     }
 
     #[test]

@@ -267,11 +267,7 @@ impl Runner<'_> {
             .containers_inner(network_mode, limits, n, cell, &mut ids)
             .await;
         for id in &ids {
-            if let Err(e) = self.engine.remove_container(id).await {
-                log::warn!("cannot remove probe container {id}: {e}");
-            } else {
-                self.tracked.remove(id);
-            }
+            self.remove(id).await;
         }
         result
     }
@@ -404,6 +400,84 @@ impl Runner<'_> {
             signals.join(" "),
             output.chars().take(300).collect::<String>()
         )
+    }
+
+    /// A netmode sink in a probe container on `network`, as another container of the
+    /// gateway would listen: its id (remove it with `remove`) and where to send.
+    pub async fn sink_container(&self, network: &str) -> Result<(String, Target), ProbeError> {
+        const PORT: u16 = 5291;
+        let labels = HashMap::from([
+            (LABEL_PROBE.to_string(), "1".to_string()),
+            (LABEL_OWNER.to_string(), self.instance.to_string()),
+            (LABEL_RUN.to_string(), self.run_id.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            cmd: Some(vec![
+                "sink".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{PORT}"),
+            ]),
+            labels: Some(labels),
+            host_config: Some(host_config(network, &Limits::default())),
+            ..Default::default()
+        };
+        let name = format!(
+            "netmode-probe-{}-sink-{}",
+            self.run_id,
+            traffic::new_session() % 100_000
+        );
+        let id = self
+            .engine
+            .create_container(&name, body)
+            .await
+            .map_err(ProbeError::docker(format!(
+                "create a sink container on network {network}"
+            )))?;
+        self.tracked.add(&id);
+        let ready = async {
+            self.engine
+                .start_container(&id)
+                .await
+                .map_err(ProbeError::docker("start a sink container"))?;
+            let ip = self
+                .engine
+                .inspect(&id)
+                .await
+                .map_err(ProbeError::docker("inspect a sink container"))?
+                .and_then(|c| c.network_settings?.networks?.remove(network)?.ip_address)
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                .ok_or_else(|| {
+                    ProbeError::Sender(format!("the sink container got no address on {network}"))
+                })?;
+            let addr = std::net::SocketAddr::new(ip, PORT);
+            // Listening once a connection is accepted (the host reaches bridge addresses).
+            for _ in 0..100 {
+                if smol::net::TcpStream::connect(addr).await.is_ok() {
+                    return Ok(Target::Netmode(addr));
+                }
+                async_io::Timer::after(Duration::from_millis(50)).await;
+            }
+            Err(ProbeError::Sender(format!(
+                "the sink container did not listen on {addr} within 5 s"
+            )))
+        }
+        .await;
+        match ready {
+            Ok(t) => Ok((id, t)),
+            Err(e) => {
+                self.remove(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove a probe container of ours.
+    pub async fn remove(&self, id: &str) {
+        match self.engine.remove_container(id).await {
+            Ok(()) => self.tracked.remove(id),
+            Err(e) => log::warn!("cannot remove probe container {id}: {e}"),
+        }
     }
 
     /// One sender on a thread inside the network namespace of `pid`.

@@ -27,6 +27,10 @@ pub struct TcpCounters {
     pub bytes_received: u64,
     pub segs_out: u32,
     pub segs_in: u32,
+    /// The remote end's address (unspecified where the kernel did not say).
+    pub peer: IpAddr,
+    /// A connection that ended and waits out TIME_WAIT: no counters, but who it was with.
+    pub time_wait: bool,
 }
 
 /// A socket bound for incoming traffic (TCP listening, or UDP bound to a port).
@@ -114,7 +118,11 @@ fn dump(
     Ok(out)
 }
 
-/// Every established-or-closing TCP socket of the host's namespace with its counters.
+/// Kernel TCP state of a connection in TIME_WAIT (include/net/tcp_states.h).
+const TCP_TIME_WAIT: u8 = 6;
+
+/// Every established-or-closing TCP socket of the calling thread's namespace with its
+/// counters and peer, and the connections in TIME_WAIT (peer only).
 pub fn tcp_counters() -> Result<Vec<TcpCounters>> {
     let states = StateFlags::all() - StateFlags::LISTEN;
     let mut out = Vec::new();
@@ -123,11 +131,26 @@ pub fn tcp_counters() -> Result<Vec<TcpCounters>> {
             Nla::TcpInfo(b) => Some(b.as_slice()),
             _ => None,
         });
-        if let Some(c) =
-            info.and_then(|b| parse_tcp_info(r.header.inode, r.header.socket_id.cookie, b))
-        {
-            out.push(c);
-        }
+        let id = &r.header.socket_id;
+        let parsed = info.and_then(|b| parse_tcp_info(r.header.inode, id.cookie, b));
+        let c = match parsed {
+            Some(c) => c,
+            None if r.header.state == TCP_TIME_WAIT => TcpCounters {
+                inode: 0,
+                cookie: u64::from_ne_bytes(id.cookie),
+                bytes_acked: 0,
+                bytes_received: 0,
+                segs_out: 0,
+                segs_in: 0,
+                peer: id.destination_address,
+                time_wait: true,
+            },
+            None => continue,
+        };
+        out.push(TcpCounters {
+            peer: id.destination_address,
+            ..c
+        });
     }
     Ok(out)
 }
@@ -242,6 +265,8 @@ pub fn parse_tcp_info(inode: u32, cookie: [u8; 8], b: &[u8]) -> Option<TcpCounte
         bytes_received: u64_at(TCPI_BYTES_RECEIVED)?,
         segs_out: u32_at(TCPI_SEGS_OUT)?,
         segs_in: u32_at(TCPI_SEGS_IN)?,
+        peer: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        time_wait: false,
     })
 }
 
