@@ -473,6 +473,7 @@ fn probes(o: &mut Out, s: &Status, x: &Extra) {
                             ("probe_mode", cell.mode.as_str()),
                             ("direction", cell.direction.as_str()),
                             ("pattern", cell.pattern.as_str()),
+                            ("path", cell.path.as_str()),
                             ("protocol", cell.protocol.as_str()),
                             ("message_bytes", &size),
                         ],
