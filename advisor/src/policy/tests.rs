@@ -97,6 +97,15 @@ fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> Pro
     }
 }
 
+/// A probe's cells of `mode` (bridge or host).
+fn cells_of(p: &mut ContainerProbes, mode: ProbeMode) -> &mut Vec<ProbeCell> {
+    if mode == ProbeMode::Bridge {
+        &mut p.bridge
+    } else {
+        &mut p.host
+    }
+}
+
 /// A probe where host mode gets `ratio` times bridge mode's goodput in every cell.
 fn probes(run: &str, ratio: f64) -> ContainerProbes {
     let mut bridge = vec![];
@@ -529,11 +538,7 @@ fn an_ingress_heavy_container_follows_its_ingress_cells() {
     let (r, memory) = rounds_of(&mut w, 3, |i| {
         let mut p = probes(&format!("r{i}"), 1.4);
         for (mode, ratio) in [(ProbeMode::Bridge, 1.0), (ProbeMode::Host, 0.7)] {
-            let cells = if mode == ProbeMode::Bridge {
-                &mut p.bridge
-            } else {
-                &mut p.host
-            };
+            let cells = cells_of(&mut p, mode);
             let ing: Vec<ProbeCell> = [Protocol::Tcp, Protocol::Udp]
                 .iter()
                 .flat_map(|&pr| [64, 1024].map(|z| (pr, z)))
@@ -580,11 +585,7 @@ fn a_request_response_container_is_judged_on_latency() {
     let (r, _) = rounds_of(&mut w, 3, |i| {
         let mut p = probes(&format!("r{i}"), 1.4);
         for (mode, p50) in [(ProbeMode::Bridge, 80.0), (ProbeMode::Host, 100.0)] {
-            let cells = if mode == ProbeMode::Bridge {
-                &mut p.bridge
-            } else {
-                &mut p.host
-            };
+            let cells = cells_of(&mut p, mode);
             for pr in [Protocol::Tcp, Protocol::Udp] {
                 cells.push(ProbeCell {
                     pattern: Pattern::RequestResponse,
@@ -728,11 +729,7 @@ fn traffic_between_containers_is_judged_on_its_own_path() {
         let (r, _) = rounds_of(&mut w, 3, |i| {
             let mut p = probes(&format!("r{i}"), 1.4);
             for (mode, bps) in [(ProbeMode::Bridge, 100e6), (ProbeMode::Host, 75e6)] {
-                let cells = if mode == ProbeMode::Bridge {
-                    &mut p.bridge
-                } else {
-                    &mut p.host
-                };
+                let cells = cells_of(&mut p, mode);
                 for pr in [Protocol::Tcp, Protocol::Udp] {
                     for size in [64, 1024] {
                         cells.push(ProbeCell {

@@ -432,7 +432,8 @@ impl ProbeEngine {
         }
         // The local path's sinks: a sink container on the target's bridge network (bridge
         // and in-place cells), one on the host's loopback (host cells).
-        let local = if paths.contains(&Path::Local) {
+        let measures = plans.iter().any(|p| matches!(p, Plan::Measure { .. }));
+        let local = if measures && paths.contains(&Path::Local) {
             Some(LocalPeers::start(runner, &mode::bridge_network(t)).await)
         } else {
             None

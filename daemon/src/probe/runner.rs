@@ -254,6 +254,22 @@ fn host_config(network_mode: &str, limits: &Limits) -> HostConfig {
 }
 
 impl Runner<'_> {
+    /// A probe container running `netmoded CMD...`, labelled as this run's.
+    fn body(&self, cmd: Vec<String>, network_mode: &str, limits: &Limits) -> ContainerCreateBody {
+        let labels = HashMap::from([
+            (LABEL_PROBE.to_string(), "1".to_string()),
+            (LABEL_OWNER.to_string(), self.instance.to_string()),
+            (LABEL_RUN.to_string(), self.run_id.to_string()),
+        ]);
+        ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            cmd: Some(cmd),
+            labels: Some(labels),
+            host_config: Some(host_config(network_mode, limits)),
+            ..Default::default()
+        }
+    }
+
     /// `n` probe containers on `network_mode` with `limits`, sending together.
     pub async fn containers(
         &self,
@@ -282,18 +298,11 @@ impl Runner<'_> {
     ) -> Result<CellRun, ProbeError> {
         for k in 0..n {
             let target = self.sink.with_port_offset(k as u16);
-            let labels = HashMap::from([
-                (LABEL_PROBE.to_string(), "1".to_string()),
-                (LABEL_OWNER.to_string(), self.instance.to_string()),
-                (LABEL_RUN.to_string(), self.run_id.to_string()),
-            ]);
-            let body = ContainerCreateBody {
-                image: Some(self.image.to_string()),
-                cmd: Some(sender_args(target, cell, traffic::new_session() ^ k, true)),
-                labels: Some(labels),
-                host_config: Some(host_config(network_mode, limits)),
-                ..Default::default()
-            };
+            let body = self.body(
+                sender_args(target, cell, traffic::new_session() ^ k, true),
+                network_mode,
+                limits,
+            );
             let name = format!(
                 "netmode-probe-{}-{}-{k}",
                 self.run_id,
@@ -406,22 +415,8 @@ impl Runner<'_> {
     /// gateway would listen: its id (remove it with `remove`) and where to send.
     pub async fn sink_container(&self, network: &str) -> Result<(String, Target), ProbeError> {
         const PORT: u16 = 5291;
-        let labels = HashMap::from([
-            (LABEL_PROBE.to_string(), "1".to_string()),
-            (LABEL_OWNER.to_string(), self.instance.to_string()),
-            (LABEL_RUN.to_string(), self.run_id.to_string()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(self.image.to_string()),
-            cmd: Some(vec![
-                "sink".into(),
-                "--listen".into(),
-                format!("0.0.0.0:{PORT}"),
-            ]),
-            labels: Some(labels),
-            host_config: Some(host_config(network, &Limits::default())),
-            ..Default::default()
-        };
+        let cmd = vec!["sink".into(), "--listen".into(), format!("0.0.0.0:{PORT}")];
+        let body = self.body(cmd, network, &Limits::default());
         let name = format!(
             "netmode-probe-{}-sink-{}",
             self.run_id,
