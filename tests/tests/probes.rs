@@ -146,7 +146,7 @@ fn bridge_and_host_containers_are_probed_in_both_modes() {
     }
     let (_, metrics) = daemon.get("/metrics");
     let line = format!(
-        "netmode_probe_goodput_bytes_per_second{{name=\"{}\",probe_mode=\"bridge\",direction=\"egress\",pattern=\"stream\",protocol=\"tcp\",message_bytes=\"64\"}} ",
+        "netmode_probe_goodput_bytes_per_second{{name=\"{}\",probe_mode=\"bridge\",direction=\"egress\",pattern=\"stream\",path=\"upstream\",protocol=\"tcp\",message_bytes=\"64\"}} ",
         host.name
     );
     assert!(metrics.contains(&line), "{line} not in\n{metrics}");
