@@ -180,8 +180,8 @@ impl Track {
 }
 
 /// Below this many TCP bytes in an interval, the local share is taken from the connections
-/// that ended (TIME_WAIT), if any: a poller opening a connection per request moves a few
-/// hundred bytes on each, and they close between samples.
+/// first seen in it, if any: a poller opening a connection per request moves a few hundred
+/// bytes on each, and they close between samples.
 const PEER_MIN_BYTES: u64 = 16 * 1024;
 
 /// What the last sample saw of a container's TCP peers: bytes per socket toward containers
