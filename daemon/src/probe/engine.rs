@@ -573,17 +573,14 @@ impl ProbeEngine {
 /// The sinks of the local path (traffic between containers of the gateway), for one target.
 struct LocalPeers {
     /// A sink container on the target's bridge network: its id and address.
-    container: Result<(String, Target), String>,
+    container: Result<(String, Target), ProbeError>,
     /// A sink on the host's loopback, in the daemon's own namespace.
-    loopback: Result<(crate::traffic::sink::Sink, Target), String>,
+    loopback: Result<(crate::traffic::sink::Sink, Target), ProbeError>,
 }
 
 impl LocalPeers {
     async fn start(runner: &Runner<'_>, network: &str) -> LocalPeers {
-        let container = runner
-            .sink_container(network)
-            .await
-            .map_err(|e| e.to_string());
+        let container = runner.sink_container(network).await;
         let loopback = crate::traffic::sink::Sink::bind(std::net::SocketAddr::from((
             std::net::Ipv4Addr::LOCALHOST,
             0,
@@ -592,7 +589,10 @@ impl LocalPeers {
             let t = Target::Netmode(s.tcp_addr);
             (s, t)
         })
-        .map_err(|e| format!("cannot bind a sink on the host's loopback: {e}"));
+        .map_err(|source| ProbeError::Io {
+            what: "bind a sink on the host's loopback",
+            source,
+        });
         LocalPeers {
             container,
             loopback,
