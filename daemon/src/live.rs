@@ -179,6 +179,13 @@ impl Track {
     }
 }
 
+/// A TCP share of nothing is unknown, not 0, when new TCP connections were seen: they opened
+/// and closed between two samples (a poller's), so their bytes were never counted.
+pub fn unless_unseen(share: Option<f64>, tcp: &Counters, new_sockets: usize) -> Option<f64> {
+    let none_counted = tcp.rx_bytes + tcp.tx_bytes == 0;
+    share.filter(|_| !(none_counted && new_sockets > 0))
+}
+
 /// Below this many TCP bytes in an interval, the local share is taken from the connections
 /// first seen in it, if any: a poller opening a connection per request moves a few hundred
 /// bytes on each, and they close between samples.
@@ -644,6 +651,10 @@ impl Sampler {
                 None => (None, Vec::new()),
             };
             let tcp = delta(&track.tcp_sources, &tcp_now, track_is_new);
+            let new_sockets = tcp_now
+                .keys()
+                .filter(|k| !track.tcp_sources.contains_key(k))
+                .count();
             track.tcp_sources = tcp_now;
             let cpu_now = cpu.get(&s.id).copied();
             let cpu_used = match (track.cpu_ns, cpu_now) {
@@ -668,6 +679,7 @@ impl Sampler {
             }
             let (rx_bps, tx_bps, rx_pps, tx_pps, mean) = rates(&d, dt);
             let (tcp_share, cpu_s_per_gb) = profile(&d, &tcp, cpu_used, is_host);
+            let tcp_share = unless_unseen(tcp_share, &tcp, new_sockets);
             let t = track.totals;
             live.insert(
                 s.id.clone(),
@@ -815,6 +827,18 @@ mod tests {
             peer: peer.parse().unwrap(),
             time_wait,
         }
+    }
+
+    #[test]
+    fn a_tcp_share_of_nothing_with_new_connections_is_unknown() {
+        let none = Counters::default();
+        // A poller: connections seen (in TIME_WAIT), no byte counted: unknown.
+        assert_eq!(unless_unseen(Some(0.0), &none, 3), None);
+        // UDP only, no TCP socket at all: 0.
+        assert_eq!(unless_unseen(Some(0.0), &none, 0), Some(0.0));
+        // TCP counted: as measured.
+        assert_eq!(unless_unseen(Some(0.4), &c(1000, 0), 3), Some(0.4));
+        assert_eq!(unless_unseen(None, &none, 3), None);
     }
 
     #[test]
