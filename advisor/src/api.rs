@@ -650,11 +650,14 @@ impl Sweep {
     }
 }
 
-/// What a cell sends, without its mode and concurrency: the traffic, the protocol, the size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a cell sends, without its mode and concurrency: where, the traffic, the protocol,
+/// the size. Two cells of one kind in two modes are the pair a comparison reads (ordered:
+/// path, pattern, direction, protocol, size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CellKind {
-    pub direction: Direction,
+    pub path: Path,
     pub pattern: Pattern,
+    pub direction: Direction,
     pub protocol: Protocol,
     pub size: u32,
 }
@@ -662,8 +665,9 @@ pub struct CellKind {
 impl CellKind {
     pub fn of(c: &ProbeCell) -> CellKind {
         CellKind {
-            direction: c.direction,
+            path: c.path,
             pattern: c.pattern,
+            direction: c.direction,
             protocol: c.protocol,
             size: c.size,
         }
@@ -673,14 +677,20 @@ impl CellKind {
         *self == CellKind::of(c)
     }
 
-    /// "tcp 64 B", "ingress udp 1024 B", "request/response tcp 64 B".
+    /// "tcp 64 B", "ingress udp 1024 B", "request/response tcp 64 B" ("... local" on the
+    /// path between containers).
     pub fn label(&self) -> String {
         let traffic = match (self.pattern, self.direction) {
             (Pattern::RequestResponse, _) => "request/response ",
             (Pattern::Stream, Direction::Ingress) => "ingress ",
             (Pattern::Stream, Direction::Egress) => "",
         };
-        format!("{traffic}{} {} B", self.protocol.as_str(), self.size)
+        let local = if self.path == Path::Local {
+            " local"
+        } else {
+            ""
+        };
+        format!("{traffic}{} {} B{local}", self.protocol.as_str(), self.size)
     }
 }
 
@@ -978,6 +988,7 @@ impl CrossoverInfo {
         match (self.protocol, self.size) {
             (Some(protocol), Some(size)) => {
                 let kind = CellKind {
+                    path: Path::Upstream,
                     direction: self.direction.unwrap_or_default(),
                     pattern: self.pattern.unwrap_or_default(),
                     protocol,

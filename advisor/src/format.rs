@@ -424,24 +424,22 @@ fn cell_table(cells: &[ProbeCell], with_n: bool) -> (String, Option<String>) {
 /// "tcp 64 B: bridge 123.40 vs host 98.20 Mbit/s (bridge +25.7%)" for each protocol and size.
 pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut keys: Vec<(Path, Pattern, Direction, crate::api::Protocol, u32)> = cells
-        .iter()
-        .map(|c| (c.path, c.pattern, c.direction, c.protocol, c.size))
-        .collect();
+    let mut keys: Vec<CellKind> = cells.iter().map(CellKind::of).collect();
     keys.sort();
     keys.dedup();
-    for (path, pat, d, p, s) in keys {
+    for kind in keys {
+        let CellKind {
+            path,
+            pattern: pat,
+            direction: d,
+            protocol: p,
+            size: s,
+        } = kind;
         let local = if path == Path::Local { " local" } else { "" };
         let cell = |m: ProbeMode| {
-            cells.iter().find(|c| {
-                c.mode == m
-                    && c.path == path
-                    && c.pattern == pat
-                    && c.direction == d
-                    && c.protocol == p
-                    && c.size == s
-                    && c.concurrency == 1
-            })
+            cells
+                .iter()
+                .find(|c| c.mode == m && kind.is(c) && c.concurrency == 1)
         };
         if pat == Pattern::RequestResponse {
             let p50 = |m| {
@@ -530,6 +528,7 @@ pub fn sweep_table(s: &Sweep) -> String {
     out.push_str(&t.render());
     for c in &s.crossovers {
         let kind = CellKind {
+            path: Path::Upstream,
             direction: c.direction,
             pattern: c.pattern,
             protocol: c.protocol,

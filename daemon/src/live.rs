@@ -787,22 +787,19 @@ impl Sampler {
             let mut out = HashMap::new();
             for (id, pid) in host {
                 let inodes: HashSet<u32> = procs::socket_inodes(&cgroups.container_pids(pid));
-                let mine: HashMap<u64, Counters> = socks
+                let own: Vec<sockdiag::TcpCounters> = socks
                     .iter()
                     .filter(|t| inodes.contains(&t.inode))
-                    .map(|t| (t.cookie, socket_counters(t)))
+                    .copied()
                     .collect();
+                let mine: HashMap<u64, Counters> =
+                    own.iter().map(|t| (t.cookie, socket_counters(t))).collect();
                 let ports: HashSet<u16> = listeners
                     .iter()
                     .filter(|l| l.protocol == "tcp" && inodes.contains(&l.inode))
                     .map(|l| l.port)
                     .collect();
-                let socks: Vec<sockdiag::TcpCounters> = socks
-                    .iter()
-                    .filter(|t| inodes.contains(&t.inode))
-                    .copied()
-                    .collect();
-                out.insert(id, (mine, ports, socks));
+                out.insert(id, (mine, ports, own));
             }
             (out, segments.map(|n| (n, socks)))
         })

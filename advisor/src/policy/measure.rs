@@ -2,7 +2,7 @@
 //! weighed toward the traffic a container really carries, and combined with the prior.
 
 use super::*;
-use crate::api::{Direction, Live, Path, Pattern, ProbeCell, ProbeMode};
+use crate::api::{CellKind, Direction, Live, Path, Pattern, ProbeCell, ProbeMode};
 pub(super) fn log_ratio(host: f64, bridge: f64) -> Option<f64> {
     (host > 0.0 && bridge > 0.0).then(|| (host / bridge).ln())
 }
@@ -18,14 +18,8 @@ pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
 pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
     let mut out = Vec::new();
     for b in bridge.iter().filter(|c| c.concurrency == 1) {
-        let h = host.iter().find(|h| {
-            h.direction == b.direction
-                && h.pattern == b.pattern
-                && h.path == b.path
-                && h.protocol == b.protocol
-                && h.size == b.size
-                && h.concurrency == 1
-        });
+        let kind = CellKind::of(b);
+        let h = host.iter().find(|h| kind.is(h) && h.concurrency == 1);
         let ratio = |h: &ProbeCell| match b.pattern {
             // Latency: a shorter round trip in host mode is host's gain.
             Pattern::RequestResponse => log_ratio(

@@ -542,16 +542,8 @@ impl ProbeEngine {
         let crossovers = profiles
             .iter()
             .map(|p| {
-                let of: Vec<ProbeCell> = cells
-                    .iter()
-                    .filter(|c| {
-                        c.direction == p.direction
-                            && c.pattern == p.pattern
-                            && c.protocol == p.protocol
-                            && c.size == p.size
-                    })
-                    .cloned()
-                    .collect();
+                let kind = p.kind();
+                let of: Vec<ProbeCell> = cells.iter().filter(|c| kind.is(c)).cloned().collect();
                 api::Crossover {
                     direction: p.direction,
                     pattern: p.pattern,

@@ -29,6 +29,19 @@ pub struct Cell {
     pub rate_bps: Option<u64>,
 }
 
+impl Cell {
+    /// What it sends, as its results are matched.
+    pub fn kind(&self) -> api::CellKind {
+        api::CellKind {
+            path: self.path,
+            pattern: self.pattern,
+            direction: self.direction,
+            protocol: self.protocol,
+            size: self.size,
+        }
+    }
+}
+
 /// The senders' reports and the cell's counters.
 #[derive(Debug, Clone)]
 pub struct CellRun {

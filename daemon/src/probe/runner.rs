@@ -254,20 +254,41 @@ fn host_config(network_mode: &str, limits: &Limits) -> HostConfig {
 }
 
 impl Runner<'_> {
-    /// A probe container running `netmoded CMD...`, labelled as this run's.
-    fn body(&self, cmd: Vec<String>, network_mode: &str, limits: &Limits) -> ContainerCreateBody {
+    /// Create (not start) a probe container running `netmoded CMD...` on `network_mode`,
+    /// labelled as this run's and tracked until removed; `role` goes into its name.
+    async fn create(
+        &self,
+        role: &str,
+        cmd: Vec<String>,
+        network_mode: &str,
+        limits: &Limits,
+    ) -> Result<String, ProbeError> {
         let labels = HashMap::from([
             (LABEL_PROBE.to_string(), "1".to_string()),
             (LABEL_OWNER.to_string(), self.instance.to_string()),
             (LABEL_RUN.to_string(), self.run_id.to_string()),
         ]);
-        ContainerCreateBody {
+        let body = ContainerCreateBody {
             image: Some(self.image.to_string()),
             cmd: Some(cmd),
             labels: Some(labels),
             host_config: Some(host_config(network_mode, limits)),
             ..Default::default()
-        }
+        };
+        let name = format!(
+            "netmode-probe-{}-{role}-{}",
+            self.run_id,
+            traffic::new_session() % 100_000
+        );
+        let id = self
+            .engine
+            .create_container(&name, body)
+            .await
+            .map_err(ProbeError::docker(format!(
+                "create a probe {role} container on network {network_mode}"
+            )))?;
+        self.tracked.add(&id);
+        Ok(id)
     }
 
     /// `n` probe containers on `network_mode` with `limits`, sending together.
@@ -298,24 +319,10 @@ impl Runner<'_> {
     ) -> Result<CellRun, ProbeError> {
         for k in 0..n {
             let target = self.sink.with_port_offset(k as u16);
-            let body = self.body(
-                sender_args(target, cell, traffic::new_session() ^ k, true),
-                network_mode,
-                limits,
-            );
-            let name = format!(
-                "netmode-probe-{}-{}-{k}",
-                self.run_id,
-                traffic::new_session() % 100_000
-            );
-            let id =
-                self.engine
-                    .create_container(&name, body)
-                    .await
-                    .map_err(ProbeError::docker(format!(
-                        "create a probe container on network {network_mode}"
-                    )))?;
-            self.tracked.add(&id);
+            let cmd = sender_args(target, cell, traffic::new_session() ^ k, true);
+            let id = self
+                .create(&format!("sender{k}"), cmd, network_mode, limits)
+                .await?;
             ids.push(id);
         }
         let mut counters = Vec::new();
@@ -416,20 +423,9 @@ impl Runner<'_> {
     pub async fn sink_container(&self, network: &str) -> Result<(String, Target), ProbeError> {
         const PORT: u16 = 5291;
         let cmd = vec!["sink".into(), "--listen".into(), format!("0.0.0.0:{PORT}")];
-        let body = self.body(cmd, network, &Limits::default());
-        let name = format!(
-            "netmode-probe-{}-sink-{}",
-            self.run_id,
-            traffic::new_session() % 100_000
-        );
         let id = self
-            .engine
-            .create_container(&name, body)
-            .await
-            .map_err(ProbeError::docker(format!(
-                "create a sink container on network {network}"
-            )))?;
-        self.tracked.add(&id);
+            .create("sink", cmd, network, &Limits::default())
+            .await?;
         let ready = async {
             self.engine
                 .start_container(&id)
