@@ -780,6 +780,12 @@ pub struct ApplyRequest {
     /// Only say what would change: the old and new create requests' difference.
     #[serde(default)]
     pub dry_run: bool,
+    /// Carry the files the container wrote into its own filesystem (outside its volumes)
+    /// over to the new container: the stopped old container is committed to an image
+    /// (`netmode-carry:<name>-<change id>`) and the new one is made from it. Without it, a
+    /// container with such files is refused (removing the old container would delete them).
+    #[serde(default)]
+    pub carry_writable_layer: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -797,6 +803,10 @@ pub enum ApplyState {
     DryRun,
     /// Refused before anything was changed (`error` says why).
     Refused,
+    /// Could not be settled either way without a decision of the operator's (`error` says
+    /// what is where: someone else removed the old container and the new one is gone too, or
+    /// took its name meanwhile). Nothing netmode did removed anything of the user's.
+    Failed,
     /// Nothing was changed: the container belongs to a Compose project, which would undo a
     /// change made behind its back; a Compose override file was written instead
     /// (`compose_override` says where and how to use it).
@@ -831,8 +841,8 @@ pub struct ApplyRecord {
     /// `manual` (API, `advisor apply`), or `advisor` (applied by itself, advisor.mode = "apply").
     pub trigger: Trigger,
     pub state: ApplyState,
-    /// The last step started: plan, clear_restart_policy, rename_aside, stop, create,
-    /// connect, start, verify, remove_old, done; and on failure the rollback's.
+    /// The last step started: plan, clear_restart_policy, rename_aside, stop, commit, create,
+    /// connect, start, verify, watch, remove_old, done.
     pub step: String,
     /// Old create request -> new one, field by field (`HostConfig.NetworkMode: "default" -> "host"`).
     pub diff: Vec<String>,
@@ -842,6 +852,10 @@ pub struct ApplyRecord {
     /// For `compose_override`: the file written instead of a change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compose_override: Option<ComposeOverride>,
+    /// With `carry_writable_layer`: the image the old container's writable layer was
+    /// committed to, which the new container is made from (removed again on rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_image: Option<String>,
     pub queued_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,

@@ -695,6 +695,7 @@ fn apply_state(s: ApplyState) -> &'static str {
         ApplyState::RolledBack => "rolled back",
         ApplyState::DryRun => "dry run",
         ApplyState::Refused => "refused",
+        ApplyState::Failed => "FAILED",
         ApplyState::ComposeOverride => "override",
     }
 }

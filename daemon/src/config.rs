@@ -38,9 +38,14 @@ pub struct Apply {
     /// The new container must run this long (not restarting) before the old one is removed.
     #[serde(deserialize_with = "verify_seconds")]
     pub verify: Duration,
-    /// A container with a healthcheck must be healthy within this.
+    /// A container with a healthcheck must be healthy within this (or within its own
+    /// healthcheck's start period and retries, if longer).
     #[serde(deserialize_with = "health_timeout")]
     pub health_timeout: Duration,
+    /// After verification, the new container is watched this long more (crashing,
+    /// restarting or unhealthy rolls back) before the old one is removed. "0s": no watch.
+    #[serde(deserialize_with = "watch_period")]
+    pub watch: Duration,
     /// Recreate containers a Compose project manages (`false`: refused, with the reason).
     pub compose: bool,
     /// Changes kept in <state_dir>/applies.jsonl.
@@ -53,6 +58,7 @@ impl Default for Apply {
         Apply {
             verify: Duration::from_secs(10),
             health_timeout: Duration::from_secs(90),
+            watch: Duration::from_secs(60),
             compose: false,
             history: 200,
         }
@@ -744,6 +750,10 @@ fn active_window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> 
 
 fn verify_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_in(d, Duration::from_millis(500), Duration::from_secs(3600))
+}
+
+fn watch_period<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::ZERO, Duration::from_secs(3600))
 }
 
 fn health_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

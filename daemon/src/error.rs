@@ -218,6 +218,13 @@ pub enum ApplyError {
     /// The new container did not pass verification (exited, restarting, unhealthy).
     #[error("{0}")]
     Verify(String),
+    /// netmoded is stopping: the change stopped at its next step, to be settled.
+    #[error("netmoded is stopping")]
+    Interrupted,
+    /// Neither finished nor rolled back, and retrying cannot change that (someone else
+    /// removed the old container, or took its name): what is where, for the operator.
+    #[error("{0}")]
+    Unsettled(String),
     /// The journal found at start cannot be read; it was moved aside.
     #[error(
         "{path}: unreadable ({reason}); moved to {moved}. A change was interrupted and cannot be \

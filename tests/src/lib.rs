@@ -127,9 +127,32 @@ pub fn require_docker() {
 /// `sleep`, `cat`.
 pub fn busybox_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
+    IMAGE.get_or_init(|| import_busybox("netmode-test-busybox:1", &[]))
+}
+
+/// The busybox image with Dockerfile-style `changes` (`VOLUME /cache`, `CMD ["sleep", "9"]`),
+/// imported once per process under `name`.
+pub fn busybox_image_with(name: &str, changes: &[&str]) -> String {
+    import_busybox(name, changes)
+}
+
+/// Remove the images `netmode-carry:<container>-*` a carried-over writable layer left.
+pub fn remove_carried_images(container: &str) {
+    let ids = docker_output(&[
+        "image",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("reference=netmode-carry:{container}-*"),
+    ]);
+    for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+        let _ = docker_output(&["rmi", "-f", id]);
+    }
+}
+
+fn import_busybox(name: &str, changes: &[&str]) -> String {
+    {
         require_docker();
-        let name = "netmode-test-busybox:1";
         if docker_output(&["image", "inspect", name]).status.success() {
             return name.to_string();
         }
@@ -152,8 +175,13 @@ pub fn busybox_image() -> &'static str {
             .stdout(Stdio::piped())
             .spawn()
             .expect("tar");
-        let out = Command::new("docker")
-            .args(["import", "-", name])
+        let mut import = Command::new("docker");
+        import.arg("import");
+        for c in changes {
+            import.args(["--change", c]);
+        }
+        let out = import
+            .args(["-", name])
             .stdin(tar.stdout.take().expect("tar stdout"))
             .output()
             .expect("docker import");
@@ -167,19 +195,21 @@ pub fn busybox_image() -> &'static str {
             String::from_utf8_lossy(&out.stderr)
         );
         name.to_string()
-    })
+    }
 }
 
 /// The steps of a mode change, in order, as the fault-injection hooks name them.
-pub const APPLY_STEPS: [&str; 9] = [
+pub const APPLY_STEPS: [&str; 11] = [
     "plan",
     "clear_restart_policy",
     "rename_aside",
     "stop",
+    "commit",
     "create",
     "connect",
     "start",
     "verify",
+    "watch",
     "remove_old",
 ];
 

@@ -9,7 +9,7 @@ use netmode_e2e::api::{ApplyList, ApplyRecord, ApplyState};
 use netmode_e2e::*;
 use serde_json::Value;
 
-const APPLY: &str = "[apply]\nverify = \"1s\"\nhealth_timeout = \"20s\"";
+const APPLY: &str = "[apply]\nverify = \"1s\"\nwatch = \"1s\"\nhealth_timeout = \"20s\"";
 
 /// A container with a named volume, an anonymous volume, a bind mount, a healthcheck, env,
 /// labels, a restart policy, a CPU limit and a published port. Its command never writes to
@@ -119,6 +119,7 @@ impl Drop for Subject {
         // The container first (Container's own drop runs after this), then its volumes.
         let _ = docker_output(&["rm", "-f", "-v", &self.c.name]);
         let _ = docker_output(&["volume", "rm", &self.volume]);
+        remove_carried_images(&self.c.name);
     }
 }
 
@@ -266,7 +267,13 @@ fn bridge_host_bridge_keeps_data_and_definition() {
         "{r:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let back = s.assert_whole();
+    let mut back = s.assert_whole();
+    // netmode's one mark: the change that made it (how rollback and recovery find it).
+    let mark = back["Config"]["Labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("netmode.apply.id");
+    assert_eq!(mark.as_ref().and_then(Value::as_str), Some(r.id.as_str()));
     // Fields that must differ: the id-derived hostname; the anonymous volume is now bound by
     // its name (Binds) instead of declared (Volumes): the same volume at the same path.
     let allowed = ["Hostname", "Volumes", "Binds"];
@@ -402,6 +409,8 @@ fn a_daemon_killed_after_any_step_leaves_one_whole_container() {
     daemon.wait_for("the container", Duration::from_secs(10), |st| {
         find(st, s.name()).map(|_| ())
     });
+    // A file in its own filesystem, carried over by every change (committed to an image).
+    docker(&["exec", s.name(), "sh", "-c", "echo layer > /layer"]);
     let mut mode = "bridge";
     for step in APPLY_STEPS {
         let before = s.inspect()["Id"].clone();
@@ -416,7 +425,7 @@ fn a_daemon_killed_after_any_step_leaves_one_whole_container() {
         let _ = http_post_with(
             &format!("{}/v1/apply", daemon.endpoint),
             &format!(
-                "{{\"container\": \"{}\", \"mode\": \"{target}\"}}",
+                "{{\"container\": \"{}\", \"mode\": \"{target}\", \"carry_writable_layer\": true}}",
                 s.name()
             ),
             &[
@@ -443,6 +452,11 @@ fn a_daemon_killed_after_any_step_leaves_one_whole_container() {
             std::thread::sleep(Duration::from_millis(200));
         }
         let i = s.assert_whole();
+        assert_eq!(
+            docker(&["exec", s.name(), "cat", "/layer"]),
+            "layer",
+            "{step}: the writable layer"
+        );
         let (_, text) = daemon.get("/v1/applies");
         let list: ApplyList = serde_json::from_str(&text).unwrap();
         let last = &list.applies[0];

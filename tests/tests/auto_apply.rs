@@ -83,7 +83,7 @@ fn config(mode: &str) -> String {
     format!(
         "[advisor]\nmode = \"{mode}\"\napply_after = \"0s\"\nactive_window = \"1s\"\n\
          cooldown = \"1h\"\nmin_confidence = 0.1\n\
-         [apply]\nverify = \"1s\"\n{}",
+         [apply]\nverify = \"1s\"\nwatch = \"1s\"\n{}",
         probe_section(
             "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false"
         )

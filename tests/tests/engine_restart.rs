@@ -128,7 +128,7 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
     let engine = Engine::find();
     let mut daemon = Daemon::start(
         FAST_SAMPLING,
-        "[docker]\nreconnect_max_backoff = \"1s\"\n[apply]\nverify = \"1s\"\n",
+        "[docker]\nreconnect_max_backoff = \"1s\"\n[apply]\nverify = \"1s\"\nwatch = \"1s\"\n",
     );
     let volume = unique("nmt-er-vol");
     let c = Container::run(

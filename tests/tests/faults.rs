@@ -137,16 +137,21 @@ fn the_new_container_removed_in_the_middle_of_a_change_is_rolled_back_to_the_ori
     // start (`docker rm -f NAME`, which by then names the new one).
     let daemon = Daemon::start_with_env(
         FAST_SAMPLING,
-        "[apply]\nverify = \"1s\"\n",
+        "[apply]\nverify = \"1s\"\nwatch = \"1s\"\n",
         &[("NETMODE_TEST_HOLD_APPLY_AFTER", "create")],
     );
     let c = Container::run("fault-apply", &[], busybox_image(), &["sleep", "100000"]);
+    // In its own filesystem: the change carries it over (committed to an image), so a
+    // rollback must also remove that image.
     docker(&["exec", &c.id, "sh", "-c", "echo kept > /data"]);
     daemon.wait_container(&c.name);
     let before = footprint(&daemon);
     let (code, body) = daemon.post(
         "/v1/apply",
-        &format!("{{\"container\": \"{}\", \"mode\": \"host\"}}", c.name),
+        &format!(
+            "{{\"container\": \"{}\", \"mode\": \"host\", \"carry_writable_layer\": true}}",
+            c.name
+        ),
     );
     assert_eq!(code, 202, "{body}");
     let state = daemon.state_dir();
@@ -165,6 +170,13 @@ fn the_new_container_removed_in_the_middle_of_a_change_is_rolled_back_to_the_ori
     });
     assert_eq!(done.state, ApplyState::RolledBack, "{done:?}");
     assert!(done.error.is_some(), "{done:?}");
+    let carried = done.carried_image.clone().expect("the layer was committed");
+    assert!(
+        !docker_output(&["image", "inspect", &carried])
+            .status
+            .success(),
+        "the carried image {carried} outlived the rollback"
+    );
     // The original is back under its name, running, in bridge mode, with its data; nothing
     // else carries the name.
     assert_eq!(

@@ -119,7 +119,7 @@ fn one_then_four_containers_end_in_the_modes_the_measurements_favour() {
         &format!(
             "[advisor]\nmode = \"apply\"\napply_after = \"0s\"\nactive_window = \"5s\"\n\
              cooldown = \"0s\"\nmin_confidence = 0.1\nmax_changes_per_hour = 12\n\
-             [apply]\nverify = \"1s\"\n{}",
+             [apply]\nverify = \"1s\"\nwatch = \"1s\"\n{}",
             probe_section(
                 "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]\n\
                  in_place = false\nmax_concurrency = 4\nsweep_protocols = [\"tcp\"]\nsweep_sizes = [1024]"

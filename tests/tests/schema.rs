@@ -39,7 +39,7 @@ fn real_answers_validate_against_the_served_schema() {
     let daemon = Daemon::start(
         FAST_SAMPLING,
         &format!(
-            "[apply]\nverify = \"1s\"\n{}",
+            "[apply]\nverify = \"1s\"\nwatch = \"1s\"\n{}",
             probe_section(
                 "enabled = false\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false\n\
                  max_concurrency = 2\nsweep_protocols = [\"tcp\"]\nsweep_sizes = [1024]"

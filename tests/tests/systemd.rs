@@ -223,7 +223,7 @@ fn every_system_call_the_daemon_makes_is_one_the_unit_allows() {
         &["strace", "-f", "-qq", "-c", "-o", &summary_arg],
         FAST_SAMPLING,
         &format!(
-            "[apply]\nverify = \"1s\"\n{}",
+            "[apply]\nverify = \"1s\"\nwatch = \"1s\"\n{}",
             probe_section(
                 "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]"
             )

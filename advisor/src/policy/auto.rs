@@ -127,14 +127,19 @@ fn why_not(c: &Candidate, input: &AutoInput) -> Option<String> {
     let failed_recently = input.history.iter().any(|h| {
         h.container == c.name
             && h.trigger == Trigger::Advisor
-            && h.state == ApplyState::RolledBack
+            && matches!(
+                h.state,
+                ApplyState::RolledBack | ApplyState::Refused | ApplyState::Failed
+            )
             && input
                 .now_ms
                 .saturating_sub(h.finished_at_ms.unwrap_or(h.queued_at_ms))
                 < cfg.cooldown_ms
     });
     if failed_recently {
-        return Some("a change of it by the advisor was rolled back within the cooldown".into());
+        return Some(
+            "a change of it by the advisor was rolled back or refused within the cooldown".into(),
+        );
     }
     None
 }
@@ -251,6 +256,7 @@ mod tests {
             dropped: vec![],
             error: None,
             compose_override: None,
+            carried_image: None,
             queued_at_ms: at,
             started_at_ms: Some(at),
             finished_at_ms: Some(at + 6_000),

@@ -22,7 +22,7 @@ pub struct Auto {
 impl Auto {
     /// Consider one change now.
     pub async fn consider(&mut self, shared: &Arc<Shared>, memory: &Memory) {
-        if shared.applies.running().is_some() || run::locked(shared).is_some() {
+        if shared.applies.busy() || run::locked(shared).is_some() {
             return;
         }
         // The status carries each container's latest recommendation and Compose labels.
@@ -64,7 +64,15 @@ impl Auto {
         let result = async {
             let c = shared.container(&pick.container)?;
             let engine = run::engine(shared).await?;
-            run::start(shared, engine, &c, pick.mode, Trigger::Advisor).await
+            run::start(
+                shared,
+                engine,
+                &c,
+                pick.mode,
+                Trigger::Advisor,
+                super::txn::Options::default(),
+            )
+            .await
         }
         .await;
         match result {

@@ -1,9 +1,10 @@
 //! The changes: the one in progress and the history (`<state_dir>/applies.jsonl`, oldest
-//! first), and the lock that lets one change run at a time.
+//! first), the reservation that lets one change run at a time (taken atomically before a
+//! change is planned: a second request is refused at once), and the daemon's wish to stop.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use netmode_advisor::api::{ApplyList, ApplyRecord};
 
@@ -20,15 +21,58 @@ struct Book {
     counts: BTreeMap<(String, String), u64>,
 }
 
+/// The change slot is taken: by what ("web", "recovery at start").
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Held(pub String);
+
 #[derive(Default)]
 pub struct ApplyBook {
     book: RwLock<Book>,
     next: AtomicU64,
     /// Held for the whole of a change (and of recovery at start): one change at a time.
     pub lock: smol::lock::Mutex<()>,
+    /// What holds the one change slot ("web", "recovery"), from before its plan until it is
+    /// settled: `reserve` and `release`.
+    reserved: Mutex<Option<String>>,
+    /// The daemon is stopping: a change in progress stops at its next step (or wait) and is
+    /// settled.
+    stopping: AtomicBool,
 }
 
 impl ApplyBook {
+    /// Take the one change slot for `what`; `Err` with what holds it.
+    pub fn reserve(&self, what: &str) -> Result<(), Held> {
+        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        match &*r {
+            Some(holder) => Err(Held(holder.clone())),
+            None => {
+                *r = Some(what.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    pub fn release(&self) {
+        *self.reserved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether a change (or recovery) holds the slot.
+    pub fn busy(&self) -> bool {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stopping(&self) -> &AtomicBool {
+        &self.stopping
+    }
+
     pub fn new_id(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         format!("a{}-{n}", now_ms() / 1000)
@@ -83,5 +127,22 @@ impl ApplyBook {
         *b.counts.entry(key).or_default() += 1;
         b.history.push(r);
         crate::state_dir::trim_lines(&mut b.history, limit, MAX_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reservation_at_a_time() {
+        let b = ApplyBook::default();
+        assert!(!b.busy());
+        b.reserve("web").unwrap();
+        assert_eq!(b.reserve("web"), Err(Held("web".into())));
+        assert_eq!(b.reserve("db"), Err(Held("web".into())));
+        b.release();
+        b.reserve("db").unwrap();
+        assert!(b.busy());
     }
 }

@@ -3,6 +3,7 @@
 //! container or its data.
 //!
 //! - `spec`: the new create request from the old container's own inspect (pure).
+//! - `safety`: what a change must not destroy: the writable layer, dependents (pure).
 //! - `journal`: the change in progress on disk, written before each step.
 //! - `txn`: the steps, verification, rollback and finishing (idempotent, for recovery).
 //! - `book`: the change running and the history; one change at a time.
@@ -15,5 +16,6 @@ pub mod book;
 pub mod compose;
 pub mod journal;
 pub mod run;
+pub mod safety;
 pub mod spec;
 pub mod txn;

@@ -1,6 +1,8 @@
 //! A mode change as the API asks for it (`POST /v1/apply`, `advisor apply`): checked,
-//! planned (a dry run stops there), then carried out by a task of its own, one at a time;
-//! and at start, whatever change a stopped daemon left half done, finished or undone.
+//! planned (a dry run stops there), then carried out by a task of its own, one at a time
+//! (the slot is reserved before planning: a second request gets 409 at once); at start,
+//! whatever change a stopped daemon left half done, finished or undone; at SIGTERM, the
+//! change in progress settled before netmoded exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use netmode_advisor::api::{
 
 use super::book::HISTORY_FILE;
 use super::journal::{self, Journal, Step};
-use super::txn;
+use super::txn::{self, Options};
 use crate::docker::Engine;
 use crate::error::{ApplyError, RequestError};
 use crate::rt::now_ms;
@@ -88,13 +90,16 @@ pub async fn request(
             .await
             .map(|r| (true, r));
     }
+    let opts = Options {
+        carry_writable_layer: req.carry_writable_layer,
+    };
     if req.dry_run {
-        let mut j = plan(shared, &engine, &c, target, Trigger::Manual).await?;
+        let mut j = plan(shared, &engine, &c, target, Trigger::Manual, opts).await?;
         j.record.state = ApplyState::DryRun;
         j.record.finished_at_ms = Some(now_ms());
         return Ok((true, j.record));
     }
-    start(shared, engine, &c, target, Trigger::Manual)
+    start(shared, engine, &c, target, Trigger::Manual, opts)
         .await
         .map(|r| (false, r))
 }
@@ -105,13 +110,48 @@ async fn plan(
     c: &Container,
     target: ModeKind,
     trigger: Trigger,
+    opts: Options,
 ) -> Result<Journal, RequestError> {
-    txn::plan(engine, &c.id, target, trigger, shared.applies.new_id())
-        .await
-        .map_err(|e| match e {
-            ApplyError::Refused(m) => RequestError::Unprocessable(m),
-            other => RequestError::Unavailable(other.to_string()),
-        })
+    txn::plan(
+        engine,
+        &c.id,
+        target,
+        trigger,
+        shared.applies.new_id(),
+        opts,
+    )
+    .await
+    .map_err(|e| match e {
+        ApplyError::Refused(m) => RequestError::Unprocessable(m),
+        other => RequestError::Unavailable(other.to_string()),
+    })
+}
+
+/// The one change slot, held from before a change is planned until it is settled; released
+/// when dropped (whatever way the holder ends).
+pub struct Reservation(Arc<Shared>);
+
+impl Reservation {
+    /// Take the slot for `what`, or say at once who holds it (409).
+    pub fn take(shared: &Arc<Shared>, what: &str) -> Result<Reservation, RequestError> {
+        shared.applies.reserve(what).map_err(|holder| {
+            let running = shared
+                .applies
+                .running()
+                .map(|r| format!("{} of {}", r.id, r.container))
+                .unwrap_or(holder.0);
+            RequestError::Conflict(format!(
+                "a change is in progress ({running}); one at a time"
+            ))
+        })?;
+        Ok(Reservation(shared.clone()))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.applies.release();
+    }
 }
 
 /// Write the Compose override for `c` (nothing is changed) and record that in the history.
@@ -148,6 +188,7 @@ async fn compose_override(
         dropped: Vec::new(),
         error: None,
         compose_override: Some(o),
+        carried_image: None,
         queued_at_ms: now,
         started_at_ms: None,
         finished_at_ms: Some(now),
@@ -164,23 +205,48 @@ pub async fn start(
     c: &Container,
     target: ModeKind,
     trigger: Trigger,
+    opts: Options,
 ) -> Result<ApplyRecord, RequestError> {
     if let Some(e) = locked(shared) {
         return Err(e);
     }
-    if let Some(r) = shared.applies.running() {
+    if shared
+        .applies
+        .stopping()
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(RequestError::Unavailable("netmoded is stopping".into()));
+    }
+    let reservation = Reservation::take(shared, &c.name)?;
+    // A journal no change of this netmoded holds: one it could not read at start (from a
+    // newer version); changing anything now would overwrite it.
+    if shared.state_dir.path().join(journal::FILE).exists() {
         return Err(RequestError::Conflict(format!(
-            "a change is in progress ({} of {}); one at a time",
-            r.id, r.container
+            "an interrupted change is not settled: {} is still there (see netmoded's log)",
+            shared.state_dir.path().join(journal::FILE).display()
         )));
     }
-    let mut j = plan(shared, &engine, c, target, trigger).await?;
+    let mut j = match plan(shared, &engine, c, target, trigger, opts).await {
+        Ok(j) => j,
+        Err(e) => {
+            if trigger == Trigger::Advisor {
+                // Recorded, so the advisor waits its cooldown instead of asking again at
+                // every evaluation.
+                remember(
+                    shared,
+                    refused(c, target, trigger, &e, shared.applies.new_id()),
+                );
+            }
+            return Err(e);
+        }
+    };
     j.record.state = ApplyState::Running;
     j.record.started_at_ms = Some(now_ms());
     shared.applies.set_running(Some(j.record.clone()));
     let record = j.record.clone();
     let shared = shared.clone();
     crate::rt::spawn(async move {
+        let _reserved = reservation;
         let _one = shared.applies.lock.lock().await;
         // Taken while this change waited its turn: nothing was done; say so.
         if let Some(e) = locked(&shared) {
@@ -196,11 +262,42 @@ pub async fn start(
     Ok(record)
 }
 
+/// A change refused at its plan, as a record of the history.
+fn refused(
+    c: &Container,
+    target: ModeKind,
+    trigger: Trigger,
+    e: &RequestError,
+    id: String,
+) -> ApplyRecord {
+    let now = now_ms();
+    ApplyRecord {
+        id,
+        container: c.name.clone(),
+        container_id: c.id.clone(),
+        new_id: None,
+        from: c.mode_kind,
+        to: target,
+        trigger,
+        state: ApplyState::Refused,
+        step: Step::Plan.as_str().into(),
+        diff: Vec::new(),
+        dropped: Vec::new(),
+        error: Some(e.to_string()),
+        compose_override: None,
+        carried_image: None,
+        queued_at_ms: now,
+        started_at_ms: None,
+        finished_at_ms: Some(now),
+    }
+}
+
 /// Execute; on failure, settle the change (roll back, or finish once verified) and record
 /// the outcome.
 async fn carry_out(shared: &Shared, engine: Engine, mut j: Journal) {
     let cfg = shared.config().apply.clone();
-    match txn::execute(&engine, &shared.state_dir, &cfg, &mut j).await {
+    let stopping = shared.applies.stopping();
+    match txn::execute(&engine, &shared.state_dir, &cfg, &mut j, stopping).await {
         Ok(()) => log::info!(
             "apply {}: {} now runs in {} mode",
             j.record.id,
@@ -240,6 +337,16 @@ async fn settle(shared: &Shared, j: &mut Journal) {
             Err(e) => Err(ApplyError::from(e)),
         };
         match done {
+            Err(ApplyError::Unsettled(why)) => {
+                log::error!("apply {}: cannot be settled: {why}", j.record.id);
+                j.record.state = ApplyState::Failed;
+                j.record.error = Some(match j.record.error.take() {
+                    Some(e) => format!("{e}; then: {why}"),
+                    None => why,
+                });
+                j.record.finished_at_ms = Some(now_ms());
+                return;
+            }
             Ok(()) => {
                 log::info!(
                     "apply {}: {}",
@@ -281,8 +388,39 @@ fn close(shared: &Shared, j: Journal) {
 }
 
 /// At start: the history, and the change a stopped daemon left, finished (it had passed
-/// verification) or rolled back. Holds the lock, so no new change starts before.
-pub async fn recover(shared: Arc<Shared>) {
+/// verification and the watch) or rolled back. The slot is reserved before this returns (so
+/// no request slips in before recovery), and held until recovery is done.
+pub fn recover(shared: Arc<Shared>) -> impl std::future::Future<Output = ()> {
+    let reservation = Reservation::take(&shared, "recovery at start");
+    async move {
+        let _reserved = reservation;
+        recover_now(shared).await
+    }
+}
+
+/// At SIGTERM: let the change in progress (if any) stop at its next step and be settled,
+/// waiting at most `limit` (within systemd's TimeoutStopSec); a change still unsettled then
+/// keeps its journal for the next start.
+pub async fn shutdown(shared: &Shared, limit: Duration) {
+    shared.applies.stop();
+    if !shared.applies.busy() {
+        return;
+    }
+    log::info!("a mode change is in progress: settling it before stopping");
+    let start = std::time::Instant::now();
+    while shared.applies.busy() {
+        if start.elapsed() > limit {
+            log::error!(
+                "the mode change in progress was not settled within {limit:?}; its journal \
+                 stays and the next start settles it"
+            );
+            return;
+        }
+        async_io::Timer::after(Duration::from_millis(100)).await;
+    }
+}
+
+async fn recover_now(shared: Arc<Shared>) {
     let _one = shared.applies.lock.lock().await;
     match shared.state_dir.read_lines(HISTORY_FILE) {
         Ok(h) => shared.applies.load_history(h),

@@ -11,9 +11,11 @@
 //! created for the purpose) and a Config field equal to the image's are left out, so the new
 //! container gets the defaults of the day.
 //!
-//! Host mode cannot have port bindings, a MAC address, endpoint settings, aliases, links or
-//! a hostname of its own; they are dropped and recorded in a label (`RESTORE_LABEL`) that
-//! the way back reads, so that bridge -> host -> bridge gives the original back.
+//! Host mode cannot have port bindings, a MAC address, endpoint settings, aliases or links;
+//! they are dropped and recorded in a label (`RESTORE_LABEL`) that the way back reads, so
+//! that bridge -> host -> bridge gives the original back. A hostname, DNS servers, search
+//! domains and options and extra hosts are kept: the engine accepts them in host mode (it
+//! writes the container's own /etc/hostname, /etc/resolv.conf and /etc/hosts).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,17 @@ use serde_json::{Map, Value, json};
 
 /// On a host-mode container netmode made: what bridge mode had that host mode cannot.
 pub const RESTORE_LABEL: &str = "netmode.apply.restore";
+
+/// On a container netmode made: the change that made it (`a<secs>-<n>`). Rollback and
+/// recovery find the container a change created by this label and its full id, never by
+/// name (a name can be taken by another container meanwhile, and the engine also resolves
+/// id prefixes: a name like `cafe` can mean someone else's container).
+pub const APPLY_ID_LABEL: &str = "netmode.apply.id";
+
+/// netmode's own labels: bookkeeping, not part of what the user asked for.
+fn is_netmode_label(k: &str) -> bool {
+    k == RESTORE_LABEL || k == APPLY_ID_LABEL
+}
 
 /// Why no create request can be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,6 +52,9 @@ pub enum SpecError {
 pub struct Defaults {
     pub host_config: Value,
     pub image_config: Value,
+    /// The host's hostname: what the engine shows as a host-mode container's hostname when
+    /// none was given.
+    pub host_hostname: String,
 }
 
 /// What bridge mode had that host mode drops, kept for the way back.
@@ -98,16 +114,8 @@ const CONFIG_KEYS: &[&str] = &[
 ];
 
 /// Host mode: Config and HostConfig fields Docker rejects or ignores there.
-const HOST_DROPS_CONFIG: &[&str] = &["Hostname", "Domainname", "MacAddress", "ExposedPorts"];
-const HOST_DROPS_HOST_CONFIG: &[&str] = &[
-    "PortBindings",
-    "PublishAllPorts",
-    "Links",
-    "Dns",
-    "DnsOptions",
-    "DnsSearch",
-    "ExtraHosts",
-];
+const HOST_DROPS_CONFIG: &[&str] = &["MacAddress", "ExposedPorts"];
+const HOST_DROPS_HOST_CONFIG: &[&str] = &["PortBindings", "PublishAllPorts", "Links"];
 
 /// "Nothing asked for": null, false, 0, "", [] and {} all mean the engine's default.
 fn is_empty(v: &Value) -> bool {
@@ -194,8 +202,10 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
             "Image" => json!(image),
             // The engine names a bridge container after its id; host mode shows the host's.
             "Hostname" if v.as_str() == Some(short_id(inspect).as_str()) => continue,
+            // Host mode shows the host's own hostname unless one was given.
             "Hostname"
-                if host_config.get("NetworkMode").and_then(Value::as_str) == Some("host") =>
+                if host_config.get("NetworkMode").and_then(Value::as_str) == Some("host")
+                    && v.as_str() == Some(defaults.host_hostname.as_str()) =>
             {
                 continue;
             }
@@ -220,8 +230,16 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
             }
             // Labels the image sets (with the same value) and exposed ports it declares are
             // the image's, not the user's.
-            "Labels" => minus_image(v, image_config.get(*key), |k| k == RESTORE_LABEL, true),
+            "Labels" => minus_image(v, image_config.get(*key), is_netmode_label, true),
             "ExposedPorts" => minus_image(v, image_config.get(*key), |_| false, false),
+            // An entrypoint of the user's own resets the image's CMD at create: the command is
+            // the user's too, even when it equals the image's.
+            "Cmd"
+                if !same(config.get("Entrypoint"), image_config.get("Entrypoint"))
+                    && !is_empty(v) =>
+            {
+                v.clone()
+            }
             // Set by the image (or defaulted by the engine): not the user's.
             "Cmd" | "Entrypoint" | "WorkingDir" | "User" | "Healthcheck" | "StopSignal"
             | "Shell" | "OnBuild" | "ArgsEscaped"
@@ -289,6 +307,32 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
     }
     if !binds.is_empty() {
         hc.insert("Binds".into(), Value::Array(binds));
+    }
+    // `--mount type=volume,dst=/data` without a source: the engine named a new volume; name
+    // it, or a new empty one would be made and the old one left for `docker volume prune`.
+    if let Some(mounts) = hc.get_mut("Mounts").and_then(Value::as_array_mut) {
+        for m in mounts.iter_mut() {
+            if m["Type"].as_str() != Some("volume") || !is_empty(&m["Source"]) {
+                continue;
+            }
+            let Some(target) = m["Target"].as_str() else {
+                continue;
+            };
+            let name = inspect["Mounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["Type"] == "volume" && x["Destination"].as_str() == Some(target))
+                .and_then(|x| x["Name"].as_str());
+            match name {
+                Some(name) => m["Source"] = json!(name),
+                None => {
+                    return Err(SpecError::Refused(format!(
+                        "the anonymous volume mounted at {target} cannot be found in its mounts"
+                    )));
+                }
+            }
+        }
     }
     // Links come back from inspect as "/db:/web/db"; create takes "db:db".
     if let Some(links) = hc.get("Links").and_then(Value::as_array).cloned() {
@@ -570,7 +614,87 @@ mod tests {
                 "MaskedPaths": ["/proc/kcore"], "ReadonlyPaths": ["/proc/sys"]
             }),
             image_config: json!({"Env": ["PATH=/bin"], "Labels": {"from.image": "x"}}),
+            host_hostname: "gw-17".into(),
         }
+    }
+
+    #[test]
+    fn host_mode_keeps_hostname_dns_and_extra_hosts() {
+        let mut i = inspect();
+        i["Config"]["Hostname"] = json!("sensor");
+        i["HostConfig"]["Dns"] = json!(["192.0.2.53"]);
+        i["HostConfig"]["DnsSearch"] = json!(["lan"]);
+        i["HostConfig"]["DnsOptions"] = json!(["ndots:1"]);
+        i["HostConfig"]["ExtraHosts"] = json!(["broker:192.0.2.7"]);
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        let host = for_mode(&u, ModeKind::Host, None).unwrap();
+        assert_eq!(host.create["Hostname"], json!("sensor"));
+        let hc = &host.create["HostConfig"];
+        assert_eq!(hc["Dns"], json!(["192.0.2.53"]));
+        assert_eq!(hc["DnsSearch"], json!(["lan"]));
+        assert_eq!(hc["DnsOptions"], json!(["ndots:1"]));
+        assert_eq!(hc["ExtraHosts"], json!(["broker:192.0.2.7"]));
+        assert!(
+            !host
+                .dropped
+                .iter()
+                .any(|d| d.starts_with("Dns") || d.starts_with("Hostname"))
+        );
+
+        // A host-mode container's own hostname is its own; the host's is not.
+        let mut h = inspect();
+        h["HostConfig"]["NetworkMode"] = json!("host");
+        h["Config"]["Hostname"] = json!("sensor");
+        let u = user_request(&h, &defaults(), "img").unwrap();
+        assert_eq!(u["Hostname"], json!("sensor"));
+        h["Config"]["Hostname"] = json!("gw-17");
+        let u = user_request(&h, &defaults(), "img").unwrap();
+        assert!(u.get("Hostname").is_none(), "{u}");
+    }
+
+    #[test]
+    fn an_anonymous_mount_volume_is_named_not_made_anew() {
+        let mut i = inspect();
+        i["HostConfig"]["Mounts"] = json!([{"Type": "volume", "Target": "/data"}]);
+        i["Mounts"].as_array_mut().unwrap().push(json!(
+            {"Type": "volume", "Name": "82ca1169", "Destination": "/data", "RW": true}
+        ));
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        assert_eq!(
+            u["HostConfig"]["Mounts"],
+            json!([{"Type": "volume", "Target": "/data", "Source": "82ca1169"}])
+        );
+        // Not bound a second time through Binds.
+        let binds = u["HostConfig"]["Binds"].to_string();
+        assert!(!binds.contains("/data"), "{binds}");
+    }
+
+    #[test]
+    fn a_users_entrypoint_keeps_a_command_equal_to_the_images() {
+        let mut d = defaults();
+        d.image_config["Cmd"] = json!(["serve", "--port", "80"]);
+        d.image_config["Entrypoint"] = json!(["/bin/app"]);
+        let mut i = inspect();
+        i["Config"]["Cmd"] = json!(["serve", "--port", "80"]);
+        i["Config"]["Entrypoint"] = json!(["/bin/app"]);
+        let u = user_request(&i, &d, "img").unwrap();
+        assert!(
+            u.get("Cmd").is_none() && u.get("Entrypoint").is_none(),
+            "{u}"
+        );
+        // `--entrypoint /bin/other` with the image's CMD as its arguments.
+        i["Config"]["Entrypoint"] = json!(["/bin/other"]);
+        let u = user_request(&i, &d, "img").unwrap();
+        assert_eq!(u["Entrypoint"], json!(["/bin/other"]));
+        assert_eq!(u["Cmd"], json!(["serve", "--port", "80"]));
+    }
+
+    #[test]
+    fn netmodes_own_labels_are_not_the_users() {
+        let mut i = inspect();
+        i["Config"]["Labels"][APPLY_ID_LABEL] = json!("a1-1");
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        assert_eq!(u["Labels"], json!({"a": "b"}));
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             break;
         }
         crate::systemd::stopping();
+        // A mode change in progress is settled first (finished or rolled back), within
+        // systemd's TimeoutStopSec (90 s in the unit).
+        crate::apply::run::shutdown(&shared, std::time::Duration::from_secs(75)).await;
         // Stop probing first (a cell in progress is abandoned), then remove what it made.
         let _ = engine_task.cancel().await;
         probes.shutdown(&shared).await;

@@ -318,6 +318,96 @@ impl Engine {
         })
     }
 
+    /// `docker inspect --size`: inspect with `SizeRw` (bytes in the writable layer) and
+    /// `SizeRootFs`; `None` if gone. The engine walks the layer for this, so it is asked only
+    /// when a change is planned.
+    pub async fn inspect_sized(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        let path = format!("/containers/{}/json?size=1", raw::encode(id));
+        match self.raw(hyper::Method::GET, &path, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Docker(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `docker diff`: the paths the container changed in its writable layer, each with
+    /// Docker's kind (0 changed, 1 added, 2 deleted).
+    pub async fn changes(&self, id: &str) -> Result<Vec<(u8, String)>> {
+        let path = format!("/containers/{}/changes", raw::encode(id));
+        let v = self.raw(hyper::Method::GET, &path, None).await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["Kind"].as_u64()? as u8, c["Path"].as_str()?.to_string())))
+            .collect())
+    }
+
+    /// Every container, running or not, as the engine's JSON listing.
+    pub async fn list_all_json(&self) -> Result<Vec<serde_json::Value>> {
+        let v = self
+            .raw(hyper::Method::GET, "/containers/json?all=1", None)
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// `docker stop` that waits as long as the container's own stop takes: its stop signal,
+    /// then SIGKILL after its own stop timeout (the engine's), with `wait` for the answer
+    /// instead of the generic request timeout. A container already stopped is not an error.
+    pub async fn stop_waiting(&self, id: &str, wait: Duration) -> Result<()> {
+        let path = format!("/containers/{}/stop", raw::encode(id));
+        match raw::request(&self.socket, wait, hyper::Method::POST, &path, None).await {
+            Ok(_) => Ok(()),
+            Err(Error::Docker(DockerError::Api { status: 304, .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `docker commit` of a stopped container (no pause): its writable layer becomes an image
+    /// `repo:tag`, labelled; returns the image id.
+    pub async fn commit(
+        &self,
+        id: &str,
+        repo: &str,
+        tag: &str,
+        labels: serde_json::Value,
+        wait: Duration,
+    ) -> Result<String> {
+        let path = format!(
+            "/commit?container={}&repo={}&tag={}&pause=0",
+            raw::encode(id),
+            raw::encode(repo),
+            raw::encode(tag)
+        );
+        let body = serde_json::json!({ "Labels": labels });
+        let v = raw::request(&self.socket, wait, hyper::Method::POST, &path, Some(&body)).await?;
+        v["Id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| Error::Docker(DockerError::Ended(format!("commit {id}: no id in {v}"))))
+    }
+
+    /// Remove an image by id (its tags with it); an image already gone is not an error, one
+    /// still used by a container is (the engine refuses: nothing in use is ever removed).
+    pub async fn remove_image_id(&self, id: &str) -> Result<()> {
+        let path = format!("/images/{}", raw::encode(id));
+        match self.raw(hyper::Method::DELETE, &path, None).await {
+            Ok(_) => Ok(()),
+            Err(Error::Docker(e)) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `docker rm -f -v` of a container netmoded made itself (with the anonymous volumes the
+    /// engine made for it, which nobody else holds); already gone is not an error.
+    pub async fn remove_own_container_and_volumes(&self, id: &str) -> Result<()> {
+        let path = format!("/containers/{}?force=1&v=1", raw::encode(id));
+        match self.raw(hyper::Method::DELETE, &path, None).await {
+            Ok(_) => Ok(()),
+            Err(Error::Docker(e)) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `docker update --restart`: set a container's restart policy (to keep the engine from
     /// restarting a container set aside, and to give it back afterwards).
     pub async fn set_restart_policy(&self, id: &str, policy: RestartPolicy) -> Result<()> {

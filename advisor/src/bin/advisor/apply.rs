@@ -23,6 +23,7 @@ pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
         container: args.operands[0].clone(),
         mode,
         dry_run: args.dry_run,
+        carry_writable_layer: args.carry_writable_layer,
     };
     let body = serde_json::to_vec(&request).map_err(|e| Error::Usage(e.to_string()))?;
     let first: ApplyRecord = client.post_json("/v1/apply", &body)?;
@@ -57,7 +58,12 @@ pub fn run(client: &Client, args: &Args) -> Result<(), Error> {
         print!("{}", format::apply_record(&record));
     }
     match record.state {
-        ApplyState::Applied | ApplyState::DryRun => Ok(()),
+        ApplyState::Applied | ApplyState::DryRun => {
+            if let Some(e) = &record.error {
+                eprintln!("apply {}: {e}", record.id);
+            }
+            Ok(())
+        }
         ApplyState::RolledBack => Err(Error::RolledBack(format!(
             "{}: {}; {} runs as before",
             record.id,

@@ -28,6 +28,9 @@ commands:
        [--mode M]     transaction (rolled back if the new container fails); M is bridge or
        [--dry-run]    host, default: the current recommendation (only if applicable);
        [--json]       --dry-run prints the difference of the create requests and changes nothing
+       [--carry-writable-layer]  files the container wrote outside its volumes are
+                      committed to an image the new container is made from (without it,
+                      a container holding such files is refused: they would be lost)
   history [--json]    every mode change made, newest first, with its outcome
 
 options:
@@ -52,6 +55,8 @@ pub struct Args {
     pub all: bool,
     pub no_wait: bool,
     pub dry_run: bool,
+    /// `apply --carry-writable-layer`.
+    pub carry_writable_layer: bool,
     /// `apply --mode`.
     pub mode: Option<String>,
     pub endpoint: String,
@@ -74,6 +79,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let mut all = false;
     let mut no_wait = false;
     let mut dry_run = false;
+    let mut carry_writable_layer = false;
     let mut mode = None;
     let mut endpoint = None;
     let mut timeout = Duration::from_secs(10);
@@ -110,6 +116,10 @@ fn parse_args() -> Result<Option<Args>, Error> {
                 dry_run = true;
                 given.push("--dry-run");
             }
+            Long("carry-writable-layer") => {
+                carry_writable_layer = true;
+                given.push("--carry-writable-layer");
+            }
             Long("mode") => {
                 mode = Some(parser.value().map_err(usage)?.string().map_err(usage)?);
                 given.push("--mode");
@@ -145,7 +155,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
     let takes: &[&str] = match command.as_str() {
         "status" | "explain" => &["--json"],
         "probe" => &["--json", "--sweep", "--all", "--no-wait"],
-        "apply" => &["--json", "--mode", "--dry-run"],
+        "apply" => &["--json", "--mode", "--dry-run", "--carry-writable-layer"],
         "history" => &["--json"],
         _ => &[],
     };
@@ -167,6 +177,7 @@ fn parse_args() -> Result<Option<Args>, Error> {
         all,
         no_wait,
         dry_run,
+        carry_writable_layer,
         mode,
         endpoint,
         timeout,
