@@ -1,14 +1,15 @@
 //! Running the advisor's policy in the daemon: gather its inputs (status, probes, the
-//! listener scan), evaluate after every sample, serve the result, and keep the policy's
+//! listener scan, the containers' writable layers), evaluate after every sample, serve the result, and keep the policy's
 //! memory in `<state_dir>/advisor.json` (written atomically), so hysteresis and cooldowns
 //! survive a restart.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use netmode_advisor::api::{
     AdvisorMode, ContainerRecommendation, CrossoverInfo, ModeKind, Recommendations,
 };
-use netmode_advisor::policy::{self, Memory};
+use netmode_advisor::policy::{self, Memory, WritableLayer};
 
 use crate::state::{Shared, now_ms};
 use crate::sys::listeners::{self, Scan};
@@ -20,6 +21,9 @@ const SCAN_EVERY: Duration = Duration::from_secs(30);
 /// The memory changes at every sample (activity averages); it is saved this often, and at
 /// once when a recommendation changes.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// `docker diff` walks a container's writable layer: each container is read when first seen,
+/// then this often.
+const LAYERS_EVERY: Duration = Duration::from_secs(300);
 
 pub struct Advice {
     config: policy::Config,
@@ -28,6 +32,10 @@ pub struct Advice {
     scan: Scan,
     scanned: Option<Instant>,
     saved: Option<Instant>,
+    /// By container name: what each keeps in its writable layer (absent: nothing, or not
+    /// read); by container id (a recreated container is read anew): when each was read.
+    layers: BTreeMap<String, WritableLayer>,
+    layers_read: BTreeMap<String, Instant>,
 }
 
 impl Advice {
@@ -53,6 +61,8 @@ impl Advice {
             scan: Scan::default(),
             scanned: None,
             saved: None,
+            layers: BTreeMap::new(),
+            layers_read: BTreeMap::new(),
         }
     }
 
@@ -99,6 +109,7 @@ impl Advice {
             self.scan = smol::unblock(move || listeners::scan(&cgroups, &host, &bridge)).await;
             self.scanned = Some(Instant::now());
         }
+        self.read_layers(shared, &status.containers).await;
         let now = now_ms();
         let input = policy::Input {
             now_ms: now,
@@ -107,6 +118,7 @@ impl Advice {
             sweep: status.probe.sweep.as_ref(),
             host_listeners: &self.scan.host,
             container_ports: &self.scan.containers,
+            writable_layers: &self.layers,
             config: &self.config,
         };
         let (evaluation, memory) = policy::evaluate(&input, &self.memory);
@@ -143,6 +155,67 @@ impl Advice {
                 Err(e) => log::warn!("cannot encode the advisor's memory: {e}"),
             }
             self.saved = Some(Instant::now());
+        }
+    }
+}
+
+impl Advice {
+    /// Read the writable layer of each container netmode manages that is new or was read
+    /// `LAYERS_EVERY` ago (a change would delete what it holds: the policy blocks it). An
+    /// engine that does not answer leaves the last readings.
+    async fn read_layers(
+        &mut self,
+        shared: &Shared,
+        containers: &[netmode_advisor::api::Container],
+    ) {
+        use crate::apply::safety;
+        self.layers_read
+            .retain(|id, _| containers.iter().any(|c| &c.id == id));
+        self.layers
+            .retain(|name, _| containers.iter().any(|c| &c.name == name));
+        let due: Vec<&netmode_advisor::api::Container> = containers
+            .iter()
+            .filter(|c| crate::mode::manageable(c).is_ok())
+            .filter(|c| {
+                self.layers_read
+                    .get(&c.id)
+                    .is_none_or(|t| t.elapsed() >= LAYERS_EVERY)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let engine = match crate::docker::Engine::connect(
+            &shared.docker_socket,
+            shared.config().docker.request_timeout,
+        )
+        .await
+        {
+            Ok((e, _)) => e,
+            Err(_) => return,
+        };
+        for c in due {
+            let (Ok(Some(inspect)), Ok(changes)) = (
+                engine.inspect_json(&c.id).await,
+                engine.changes(&c.id).await,
+            ) else {
+                continue;
+            };
+            self.layers_read.insert(c.id.clone(), Instant::now());
+            match safety::writable_layer(None, &changes, &safety::mount_points(&inspect)) {
+                Some(l) => {
+                    self.layers.insert(
+                        c.name.clone(),
+                        WritableLayer {
+                            count: l.paths.len(),
+                            paths: l.paths.into_iter().take(4).collect(),
+                        },
+                    );
+                }
+                None => {
+                    self.layers.remove(&c.name);
+                }
+            }
         }
     }
 }

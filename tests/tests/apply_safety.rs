@@ -75,10 +75,15 @@ impl Drop for Cleanup {
 fn the_writable_layer_and_anonymous_mount_volumes_are_kept() {
     require_docker();
     let image = busybox_image_with("netmode-test-busybox-vol:1", &["VOLUME /cache"]);
-    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    // Pinned to host: the policy recommends the switch whatever the traffic.
     let c = Container::run(
         "layer",
-        &["--mount", "type=volume,dst=/data"],
+        &[
+            "--mount",
+            "type=volume,dst=/data",
+            "--label",
+            "netmode.policy=host",
+        ],
         &image,
         &["sleep", "100000"],
     );
@@ -104,7 +109,21 @@ fn the_writable_layer_and_anonymous_mount_volumes_are_kept() {
         "-c",
         "mkdir -p /srv && echo rows > /srv/app.db && echo mounted > /data/f && echo cached > /cache/f",
     ]);
+    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
     daemon.wait_container(&c.name);
+
+    // The recommendation says why the switch cannot be applied (so the advisor never
+    // applies it by itself).
+    let rec = daemon.wait_for("the writable layer blocker", Duration::from_secs(30), |st| {
+        find(st, &c.name)?
+            .recommendation
+            .clone()
+            .filter(|r| r.blockers.iter().any(|b| b.kind == "writable_layer"))
+    });
+    assert!(!rec.applicable, "{rec:?}");
+    let b = rec.blockers.iter().find(|b| b.kind == "writable_layer").unwrap();
+    assert!(b.message.contains("/srv/app.db"), "{}", b.message);
+    assert!(!b.message.contains("/data") && !b.message.contains("/cache"), "{}", b.message);
 
     // A dry run leaks nothing: the defaults container's anonymous volume (the image's
     // VOLUME /cache) goes with it.

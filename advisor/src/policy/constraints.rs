@@ -46,6 +46,25 @@ pub(super) fn blocker(kind: &str, message: String) -> Blocker {
 /// other containers planned for host mode are added by the caller.
 pub fn constraints(c: &Container, target: ModeKind, input: &Input) -> (Vec<Blocker>, Vec<Blocker>) {
     let (mut blockers, mut warnings) = (Vec::new(), Vec::new());
+    // Files in its own filesystem would go with the old container.
+    if let Some(l) = input.writable_layers.get(&c.name)
+        && l.count > 0
+    {
+        let mut shown = l.paths.join(", ");
+        if l.count > l.paths.len() {
+            shown.push_str(", ...");
+        }
+        blockers.push(blocker(
+            "writable_layer",
+            format!(
+                "it keeps {} path{} in its own filesystem, outside its volumes ({shown}): \
+                 recreating it would delete them; move them to a volume, or apply it by hand \
+                 with --carry-writable-layer",
+                l.count,
+                if l.count == 1 { "" } else { "s" }
+            ),
+        ));
+    }
     // Others that share this container's namespace move with it.
     let dependants: Vec<&str> = input
         .containers

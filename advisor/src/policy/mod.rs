@@ -119,7 +119,20 @@ pub struct Input<'a> {
     pub host_listeners: &'a [HostListener],
     /// Ports each container listens on in its own namespace, by name: (protocol, port).
     pub container_ports: &'a BTreeMap<String, Vec<(String, u16)>>,
+    /// Containers that keep files in their own filesystem, outside their volumes (what
+    /// `docker diff` lists), by name: the first few paths and how many there are.
+    /// Recreating such a container would delete them.
+    pub writable_layers: &'a BTreeMap<String, WritableLayer>,
     pub config: &'a Config,
+}
+
+/// What a container keeps in its writable layer, as the daemon last read it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WritableLayer {
+    /// The first few paths (leaves, mount points excepted).
+    pub paths: Vec<String>,
+    /// How many paths in all.
+    pub count: usize,
 }
 
 /// A probe round of one container: the log goodput ratio host/bridge per cell (N = 1).

@@ -174,6 +174,7 @@ struct World {
     sweep: Option<Sweep>,
     listeners: Vec<HostListener>,
     ports: BTreeMap<String, Vec<(String, u16)>>,
+    layers: BTreeMap<String, WritableLayer>,
     config: Config,
 }
 
@@ -185,6 +186,7 @@ impl World {
             sweep: None,
             listeners: vec![],
             ports: BTreeMap::new(),
+            layers: BTreeMap::new(),
             config: Config::default(),
         }
     }
@@ -198,6 +200,7 @@ impl World {
                 sweep: self.sweep.as_ref(),
                 host_listeners: &self.listeners,
                 container_ports: &self.ports,
+                writable_layers: &self.layers,
                 config: &self.config,
             },
             memory,
@@ -1056,6 +1059,28 @@ fn a_shared_namespace_blocks_any_switch() {
         messages(&r.blockers, "shared_namespace"),
         [
             "backup shares its network namespace (network_mode container:db); switching would change theirs too"
+        ]
+    );
+    assert!(!r.applicable);
+}
+
+#[test]
+fn files_in_its_own_filesystem_block_any_switch() {
+    let c = active(container("db", ModeKind::Bridge));
+    let mut w = wants_host(c);
+    assert!(w.rec("db").applicable, "the switch itself is applicable");
+    w.layers.insert(
+        "db".into(),
+        WritableLayer {
+            paths: vec!["/srv/app.db".into(), "/etc/app.conf".into()],
+            count: 3,
+        },
+    );
+    let r = w.rec("db");
+    assert_eq!(
+        messages(&r.blockers, "writable_layer"),
+        [
+            "it keeps 3 paths in its own filesystem, outside its volumes (/srv/app.db, /etc/app.conf, ...): recreating it would delete them; move them to a volume, or apply it by hand with --carry-writable-layer"
         ]
     );
     assert!(!r.applicable);
