@@ -110,15 +110,56 @@ pub fn docker_output(args: &[&str]) -> Output {
         .expect("the docker CLI must be installed (apt-get install docker.io)")
 }
 
-/// Fail (never skip) when no Docker engine answers.
+/// The engine's socket the tests (the docker CLI, netmoded, Compose) talk to: `$DOCKER_HOST`
+/// if it is `unix://PATH` (`tests/run` points it at a second engine for the engine suites),
+/// else Docker's default.
+pub fn engine_socket() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+/// What the engine reports as `HostConfig.NetworkMode` of a container run without
+/// `--network`: `default` up to Docker 24, `bridge` from 25 (API 1.44) on. Read once, from a
+/// container created (never started) for the purpose.
+pub fn default_network_mode() -> &'static str {
+    static MODE: OnceLock<String> = OnceLock::new();
+    MODE.get_or_init(|| {
+        let name = unique("nmt-netmode-probe");
+        docker(&[
+            "create",
+            "--name",
+            &name,
+            "--label",
+            "netmode-test=1",
+            busybox_image(),
+            "true",
+        ]);
+        let mode = docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &name]);
+        let _ = docker_output(&["rm", "-f", &name]);
+        mode
+    })
+}
+
+/// Fail (never skip) when no Docker engine answers; say once which engine the tests use.
 pub fn require_docker() {
     static OK: OnceLock<()> = OnceLock::new();
     OK.get_or_init(|| {
-        let out = docker_output(&["version", "--format", "{{.Server.Version}}"]);
+        let out = docker_output(&[
+            "version",
+            "--format",
+            "{{.Server.Version}} (API {{.Server.APIVersion}})",
+        ]);
         assert!(
             out.status.success(),
             "these tests need a running Docker engine: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "engine: docker {} at {}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            engine_socket().display()
         );
     });
 }

@@ -200,7 +200,10 @@ fn bridge_host_bridge_keeps_data_and_definition() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("HostConfig.NetworkMode: \"default\" -> \"host\"")
+        text.contains(&format!(
+            "HostConfig.NetworkMode: \"{}\" -> \"host\"",
+            default_network_mode()
+        ))
             && text.contains("PortBindings"),
         "{text}"
     );
@@ -357,11 +360,17 @@ fn a_new_container_that_fails_is_rolled_back() {
         let i = s.assert_whole();
         assert_eq!(i["Id"], id, "the original is back, not a copy");
         assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
-        assert_eq!(i["HostConfig"]["NetworkMode"], "default");
+        assert_eq!(i["HostConfig"]["NetworkMode"], default_network_mode());
     }
-    // (3) The port it serves is taken on the host: in host mode it cannot listen.
+    // (3) The port it serves is taken on the engine's host (by a host-mode container: the
+    // engine's host network, wherever the engine runs): in host mode it cannot listen.
     let port = free_port();
-    let holder = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let holder = Container::run(
+        "holder",
+        &["--network", "host"],
+        busybox_image(),
+        &["nc", "-l", "-p", &port.to_string()],
+    );
     let nc = Container::run(
         "nc",
         &[
@@ -465,7 +474,11 @@ fn a_daemon_killed_after_any_step_leaves_one_whole_container() {
             assert_eq!(last.state, ApplyState::Applied, "{step}: {last:?}");
             assert_eq!(
                 i["HostConfig"]["NetworkMode"],
-                if target == "host" { "host" } else { "default" }
+                if target == "host" {
+                    "host"
+                } else {
+                    default_network_mode()
+                }
             );
             mode = target;
         } else {
@@ -635,12 +648,8 @@ fn user_networks_aliases_address_mac_and_hostname_survive_the_round_trip() {
         }}},
     });
     let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--fail-with-body",
-            "--unix-socket",
-            "/var/run/docker.sock",
-        ])
+        .args(["-sS", "--fail-with-body", "--unix-socket"])
+        .arg(engine_socket())
         .args([
             "-H",
             "Content-Type: application/json",

@@ -58,11 +58,16 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let kind = self.0.clone();
         for (k, n) in kind.iter().zip(&self.1) {
-            let _ = match *k {
-                "volume" => docker_output(&["volume", "rm", "-f", n]),
-                "image" => docker_output(&["rmi", "-f", n]),
-                _ => docker_output(&["rm", "-f", "-v", n]),
-            };
+            match *k {
+                "volume" => {
+                    let _ = docker_output(&["volume", "rm", "-f", n]);
+                }
+                _ => {
+                    // The container, then the images its writable layer was carried into.
+                    let _ = docker_output(&["rm", "-f", "-v", n]);
+                    remove_carried_images(n);
+                }
+            }
         }
     }
 }
@@ -114,16 +119,28 @@ fn the_writable_layer_and_anonymous_mount_volumes_are_kept() {
 
     // The recommendation says why the switch cannot be applied (so the advisor never
     // applies it by itself).
-    let rec = daemon.wait_for("the writable layer blocker", Duration::from_secs(30), |st| {
-        find(st, &c.name)?
-            .recommendation
-            .clone()
-            .filter(|r| r.blockers.iter().any(|b| b.kind == "writable_layer"))
-    });
+    let rec = daemon.wait_for(
+        "the writable layer blocker",
+        Duration::from_secs(30),
+        |st| {
+            find(st, &c.name)?
+                .recommendation
+                .clone()
+                .filter(|r| r.blockers.iter().any(|b| b.kind == "writable_layer"))
+        },
+    );
     assert!(!rec.applicable, "{rec:?}");
-    let b = rec.blockers.iter().find(|b| b.kind == "writable_layer").unwrap();
+    let b = rec
+        .blockers
+        .iter()
+        .find(|b| b.kind == "writable_layer")
+        .unwrap();
     assert!(b.message.contains("/srv/app.db"), "{}", b.message);
-    assert!(!b.message.contains("/data") && !b.message.contains("/cache"), "{}", b.message);
+    assert!(
+        !b.message.contains("/data") && !b.message.contains("/cache"),
+        "{}",
+        b.message
+    );
 
     // A dry run leaks nothing: the defaults container's anonymous volume (the image's
     // VOLUME /cache) goes with it.
@@ -162,7 +179,6 @@ fn the_writable_layer_and_anonymous_mount_volumes_are_kept() {
     let r = r.unwrap_or_else(|| panic!("{}", stderr(&out)));
     assert_eq!(r.state, ApplyState::Applied, "{r:?}");
     let carried = r.carried_image.clone().expect("carried_image");
-    let _img = Cleanup(vec!["image"], vec![carried.clone()]);
     let host = inspect(&c.name);
     assert_eq!(host["HostConfig"]["NetworkMode"], "host");
     assert_eq!(host["Image"].as_str(), Some(carried.as_str()));
@@ -517,7 +533,7 @@ fn sigterm_mid_change_settles_it_before_exiting() {
             "{{.Id}} {{.State.Running}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.NetworkMode}}",
             &c.name
         ]),
-        format!("{} true always default", c.id)
+        format!("{} true always {}", c.id, default_network_mode())
     );
     let named = docker(&["ps", "-a", "--filter", &format!("name={}", c.name), "-q"]);
     assert_eq!(named.lines().count(), 1, "{named}");
@@ -623,6 +639,6 @@ fn a_crash_after_verification_is_rolled_back() {
             "{{.Id}} {{.State.Running}} {{.HostConfig.NetworkMode}}",
             &c.name
         ]),
-        format!("{} true default", c.id)
+        format!("{} true {}", c.id, default_network_mode())
     );
 }

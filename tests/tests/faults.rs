@@ -186,7 +186,7 @@ fn the_new_container_removed_in_the_middle_of_a_change_is_rolled_back_to_the_ori
             "{{.Id}} {{.HostConfig.NetworkMode}} {{.State.Running}}",
             &c.name
         ]),
-        format!("{} default true", c.id)
+        format!("{} {} true", c.id, default_network_mode())
     );
     assert_eq!(docker(&["exec", &c.id, "cat", "/data"]), "kept");
     let named = docker(&["ps", "-a", "--filter", &format!("name={}", c.name), "-q"]);
