@@ -195,11 +195,15 @@ impl Advice {
             Err(_) => return,
         };
         for c in due {
-            let (Ok(Some(inspect)), Ok(changes)) = (
-                engine.inspect_json(&c.id).await,
-                engine.changes(&c.id).await,
-            ) else {
-                continue;
+            let inspect = match engine.inspect_json(&c.id).await {
+                Ok(Some(i)) => i,
+                Ok(None) => continue,
+                // An engine that stops answering is not waited on again for each container
+                // (this runs in the sampling loop).
+                Err(_) => break,
+            };
+            let Ok(changes) = engine.changes(&c.id).await else {
+                break;
             };
             self.layers_read.insert(c.id.clone(), Instant::now());
             match safety::writable_layer(None, &changes, &safety::mount_points(&inspect)) {

@@ -203,8 +203,7 @@ fn bridge_host_bridge_keeps_data_and_definition() {
         text.contains(&format!(
             "HostConfig.NetworkMode: \"{}\" -> \"host\"",
             default_network_mode()
-        ))
-            && text.contains("PortBindings"),
+        )) && text.contains("PortBindings"),
         "{text}"
     );
     assert_eq!(s.inspect()["Id"], original["Id"], "a dry run recreated it");

@@ -20,10 +20,14 @@ use netmode_e2e::*;
 /// line (how `.ci/run` started it).
 enum Engine {
     Systemd,
-    Process { cmdline: Vec<String> },
+    Process {
+        cmdline: Vec<String>,
+    },
     /// A second engine `tests/engines/<name>` runs (`NETMODE_E2E_ENGINE_RIG` names the
     /// script): `kill` stops it as a restart would, `start` brings it back.
-    Rig { script: PathBuf },
+    Rig {
+        script: PathBuf,
+    },
 }
 
 impl Engine {

@@ -388,7 +388,7 @@ fn changes(o: &mut Out, x: &Extra) {
     o.family(
         "netmode_applies_total",
         "counter",
-        "Mode changes finished since netmoded started, by trigger (manual, advisor) and outcome (applied, rolled_back, dry_run, refused, compose_override).",
+        "Mode changes finished since netmoded started, by trigger (manual, advisor) and outcome (applied, rolled_back, dry_run, refused, failed, compose_override).",
     );
     for (trigger, outcome, n) in &x.applies {
         o.sample(
