@@ -234,7 +234,7 @@ fn aarch64_static_build_runs_under_qemu() {
 #[ignore = "needs the static builds: run tests/run (or musl-cross/build, then --include-ignored)"]
 fn x86_64_static_build_runs() {
     smoke(&TARGETS[2]);
-    // The daemon's size budget (README, "Benchmarks"): 4 MiB stripped, on the largest target.
+    // The daemon's size budget (docs/benchmarks.md): 4 MiB stripped, on the largest target.
     let netmoded = workspace().join("target/x86_64-unknown-linux-musl/release/netmoded");
     let size = std::fs::metadata(&netmoded).unwrap().len();
     assert!(
