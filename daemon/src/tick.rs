@@ -14,9 +14,6 @@ use crate::live::Sampler;
 use crate::state::Shared;
 use crate::sys::netlink::Netlink;
 
-/// How often `http.textfile_dir` is rewritten (each write is fsync'd: not at every sample).
-const TEXTFILE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// The tick task: sample, evaluate, wait; forever.
 pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
     let mut sampler = match Sampler::new(netlink) {
@@ -28,7 +25,6 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
     };
     let mut advice = Advice::load(&shared);
     let mut auto = Auto::default();
-    let mut textfile_at: Option<Instant> = None;
     let mut next = Instant::now();
     loop {
         // Read at each tick: a reload (SIGHUP) may have changed them.
@@ -38,13 +34,6 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
         advice.evaluate(&shared).await;
         if config.advisor.mode == AdvisorMode::Apply {
             auto.consider(&shared, advice.memory()).await;
-        }
-        if config.http.textfile_dir.is_some()
-            && textfile_at.is_none_or(|t| t.elapsed() >= TEXTFILE_EVERY)
-        {
-            let s = shared.clone();
-            smol::unblock(move || crate::http::metrics::write_textfile(&s)).await;
-            textfile_at = Some(Instant::now());
         }
         next += interval;
         let now = Instant::now();

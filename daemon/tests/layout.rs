@@ -1,12 +1,16 @@
 //! The daemon's layout stays a map: no two source files depend on each other, directly or
-//! round a loop (docs/architecture.md draws the layers), and no function returns a bare
-//! `String` as its error. Read from the sources themselves, so a change that breaks either
-//! fails here.
+//! round a loop; a module uses only the layers below its own, as docs/architecture.md draws
+//! them; and no function returns a bare `String` as its error. The sources are read with a
+//! real parser (syn): every `crate::`, `super::` and `self::` path counts, in `use` trees at
+//! any depth of braces and in expressions and types, outside `#[cfg(test)]` items. The checks
+//! are themselves tested on planted fixtures (a brace-group loop, an upward import).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Module path (`probe::engine`) -> source text without its unit tests.
+use syn::visit::Visit;
+
+/// Module path (`probe::engine`) -> source text.
 fn modules() -> BTreeMap<String, String> {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
         for e in std::fs::read_dir(dir).unwrap() {
@@ -26,12 +30,7 @@ fn modules() -> BTreeMap<String, String> {
             if name == "lib" || name == "main" {
                 continue;
             }
-            let text = std::fs::read_to_string(&p).unwrap();
-            let text = match text.find("#[cfg(test)]\nmod tests") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            };
-            out.insert(name, text);
+            out.insert(name, std::fs::read_to_string(&p).unwrap());
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -40,69 +39,149 @@ fn modules() -> BTreeMap<String, String> {
     out
 }
 
-/// The longest module named by `path` (`probe::plan::Cell` -> `probe::plan`).
-fn resolve(mods: &BTreeMap<String, String>, path: &str) -> Option<String> {
-    let parts: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
-    (1..=parts.len())
-        .rev()
-        .map(|i| parts[..i].join("::"))
-        .find(|c| mods.contains_key(c))
+/// Whether an item is compiled only for tests.
+fn is_test_only(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && a.parse_args::<syn::Meta>()
+                .is_ok_and(|m| m.path().is_ident("test"))
+    })
 }
 
-/// Which modules each module uses, from `crate::...` and `super::...` paths (with one level
-/// of `{a, b}` groups).
-fn edges(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out = BTreeMap::new();
-    for (name, text) in mods {
-        let parent = name.rsplit_once("::").map(|(p, _)| p.to_string());
-        let mut deps = BTreeSet::new();
-        for (prefix, base) in [
-            ("crate::", String::new()),
-            ("super::", parent.clone().unwrap_or_default()),
-        ] {
-            let mut rest = text.as_str();
-            while let Some(i) = rest.find(prefix) {
-                // Not the tail of a longer path (`netmode_advisor::api::...` has no `crate::`).
-                let before = rest[..i].chars().last();
-                rest = &rest[i + prefix.len()..];
-                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
-                    continue;
+/// Every path of a module's source that starts with `crate`, `super` or `self`, as segments.
+#[derive(Default)]
+struct Paths(Vec<Vec<String>>);
+
+impl Paths {
+    fn use_tree(&mut self, prefix: &[String], t: &syn::UseTree) {
+        match t {
+            syn::UseTree::Path(p) => {
+                let mut v = prefix.to_vec();
+                v.push(p.ident.to_string());
+                self.use_tree(&v, &p.tree);
+            }
+            syn::UseTree::Name(n) => {
+                let mut v = prefix.to_vec();
+                if n.ident != "self" {
+                    v.push(n.ident.to_string());
                 }
-                let path: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-                    .collect();
-                let path = path.trim_end_matches(':');
-                let full = |p: &str| {
-                    if base.is_empty() {
-                        p.to_string()
-                    } else {
-                        format!("{base}::{p}")
-                    }
-                };
-                let mut targets = vec![full(path)];
-                let after = &rest[path.len()..];
-                if let Some(group) = after.strip_prefix("::{") {
-                    let group = &group[..group.find('}').unwrap_or(0)];
-                    for item in group.split(',') {
-                        let item = item.split_whitespace().next().unwrap_or("");
-                        if !item.is_empty() && item != "self" {
-                            targets.push(full(&format!("{path}::{item}")));
-                        }
-                    }
+                self.push(v);
+            }
+            syn::UseTree::Rename(r) => {
+                let mut v = prefix.to_vec();
+                if r.ident != "self" {
+                    v.push(r.ident.to_string());
                 }
-                for t in targets {
-                    if let Some(m) = resolve(mods, &t)
-                        && &m != name
-                    {
-                        deps.insert(m);
-                    }
+                self.push(v);
+            }
+            syn::UseTree::Glob(_) => self.push(prefix.to_vec()),
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.use_tree(prefix, t);
                 }
             }
         }
-        out.insert(name.clone(), deps);
+    }
+
+    fn push(&mut self, v: Vec<String>) {
+        if v.first()
+            .is_some_and(|s| s == "crate" || s == "super" || s == "self")
+        {
+            self.0.push(v);
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for Paths {
+    fn visit_item(&mut self, i: &'ast syn::Item) {
+        let attrs = match i {
+            syn::Item::Mod(m) => &m.attrs,
+            syn::Item::Fn(f) => &f.attrs,
+            syn::Item::Impl(x) => &x.attrs,
+            syn::Item::Use(u) => &u.attrs,
+            syn::Item::Struct(s) => &s.attrs,
+            syn::Item::Enum(e) => &e.attrs,
+            syn::Item::Const(c) => &c.attrs,
+            syn::Item::Static(s) => &s.attrs,
+            _ => return syn::visit::visit_item(self, i),
+        };
+        if !is_test_only(attrs) {
+            syn::visit::visit_item(self, i);
+        }
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.use_tree(&[], &u.tree);
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        self.push(p.segments.iter().map(|s| s.ident.to_string()).collect());
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        // Paths inside macro calls (`log::info!(.., crate::x::y(..))`): read the tokens as
+        // expressions where they parse as such.
+        if let Ok(args) = m.parse_body_with(
+            syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated,
+        ) {
+            for a in &args {
+                self.visit_expr(a);
+            }
+        }
+        syn::visit::visit_macro(self, m);
+    }
+}
+
+/// The modules `source` (the text of module `name`) uses, among `mods`.
+fn deps_of(name: &str, source: &str, mods: &BTreeSet<String>) -> BTreeSet<String> {
+    let file = syn::parse_file(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut paths = Paths::default();
+    paths.visit_file(&file);
+    let me: Vec<String> = name.split("::").map(String::from).collect();
+    let mut out = BTreeSet::new();
+    for p in paths.0 {
+        // Absolute segments: crate::a::b, super::a (from a::b::c: a::b's parent...), self::a.
+        let mut abs: Vec<String> = Vec::new();
+        let mut rest = p.as_slice();
+        match rest.first().map(String::as_str) {
+            Some("crate") => rest = &rest[1..],
+            Some("self") => {
+                abs = me.clone();
+                rest = &rest[1..];
+            }
+            Some("super") => {
+                abs = me.clone();
+                while rest.first().is_some_and(|s| s == "super") {
+                    abs.pop();
+                    rest = &rest[1..];
+                }
+            }
+            _ => continue,
+        }
+        abs.extend(rest.iter().cloned());
+        // The longest module it names.
+        let found = (1..=abs.len())
+            .rev()
+            .map(|i| abs[..i].join("::"))
+            .find(|c| mods.contains(c));
+        if let Some(m) = found
+            && m != name
+            // A module's own submodules are not what it stands on (`pub mod engine;` in
+            // probe/mod.rs); its parent's items are (`super::X` in probe::engine).
+            && !m.starts_with(&format!("{name}::"))
+        {
+            out.insert(m);
+        }
     }
     out
+}
+
+fn edges_of(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+    let names: BTreeSet<String> = mods.keys().cloned().collect();
+    mods.iter()
+        .map(|(n, t)| (n.clone(), deps_of(n, t, &names)))
+        .collect()
 }
 
 fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
@@ -145,12 +224,83 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
     None
 }
 
+/// The layers of docs/architecture.md's map, top (the edge) first: the top-level modules of
+/// each line (`[cli]`, `[http]`, ... `[config, error, rt]`).
+fn layers() -> Vec<Vec<String>> {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/architecture.md"),
+    )
+    .expect("docs/architecture.md");
+    let from = doc
+        .find("The daemon's layers")
+        .expect("the layers paragraph");
+    let rest = &doc[from..];
+    let start = rest.find("```\n").expect("the map") + 4;
+    let end = rest[start..].find("```").expect("the end of the map") + start;
+    let mut out = Vec::new();
+    for line in rest[start..end].lines() {
+        if line.starts_with(' ') || line.trim().is_empty() {
+            continue;
+        }
+        // Modules drawn on one line are one layer.
+        let head = line.split("  ").next().unwrap_or("").trim();
+        out.push(
+            head.split(", ")
+                .map(|n| {
+                    n.trim()
+                        .trim_end_matches('/')
+                        .trim_end_matches(".rs")
+                        .to_string()
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Uses that go up the map: (user, used) between top-level modules where the used one is
+/// drawn above the user.
+fn upward(
+    edges: &BTreeMap<String, BTreeSet<String>>,
+    layers: &[Vec<String>],
+) -> BTreeSet<(String, String)> {
+    let top = |m: &str| m.split("::").next().unwrap_or(m).to_string();
+    let rank = |m: &str| layers.iter().position(|l| l.contains(&top(m)));
+    let mut out = BTreeSet::new();
+    for (a, bs) in edges {
+        for b in bs {
+            if top(a) == top(b) {
+                continue;
+            }
+            let (Some(ra), Some(rb)) = (rank(a), rank(b)) else {
+                out.insert((top(a), format!("{} (not on the map)", top(b))));
+                continue;
+            };
+            if rb < ra {
+                out.insert((top(a), top(b)));
+            }
+        }
+    }
+    out
+}
+
+/// Uses that still go up the map, each a debt of the house issue (the hub `state` holds the
+/// token, the apply book, the probe queue and the connection table; `tick` writes the
+/// textfile): none may be added, and one paid off is taken off this list.
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    ("state", "apply"),
+    ("state", "docker"),
+    ("state", "http"),
+    ("state", "probe"),
+];
+
 #[test]
 fn no_module_depends_on_itself_round_a_loop() {
     let mods = modules();
     assert!(mods.len() > 30, "found only {} modules", mods.len());
-    let e = edges(&mods);
-    // The reader sees real dependencies (a check that finds none would pass anything).
+    let e = edges_of(&mods);
+    // The reader sees real dependencies (a check that finds none would pass anything),
+    // brace groups right after `crate::` included (cli::run's `use crate::{docker, http, ..}`).
     assert!(
         e["probe::engine"].contains("probe::runner"),
         "{:?}",
@@ -161,21 +311,108 @@ fn no_module_depends_on_itself_round_a_loop() {
         "{:?}",
         e["tick"]
     );
+    assert!(
+        e["cli::run"].contains("tick") && e["cli::run"].contains("http"),
+        "{:?}",
+        e["cli::run"]
+    );
     if let Some(c) = find_cycle(&e) {
         panic!("module cycle: {}", c.join(" -> "));
     }
-    // And the check itself finds a loop when there is one.
-    let mut looped = e.clone();
-    looped
-        .get_mut("sys::netns")
-        .unwrap()
-        .insert("probe::engine".into());
-    assert!(find_cycle(&looped).is_some());
+}
+
+#[test]
+fn no_module_uses_a_layer_above_its_own() {
+    let layers = layers();
+    assert!(layers.len() > 15 && layers[0] == ["cli"], "{layers:?}");
+    let found = upward(&edges_of(&modules()), &layers);
+    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let new: Vec<_> = found.difference(&known).collect();
+    let paid: Vec<_> = known.difference(&found).collect();
+    assert!(
+        new.is_empty(),
+        "modules using a layer drawn above theirs in docs/architecture.md: {new:?}"
+    );
+    assert!(
+        paid.is_empty(),
+        "no longer upward, take them off KNOWN_UPWARD: {paid:?}"
+    );
+}
+
+/// The checks fail on what they are for: a loop through a brace group right after `crate::`
+/// (the test's blind spot before syn), a path in an expression, and an upward import.
+#[test]
+fn the_checks_fail_on_planted_faults() {
+    let names: BTreeSet<String> = [
+        "traffic::wire",
+        "probe",
+        "probe::engine",
+        "sys",
+        "sys::netns",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let deps = |name: &str, src: &str| deps_of(name, src, &names);
+    // `use crate::{probe};` in traffic::wire, and probe::engine using traffic::wire.
+    let wire = deps("traffic::wire", "use crate::{probe};\nfn f() {}");
+    assert!(wire.contains("probe"), "{wire:?}");
+    let nested = deps("traffic::wire", "use crate::{sys::{netns::enter, self}};");
+    assert!(
+        nested.contains("sys::netns") && nested.contains("sys"),
+        "{nested:?}"
+    );
+    let expr = deps(
+        "sys::netns",
+        "fn f() { let _ = crate::probe::engine::run(); }",
+    );
+    assert!(expr.contains("probe::engine"), "{expr:?}");
+    let in_macro = deps(
+        "sys::netns",
+        "fn f() { log::info!(\"{}\", crate::probe::x()); }",
+    );
+    assert!(in_macro.contains("probe"), "{in_macro:?}");
+    let sup = deps("probe::engine", "use super::super::traffic::wire::Batch;");
+    assert!(sup.contains("traffic::wire"), "{sup:?}");
+    // Test-only code does not count.
+    let test_only = deps(
+        "sys::netns",
+        "#[cfg(test)]\nmod tests { use crate::probe; }",
+    );
+    assert!(test_only.is_empty(), "{test_only:?}");
+
+    let mut e: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    e.insert("traffic::wire".into(), wire);
+    e.insert("probe".into(), ["probe::engine".to_string()].into());
+    e.insert("probe::engine".into(), ["traffic::wire".to_string()].into());
+    assert!(find_cycle(&e).is_some(), "the planted loop was not found");
+
+    let layers: Vec<Vec<String>> = ["probe", "traffic", "sys"]
+        .iter()
+        .map(|s| vec![s.to_string()])
+        .collect();
+    let up = upward(&e, &layers);
+    assert!(
+        up.contains(&("traffic".to_string(), "probe".to_string())),
+        "{up:?}"
+    );
+    assert!(
+        !up.contains(&("probe".to_string(), "traffic".to_string())),
+        "{up:?}"
+    );
 }
 
 #[test]
 fn no_error_is_a_bare_string() {
     for (name, text) in modules() {
+        // Unit tests may spell errors as they like.
+        let text = match text.find("#[cfg(test)]\nmod tests") {
+            Some(i) => text[..i].to_string(),
+            None => text,
+        };
         for (i, line) in text.lines().enumerate() {
             let l = line.replace(' ', "");
             assert!(

@@ -113,6 +113,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         rt::spawn(docker::watch::run(shared.clone())).detach();
         rt::spawn(tick::run(shared.clone(), netlink.clone())).detach();
         rt::spawn(http::serve(listener, shared.clone())).detach();
+        rt::spawn(http::metrics::textfile_task(shared.clone())).detach();
         let (engine, probes) = ProbeEngine::new(shared.clone(), netlink.clone(), probe_woken);
         let engine_task = rt::spawn(engine.run());
         rt::spawn(crate::systemd::supervise(shared.clone())).detach();

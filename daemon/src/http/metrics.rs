@@ -113,6 +113,21 @@ pub fn of(shared: &crate::state::Shared) -> String {
 /// The file written into `http.textfile_dir`, for node_exporter's textfile collector.
 pub const TEXTFILE: &str = "netmode.prom";
 
+/// How often `http.textfile_dir` is rewritten (each write is fsync'd: not at every sample).
+const TEXTFILE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The textfile task: while `http.textfile_dir` is set (a reload may set or unset it), the
+/// text is rewritten every `TEXTFILE_EVERY`.
+pub async fn textfile_task(shared: std::sync::Arc<crate::state::Shared>) {
+    loop {
+        if shared.config().http.textfile_dir.is_some() {
+            let s = shared.clone();
+            smol::unblock(move || write_textfile(&s)).await;
+        }
+        async_io::Timer::after(TEXTFILE_EVERY).await;
+    }
+}
+
 /// Write the text atomically into `http.textfile_dir` (if set).
 pub fn write_textfile(shared: &crate::state::Shared) {
     if let Some(dir) = &shared.config().http.textfile_dir

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use netmode_advisor::api::{Direction, Pattern, Protocol};
 use serde_json::{Value, json};
 
-use super::sender::{Arrivals, tcp_stream, udp_socket, udp_stream, waited};
+use super::sender::Arrivals;
+use super::socket::{tcp_stream, udp_socket, udp_stream, waited};
 use super::{Outcome, SendSpec};
 use crate::error::TrafficError;
 

@@ -2,7 +2,8 @@
 //! `netmoded send` and `netmoded sink`, by probe containers (which run `netmoded send`), by the
 //! probe engine's in-place sender, and by the study.
 //!
-//! - `wire`: the protocol between a sender and a netmode sink.
+//! - `wire`: the protocol between a sender and a netmode sink (and the sink's report query).
+//! - `socket`: the socket primitives both ends use (pacing, batched UDP, TCP streams).
 //! - `sink`: the receiver (TCP and UDP), reporting per session what arrived.
 //! - `sender`, `iperf3`: the senders, to a netmode sink or to a stock `iperf3 -s`.
 //! - `perf`: hardware counters of a sender (perf_event_open).
@@ -11,6 +12,7 @@ pub mod iperf3;
 pub mod perf;
 pub mod sender;
 pub mod sink;
+pub mod socket;
 pub mod wire;
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -4,40 +4,15 @@
 //! the sink sends (a pull, see `wire`) and this end receives and counts.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netmode_advisor::api::{Direction, Pattern, Protocol};
 
-use super::{Outcome, SendSpec, sink, wire};
+use super::socket::{self, tcp_stream, udp_socket, udp_stream, waited};
+use super::{Outcome, SendSpec, wire};
 use crate::error::TrafficError;
-
-/// Paces a sender to a bit rate.
-pub struct Pacer {
-    start: Instant,
-    bytes_per_s: Option<f64>,
-}
-
-impl Pacer {
-    pub fn new(rate_bps: Option<u64>) -> Pacer {
-        Pacer {
-            start: Instant::now(),
-            bytes_per_s: rate_bps.filter(|r| *r > 0).map(|r| r as f64 / 8.0),
-        }
-    }
-
-    /// Sleep if `sent` bytes are ahead of the rate.
-    pub fn pace(&self, sent: u64) {
-        if let Some(rate) = self.bytes_per_s {
-            let due = self.start + Duration::from_secs_f64(sent as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
-    }
-}
 
 pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
@@ -65,7 +40,7 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
         Protocol::Udp => send_udp(addr, spec),
     }
     .map_err(TrafficError::io(format!("sending to {addr}")))?;
-    let report = sink::query(addr, spec.session, Duration::from_secs(10)).map_err(
+    let report = wire::query(addr, spec.session, Duration::from_secs(10)).map_err(
         TrafficError::io(format!("asking the sink at {addr} for its report")),
     )?;
     out.received_bytes = report.bytes;
@@ -89,47 +64,12 @@ fn send_tcp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
     Ok(out)
 }
 
-/// Write `spec.size`-byte messages to `s` for `spec.duration` (paced to `spec.rate_bps`).
-pub(super) fn tcp_stream(s: &mut TcpStream, spec: &SendSpec) -> io::Result<Outcome> {
-    let msg = vec![0x6eu8; spec.size.max(1)];
-    let pacer = Pacer::new(spec.rate_bps);
-    let start = Instant::now();
-    let deadline = start + spec.duration;
-    let (mut bytes, mut messages) = (0u64, 0u64);
-    loop {
-        s.write_all(&msg)?;
-        bytes += msg.len() as u64;
-        messages += 1;
-        // Reading the clock is cheap, but not free at 64-byte writes.
-        if messages % 32 == 0 {
-            if Instant::now() >= deadline {
-                break;
-            }
-            pacer.pace(bytes);
-        }
-    }
-    Ok(Outcome {
-        sent_bytes: bytes,
-        sent_messages: messages,
-        elapsed_s: start.elapsed().as_secs_f64(),
-        ..Default::default()
-    })
-}
-
 /// First and last arrival, and bytes: what a receiver counts.
 #[derive(Default)]
 pub(super) struct Arrivals {
     pub bytes: u64,
     pub first: Option<Instant>,
     pub last: Option<Instant>,
-}
-
-/// A read that timed out (SO_RCVTIMEO) or was interrupted: wait again.
-pub(super) fn waited(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
 }
 
 impl Arrivals {
@@ -199,10 +139,10 @@ fn pull_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
     let mut port = [0u8; 2];
     control.read_exact(&mut port)?;
     let s = udp_socket(SocketAddr::new(addr.ip(), u16::from_le_bytes(port)))?;
-    sink::grow_receive_buffer(&s, 8 << 20);
+    socket::grow_receive_buffer(&s, 8 << 20);
     s.set_read_timeout(Some(Duration::from_millis(100)))?;
     let opener = wire::open_datagram(spec.session);
-    let mut rx = sink::Batch::new();
+    let mut rx = socket::Batch::new();
     let mut got = Arrivals::default();
     let (mut datagrams, mut next_seq) = (0u64, 0u64);
     let give_up = start + Duration::from_secs(5);
@@ -379,9 +319,6 @@ fn rr_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
     Ok(out)
 }
 
-/// Datagrams per sendmmsg call.
-const BATCH: usize = 32;
-
 fn send_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
     let s = udp_socket(addr)?;
     let session = spec.session;
@@ -391,97 +328,6 @@ fn send_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
     // Let datagrams in flight arrive before asking.
     std::thread::sleep(Duration::from_millis(300));
     Ok(out)
-}
-
-/// A UDP socket connected to `addr`.
-pub(super) fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .unwrap();
-    let s = UdpSocket::bind(bind)?;
-    s.connect(addr)?;
-    Ok(s)
-}
-
-/// Send `spec.size`-byte datagrams on the connected socket `s` for `spec.duration`,
-/// `header(buf, seq)` writing each datagram's header (`header_len` bytes, sequence numbers
-/// from 0), in batches of `BATCH` through sendmmsg.
-pub(super) fn udp_stream(
-    s: &UdpSocket,
-    spec: &SendSpec,
-    header_len: usize,
-    mut header: impl FnMut(&mut [u8], u64),
-) -> io::Result<Outcome> {
-    if spec.size < header_len {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("UDP message size must be at least {header_len} bytes (the probe header)"),
-        ));
-    }
-    let fd = s.as_raw_fd();
-    let size = spec.size;
-    let mut bufs = vec![0x75u8; size * BATCH];
-    let mut iovs: Vec<libc::iovec> = bufs
-        .chunks_mut(size)
-        .map(|c| libc::iovec {
-            iov_base: c.as_mut_ptr().cast(),
-            iov_len: size,
-        })
-        .collect();
-    // SAFETY: zeroed mmsghdr is a valid empty header; each points at one iovec.
-    let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-        h.msg_hdr.msg_iov = iov;
-        h.msg_hdr.msg_iovlen = 1;
-    }
-    let pacer = Pacer::new(spec.rate_bps);
-    let start = Instant::now();
-    let deadline = start + spec.duration;
-    let (mut seq, mut bytes, mut messages, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    while Instant::now() < deadline {
-        for (i, chunk) in bufs.chunks_mut(size).enumerate() {
-            header(chunk, seq + i as u64);
-        }
-        let mut done = 0usize;
-        while done < BATCH {
-            // SAFETY: hdrs[done..] point into `bufs`, alive for the call.
-            let n =
-                unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (BATCH - done) as _, 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    // The sink's port is closed (ICMP port unreachable): nothing will arrive.
-                    Some(libc::ECONNREFUSED) => return Err(e),
-                    Some(libc::EINTR) => continue,
-                    // Queue full: the datagram is lost, as on a real link. Count it.
-                    _ => {
-                        errors += 1;
-                        done += 1;
-                        std::thread::yield_now();
-                        continue;
-                    }
-                }
-            }
-            let n = n as usize;
-            bytes += (n * size) as u64;
-            messages += n as u64;
-            done += n;
-        }
-        // Sequence numbers advance per attempt so the receiver's loss figure is honest.
-        seq += BATCH as u64;
-        pacer.pace(bytes);
-    }
-    Ok(Outcome {
-        sent_bytes: bytes,
-        sent_messages: messages,
-        send_errors: errors,
-        elapsed_s: start.elapsed().as_secs_f64(),
-        ..Default::default()
-    })
 }
 
 #[cfg(test)]

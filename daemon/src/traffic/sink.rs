@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use netmode_advisor::api::{Direction, Pattern, Protocol};
 
+use super::socket::{self, Batch, grow_receive_buffer};
 use super::wire::{self, SessionReport};
-use super::{SendSpec, Target, sender};
+use super::{SendSpec, Target};
 
 /// Sessions idle longer than this are forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(300);
@@ -164,32 +165,6 @@ impl Drop for Sink {
     }
 }
 
-pub fn grow_receive_buffer(s: &impl AsRawFd, bytes: i32) {
-    let fd = s.as_raw_fd();
-    let v = bytes;
-    let len = std::mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: setsockopt with a pointer to an i32 of the given length.
-    unsafe {
-        // FORCE needs CAP_NET_ADMIN; fall back to the plain option (capped by rmem_max).
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&v as *const i32).cast(),
-            len,
-        ) != 0
-        {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&v as *const i32).cast(),
-                len,
-            );
-        }
-    }
-}
-
 /// Binds a UDP socket where the sink's sockets live (its network namespace).
 pub type UdpFactory = Arc<dyn Fn(SocketAddr) -> io::Result<UdpSocket> + Send + Sync>;
 
@@ -306,68 +281,6 @@ fn merge(
     *bytes = 0;
 }
 
-/// Datagrams received in batches (recvmmsg): only the first `SLOT` bytes of each (the probe
-/// header) are copied out; MSG_TRUNC makes the kernel report each one's full length. Used by
-/// the sink and by the receiver of an ingress probe.
-pub(super) struct Batch {
-    bufs: Vec<[u8; Batch::SLOT]>,
-    // Point into `bufs` and `iovs`: heap buffers that never move (the vectors never grow).
-    _iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-impl Batch {
-    const SIZE: usize = 64;
-    const SLOT: usize = 64;
-
-    pub fn new() -> Batch {
-        let mut bufs = vec![[0u8; Batch::SLOT]; Batch::SIZE];
-        let mut iovs: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: Batch::SLOT,
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is a valid empty header.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..Batch::SIZE)
-            .map(|_| unsafe { std::mem::zeroed() })
-            .collect();
-        for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        Batch {
-            bufs,
-            _iovs: iovs,
-            hdrs,
-        }
-    }
-
-    /// Wait for datagrams on `fd` (up to its SO_RCVTIMEO); how many arrived.
-    pub fn recv(&mut self, fd: i32) -> io::Result<usize> {
-        // SAFETY: hdrs, iovs and bufs outlive the call; SIZE entries are initialised.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                Batch::SIZE as _,
-                (libc::MSG_TRUNC | libc::MSG_WAITFORONE) as _,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
-    /// The full length and the first bytes of datagram `i` of the last batch.
-    pub fn datagram(&self, i: usize) -> (u64, &[u8]) {
-        (self.hdrs[i].msg_len as u64, &self.bufs[i])
-    }
-}
-
 fn udp_loop(udp: UdpSocket, sessions: &Sessions, stop: &AtomicBool) {
     let fd = udp.as_raw_fd();
     let mut rx = Batch::new();
@@ -427,7 +340,7 @@ fn serve_pull(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io:
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
     match pull.protocol {
         Protocol::Tcp => {
-            sender::tcp_stream(&mut conn, &spec)?;
+            socket::tcp_stream(&mut conn, &spec)?;
             conn.shutdown(Shutdown::Write)?;
             // Until the receiver has read it all and closed its end.
             conn.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -446,7 +359,7 @@ fn serve_pull(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io:
                 }
             };
             udp.connect(from)?;
-            let out = sender::udp_stream(&udp, &spec, wire::UDP_HEADER_LEN, |buf, seq| {
+            let out = socket::udp_stream(&udp, &spec, wire::UDP_HEADER_LEN, |buf, seq| {
                 wire::write_udp_header(buf, session, seq)
             })?;
             let sent = SessionReport {
@@ -504,7 +417,7 @@ fn serve_rr(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io::R
             while Instant::now() < until {
                 let (n, from) = match udp.recv_from(&mut buf) {
                     Ok(x) => x,
-                    Err(e) if sender::waited(&e) => {
+                    Err(e) if socket::waited(&e) => {
                         if answered {
                             break;
                         }
@@ -522,14 +435,4 @@ fn serve_rr(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io::R
             Ok(())
         }
     }
-}
-
-/// Ask the sink at `addr` what it received for `session`.
-pub fn query(addr: SocketAddr, session: u32, timeout: Duration) -> io::Result<SessionReport> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(&wire::hello(wire::KIND_REPORT, session))?;
-    let mut text = String::new();
-    s.take(64 * 1024).read_to_string(&mut text)?;
-    serde_json::from_str(text.trim()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

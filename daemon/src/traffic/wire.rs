@@ -22,6 +22,8 @@
 //!   (`NMR1`, session, sequence number, padding to `size`) that comes from the TCP peer's
 //!   address, for the duration.
 
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use netmode_advisor::api::Protocol;
@@ -175,6 +177,16 @@ impl SessionReport {
         (self.expected > 0)
             .then(|| (self.expected.saturating_sub(self.datagrams)) as f64 / self.expected as f64)
     }
+}
+
+/// Ask the sink at `addr` what it received for `session`.
+pub fn query(addr: SocketAddr, session: u32, timeout: Duration) -> io::Result<SessionReport> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(&hello(KIND_REPORT, session))?;
+    let mut text = String::new();
+    s.take(64 * 1024).read_to_string(&mut text)?;
+    serde_json::from_str(text.trim()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]
