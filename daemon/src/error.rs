@@ -44,6 +44,10 @@ pub enum Error {
 
     #[error("{0}")]
     Usage(String),
+
+    /// A task the daemon cannot go on without ended or panicked (systemd restarts it).
+    #[error("task {0} ended")]
+    TaskEnded(&'static str),
 }
 
 impl Error {

@@ -54,6 +54,80 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// When a loop last turned (monotonic): the sampling loop beats it at every tick, and the
+/// systemd watchdog is fed only while it is recent, so a stuck or dead loop gets the daemon
+/// restarted even though other tasks still run.
+#[derive(Debug, Default)]
+pub struct Heartbeat(std::sync::atomic::AtomicU64);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0
+            .store(mono_ms().max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Since the last beat; `None` before the first.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            t => Some(std::time::Duration::from_millis(
+                mono_ms().saturating_sub(t),
+            )),
+        }
+    }
+}
+
+/// `NETMODE_TEST_END_TASK=<name>` ends that supervised task a second after it starts, and
+/// `NETMODE_TEST_STALL_TASK=<name>` stops polling it then (it neither runs nor ends): for the
+/// supervision tests; unset in production.
+pub const END_TASK_ENV: &str = "NETMODE_TEST_END_TASK";
+pub const STALL_TASK_ENV: &str = "NETMODE_TEST_STALL_TASK";
+
+/// Spawn a task that must run as long as the daemon: when it ends or panics, it is logged
+/// and its name sent on `ended` (the daemon then exits non-zero, and systemd restarts it).
+pub fn supervised(
+    name: &'static str,
+    ended: smol::channel::Sender<&'static str>,
+    f: impl Future<Output = ()> + Send + 'static,
+) -> smol::Task<()> {
+    use futures_lite::FutureExt;
+    spawn(async move {
+        let hook = |var: &str| std::env::var(var).is_ok_and(|v| v == name);
+        let (end, stall) = (hook(END_TASK_ENV), hook(STALL_TASK_ENV));
+        let f = async move {
+            if end || stall {
+                let cut = async {
+                    async_io::Timer::after(std::time::Duration::from_secs(1)).await;
+                    true
+                };
+                // The task's future is dropped when the hook fires.
+                if futures_lite::future::or(
+                    async {
+                        f.await;
+                        false
+                    },
+                    cut,
+                )
+                .await
+                {
+                    if stall {
+                        log::warn!("{STALL_TASK_ENV}={name}: the task no longer runs");
+                        std::future::pending::<()>().await;
+                    }
+                    log::warn!("{END_TASK_ENV}={name}: ending the task");
+                }
+            } else {
+                f.await
+            }
+        };
+        match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+            Ok(()) => log::error!("task {name} ended; netmoded cannot go on without it"),
+            Err(_) => log::error!("task {name} panicked; netmoded cannot go on without it"),
+        }
+        let _ = ended.send(name).await;
+    })
+}
+
 /// Milliseconds on a monotonic clock (since the first call): for timeouts, which a wall
 /// clock set back or forward must not fire.
 pub fn mono_ms() -> u64 {

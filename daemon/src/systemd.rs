@@ -1,6 +1,7 @@
-//! systemd integration: `Type=notify` readiness, `STATUS=` lines, and watchdog pings sent from
-//! the event loop itself, so a loop that stops turning gets the daemon restarted. Without
-//! `$NOTIFY_SOCKET` every call is a no-op.
+//! systemd integration: `Type=notify` readiness, `STATUS=` lines, and watchdog pings, sent
+//! only while the sampling loop's heartbeat is recent: a sampling loop that stops turning (or
+//! an event loop that stops) gets the daemon restarted. Without `$NOTIFY_SOCKET` every call is
+//! a no-op.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +39,17 @@ fn status_line(shared: &Shared) -> String {
     format!("{docker}{active}{probing}")
 }
 
+/// How old the sampling loop's heartbeat may be before the watchdog is no longer fed: two
+/// sample intervals and the longest a Docker call may take (a tick waits on the engine).
+fn stale_after(shared: &Shared) -> Duration {
+    let c = shared.config();
+    c.daemon.sample_interval * 2 + c.docker.request_timeout
+}
+
 /// Ready once the endpoint listens (the caller has bound it) and Docker is connected or known
-/// absent; then status and watchdog pings for the daemon's life.
-pub async fn supervise(shared: Arc<Shared>) {
+/// absent; then status lines for the daemon's life, and watchdog pings while `heartbeat` (the
+/// sampling loop's) is recent.
+pub async fn supervise(shared: Arc<Shared>, heartbeat: Arc<crate::rt::Heartbeat>) {
     while shared.docker().state == DockerState::Connecting {
         async_io::Timer::after(Duration::from_millis(50)).await;
     }
@@ -54,11 +63,29 @@ pub async fn supervise(shared: Arc<Shared>) {
         (w / 3).max(Duration::from_millis(10))
     });
     let mut last = status;
+    let mut stalled = false;
     loop {
         async_io::Timer::after(every).await;
-        let status = status_line(&shared);
+        let age = heartbeat.age();
+        let alive = age.is_none_or(|a| a < stale_after(&shared));
+        if !alive && !stalled {
+            log::error!(
+                "the sampling loop has not turned for {:?}: no more watchdog pings",
+                age.unwrap_or_default()
+            );
+        }
+        stalled = !alive;
+        let status = if alive {
+            status_line(&shared)
+        } else {
+            format!(
+                "sampling stalled for {:.0?}; {}",
+                age.unwrap_or_default(),
+                status_line(&shared)
+            )
+        };
         let mut states = Vec::with_capacity(2);
-        if watchdog.is_some() {
+        if watchdog.is_some() && alive {
             states.push(NotifyState::Watchdog);
         }
         if status != last {

@@ -14,8 +14,9 @@ use crate::live::Sampler;
 use crate::state::Shared;
 use crate::sys::netlink::Netlink;
 
-/// The tick task: sample, evaluate, wait; forever.
-pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
+/// The tick task: sample, evaluate, beat `heartbeat` (the systemd watchdog is fed while it
+/// is recent), wait; forever.
+pub async fn run(shared: Arc<Shared>, netlink: Netlink, heartbeat: Arc<crate::rt::Heartbeat>) {
     let mut sampler = match Sampler::new(netlink) {
         Ok(s) => s,
         Err(e) => {
@@ -30,6 +31,7 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink) {
         // Read at each tick: a reload (SIGHUP) may have changed them.
         let config = shared.config();
         let interval = config.daemon.sample_interval;
+        heartbeat.beat();
         sampler.sample(&shared).await;
         advice.evaluate(&shared).await;
         if config.advisor.mode == AdvisorMode::Apply {

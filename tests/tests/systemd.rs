@@ -79,6 +79,66 @@ fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     );
 }
 
+/// A task the daemon cannot go on without ends (a test hook ends the sampling loop): the
+/// daemon says which and exits non-zero, so systemd restarts it, instead of serving stale
+/// figures.
+#[test]
+fn a_task_that_ends_stops_the_daemon_with_an_error() {
+    require_docker();
+    for task in ["tick", "docker", "http"] {
+        let mut daemon =
+            Daemon::start_with_env(FAST_SAMPLING, "", &[("NETMODE_TEST_END_TASK", task)]);
+        let status = daemon.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(1), "{task}: {status:?}");
+        let log = daemon.log_text();
+        assert!(log.contains(&format!("task {task} ended")), "{task}: {log}");
+    }
+}
+
+/// The sampling loop stops turning (a test hook stops polling it) while everything else
+/// runs: the watchdog pings stop within two sample intervals and a Docker call's timeout,
+/// and the status says why, so systemd's watchdog restarts the daemon.
+#[test]
+fn the_watchdog_is_fed_only_while_sampling_turns() {
+    require_docker();
+    let dir = TempDir::new("notify-stall");
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let started = Instant::now();
+    let daemon = Daemon::start_with_env(
+        FAST_SAMPLING,
+        "[docker]\nrequest_timeout = \"1s\"",
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "300000"),
+            ("NETMODE_TEST_STALL_TASK", "tick"),
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(9);
+    let msgs = collect(&sock, end);
+    let pings: Vec<Instant> = msgs
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(pings.len() >= 3, "pings before the stall: {msgs:?}");
+    // Stalled about 1 s after the loop started; stale 2 x 500 ms + 1 s later: the pings
+    // stop (at a 100 ms cadence, none for 3 s means they stopped).
+    let last = *pings.last().unwrap();
+    assert!(
+        end - last >= Duration::from_secs(3),
+        "pings went on until {:?} after start: {msgs:?}",
+        last - started
+    );
+    assert!(
+        msgs.iter()
+            .any(|(_, m)| m.lines().any(|l| l.starts_with("STATUS=sampling stalled"))),
+        "{msgs:?}"
+    );
+    // The rest of the daemon still answers (the watchdog is what restarts it).
+    assert_eq!(daemon.get("/healthz").0, 200);
+}
+
 #[test]
 fn ready_waits_for_docker_to_be_known_absent_and_says_so() {
     let dir = TempDir::new("notify-nodocker");

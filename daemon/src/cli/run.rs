@@ -109,31 +109,78 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         ])
         .map_err(|e| Error::io("cannot install signal handlers", "SIGTERM/SIGINT/SIGHUP", e))?;
 
+        // Recovery ends by itself; every other task must run as long as the daemon: one that
+        // ends or panics is reported on `ended`, and the daemon stops with an error.
         rt::spawn(crate::apply::run::recover(shared.clone())).detach();
-        rt::spawn(docker::watch::run(shared.clone())).detach();
-        rt::spawn(tick::run(shared.clone(), netlink.clone())).detach();
-        rt::spawn(http::serve(listener, shared.clone())).detach();
-        rt::spawn(http::metrics::textfile_task(shared.clone())).detach();
+        let (ended_tx, ended) = smol::channel::bounded(8);
+        let heartbeat = Arc::new(rt::Heartbeat::default());
+        let s = shared.clone();
+        let mut tasks = vec![
+            rt::supervised("docker", ended_tx.clone(), docker::watch::run(s.clone())),
+            rt::supervised(
+                "tick",
+                ended_tx.clone(),
+                tick::run(s.clone(), netlink.clone(), heartbeat.clone()),
+            ),
+            rt::supervised("http", ended_tx.clone(), http::serve(listener, s.clone())),
+            rt::supervised(
+                "textfile",
+                ended_tx.clone(),
+                http::metrics::textfile_task(s.clone()),
+            ),
+            rt::supervised(
+                "systemd",
+                ended_tx.clone(),
+                crate::systemd::supervise(s.clone(), heartbeat),
+            ),
+        ];
         let (engine, probes) = ProbeEngine::new(shared.clone(), netlink.clone(), probe_woken);
-        let engine_task = rt::spawn(engine.run());
-        rt::spawn(crate::systemd::supervise(shared.clone())).detach();
+        let engine_task = rt::supervised("probe", ended_tx, engine.run());
         log::info!(
             "netmoded {} serving http://{addr}",
             env!("CARGO_PKG_VERSION")
         );
 
-        while let Some(Ok(sig)) = signals.next().await {
-            if sig == async_signal::Signal::Hup {
-                crate::systemd::reloading();
-                let s = shared.clone();
-                let src = source.clone();
-                smol::unblock(move || crate::reload::reload(&s, &src)).await;
-                crate::systemd::reloaded(&shared);
-                continue;
-            }
-            log::info!("{sig:?}: stopping");
-            break;
+        enum Wake {
+            Signal(async_signal::Signal),
+            Ended(&'static str),
+            Nothing,
         }
+        let outcome = loop {
+            let wake = futures_lite::future::or(
+                async {
+                    match signals.next().await {
+                        Some(Ok(sig)) => Wake::Signal(sig),
+                        _ => Wake::Nothing,
+                    }
+                },
+                async {
+                    match ended.recv().await {
+                        Ok(name) => Wake::Ended(name),
+                        Err(_) => std::future::pending().await,
+                    }
+                },
+            )
+            .await;
+            match wake {
+                Wake::Signal(async_signal::Signal::Hup) => {
+                    crate::systemd::reloading();
+                    let s = shared.clone();
+                    let src = source.clone();
+                    smol::unblock(move || crate::reload::reload(&s, &src)).await;
+                    crate::systemd::reloaded(&shared);
+                }
+                Wake::Signal(sig) => {
+                    log::info!("{sig:?}: stopping");
+                    break Ok(());
+                }
+                Wake::Ended(name) => {
+                    log::error!("stopping: task {name} ended");
+                    break Err(Error::TaskEnded(name));
+                }
+                Wake::Nothing => break Ok(()),
+            }
+        };
         crate::systemd::stopping();
         // A mode change in progress is settled first (finished or rolled back), within
         // systemd's TimeoutStopSec (90 s in the unit).
@@ -141,7 +188,10 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         // Stop probing first (a cell in progress is abandoned), then remove what it made.
         let _ = engine_task.cancel().await;
         probes.shutdown(&shared).await;
+        for t in tasks.drain(..) {
+            let _ = t.cancel().await;
+        }
         log::info!("stopped");
-        Ok(())
+        outcome
     })
 }
