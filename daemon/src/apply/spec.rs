@@ -376,6 +376,10 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
         if let Some(opts) = ep.get("DriverOpts").filter(|v| !is_empty(v)) {
             e.insert("DriverOpts".into(), opts.clone());
         }
+        // Docker 28 (API 1.48): which network gives the default route. Absent before.
+        if let Some(p) = ep.get("GwPriority").filter(|v| !is_empty(v)) {
+            e.insert("GwPriority".into(), p.clone());
+        }
         nets.insert(name.clone(), Value::Object(e));
     }
     out.insert("Networks".into(), Value::Object(nets));
@@ -687,6 +691,18 @@ mod tests {
         let u = user_request(&i, &d, "img").unwrap();
         assert_eq!(u["Entrypoint"], json!(["/bin/other"]));
         assert_eq!(u["Cmd"], json!(["serve", "--port", "80"]));
+    }
+
+    #[test]
+    fn an_endpoints_gateway_priority_is_kept() {
+        let mut i = inspect();
+        i["NetworkSettings"]["Networks"]["bridge"]["GwPriority"] = json!(10);
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        assert_eq!(u["Networks"]["bridge"]["GwPriority"], json!(10));
+        // 0 is the engine's default: not frozen.
+        i["NetworkSettings"]["Networks"]["bridge"]["GwPriority"] = json!(0);
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        assert!(u["Networks"]["bridge"].get("GwPriority").is_none(), "{u}");
     }
 
     #[test]
