@@ -181,8 +181,18 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
         &c.name,
         "sh",
         "-c",
-        "echo named > /named/data; echo anon > /anon/data",
+        // The last in its own filesystem: every change carries it over (commit step).
+        "echo named > /named/data; echo anon > /anon/data; echo layer > /layer",
     ]);
+    struct Carried(String);
+    impl Drop for Carried {
+        fn drop(&mut self) {
+            // The container first (it uses the image), then the images.
+            let _ = docker_output(&["rm", "-f", "-v", &self.0]);
+            remove_carried_images(&self.0);
+        }
+    }
+    let _carried = Carried(c.name.clone());
     let whole = |step: &str| {
         let all = docker(&[
             "ps",
@@ -202,7 +212,11 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
             "true",
             "{step}"
         );
-        for (path, want) in [("/named/data", "named"), ("/anon/data", "anon")] {
+        for (path, want) in [
+            ("/named/data", "named"),
+            ("/anon/data", "anon"),
+            ("/layer", "layer"),
+        ] {
             assert_eq!(
                 docker(&["exec", &c.name, "cat", path]),
                 want,
@@ -224,7 +238,10 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
         let token = daemon.token();
         let (code, body) = http_post_with(
             &format!("{}/v1/apply", daemon.endpoint),
-            &format!("{{\"container\": \"{}\", \"mode\": \"{target}\"}}", c.name),
+            &format!(
+                "{{\"container\": \"{}\", \"mode\": \"{target}\", \"carry_writable_layer\": true}}",
+                c.name
+            ),
             &[
                 ("authorization", &format!("Bearer {token}")),
                 ("content-type", "application/json"),

@@ -535,6 +535,20 @@ pub fn as_is(user: &Value) -> Result<Plan, SpecError> {
     for_mode(user, ModeKind::Bridge, Some(&own))
 }
 
+/// A create request without netmode's own labels (for a diff the user reads).
+pub fn without_netmode_labels(create: &Value) -> Value {
+    let mut v = create.clone();
+    if let Some(o) = v.as_object_mut() {
+        if let Some(l) = o.get_mut("Labels").and_then(Value::as_object_mut) {
+            l.retain(|k, _| !is_netmode_label(k));
+        }
+        if o.get("Labels").is_some_and(is_empty) {
+            o.remove("Labels");
+        }
+    }
+    v
+}
+
 /// Field-by-field difference between two create requests: `path: old -> new` lines.
 pub fn diff(old: &Value, new: &Value) -> Vec<String> {
     fn walk(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
@@ -798,6 +812,19 @@ mod tests {
         i["HostConfig"]["Links"] = json!(["/db:/web/db", "/cache:/web/c"]);
         let u = user_request(&i, &defaults(), "img").unwrap();
         assert_eq!(u["HostConfig"]["Links"], json!(["db:db", "cache:c"]));
+    }
+
+    #[test]
+    fn the_diff_a_user_reads_has_no_netmode_labels() {
+        let u = user_request(&inspect(), &defaults(), "img").unwrap();
+        let mut bare = u.clone();
+        bare.as_object_mut().unwrap().remove("Labels");
+        let host = for_mode(&bare, ModeKind::Host, None).unwrap();
+        let d = diff(
+            &without_netmode_labels(&as_is(&bare).unwrap().create),
+            &without_netmode_labels(&host.create),
+        );
+        assert!(!d.iter().any(|l| l.starts_with("Labels")), "{d:?}");
     }
 
     #[test]

@@ -212,9 +212,12 @@ pub async fn plan(
     let same_mode = spec::as_is(&user).map_err(|e| ApplyError::Refused(e.to_string()))?;
     let mut new = spec::for_mode(&user, target, restore.as_ref())
         .map_err(|e| ApplyError::Refused(e.to_string()))?;
-    let mut diff = spec::diff(&same_mode.create, &new.create);
-    // The restore record is netmode's own bookkeeping, not a change the user asked for.
-    diff.retain(|d| !d.starts_with(&format!("Labels.{}", spec::RESTORE_LABEL)));
+    // netmode's own labels (the restore record) are bookkeeping, not a change the user asked
+    // for.
+    let diff = spec::diff(
+        &spec::without_netmode_labels(&same_mode.create),
+        &spec::without_netmode_labels(&new.create),
+    );
     // The new container carries the change's id: rollback and recovery find it by that.
     if let Some(body) = new.create.as_object_mut() {
         let labels = body
@@ -355,8 +358,9 @@ pub async fn execute(
     unless_stopping(stopping, stop_and_confirm(engine, &old, wait)).await?;
     after(dir, Step::Stop).await;
 
-    step_to(dir, j, Step::Commit, stopping)?;
+    // Only a change that carries the writable layer over has this step.
     if j.carry_writable_layer {
+        step_to(dir, j, Step::Commit, stopping)?;
         let tag = format!("{}-{}", j.name, j.record.id);
         let image = unless_stopping(stopping, async {
             engine
@@ -382,8 +386,8 @@ pub async fn execute(
             l.entry(spec::RESTORE_LABEL).or_insert(json!(""));
         }
         journal::save(dir, j)?;
+        after(dir, Step::Commit).await;
     }
-    after(dir, Step::Commit).await;
 
     step_to(dir, j, Step::Create, stopping)?;
     let new = engine
