@@ -1,6 +1,7 @@
 //! The daemon's layout stays a map: no two source files depend on each other, directly or
 //! round a loop; a module uses only the layers below its own, as docs/architecture.md draws
-//! them; and no function returns a bare `String` as its error. The sources are read with a
+//! them; the map names every module and nothing else; and no function returns a bare
+//! `String` as its error. The sources are read with a
 //! real parser (syn): every `crate::`, `super::` and `self::` path counts, in `use` trees at
 //! any depth of braces and in expressions and types, outside `#[cfg(test)]` items. The checks
 //! are themselves tested on planted fixtures (a brace-group loop, an upward import).
@@ -224,9 +225,9 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
     None
 }
 
-/// The layers of docs/architecture.md's map, top (the edge) first: the top-level modules of
-/// each line (`[cli]`, `[http]`, ... `[config, error, rt]`).
-fn layers() -> Vec<Vec<String>> {
+/// docs/architecture.md's map of the daemon's modules: the first code block after "The
+/// daemon's layers".
+fn map() -> String {
     let doc = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/architecture.md"),
     )
@@ -235,25 +236,53 @@ fn layers() -> Vec<Vec<String>> {
         .find("The daemon's layers")
         .expect("the layers paragraph");
     let rest = &doc[from..];
-    let start = rest.find("```\n").expect("the map") + 4;
+    let start = rest.find("```\n").expect("the map's code block") + 4;
     let end = rest[start..].find("```").expect("the end of the map") + start;
-    let mut out = Vec::new();
-    for line in rest[start..end].lines() {
-        if line.starts_with(' ') || line.trim().is_empty() {
+    rest[start..end].to_string()
+}
+
+/// The map's entries: the names at the start of its lines (`tick.rs`, `apply/`, and each of
+/// `config.rs, error.rs, rt.rs`), each with the text of its entry (continuation lines too),
+/// and the line it is on (modules drawn on one line are one layer).
+fn entries(map: &str) -> Vec<(String, String, usize)> {
+    let mut out: Vec<(String, String, usize)> = Vec::new();
+    let mut layer = 0;
+    for line in map.lines() {
+        if line.trim().is_empty() {
             continue;
         }
-        // Modules drawn on one line are one layer.
-        let head = line.split("  ").next().unwrap_or("").trim();
-        out.push(
-            head.split(", ")
-                .map(|n| {
-                    n.trim()
-                        .trim_end_matches('/')
-                        .trim_end_matches(".rs")
-                        .to_string()
-                })
-                .collect(),
-        );
+        if line.starts_with(' ') {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        layer += 1;
+        let head: String = line.split("  ").next().unwrap_or("").trim().to_string();
+        let text = line[head.len()..].trim().to_string();
+        for name in head.split(", ") {
+            out.push((name.trim().to_string(), text.clone(), layer));
+        }
+    }
+    out
+}
+
+/// The layers of the map, top (the edge) first: the top-level modules of each line
+/// (`[cli]`, `[http]`, ... `[config, error, rt]`).
+fn layers() -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut last = 0;
+    for (name, _, layer) in entries(&map()) {
+        let m = name
+            .trim_end_matches('/')
+            .trim_end_matches(".rs")
+            .to_string();
+        if layer != last {
+            out.push(Vec::new());
+            last = layer;
+        }
+        out.last_mut().unwrap().push(m);
     }
     out
 }
@@ -427,4 +456,94 @@ fn no_error_is_a_bare_string() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- the map is the tree
+//
+// Every module file and folder under `daemon/src` is on docs/architecture.md's map (a
+// folder's files named in its entry), and every entry of the map exists.
+
+/// `check-config` and `check_config`, `sock_diag` and `sockdiag` are one name.
+fn norm(s: &str) -> String {
+    s.chars().filter(|c| *c != '_' && *c != '-').collect()
+}
+
+fn tree() -> Vec<(String, Vec<String>)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() {
+            let mut files: Vec<String> = std::fs::read_dir(e.path())
+                .unwrap()
+                .filter_map(|f| {
+                    let f = f.unwrap().file_name().to_string_lossy().into_owned();
+                    f.strip_suffix(".rs")
+                        .filter(|s| *s != "mod")
+                        .map(String::from)
+                })
+                .collect();
+            files.sort();
+            out.push((format!("{name}/"), files));
+        } else if name.ends_with(".rs") && name != "lib.rs" && name != "main.rs" {
+            out.push((name, Vec::new()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_map_and_the_source_tree_agree() {
+    let map = map();
+    let listed = entries(&map);
+    assert!(listed.len() > 15, "the map was not read: {listed:?}");
+    let names: BTreeSet<&str> = listed.iter().map(|(n, _, _)| n.as_str()).collect();
+    let tree = tree();
+    let mut missing = Vec::new();
+    for (module, files) in &tree {
+        let Some((_, text, _)) = listed.iter().find(|(n, _, _)| n == module) else {
+            missing.push(format!("{module} is not on the map"));
+            continue;
+        };
+        let words: BTreeSet<String> = text
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+            .map(norm)
+            .collect();
+        for f in files {
+            if !words.contains(&norm(f)) {
+                missing.push(format!(
+                    "{module}{f}.rs is not named in the map's {module} entry"
+                ));
+            }
+        }
+    }
+    for name in &names {
+        if !tree.iter().any(|(m, _)| m == name) {
+            missing.push(format!("the map names {name}, which is not in daemon/src"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md is out of date:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The check itself sees a module that is not on the map, and an entry that does not exist.
+#[test]
+fn the_map_reader_sees_what_it_is_for() {
+    let map = "tick.rs             the heartbeat\napply/              run -> txn\n                    book\n";
+    let e = entries(map);
+    assert_eq!(
+        e.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>(),
+        vec!["tick.rs", "apply/"]
+    );
+    assert_eq!(e[1].1, "run -> txn book");
+    assert_eq!((e[0].2, e[1].2), (1, 2));
+    let e = entries("config.rs, error.rs, rt.rs   configuration\n");
+    assert_eq!(e.len(), 3);
+    assert!(e.iter().all(|x| x.2 == 1), "one line, one layer: {e:?}");
+    assert_eq!(norm("check-config"), norm("check_config"));
 }

@@ -39,6 +39,15 @@ fn volumes() -> Vec<String> {
     v
 }
 
+/// `POST /v1/apply` of `name` to `mode`, accepted (202).
+fn start_change(daemon: &Daemon, name: &str, mode: &str) {
+    let (code, text) = daemon.post(
+        "/v1/apply",
+        &format!("{{\"container\": \"{name}\", \"mode\": \"{mode}\"}}"),
+    );
+    assert_eq!(code, 202, "{text}");
+}
+
 /// The change's end, from the history.
 fn outcome(daemon: &Daemon, timeout: Duration) -> ApplyRecord {
     daemon.wait_for("the change's end", timeout, |_| {
@@ -256,11 +265,7 @@ fn two_changes_at_once_one_is_refused_at_once() {
         "host"
     );
     // The slot is free again.
-    let (code, text) = daemon.post(
-        "/v1/apply",
-        &format!("{{\"container\": \"{}\", \"mode\": \"bridge\"}}", c.name),
-    );
-    assert_eq!(code, 202, "{text}");
+    start_change(&daemon, &c.name, "bridge");
     assert_eq!(
         outcome(&daemon, Duration::from_secs(60)).state,
         ApplyState::Applied
@@ -334,11 +339,7 @@ fn rollback_removes_no_container_by_name() {
         &["sleep", "100000"],
     );
     daemon.wait_container(&c.name);
-    let (code, text) = daemon.post(
-        "/v1/apply",
-        &format!("{{\"container\": \"{}\", \"mode\": \"host\"}}", c.name),
-    );
-    assert_eq!(code, 202, "{text}");
+    start_change(&daemon, &c.name, "host");
     let state = daemon.state_dir();
     daemon.wait_for("the hold", Duration::from_secs(60), |_| {
         state.join("test-held").exists().then_some(())
@@ -452,11 +453,7 @@ fn an_abandoned_stop_does_not_leave_the_container_stopped() {
         &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
     );
     daemon.wait_container(&c.name);
-    let (code, text) = daemon.post(
-        "/v1/apply",
-        &format!("{{\"container\": \"{}\", \"mode\": \"host\"}}", c.name),
-    );
-    assert_eq!(code, 202, "{text}");
+    start_change(&daemon, &c.name, "host");
     let journal = daemon.state_dir().join("apply-journal.json");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -504,11 +501,7 @@ fn sigterm_mid_change_settles_it_before_exiting() {
         &["sleep", "100000"],
     );
     daemon.wait_container(&c.name);
-    let (code, text) = daemon.post(
-        "/v1/apply",
-        &format!("{{\"container\": \"{}\", \"mode\": \"host\"}}", c.name),
-    );
-    assert_eq!(code, 202, "{text}");
+    start_change(&daemon, &c.name, "host");
     let journal = daemon.state_dir().join("apply-journal.json");
     daemon.wait_for("the watch", Duration::from_secs(60), |_| {
         std::fs::read_to_string(&journal)

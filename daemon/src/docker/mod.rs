@@ -271,12 +271,8 @@ impl Engine {
     /// `docker inspect` as the engine's own JSON (what the apply spec reads, raw: see `raw`);
     /// `None` if gone.
     pub async fn inspect_json(&self, id: &str) -> Result<Option<serde_json::Value>> {
-        let path = format!("/containers/{}/json", raw::encode(id));
-        match self.raw(hyper::Method::GET, &path, None).await {
-            Ok(v) => Ok(Some(v)),
-            Err(Error::Docker(e)) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.inspect_at(format!("/containers/{}/json", raw::encode(id)))
+            .await
     }
 
     /// The Config of an image, as the engine's JSON (`null` fields where the image sets none).
@@ -322,7 +318,12 @@ impl Engine {
     /// `SizeRootFs`; `None` if gone. The engine walks the layer for this, so it is asked only
     /// when a change is planned.
     pub async fn inspect_sized(&self, id: &str) -> Result<Option<serde_json::Value>> {
-        let path = format!("/containers/{}/json?size=1", raw::encode(id));
+        self.inspect_at(format!("/containers/{}/json?size=1", raw::encode(id)))
+            .await
+    }
+
+    /// A GET that answers 404 for a container that is gone: `None`.
+    async fn inspect_at(&self, path: String) -> Result<Option<serde_json::Value>> {
         match self.raw(hyper::Method::GET, &path, None).await {
             Ok(v) => Ok(Some(v)),
             Err(Error::Docker(e)) if e.is_not_found() => Ok(None),
@@ -389,7 +390,12 @@ impl Engine {
     /// Remove an image by id (its tags with it); an image already gone is not an error, one
     /// still used by a container is (the engine refuses: nothing in use is ever removed).
     pub async fn remove_image_id(&self, id: &str) -> Result<()> {
-        let path = format!("/images/{}", raw::encode(id));
+        self.delete_unless_gone(format!("/images/{}", raw::encode(id)))
+            .await
+    }
+
+    /// A DELETE for which 404 (already gone) is success.
+    async fn delete_unless_gone(&self, path: String) -> Result<()> {
         match self.raw(hyper::Method::DELETE, &path, None).await {
             Ok(_) => Ok(()),
             Err(Error::Docker(e)) if e.is_not_found() => Ok(()),
@@ -400,12 +406,8 @@ impl Engine {
     /// `docker rm -f -v` of a container netmoded made itself (with the anonymous volumes the
     /// engine made for it, which nobody else holds); already gone is not an error.
     pub async fn remove_own_container_and_volumes(&self, id: &str) -> Result<()> {
-        let path = format!("/containers/{}?force=1&v=1", raw::encode(id));
-        match self.raw(hyper::Method::DELETE, &path, None).await {
-            Ok(_) => Ok(()),
-            Err(Error::Docker(e)) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.delete_unless_gone(format!("/containers/{}?force=1&v=1", raw::encode(id)))
+            .await
     }
 
     /// `docker update --restart`: set a container's restart policy (to keep the engine from
