@@ -185,14 +185,10 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
-    /// Context for a Docker call on a probe container (the Docker layer's errors are
-    /// `Error::Docker`; anything else is the daemon's own).
-    pub fn docker(what: impl Into<String>) -> impl FnOnce(Error) -> ProbeError {
+    /// Context for a Docker call on a probe container.
+    pub fn docker(what: impl Into<String>) -> impl FnOnce(DockerError) -> ProbeError {
         let what = what.into();
-        move |e| match e {
-            Error::Docker(source) => ProbeError::Docker { what, source },
-            other => ProbeError::Daemon(Box::new(other)),
-        }
+        move |source| ProbeError::Docker { what, source }
     }
 }
 
@@ -203,6 +199,12 @@ impl From<Error> for ProbeError {
             Error::Docker(d) => ProbeError::Engine(d),
             other => ProbeError::Daemon(Box::new(other)),
         }
+    }
+}
+
+impl From<DockerError> for ProbeError {
+    fn from(e: DockerError) -> Self {
+        ProbeError::Engine(e)
     }
 }
 
@@ -247,12 +249,9 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// Context for a Docker call of a step.
-    pub fn docker(what: impl Into<String>) -> impl FnOnce(Error) -> ApplyError {
+    pub fn docker(what: impl Into<String>) -> impl FnOnce(DockerError) -> ApplyError {
         let what = what.into();
-        move |e| match e {
-            Error::Docker(source) => ApplyError::Docker { what, source },
-            other => ApplyError::State(Box::new(other)),
-        }
+        move |source| ApplyError::Docker { what, source }
     }
 }
 

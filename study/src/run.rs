@@ -183,7 +183,9 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
         let socket = netmoded::config::Docker::default()
             .effective_socket()
             .map_err(|e| StudyError::Usage(e.to_string()))?;
-        let (engine, version) = Engine::connect(&socket, Duration::from_secs(60)).await?;
+        let (engine, version) = Engine::connect(&socket, Duration::from_secs(60))
+            .await
+            .map_err(netmoded::error::Error::from)?;
         eprintln!("building the probe image from this executable ...");
         let image = netmoded::probe::image::ensure(&engine).await?;
         // "57" + 6 hex digits: the sink's links are nmsk57xxxxxx, told apart from a daemon's.

@@ -334,7 +334,7 @@ async fn settle(shared: &Shared, j: &mut Journal) {
         {
             Ok((engine, _)) if finishing => txn::finish(&engine, &shared.state_dir, j).await,
             Ok((engine, _)) => txn::rollback(&engine, j).await,
-            Err(e) => Err(ApplyError::from(e)),
+            Err(e) => Err(ApplyError::docker("connect to the engine")(e)),
         };
         match done {
             Err(ApplyError::Unsettled(why)) => {

@@ -22,7 +22,10 @@ use bollard::query_parameters::{
 };
 use futures_lite::{Stream, StreamExt};
 
-use crate::error::{DockerError, Error, Result};
+use crate::error::DockerError;
+
+/// What every call of the Docker layer returns: its errors are the engine's, never more.
+pub type Result<T, E = DockerError> = std::result::Result<T, E>;
 
 /// What the engine says about itself.
 #[derive(Debug, Clone)]
@@ -103,7 +106,7 @@ impl Engine {
             .since(&since_unix.to_string())
             .filters(&filters)
             .build();
-        compat_stream(self.docker.events(Some(opts))).map(|r| r.map_err(Error::from))
+        compat_stream(self.docker.events(Some(opts))).map(|r| r.map_err(DockerError::from))
     }
 }
 
@@ -182,9 +185,7 @@ impl Engine {
             Some(Ok(r)) => Ok(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(e.into()),
-            None => Err(Error::Docker(DockerError::Ended(format!(
-                "wait for {id}: no answer"
-            )))),
+            None => Err(DockerError::Ended(format!("wait for {id}: no answer"))),
         }
     }
 
@@ -309,9 +310,10 @@ impl Engine {
     pub async fn create_json(&self, name: &str, body: serde_json::Value) -> Result<String> {
         let path = format!("/containers/create?name={}", raw::encode(name));
         let v = self.raw(hyper::Method::POST, &path, Some(&body)).await?;
-        v["Id"].as_str().map(String::from).ok_or_else(|| {
-            Error::Docker(DockerError::Ended(format!("create {name}: no id in {v}")))
-        })
+        v["Id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| DockerError::Ended(format!("create {name}: no id in {v}")))
     }
 
     /// `docker inspect --size`: inspect with `SizeRw` (bytes in the writable layer) and
@@ -326,7 +328,7 @@ impl Engine {
     async fn inspect_at(&self, path: String) -> Result<Option<serde_json::Value>> {
         match self.raw(hyper::Method::GET, &path, None).await {
             Ok(v) => Ok(Some(v)),
-            Err(Error::Docker(e)) if e.is_not_found() => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -358,7 +360,7 @@ impl Engine {
         let path = format!("/containers/{}/stop", raw::encode(id));
         match raw::request(&self.socket, wait, hyper::Method::POST, &path, None).await {
             Ok(_) => Ok(()),
-            Err(Error::Docker(DockerError::Api { status: 304, .. })) => Ok(()),
+            Err(DockerError::Api { status: 304, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -384,7 +386,7 @@ impl Engine {
         v["Id"]
             .as_str()
             .map(String::from)
-            .ok_or_else(|| Error::Docker(DockerError::Ended(format!("commit {id}: no id in {v}"))))
+            .ok_or_else(|| DockerError::Ended(format!("commit {id}: no id in {v}")))
     }
 
     /// Remove an image by id (its tags with it); an image already gone is not an error, one
@@ -398,7 +400,7 @@ impl Engine {
     async fn delete_unless_gone(&self, path: String) -> Result<()> {
         match self.raw(hyper::Method::DELETE, &path, None).await {
             Ok(_) => Ok(()),
-            Err(Error::Docker(e)) if e.is_not_found() => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::Value;
 
-use crate::error::{DockerError, Error, Result};
+use crate::error::DockerError;
 
 /// One request on the engine's socket; the status and the body. 4xx/5xx become
 /// `DockerError::Api` with the engine's message.
@@ -23,7 +23,7 @@ pub async fn request(
     method: hyper::Method,
     path: &str,
     body: Option<&Value>,
-) -> Result<Value> {
+) -> Result<Value, DockerError> {
     let what = format!("{method} {path}");
     let work = async {
         let stream = smol::net::unix::UnixStream::connect(socket)
@@ -81,9 +81,7 @@ pub async fn request(
             "{what}: no answer within {timeout:?}"
         )))
     };
-    futures_lite::future::or(work, timer)
-        .await
-        .map_err(Error::Docker)
+    futures_lite::future::or(work, timer).await
 }
 
 /// Percent-encode a path segment or query value (names and ids are plain, but a name is
