@@ -177,6 +177,19 @@ pub fn busybox_image_with(name: &str, changes: &[&str]) -> String {
     import_busybox(name, changes)
 }
 
+/// The name of the volume mounted at `dst` in `container` (an anonymous volume's generated
+/// name: after a mode change it is bound by name, and `docker rm -v` no longer removes it).
+pub fn volume_at(container: &str, dst: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        &format!(
+            "{{{{range .Mounts}}}}{{{{if eq .Destination \"{dst}\"}}}}{{{{.Name}}}}{{{{end}}}}{{{{end}}}}"
+        ),
+        container,
+    ])
+}
+
 /// Remove the images `netmode-carry:<container>-*` a carried-over writable layer left.
 pub fn remove_carried_images(container: &str) {
     let ids = docker_output(&[

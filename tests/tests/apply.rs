@@ -19,6 +19,8 @@ const APPLY: &str = "[apply]\nverify = \"1s\"\nwatch = \"1s\"\nhealth_timeout = 
 struct Subject {
     c: Container,
     volume: String,
+    /// The anonymous volume at /anon (bound by name after a change: `rm -v` keeps it).
+    anon: String,
     /// The bind-mounted directory, removed with the subject.
     _bind: TempDir,
 }
@@ -69,9 +71,11 @@ impl Subject {
             "-c",
             "echo named > /named/data; echo anon > /anon/data; echo bind > /bind/data",
         ]);
+        let anon = volume_at(&c.id, "/anon");
         Subject {
             c,
             volume,
+            anon,
             _bind: bind,
         }
     }
@@ -119,6 +123,7 @@ impl Drop for Subject {
         // The container first (Container's own drop runs after this), then its volumes.
         let _ = docker_output(&["rm", "-f", "-v", &self.c.name]);
         let _ = docker_output(&["volume", "rm", &self.volume]);
+        let _ = docker_output(&["volume", "rm", &self.anon]);
         remove_carried_images(&self.c.name);
     }
 }

@@ -184,15 +184,17 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
         // The last in its own filesystem: every change carries it over (commit step).
         "echo named > /named/data; echo anon > /anon/data; echo layer > /layer",
     ]);
-    struct Carried(String);
+    /// The container first (it uses the image and the volumes), then the carried images and
+    /// the anonymous volume (bound by name after a change: `rm -v` keeps it).
+    struct Carried(String, String);
     impl Drop for Carried {
         fn drop(&mut self) {
-            // The container first (it uses the image), then the images.
             let _ = docker_output(&["rm", "-f", "-v", &self.0]);
             remove_carried_images(&self.0);
+            let _ = docker_output(&["volume", "rm", &self.1]);
         }
     }
-    let _carried = Carried(c.name.clone());
+    let _carried = Carried(c.name.clone(), volume_at(&c.id, "/anon"));
     let whole = |step: &str| {
         let all = docker(&[
             "ps",
