@@ -11,6 +11,7 @@ use netmode_advisor::api::{
 };
 use netmode_advisor::policy::{self, Memory, WritableLayer};
 
+use crate::probe::queue::ProbeQueue;
 use crate::state::{Shared, now_ms};
 use crate::sys::listeners::{self, Scan};
 use crate::sys::procs::CgroupMounts;
@@ -73,7 +74,7 @@ impl Advice {
 
     /// One evaluation of every container (with `advisor.mode = "off"`, none: an empty list
     /// that says so).
-    pub async fn evaluate(&mut self, shared: &Shared) {
+    pub async fn evaluate(&mut self, shared: &Shared, probes: &ProbeQueue) {
         let advisor = shared.config().advisor.clone();
         self.config = advisor.policy();
         let mode = advisor.mode;
@@ -94,7 +95,7 @@ impl Advice {
             });
             return;
         }
-        let status = shared.status();
+        let status = crate::view::status(shared, probes);
         if self.scanned.is_none_or(|t| t.elapsed() >= SCAN_EVERY) {
             let pick = |kind: ModeKind| -> Vec<(String, u32)> {
                 status

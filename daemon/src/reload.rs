@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::config::{Config, ConfigError};
+use crate::probe::queue::ProbeQueue;
 use crate::state::Shared;
 
 /// Where the configuration came from at start.
@@ -47,7 +48,7 @@ pub fn keep_fixed(running: &Config, fresh: &mut Config) -> Vec<&'static str> {
 }
 
 /// Reread the configuration; true if a new one is in force.
-pub fn reload(shared: &Shared, source: &Source) -> bool {
+pub fn reload(shared: &Shared, probes: &ProbeQueue, source: &Source) -> bool {
     let mut fresh = match source.load() {
         Ok(c) => c,
         Err(e) => {
@@ -63,6 +64,7 @@ pub fn reload(shared: &Shared, source: &Source) -> bool {
         );
     }
     let changed = *running != fresh;
+    probes.configure(fresh.probe.enabled, fresh.probe.duration.as_secs_f64());
     shared.set_config(fresh);
     log::info!(
         "configuration reloaded from {}{}",

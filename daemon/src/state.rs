@@ -1,8 +1,9 @@
 //! What the daemon knows right now: the Docker engine's state, the inventory of running
-//! containers, their live traffic, the host's figures and the latest recommendations. The
-//! Docker watcher, the sampler and the advisor write here; the API reads it through `view`.
-//! The probe queue (`probe::queue`) hangs off the same hub. Locks are held only to copy in or
-//! out, never across an await.
+//! containers, their live traffic, the host's figures and the latest recommendations, and the
+//! configuration in force. The Docker watcher, the sampler and the advisor write here; the
+//! API reads it through `view`. Observations only: the probe queue, the apply book, the HTTP
+//! connection table and the token belong to their own modules and are handed to those who
+//! need them. Locks are held only to copy in or out, never across an await.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,18 +11,37 @@ use std::sync::{Arc, RwLock};
 
 use netmode_advisor::api::{self, DockerInfo, DockerState, Host, Live};
 
-use crate::apply::book::ApplyBook;
 use crate::config::Config;
-use crate::docker::EngineVersion;
-use crate::docker::inventory::{Inventory, Record};
-use crate::probe::queue::ProbeQueue;
+use crate::error::RequestError;
 use crate::state_dir::StateDir;
+
+/// One running container as netmoded knows it (made from `docker inspect` by
+/// `docker::inventory`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The API view (without live traffic, which the sampler keeps).
+    pub info: api::Container,
+    /// `State.StartedAt` in Unix nanoseconds: a `die` event older than this belongs to an
+    /// earlier run of the container and is ignored.
+    pub started_ns: i64,
+}
+
+/// Running containers by id.
+pub type Inventory = std::collections::BTreeMap<String, Record>;
+
+/// The last reload of the configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reloaded {
+    /// Whether it succeeded (the start counts as one).
+    pub ok: bool,
+    /// When, in ms since the epoch.
+    pub at_ms: u64,
+}
 
 pub struct Shared {
     /// The configuration in force: replaced whole by a reload (`SIGHUP`, `config::reload`).
     config: RwLock<Arc<Config>>,
-    /// The last reload: (successful, when in ms since the epoch; the start counts as one).
-    reloaded: RwLock<(bool, u64)>,
+    reloaded: RwLock<Reloaded>,
     pub docker_socket: PathBuf,
     pub state_dir: StateDir,
     docker: RwLock<DockerInfo>,
@@ -29,14 +49,6 @@ pub struct Shared {
     live: RwLock<HashMap<String, Live>>,
     host: RwLock<Host>,
     recommendations: RwLock<Option<api::Recommendations>>,
-    /// Probe requests, the run in progress and the history.
-    pub probes: ProbeQueue,
-    /// The bearer token every mutating request must carry (`<state_dir>/token`).
-    pub token: String,
-    /// Mode changes: the one running and the history.
-    pub applies: ApplyBook,
-    /// The HTTP endpoint's open connections.
-    pub conns: crate::http::conns::Conns,
     /// Containers an in-place probe sends from (their own namespace's counters carry the
     /// probe's traffic): `None` while it runs, else when it ended.
     in_place: RwLock<HashMap<String, Option<std::time::Instant>>>,
@@ -46,24 +58,9 @@ pub use crate::rt::now_ms;
 use crate::rt::{read, read_lock, write};
 
 impl Shared {
-    pub fn new(
-        config: Config,
-        docker_socket: PathBuf,
-        state_dir: StateDir,
-        host: Host,
-        probe_wake: smol::channel::Sender<()>,
-        token: String,
-    ) -> Shared {
+    pub fn new(config: Config, docker_socket: PathBuf, state_dir: StateDir, host: Host) -> Shared {
         Shared {
-            probes: ProbeQueue::new(
-                config.probe.enabled,
-                config.probe.duration.as_secs_f64(),
-                probe_wake,
-            ),
             recommendations: RwLock::new(None),
-            token,
-            applies: ApplyBook::default(),
-            conns: Default::default(),
             in_place: RwLock::new(HashMap::new()),
             docker: RwLock::new(DockerInfo {
                 state: DockerState::Connecting,
@@ -74,7 +71,10 @@ impl Shared {
                 since_ms: now_ms(),
             }),
             config: RwLock::new(Arc::new(config)),
-            reloaded: RwLock::new((true, now_ms())),
+            reloaded: RwLock::new(Reloaded {
+                ok: true,
+                at_ms: now_ms(),
+            }),
             docker_socket,
             state_dir,
             inventory: RwLock::new(Inventory::new()),
@@ -92,19 +92,20 @@ impl Shared {
 
     /// Put a reloaded configuration in force.
     pub fn set_config(&self, config: Config) {
-        self.probes
-            .configure(config.probe.enabled, config.probe.duration.as_secs_f64());
         *write(&self.config) = Arc::new(config);
-        *write(&self.reloaded) = (true, now_ms());
+        *write(&self.reloaded) = Reloaded {
+            ok: true,
+            at_ms: now_ms(),
+        };
     }
 
     /// A reload failed: the old configuration stays in force.
     pub fn reload_failed(&self) {
-        write(&self.reloaded).0 = false;
+        write(&self.reloaded).ok = false;
     }
 
-    /// (the last reload succeeded, when the configuration in force was loaded, ms).
-    pub fn reloaded(&self) -> (bool, u64) {
+    /// The last reload: whether it succeeded, and when the configuration in force was loaded.
+    pub fn reloaded(&self) -> Reloaded {
         read(&self.reloaded)
     }
 
@@ -114,14 +115,15 @@ impl Shared {
         read(&self.docker)
     }
 
-    pub fn set_docker_connected(&self, v: &EngineVersion) {
+    /// Connected to an engine of this server and API version.
+    pub fn set_docker_connected(&self, server_version: &str, api_version: &str) {
         let mut d = write(&self.docker);
         if d.state != DockerState::Connected {
             d.since_ms = now_ms();
         }
         d.state = DockerState::Connected;
-        d.server_version = Some(v.server.clone());
-        d.api_version = Some(v.api.clone());
+        d.server_version = Some(server_version.to_string());
+        d.api_version = Some(api_version.to_string());
         d.error = None;
     }
 
@@ -166,6 +168,33 @@ impl Shared {
             }
             _ => false,
         }
+    }
+
+    /// The running containers as the API shows them without their probes (`view` adds
+    /// those): inventory, live traffic and latest recommendation; sorted by name.
+    pub fn containers(&self) -> Vec<api::Container> {
+        let live = self.live();
+        let recommendations = self.recommendations();
+        let mut all: Vec<api::Container> = self
+            .inventory()
+            .into_values()
+            .map(|r| observed(r.info, &live, recommendations.as_ref()))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    /// Find a running container by exact name, full id, or unique id prefix (as `docker`
+    /// does), with its live traffic and recommendation. The errors are the API's: 404 when
+    /// nothing matches, 400 when a prefix matches several.
+    pub fn find(&self, key: &str) -> Result<api::Container, RequestError> {
+        let inv = self.inventory();
+        let found = lookup(inv.values(), key)?;
+        Ok(observed(
+            found.info.clone(),
+            &self.live(),
+            self.recommendations().as_ref(),
+        ))
     }
 
     // ---- live traffic and host figures ----
@@ -226,5 +255,89 @@ impl Shared {
         read_lock(&self.in_place)
             .get(id)
             .is_some_and(|end| end.is_none_or(|t| t >= since))
+    }
+}
+
+/// A container with what the daemon observed of it: live traffic and recommendation.
+fn observed(
+    mut c: api::Container,
+    live: &HashMap<String, Live>,
+    recommendations: Option<&api::Recommendations>,
+) -> api::Container {
+    c.live = live.get(&c.id).cloned();
+    c.recommendation = recommendations.and_then(|r| {
+        r.containers
+            .iter()
+            .find(|x| x.id == c.id)
+            .map(|x| x.recommendation.clone())
+    });
+    c
+}
+
+/// The lookup itself, over any set of records.
+pub fn lookup<'a>(
+    records: impl Iterator<Item = &'a Record> + Clone,
+    key: &str,
+) -> Result<&'a Record, RequestError> {
+    let key = key.trim_start_matches('/');
+    let not_found =
+        || RequestError::NotFound(format!("no running container named or with id {key:?}"));
+    if let Some(r) = records.clone().find(|r| r.info.name == key) {
+        return Ok(r);
+    }
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    let hits: Vec<&Record> = records.filter(|r| r.info.id.starts_with(key)).collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        [] => Err(not_found()),
+        many => Err(RequestError::Invalid(format!(
+            "id prefix {key:?} matches several containers ({}); give more of the id",
+            many.iter()
+                .map(|r| r.info.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netmode_advisor::api::ModeKind;
+
+    fn rec(id: &str, name: &str) -> Record {
+        Record {
+            info: crate::testing::container(id, name, "bridge", ModeKind::Bridge),
+            started_ns: 0,
+        }
+    }
+
+    #[test]
+    fn names_ids_and_prefixes_as_docker_takes_them() {
+        let all = [
+            rec("abc123", "web"),
+            rec("abd456", "db"),
+            rec("ff00", "cafe"),
+        ];
+        let find = |k: &str| lookup(all.iter(), k).map(|r| r.info.name.clone());
+        assert_eq!(find("web").unwrap(), "web");
+        assert_eq!(find("/db").unwrap(), "db");
+        assert_eq!(find("abc").unwrap(), "web");
+        assert_eq!(find("abd456").unwrap(), "db");
+        // A name wins over an id prefix that happens to look like it.
+        assert_eq!(find("cafe").unwrap(), "cafe");
+        let e = find("ab").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(
+            e.to_string().contains("web, db") || e.to_string().contains("db, web"),
+            "{e}"
+        );
+        for missing in ["nope", "0", ""] {
+            let e = find(missing).unwrap_err();
+            assert_eq!(e.status(), 404, "{missing}");
+            assert!(e.to_string().contains("no running container"), "{e}");
+        }
     }
 }

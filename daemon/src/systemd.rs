@@ -9,6 +9,7 @@ use std::time::Duration;
 use netmode_advisor::api::DockerState;
 use sd_notify::NotifyState;
 
+use crate::probe::queue::ProbeQueue;
 use crate::state::Shared;
 
 fn notify(states: &[NotifyState]) {
@@ -17,7 +18,7 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-fn status_line(shared: &Shared) -> String {
+fn status_line(shared: &Shared, probes: &ProbeQueue) -> String {
     let d = shared.docker();
     let docker = match d.state {
         DockerState::Connected => {
@@ -26,13 +27,13 @@ fn status_line(shared: &Shared) -> String {
         DockerState::Connecting => "connecting to docker".to_string(),
         DockerState::Unavailable => format!("docker unavailable: {}", d.error.unwrap_or_default()),
     };
-    let p = shared.probes.status();
+    let p = probes.status();
     let probing = match (&p.running, &p.error) {
         (Some(id), _) => format!("; probing ({id})"),
         (None, Some(e)) => format!("; probing unavailable: {e}"),
         _ => String::new(),
     };
-    let active = shared.status().advisor.map(|a| a.network_active.len());
+    let active = shared.recommendations().map(|r| r.network_active.len());
     let active = active
         .map(|n| format!("; {n} network-active"))
         .unwrap_or_default();
@@ -49,11 +50,15 @@ fn stale_after(shared: &Shared) -> Duration {
 /// Ready once the endpoint listens (the caller has bound it) and Docker is connected or known
 /// absent; then status lines for the daemon's life, and watchdog pings while `heartbeat` (the
 /// sampling loop's) is recent.
-pub async fn supervise(shared: Arc<Shared>, heartbeat: Arc<crate::rt::Heartbeat>) {
+pub async fn supervise(
+    shared: Arc<Shared>,
+    probes: Arc<ProbeQueue>,
+    heartbeat: Arc<crate::rt::Heartbeat>,
+) {
     while shared.docker().state == DockerState::Connecting {
         async_io::Timer::after(Duration::from_millis(50)).await;
     }
-    let status = status_line(&shared);
+    let status = status_line(&shared, &probes);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     log::debug!("ready: {status}");
     let watchdog = sd_notify::watchdog_enabled();
@@ -76,12 +81,12 @@ pub async fn supervise(shared: Arc<Shared>, heartbeat: Arc<crate::rt::Heartbeat>
         }
         stalled = !alive;
         let status = if alive {
-            status_line(&shared)
+            status_line(&shared, &probes)
         } else {
             format!(
                 "sampling stalled for {:.0?}; {}",
                 age.unwrap_or_default(),
-                status_line(&shared)
+                status_line(&shared, &probes)
             )
         };
         let mut states = Vec::with_capacity(2);
@@ -111,8 +116,8 @@ pub fn reloading() {
     notify(&states);
 }
 
-pub fn reloaded(shared: &Shared) {
-    let status = status_line(shared);
+pub fn reloaded(shared: &Shared, probes: &ProbeQueue) {
+    let status = status_line(shared, probes);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 

@@ -9,14 +9,29 @@ use std::time::Instant;
 use netmode_advisor::api::AdvisorMode;
 
 use crate::advice::Advice;
+use crate::apply::Changes;
 use crate::apply::auto::Auto;
 use crate::live::Sampler;
+use crate::probe::queue::ProbeQueue;
 use crate::state::Shared;
 use crate::sys::netlink::Netlink;
 
+/// What the tick is handed: the state it publishes to, the probe queue the advice reads (and
+/// whose activity holds a switch back), and what a change needs.
+pub struct Parts {
+    pub state: Arc<Shared>,
+    pub probes: Arc<ProbeQueue>,
+    pub changes: Changes,
+}
+
 /// The tick task: sample, evaluate, beat `heartbeat` (the systemd watchdog is fed while it
 /// is recent), wait; forever.
-pub async fn run(shared: Arc<Shared>, netlink: Netlink, heartbeat: Arc<crate::rt::Heartbeat>) {
+pub async fn run(parts: Parts, netlink: Netlink, heartbeat: Arc<crate::rt::Heartbeat>) {
+    let Parts {
+        state: shared,
+        probes,
+        changes,
+    } = parts;
     let mut sampler = match Sampler::new(netlink) {
         Ok(s) => s,
         Err(e) => {
@@ -33,9 +48,11 @@ pub async fn run(shared: Arc<Shared>, netlink: Netlink, heartbeat: Arc<crate::rt
         let interval = config.daemon.sample_interval;
         heartbeat.beat();
         sampler.sample(&shared).await;
-        advice.evaluate(&shared).await;
+        advice.evaluate(&shared, &probes).await;
         if config.advisor.mode == AdvisorMode::Apply {
-            auto.consider(&shared, advice.memory()).await;
+            let p = probes.status();
+            let probing = p.running.is_some() || p.queued > 0;
+            auto.consider(&changes, advice.memory(), probing).await;
         }
         next += interval;
         let now = Instant::now();

@@ -3,15 +3,14 @@
 //! is decided by the pure `netmode_advisor::policy::auto::choose`; this gathers its inputs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use netmode_advisor::api::Trigger;
 use netmode_advisor::policy::Memory;
 use netmode_advisor::policy::auto::{self, AutoInput, Candidate};
 
+use super::Changes;
 use super::run;
 use crate::rt::now_ms;
-use crate::state::Shared;
 
 /// What was last logged about each waiting switch, so each reason is logged once.
 #[derive(Default)]
@@ -21,17 +20,15 @@ pub struct Auto {
 
 impl Auto {
     /// Consider one change now.
-    pub async fn consider(&mut self, shared: &Arc<Shared>, memory: &Memory) {
-        if shared.applies.busy() || run::locked(shared).is_some() {
+    /// `probing`: a probe or sweep is queued or running (it changes the evidence: wait for it).
+    pub async fn consider(&mut self, cx: &Changes, memory: &Memory, probing: bool) {
+        if cx.book.busy() || run::locked(cx).is_some() {
             return;
         }
-        // The status carries each container's latest recommendation and Compose labels.
-        let status = shared.status();
-        // A probe or sweep queued or running changes the evidence: wait for it.
-        let probing = status.probe.running.is_some() || status.probe.queued > 0;
-        let compose_allowed = shared.config().apply.compose;
-        let candidates: Vec<Candidate> = status
-            .containers
+        // Each container with its latest recommendation and Compose labels.
+        let containers = cx.state.containers();
+        let compose_allowed = cx.state.config().apply.compose;
+        let candidates: Vec<Candidate> = containers
             .iter()
             .filter_map(|c| {
                 Some(Candidate {
@@ -42,8 +39,8 @@ impl Auto {
                 })
             })
             .collect();
-        let history = shared.applies.list().applies;
-        let cfg = shared.config().advisor.auto();
+        let history = cx.book.list().applies;
+        let cfg = cx.state.config().advisor.auto();
         let choice = auto::choose(&AutoInput {
             now_ms: now_ms(),
             candidates: &candidates,
@@ -62,10 +59,10 @@ impl Auto {
             return;
         };
         let result = async {
-            let c = shared.container(&pick.container)?;
-            let engine = run::engine(shared).await?;
+            let c = cx.state.find(&pick.container)?;
+            let engine = run::engine(cx).await?;
             run::start(
-                shared,
+                cx,
                 engine,
                 &c,
                 pick.mode,

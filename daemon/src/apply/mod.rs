@@ -19,3 +19,16 @@ pub mod run;
 pub mod safety;
 pub mod spec;
 pub mod txn;
+
+use std::sync::Arc;
+
+use crate::state::Shared;
+use book::ApplyBook;
+
+/// What a mode change needs, handed to it by the daemon: the state it reads and the book it
+/// keeps its changes in (the one slot, the running change, the history).
+#[derive(Clone)]
+pub struct Changes {
+    pub state: Arc<Shared>,
+    pub book: Arc<ApplyBook>,
+}

@@ -4,27 +4,26 @@
 //! whatever change a stopped daemon left half done, finished or undone; at SIGTERM, the
 //! change in progress settled before netmoded exits.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use netmode_advisor::api::{
     Action, ApplyRecord, ApplyRequest, ApplyState, Container, ModeKind, Trigger,
 };
 
+use super::Changes;
 use super::book::HISTORY_FILE;
 use super::journal::{self, Journal, Step};
 use super::txn::{self, Options};
 use crate::docker::Engine;
 use crate::error::{ApplyError, RequestError};
 use crate::rt::now_ms;
-use crate::state::Shared;
 
 /// While this file exists in the state directory, no change is made (an operator or another
 /// tool holds it, as balena's update lock: `touch /var/lib/netmode/apply.lock`).
 pub const LOCK_FILE: &str = "apply.lock";
 
-pub fn locked(shared: &Shared) -> Option<RequestError> {
-    let p = shared.state_dir.path().join(LOCK_FILE);
+pub fn locked(cx: &Changes) -> Option<RequestError> {
+    let p = cx.state.state_dir.path().join(LOCK_FILE);
     p.exists().then(|| {
         RequestError::Conflict(format!(
             "changes are locked: {} exists (remove it to allow changes)",
@@ -33,10 +32,10 @@ pub fn locked(shared: &Shared) -> Option<RequestError> {
     })
 }
 
-pub async fn engine(shared: &Shared) -> Result<Engine, RequestError> {
+pub async fn engine(cx: &Changes) -> Result<Engine, RequestError> {
     Engine::connect(
-        &shared.docker_socket,
-        shared.config().docker.request_timeout,
+        &cx.state.docker_socket,
+        cx.state.config().docker.request_timeout,
     )
     .await
     .map(|(e, _)| e)
@@ -46,10 +45,10 @@ pub async fn engine(shared: &Shared) -> Result<Engine, RequestError> {
 /// Check and plan a change; a dry run ends here (200), a change is started (202). A
 /// Compose-managed container (unless `apply.compose`) gets an override file instead (200).
 pub async fn request(
-    shared: &Arc<Shared>,
+    cx: &Changes,
     req: &ApplyRequest,
 ) -> Result<(bool, ApplyRecord), RequestError> {
-    let c = shared.container(&req.container)?;
+    let c = cx.state.find(&req.container)?;
     crate::mode::manageable(&c).map_err(|why| {
         RequestError::Unprocessable(format!("{} cannot be switched: {why}", c.name))
     })?;
@@ -84,9 +83,9 @@ pub async fn request(
             target.as_str()
         )));
     }
-    let engine = engine(shared).await?;
-    if c.compose.is_some() && !shared.config().apply.compose {
-        return compose_override(shared, &engine, &c, target, &why)
+    let engine = engine(cx).await?;
+    if c.compose.is_some() && !cx.state.config().apply.compose {
+        return compose_override(cx, &engine, &c, target, &why)
             .await
             .map(|r| (true, r));
     }
@@ -94,49 +93,42 @@ pub async fn request(
         carry_writable_layer: req.carry_writable_layer,
     };
     if req.dry_run {
-        let mut j = plan(shared, &engine, &c, target, Trigger::Manual, opts).await?;
+        let mut j = plan(cx, &engine, &c, target, Trigger::Manual, opts).await?;
         j.record.state = ApplyState::DryRun;
         j.record.finished_at_ms = Some(now_ms());
         return Ok((true, j.record));
     }
-    start(shared, engine, &c, target, Trigger::Manual, opts)
+    start(cx, engine, &c, target, Trigger::Manual, opts)
         .await
         .map(|r| (false, r))
 }
 
 async fn plan(
-    shared: &Shared,
+    cx: &Changes,
     engine: &Engine,
     c: &Container,
     target: ModeKind,
     trigger: Trigger,
     opts: Options,
 ) -> Result<Journal, RequestError> {
-    txn::plan(
-        engine,
-        &c.id,
-        target,
-        trigger,
-        shared.applies.new_id(),
-        opts,
-    )
-    .await
-    .map_err(|e| match e {
-        ApplyError::Refused(m) => RequestError::Unprocessable(m),
-        other => RequestError::Unavailable(other.to_string()),
-    })
+    txn::plan(engine, &c.id, target, trigger, cx.book.new_id(), opts)
+        .await
+        .map_err(|e| match e {
+            ApplyError::Refused(m) => RequestError::Unprocessable(m),
+            other => RequestError::Unavailable(other.to_string()),
+        })
 }
 
 /// The one change slot, held from before a change is planned until it is settled; released
 /// when dropped (whatever way the holder ends).
-pub struct Reservation(Arc<Shared>);
+pub struct Reservation(Changes);
 
 impl Reservation {
     /// Take the slot for `what`, or say at once who holds it (409).
-    pub fn take(shared: &Arc<Shared>, what: &str) -> Result<Reservation, RequestError> {
-        shared.applies.reserve(what).map_err(|holder| {
-            let running = shared
-                .applies
+    pub fn take(cx: &Changes, what: &str) -> Result<Reservation, RequestError> {
+        cx.book.reserve(what).map_err(|holder| {
+            let running = cx
+                .book
                 .running()
                 .map(|r| format!("{} of {}", r.id, r.container))
                 .unwrap_or(holder.0);
@@ -144,19 +136,19 @@ impl Reservation {
                 "a change is in progress ({running}); one at a time"
             ))
         })?;
-        Ok(Reservation(shared.clone()))
+        Ok(Reservation(cx.clone()))
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.0.applies.release();
+        self.0.book.release();
     }
 }
 
 /// Write the Compose override for `c` (nothing is changed) and record that in the history.
 async fn compose_override(
-    shared: &Shared,
+    cx: &Changes,
     engine: &Engine,
     c: &Container,
     target: ModeKind,
@@ -167,7 +159,7 @@ async fn compose_override(
         .await
         .map_err(|e| RequestError::Unavailable(format!("cannot inspect {}: {e}", c.name)))?
         .ok_or_else(|| RequestError::NotFound(format!("{} is gone", c.name)))?;
-    let o = super::compose::write_override(shared.state_dir.path(), &inspect, target, why)?;
+    let o = super::compose::write_override(cx.state.state_dir.path(), &inspect, target, why)?;
     log::info!(
         "apply: {} belongs to a Compose project; wrote {} instead of recreating it",
         c.name,
@@ -175,7 +167,7 @@ async fn compose_override(
     );
     let now = now_ms();
     let record = ApplyRecord {
-        id: shared.applies.new_id(),
+        id: cx.book.new_id(),
         container: c.name.clone(),
         container_id: c.id.clone(),
         new_id: None,
@@ -193,70 +185,63 @@ async fn compose_override(
         started_at_ms: None,
         finished_at_ms: Some(now),
     };
-    remember(shared, record.clone());
+    remember(cx, record.clone());
     Ok(record)
 }
 
 /// Plan a change of `c` to `target` and start carrying it out in a task of its own (one at a
 /// time); the record as planned.
 pub async fn start(
-    shared: &Arc<Shared>,
+    cx: &Changes,
     engine: Engine,
     c: &Container,
     target: ModeKind,
     trigger: Trigger,
     opts: Options,
 ) -> Result<ApplyRecord, RequestError> {
-    if let Some(e) = locked(shared) {
+    if let Some(e) = locked(cx) {
         return Err(e);
     }
-    if shared
-        .applies
-        .stopping()
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
+    if cx.book.stopping().load(std::sync::atomic::Ordering::SeqCst) {
         return Err(RequestError::Unavailable("netmoded is stopping".into()));
     }
-    let reservation = Reservation::take(shared, &c.name)?;
+    let reservation = Reservation::take(cx, &c.name)?;
     // A journal no change of this netmoded holds: one it could not read at start (from a
     // newer version); changing anything now would overwrite it.
-    if shared.state_dir.path().join(journal::FILE).exists() {
+    if cx.state.state_dir.path().join(journal::FILE).exists() {
         return Err(RequestError::Conflict(format!(
             "an interrupted change is not settled: {} is still there (see netmoded's log)",
-            shared.state_dir.path().join(journal::FILE).display()
+            cx.state.state_dir.path().join(journal::FILE).display()
         )));
     }
-    let mut j = match plan(shared, &engine, c, target, trigger, opts).await {
+    let mut j = match plan(cx, &engine, c, target, trigger, opts).await {
         Ok(j) => j,
         Err(e) => {
             if trigger == Trigger::Advisor {
                 // Recorded, so the advisor waits its cooldown instead of asking again at
                 // every evaluation.
-                remember(
-                    shared,
-                    refused(c, target, trigger, &e, shared.applies.new_id()),
-                );
+                remember(cx, refused(c, target, trigger, &e, cx.book.new_id()));
             }
             return Err(e);
         }
     };
     j.record.state = ApplyState::Running;
     j.record.started_at_ms = Some(now_ms());
-    shared.applies.set_running(Some(j.record.clone()));
+    cx.book.set_running(Some(j.record.clone()));
     let record = j.record.clone();
-    let shared = shared.clone();
+    let cx = cx.clone();
     crate::rt::spawn(async move {
         let _reserved = reservation;
-        let _one = shared.applies.lock.lock().await;
+        let _one = cx.book.lock.lock().await;
         // Taken while this change waited its turn: nothing was done; say so.
-        if let Some(e) = locked(&shared) {
+        if let Some(e) = locked(&cx) {
             j.record.state = ApplyState::Refused;
             j.record.error = Some(e.to_string());
             j.record.finished_at_ms = Some(now_ms());
-            close(&shared, j);
+            close(&cx, j);
             return;
         }
-        carry_out(&shared, engine, j).await;
+        carry_out(&cx, engine, j).await;
     })
     .detach();
     Ok(record)
@@ -294,10 +279,10 @@ fn refused(
 
 /// Execute; on failure, settle the change (roll back, or finish once verified) and record
 /// the outcome.
-async fn carry_out(shared: &Shared, engine: Engine, mut j: Journal) {
-    let cfg = shared.config().apply.clone();
-    let stopping = shared.applies.stopping();
-    match txn::execute(&engine, &shared.state_dir, &cfg, &mut j, stopping).await {
+async fn carry_out(cx: &Changes, engine: Engine, mut j: Journal) {
+    let cfg = cx.state.config().apply.clone();
+    let stopping = cx.book.stopping();
+    match txn::execute(&engine, &cx.state.state_dir, &cfg, &mut j, stopping).await {
         Ok(()) => log::info!(
             "apply {}: {} now runs in {} mode",
             j.record.id,
@@ -312,27 +297,27 @@ async fn carry_out(shared: &Shared, engine: Engine, mut j: Journal) {
                 j.step.as_str()
             );
             j.record.error = Some(format!("{}: {e}", j.step.as_str()));
-            shared.applies.set_running(Some(j.record.clone()));
-            settle(shared, &mut j).await;
+            cx.book.set_running(Some(j.record.clone()));
+            settle(cx, &mut j).await;
         }
     }
-    close(shared, j);
+    close(cx, j);
 }
 
 /// Bring an interrupted change to an end: finished if the new container had passed
 /// verification (only the old one's removal was left), else rolled back. Retried until the
 /// engine lets it; the journal stays on disk meanwhile, so a restart resumes it.
-async fn settle(shared: &Shared, j: &mut Journal) {
+async fn settle(cx: &Changes, j: &mut Journal) {
     let finishing = j.step >= Step::RemoveOld;
     let mut wait = Duration::from_secs(1);
     loop {
         let done = match Engine::connect(
-            &shared.docker_socket,
-            shared.config().docker.request_timeout,
+            &cx.state.docker_socket,
+            cx.state.config().docker.request_timeout,
         )
         .await
         {
-            Ok((engine, _)) if finishing => txn::finish(&engine, &shared.state_dir, j).await,
+            Ok((engine, _)) if finishing => txn::finish(&engine, &cx.state.state_dir, j).await,
             Ok((engine, _)) => txn::rollback(&engine, j).await,
             Err(e) => Err(ApplyError::docker("connect to the engine")(e)),
         };
@@ -372,17 +357,17 @@ async fn settle(shared: &Shared, j: &mut Journal) {
 }
 
 /// Into the history, in memory and in `<state_dir>/applies.jsonl`.
-fn remember(shared: &Shared, record: ApplyRecord) {
-    let bytes = shared.applies.finish(record, shared.config().apply.history);
-    if let Err(e) = shared.state_dir.write_atomic(HISTORY_FILE, &bytes) {
+fn remember(cx: &Changes, record: ApplyRecord) {
+    let bytes = cx.book.finish(record, cx.state.config().apply.history);
+    if let Err(e) = cx.state.state_dir.write_atomic(HISTORY_FILE, &bytes) {
         log::warn!("cannot save the apply history: {e}");
     }
 }
 
 /// A change has ended: its record into the history, then the journal closed.
-fn close(shared: &Shared, j: Journal) {
-    remember(shared, j.record);
-    if let Err(e) = journal::close(&shared.state_dir) {
+fn close(cx: &Changes, j: Journal) {
+    remember(cx, j.record);
+    if let Err(e) = journal::close(&cx.state.state_dir) {
         log::error!("cannot close the apply journal: {e}");
     }
 }
@@ -390,25 +375,25 @@ fn close(shared: &Shared, j: Journal) {
 /// At start: the history, and the change a stopped daemon left, finished (it had passed
 /// verification and the watch) or rolled back. The slot is reserved before this returns (so
 /// no request slips in before recovery), and held until recovery is done.
-pub fn recover(shared: Arc<Shared>) -> impl std::future::Future<Output = ()> {
-    let reservation = Reservation::take(&shared, "recovery at start");
+pub fn recover(cx: Changes) -> impl std::future::Future<Output = ()> {
+    let reservation = Reservation::take(&cx, "recovery at start");
     async move {
         let _reserved = reservation;
-        recover_now(shared).await
+        recover_now(cx).await
     }
 }
 
 /// At SIGTERM: let the change in progress (if any) stop at its next step and be settled,
 /// waiting at most `limit` (within systemd's TimeoutStopSec); a change still unsettled then
 /// keeps its journal for the next start.
-pub async fn shutdown(shared: &Shared, limit: Duration) {
-    shared.applies.stop();
-    if !shared.applies.busy() {
+pub async fn shutdown(cx: &Changes, limit: Duration) {
+    cx.book.stop();
+    if !cx.book.busy() {
         return;
     }
     log::info!("a mode change is in progress: settling it before stopping");
     let start = std::time::Instant::now();
-    while shared.applies.busy() {
+    while cx.book.busy() {
         if start.elapsed() > limit {
             log::error!(
                 "the mode change in progress was not settled within {limit:?}; its journal \
@@ -420,13 +405,13 @@ pub async fn shutdown(shared: &Shared, limit: Duration) {
     }
 }
 
-async fn recover_now(shared: Arc<Shared>) {
-    let _one = shared.applies.lock.lock().await;
-    match shared.state_dir.read_lines(HISTORY_FILE) {
-        Ok(h) => shared.applies.load_history(h),
+async fn recover_now(cx: Changes) {
+    let _one = cx.book.lock.lock().await;
+    match cx.state.state_dir.read_lines(HISTORY_FILE) {
+        Ok(h) => cx.book.load_history(h),
         Err(e) => log::warn!("apply history: {e}"),
     }
-    let mut j = match journal::load(&shared.state_dir) {
+    let mut j = match journal::load(&cx.state.state_dir) {
         Ok(Some(j)) => j,
         Ok(None) => return,
         Err(e) => {
@@ -449,8 +434,8 @@ async fn recover_now(shared: Arc<Shared>) {
     j.record
         .error
         .get_or_insert_with(|| format!("netmoded stopped during {}", j.step.as_str()));
-    shared.applies.set_running(Some(j.record.clone()));
-    settle(&shared, &mut j).await;
+    cx.book.set_running(Some(j.record.clone()));
+    settle(&cx, &mut j).await;
     log::info!("apply {}: recovered ({:?})", j.record.id, j.record.state);
-    close(&shared, j);
+    close(&cx, j);
 }

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use futures_lite::StreamExt;
 use netmode_advisor::api::Host;
 
+use crate::apply::Changes;
+use crate::apply::book::ApplyBook;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::probe::engine::ProbeEngine;
+use crate::probe::queue::ProbeQueue;
 use crate::reload::Source;
 use crate::state::Shared;
 use crate::state_dir::StateDir;
@@ -94,9 +97,23 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             .join(crate::state_dir::TOKEN_FILE)
             .display()
     );
-    let shared = Arc::new(Shared::new(
-        config, socket, state_dir, host, probe_wake, token,
+    let probes = Arc::new(ProbeQueue::new(
+        config.probe.enabled,
+        config.probe.duration.as_secs_f64(),
+        probe_wake,
     ));
+    let shared = Arc::new(Shared::new(config, socket, state_dir, host));
+    let changes = Changes {
+        state: shared.clone(),
+        book: Arc::new(ApplyBook::default()),
+    };
+    let app = Arc::new(http::App {
+        state: shared.clone(),
+        probes: probes.clone(),
+        changes: changes.clone(),
+        token,
+        conns: Default::default(),
+    });
 
     rt::block_on(async move {
         let listener = smol::net::TcpListener::try_from(listener)
@@ -111,7 +128,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
 
         // Recovery ends by itself; every other task must run as long as the daemon: one that
         // ends or panics is reported on `ended`, and the daemon stops with an error.
-        rt::spawn(crate::apply::run::recover(shared.clone())).detach();
+        rt::spawn(crate::apply::run::recover(changes.clone())).detach();
         let (ended_tx, ended) = smol::channel::bounded(8);
         let heartbeat = Arc::new(rt::Heartbeat::default());
         let s = shared.clone();
@@ -120,21 +137,30 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             rt::supervised(
                 "tick",
                 ended_tx.clone(),
-                tick::run(s.clone(), netlink.clone(), heartbeat.clone()),
+                tick::run(
+                    tick::Parts {
+                        state: s.clone(),
+                        probes: probes.clone(),
+                        changes: changes.clone(),
+                    },
+                    netlink.clone(),
+                    heartbeat.clone(),
+                ),
             ),
-            rt::supervised("http", ended_tx.clone(), http::serve(listener, s.clone())),
+            rt::supervised("http", ended_tx.clone(), http::serve(listener, app.clone())),
             rt::supervised(
                 "textfile",
                 ended_tx.clone(),
-                http::metrics::textfile_task(s.clone()),
+                http::metrics::textfile_task(app.clone()),
             ),
             rt::supervised(
                 "systemd",
                 ended_tx.clone(),
-                crate::systemd::supervise(s.clone(), heartbeat),
+                crate::systemd::supervise(s.clone(), probes.clone(), heartbeat),
             ),
         ];
-        let (engine, probes) = ProbeEngine::new(shared.clone(), netlink.clone(), probe_woken);
+        let (engine, probe_handle) =
+            ProbeEngine::new(shared.clone(), probes.clone(), netlink.clone(), probe_woken);
         let engine_task = rt::supervised("probe", ended_tx, engine.run());
         log::info!(
             "netmoded {} serving http://{addr}",
@@ -165,10 +191,10 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             match wake {
                 Wake::Signal(async_signal::Signal::Hup) => {
                     crate::systemd::reloading();
-                    let s = shared.clone();
+                    let (s, p) = (shared.clone(), probes.clone());
                     let src = source.clone();
-                    smol::unblock(move || crate::reload::reload(&s, &src)).await;
-                    crate::systemd::reloaded(&shared);
+                    smol::unblock(move || crate::reload::reload(&s, &p, &src)).await;
+                    crate::systemd::reloaded(&shared, &probes);
                 }
                 Wake::Signal(sig) => {
                     log::info!("{sig:?}: stopping");
@@ -184,10 +210,10 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         crate::systemd::stopping();
         // A mode change in progress is settled first (finished or rolled back), within
         // systemd's TimeoutStopSec (90 s in the unit).
-        crate::apply::run::shutdown(&shared, std::time::Duration::from_secs(75)).await;
+        crate::apply::run::shutdown(&changes, std::time::Duration::from_secs(75)).await;
         // Stop probing first (a cell in progress is abandoned), then remove what it made.
         let _ = engine_task.cancel().await;
-        probes.shutdown(&shared).await;
+        probe_handle.shutdown(&shared).await;
         for t in tasks.drain(..) {
             let _ = t.cancel().await;
         }

@@ -1,25 +1,14 @@
 //! What netmoded records of each running container, made from `docker inspect`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bollard::models::ContainerInspectResponse;
 use netmode_advisor::api::{self, Compose, Limits, ModeKind, NetworkAttachment, PortBinding};
 
-/// One running container as netmoded knows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// The API view (without live traffic, which the sampler keeps).
-    pub info: api::Container,
-    /// `State.StartedAt` in Unix nanoseconds: a `die` event older than this belongs to an
-    /// earlier run of the container and is ignored.
-    pub started_ns: i64,
-}
+pub use crate::state::{Inventory, Record};
 
 /// The label every probe container carries.
 pub const PROBE_LABEL: &str = "netmode.probe";
-
-/// Running containers by id.
-pub type Inventory = BTreeMap<String, Record>;
 
 /// Docker's way of writing the default network mode on some versions.
 pub fn normalise_network_mode(mode: &str) -> String {

@@ -71,7 +71,7 @@ async fn session_inner(shared: &Shared, backoff: &mut Duration) -> Result<()> {
         fresh.len()
     );
     shared.replace_inventory(fresh);
-    shared.set_docker_connected(&version);
+    shared.set_docker_connected(&version.server, &version.api);
     *backoff = FIRST_RETRY.min(shared.config().docker.reconnect_max_backoff);
 
     let mut events = std::pin::pin!(engine.events(since));

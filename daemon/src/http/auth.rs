@@ -10,15 +10,15 @@
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
+use super::App;
 use super::{Body, error};
-use crate::state::Shared;
 use crate::state_dir::TOKEN_FILE;
 
 /// `Ok` when the request may change something; else the 401/403/415 answer (returned as
 /// is, once per refused request: its size does not matter).
 #[allow(clippy::result_large_err)]
-pub fn mutation(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    bearer(shared, headers, "this request changes something")?;
+pub fn mutation(app: &App, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    bearer(app, headers, "this request changes something")?;
     let json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -35,12 +35,12 @@ pub fn mutation(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Bod
 
 /// With `http.token_for_reads`: `Ok` when a read carries the token.
 #[allow(clippy::result_large_err)]
-pub fn read(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    if !shared.config().http.token_for_reads {
+pub fn read(app: &App, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    if !app.state.config().http.token_for_reads {
         return Ok(());
     }
     bearer(
-        shared,
+        app,
         headers,
         "this endpoint requires the token for reads (http.token_for_reads)",
     )
@@ -48,8 +48,8 @@ pub fn read(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> 
 
 /// The bearer token, or the 401/403 answer.
 #[allow(clippy::result_large_err)]
-fn bearer(shared: &Shared, headers: &HeaderMap, why: &str) -> Result<(), Response<Body>> {
-    let token_path = shared.state_dir.path().join(TOKEN_FILE);
+fn bearer(app: &App, headers: &HeaderMap, why: &str) -> Result<(), Response<Body>> {
+    let token_path = app.state.state_dir.path().join(TOKEN_FILE);
     let given = match headers.get(AUTHORIZATION) {
         None => {
             let mut r = error(
@@ -74,7 +74,7 @@ fn bearer(shared: &Shared, headers: &HeaderMap, why: &str) -> Result<(), Respons
             .map(str::trim),
     };
     match given {
-        Some(t) if same(t.as_bytes(), shared.token.as_bytes()) => {}
+        Some(t) if same(t.as_bytes(), app.token.as_bytes()) => {}
         Some(_) => {
             return Err(error(
                 StatusCode::FORBIDDEN,

@@ -91,23 +91,23 @@ pub struct Extra {
     /// The endpoint's connections: (open, closed idle to make room, refused).
     pub http: (usize, u64, u64),
     /// The last configuration reload succeeded; when the configuration in force was loaded.
-    pub reload: (bool, u64),
+    pub reload: crate::state::Reloaded,
     /// Tasks alive on the daemon's executor.
     pub tasks: usize,
 }
 
 /// The whole text for the daemon's state now.
-pub fn of(shared: &crate::state::Shared) -> String {
+pub fn of(app: &super::App) -> String {
     let extra = Extra {
-        host: shared.config().http.host_metrics,
-        apply_running: shared.applies.running().is_some(),
-        applies: shared.applies.counts(),
-        probe_runs: shared.probes.outcomes(),
-        http: shared.conns.counts(),
-        reload: shared.reloaded(),
+        host: app.state.config().http.host_metrics,
+        apply_running: app.changes.book.running().is_some(),
+        applies: app.changes.book.counts(),
+        probe_runs: app.probes.outcomes(),
+        http: app.conns.counts(),
+        reload: app.state.reloaded(),
         tasks: crate::rt::tasks(),
     };
-    render(&shared.status(), &extra)
+    render(&crate::view::status(&app.state, &app.probes), &extra)
 }
 
 /// The file written into `http.textfile_dir`, for node_exporter's textfile collector.
@@ -118,10 +118,10 @@ const TEXTFILE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The textfile task: while `http.textfile_dir` is set (a reload may set or unset it), the
 /// text is rewritten every `TEXTFILE_EVERY`.
-pub async fn textfile_task(shared: std::sync::Arc<crate::state::Shared>) {
+pub async fn textfile_task(app: std::sync::Arc<super::App>) {
     loop {
-        if shared.config().http.textfile_dir.is_some() {
-            let s = shared.clone();
+        if app.state.config().http.textfile_dir.is_some() {
+            let s = app.clone();
             smol::unblock(move || write_textfile(&s)).await;
         }
         async_io::Timer::after(TEXTFILE_EVERY).await;
@@ -129,10 +129,10 @@ pub async fn textfile_task(shared: std::sync::Arc<crate::state::Shared>) {
 }
 
 /// Write the text atomically into `http.textfile_dir` (if set).
-pub fn write_textfile(shared: &crate::state::Shared) {
-    if let Some(dir) = &shared.config().http.textfile_dir
+pub fn write_textfile(app: &super::App) {
+    if let Some(dir) = &app.state.config().http.textfile_dir
         && let Err(e) =
-            crate::state_dir::write_atomic_mode(&dir.join(TEXTFILE), of(shared).as_bytes(), 0o644)
+            crate::state_dir::write_atomic_mode(&dir.join(TEXTFILE), of(app).as_bytes(), 0o644)
     {
         log::warn!("http.textfile_dir: {e}");
     }
@@ -173,7 +173,7 @@ fn endpoint(o: &mut Out, x: &Extra) {
         "Tasks alive on netmoded's event loop (connections, probes, watchers); flat over a long run.",
     );
     o.sample("netmode_runtime_tasks", &[], x.tasks as f64);
-    let (ok, at_ms) = x.reload;
+    let crate::state::Reloaded { ok, at_ms } = x.reload;
     o.family(
         "netmode_config_last_reload_successful",
         "gauge",

@@ -22,7 +22,9 @@ use netmode_advisor::api::ApiError;
 use serde::Serialize;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
+use crate::apply::Changes;
 use crate::error::RequestError;
+use crate::probe::queue::ProbeQueue;
 use crate::state::Shared;
 use conns::{Admit, Guarded};
 
@@ -35,8 +37,22 @@ const MAX_HEADERS: usize = 64;
 
 pub type Body = Full<Bytes>;
 
+/// What the endpoint serves and changes, handed to it at start.
+pub struct App {
+    /// What the daemon observes.
+    pub state: Arc<Shared>,
+    /// Probe requests, the run in progress and the history.
+    pub probes: Arc<ProbeQueue>,
+    /// Mode changes: the book and what a change needs.
+    pub changes: Changes,
+    /// The bearer token every mutating request must carry (`<state_dir>/token`).
+    pub token: String,
+    /// The endpoint's open connections.
+    pub conns: conns::Conns,
+}
+
 /// Accept connections forever; `conns` keeps slow clients from starving the others.
-pub async fn serve(listener: smol::net::TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: smol::net::TcpListener, app: Arc<App>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -47,23 +63,23 @@ pub async fn serve(listener: smol::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let (id, state, closed) = match shared.conns.admit(peer.ip()) {
+        let (id, state, closed) = match app.conns.admit(peer.ip()) {
             Admit::Serve(id, state, closed) => (id, state, closed),
             Admit::Refuse => {
                 log::debug!("http connection from {peer} refused: too many open");
                 continue;
             }
         };
-        let shared = shared.clone();
+        let app = app.clone();
         crate::rt::spawn(async move {
             let busy = state.clone();
-            let svc_shared = shared.clone();
+            let svc_app = app.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let shared = svc_shared.clone();
+                let app = svc_app.clone();
                 let _busy = busy.request();
                 async move {
                     let _busy = _busy;
-                    Ok::<_, Infallible>(routes::handle(&shared, req).await)
+                    Ok::<_, Infallible>(routes::handle(&app, req).await)
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -92,7 +108,7 @@ pub async fn serve(listener: smol::net::TcpListener, shared: Arc<Shared>) {
             if let Some(why) = outcome {
                 log::debug!("http connection from {peer} closed: {why}");
             }
-            shared.conns.gone(id);
+            app.conns.gone(id);
         })
         .detach();
     }

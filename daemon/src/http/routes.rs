@@ -1,35 +1,33 @@
 //! Which path and method does what. Every answer is JSON (`/metrics` excepted), errors too.
 
-use std::sync::Arc;
-
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use netmode_advisor::api::{ApplyRequest, Health, ProbeRequest};
 
+use super::App;
 use super::{Body, error, json, method_not_allowed, read_json, refused};
-use crate::state::Shared;
 
-async fn post_probe(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn post_probe(app: &App, req: Request<Incoming>) -> Response<Body> {
     let example = r#"{"container": "NAME", "sweep": false}"#;
     let request: ProbeRequest = match read_json(req, "probe request", example, true).await {
         Ok(r) => r,
         Err(r) => return r,
     };
-    match crate::probe::request::request(shared, &request) {
+    match crate::probe::request::request(&app.state, &app.probes, &request) {
         Ok(run) => json(StatusCode::ACCEPTED, &run),
         Err(e) => refused(&e),
     }
 }
 
-async fn post_apply(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn post_apply(app: &App, req: Request<Incoming>) -> Response<Body> {
     let example = r#"{"container": "NAME", "mode": "host", "dry_run": false}"#;
     let request: ApplyRequest = match read_json(req, "apply request", example, false).await {
         Ok(r) => r,
         Err(r) => return r,
     };
-    match crate::apply::run::request(shared, &request).await {
+    match crate::apply::run::request(&app.changes, &request).await {
         Ok((true, record)) => json(StatusCode::OK, &record),
         Ok((false, record)) => json(StatusCode::ACCEPTED, &record),
         Err(e) => refused(&e),
@@ -109,11 +107,11 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
 }
 
-pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let route = route(req.method(), &path);
     if route.is_read()
-        && let Err(refused) = super::auth::read(shared, req.headers())
+        && let Err(refused) = super::auth::read(app, req.headers())
     {
         return refused;
     }
@@ -123,11 +121,11 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
             &Health {
                 status: "ok".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                docker: shared.docker().state,
+                docker: app.state.docker().state,
             },
         ),
         Route::Metrics => {
-            let mut r = Response::new(Full::new(Bytes::from(super::metrics::of(shared))));
+            let mut r = Response::new(Full::new(Bytes::from(super::metrics::of(app))));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -142,38 +140,44 @@ pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Bo
             );
             r
         }
-        Route::Status => json(StatusCode::OK, &shared.status()),
-        Route::Containers => json(StatusCode::OK, &shared.status().containers),
-        Route::Container(key) => match shared.container(key) {
+        Route::Status => json(
+            StatusCode::OK,
+            &crate::view::status(&app.state, &app.probes),
+        ),
+        Route::Containers => json(
+            StatusCode::OK,
+            &crate::view::status(&app.state, &app.probes).containers,
+        ),
+        Route::Container(key) => match crate::view::container(&app.state, &app.probes, key) {
             Ok(c) => json(StatusCode::OK, &c),
             Err(e) => refused(&e),
         },
-        Route::Recommendations => match shared.recommendations() {
+        Route::Recommendations => match app.state.recommendations() {
             Some(r) => json(StatusCode::OK, &r),
             None => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the first evaluation has not run yet; try again in a few seconds",
             ),
         },
-        Route::Probes => json(StatusCode::OK, &shared.probes.list()),
+        Route::Probes => json(StatusCode::OK, &app.probes.list()),
         Route::PostProbe => {
-            if let Err(refused) = super::auth::mutation(shared, req.headers()) {
+            if let Err(refused) = super::auth::mutation(app, req.headers()) {
                 return refused;
             }
-            post_probe(shared, req).await
+            post_probe(app, req).await
         }
-        Route::Probe(id) => match shared.probes.run(id) {
+        Route::Probe(id) => match app.probes.run(id) {
             Some(r) => json(StatusCode::OK, &r),
             None => error(StatusCode::NOT_FOUND, format!("no probe run {id:?}")),
         },
         Route::PostApply => {
-            if let Err(refused) = super::auth::mutation(shared, req.headers()) {
+            if let Err(refused) = super::auth::mutation(app, req.headers()) {
                 return refused;
             }
-            post_apply(shared, req).await
+            post_apply(app, req).await
         }
-        Route::Applies => json(StatusCode::OK, &shared.applies.list()),
-        Route::Apply(id) => match shared.applies.get(id) {
+        Route::Applies => json(StatusCode::OK, &app.changes.book.list()),
+        Route::Apply(id) => match app.changes.book.get(id) {
             Some(r) => json(StatusCode::OK, &r),
             None => error(StatusCode::NOT_FOUND, format!("no change {id:?}")),
         },

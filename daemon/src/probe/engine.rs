@@ -17,7 +17,7 @@ use netmode_advisor::api::{
 
 use super::localsink::LocalSink;
 use super::plan::{self, cell_result, eligible, next_start, postpone_reason, typical_limits};
-use super::queue::QueuedProbe;
+use super::queue::{ProbeQueue, QueuedProbe};
 use super::runner::{self, Runner, Tracked};
 use super::{history, image};
 use crate::config::Probe as ProbeConfig;
@@ -69,6 +69,8 @@ impl Handle {
 
 pub struct ProbeEngine {
     shared: Arc<Shared>,
+    /// The runs asked for, the one running and the history.
+    queue: Arc<ProbeQueue>,
     cfg: ProbeConfig,
     netlink: Netlink,
     handle: Handle,
@@ -82,6 +84,7 @@ pub struct ProbeEngine {
 impl ProbeEngine {
     pub fn new(
         shared: Arc<Shared>,
+        queue: Arc<ProbeQueue>,
         netlink: Netlink,
         wake: smol::channel::Receiver<()>,
     ) -> (ProbeEngine, Handle) {
@@ -89,6 +92,7 @@ impl ProbeEngine {
         let cfg = shared.config().probe.clone();
         let engine = ProbeEngine {
             shared,
+            queue,
             cfg,
             netlink,
             handle: handle.clone(),
@@ -126,7 +130,7 @@ impl ProbeEngine {
         };
         match sink {
             Ok((target, desc)) => {
-                self.shared.probes.update_status(|s| {
+                self.queue.update_status(|s| {
                     s.sink = Some(desc.clone());
                     s.error = None;
                 });
@@ -134,9 +138,7 @@ impl ProbeEngine {
             }
             Err(e) => {
                 log::error!("probing disabled: {e}");
-                self.shared
-                    .probes
-                    .update_status(|s| s.error = Some(e.clone()));
+                self.queue.update_status(|s| s.error = Some(e.clone()));
                 self.sink_error = e;
             }
         }
@@ -145,7 +147,7 @@ impl ProbeEngine {
     /// The engine task.
     pub async fn run(mut self) {
         match history::load(&self.shared.state_dir) {
-            Ok(runs) => self.shared.probes.load_history(runs),
+            Ok(runs) => self.queue.load_history(runs),
             Err(e) => log::warn!("probe history: {e}"),
         }
         self.setup_sink().await;
@@ -166,14 +168,14 @@ impl ProbeEngine {
                 next = next.min(Instant::now() + self.cfg.interval.min(FIRST_RUN_MAX_DELAY));
             }
             if self.cfg.enabled {
-                self.shared.probes.update_status(|s| {
+                self.queue.update_status(|s| {
                     s.next_run_at_ms = Some(
                         now_ms()
                             + next.saturating_duration_since(Instant::now()).as_millis() as u64,
                     )
                 });
             }
-            if let Some(q) = self.shared.probes.next_queued() {
+            if let Some(q) = self.queue.next_queued() {
                 self.execute(q).await;
                 continue;
             }
@@ -184,14 +186,12 @@ impl ProbeEngine {
                     postpone_reason(&host, self.shared.live_traffic_bps(), &self.cfg)
                 {
                     log::info!("scheduled probe postponed: {reason}");
-                    self.shared
-                        .probes
-                        .update_status(|s| s.last_skip = Some(reason));
+                    self.queue.update_status(|s| s.last_skip = Some(reason));
                     next = now + self.cfg.retry_after;
                     continue;
                 }
-                self.shared.probes.update_status(|s| s.last_skip = None);
-                let run = self.shared.probes.new_run(Trigger::Schedule);
+                self.queue.update_status(|s| s.last_skip = None);
+                let run = self.queue.new_run(Trigger::Schedule);
                 let started = Instant::now();
                 self.execute(QueuedProbe {
                     run,
@@ -230,7 +230,7 @@ impl ProbeEngine {
         let mut run = q.run.clone();
         run.state = RunState::Running;
         run.started_at_ms = Some(now_ms());
-        self.shared.probes.set_running(Some(run.clone()));
+        self.queue.set_running(Some(run.clone()));
         log::info!("probe run {} started ({:?})", run.id, run.trigger);
         let result = self.execute_inner(&q, &mut run).await;
         run.finished_at_ms = Some(now_ms());
@@ -252,7 +252,7 @@ impl ProbeEngine {
                 .saturating_sub(run.started_at_ms.unwrap_or(0))) as f64
                 / 1000.0
         );
-        let bytes = self.shared.probes.finish(run, self.cfg.history);
+        let bytes = self.queue.finish(run, self.cfg.history);
         if let Err(e) = self.shared.state_dir.write_atomic(history::FILE, &bytes) {
             log::warn!("cannot save probe history: {e}");
         }
@@ -281,9 +281,9 @@ impl ProbeEngine {
             tracked: &self.handle.tracked,
         };
 
-        let status = self.shared.status();
+        let containers = self.shared.containers();
         let targets: Vec<api::Container> = match &q.container {
-            Some(id) => match status.containers.iter().find(|c| &c.id == id) {
+            Some(id) => match containers.iter().find(|c| &c.id == id) {
                 Some(c) => vec![c.clone()],
                 None => {
                     run.state = RunState::Aborted;
@@ -291,7 +291,7 @@ impl ProbeEngine {
                     return Ok(());
                 }
             },
-            None if q.all => eligible(&status.containers),
+            None if q.all => eligible(&containers),
             None => Vec::new(),
         };
         let mut measured: HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)> =
@@ -311,15 +311,15 @@ impl ProbeEngine {
                     * self.cfg.repetitions
             })
             .sum();
-        let sweep_kinds = plan::sweep_traffic(&self.cfg, &status.containers);
+        let sweep_kinds = plan::sweep_traffic(&self.cfg, &containers);
         if q.sweep {
-            total += self.cfg.sweep_max(status.host.cpus)
+            total += self.cfg.sweep_max(self.shared.host().cpus)
                 * 2
                 * (sweep_kinds.len() * self.cfg.sweep_protocols.len() * self.cfg.sweep_sizes.len())
                     as u32;
         }
         let mut progress = Progress {
-            queue: &self.shared.probes,
+            queue: &self.queue,
             run_id: run.id.clone(),
             total,
             done: 0,
@@ -338,15 +338,15 @@ impl ProbeEngine {
                 run.error = Some(e.to_string());
             }
             run.containers.push(cp);
-            self.shared.probes.set_running(Some(run.clone()));
+            self.queue.set_running(Some(run.clone()));
         }
         if q.sweep {
-            let limits = typical_limits(&status.containers);
+            let limits = typical_limits(&containers);
             run.sweep = Some(
                 self.sweep(
                     &runner,
                     limits,
-                    status.host.cpus,
+                    self.shared.host().cpus,
                     &sweep_kinds,
                     &mut progress,
                 )

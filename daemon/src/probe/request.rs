@@ -3,14 +3,19 @@
 
 use netmode_advisor::api::{ProbeRequest, ProbeRun, Trigger};
 
+use super::queue::ProbeQueue;
 use super::queue::QueuedProbe;
 use crate::error::RequestError;
 use crate::state::Shared;
 
 /// A manual probe (`POST /v1/probes`, `advisor probe`): checked against what is known, then
 /// queued.
-pub fn request(shared: &Shared, req: &ProbeRequest) -> Result<ProbeRun, RequestError> {
-    if let Some(e) = shared.probes.status().error {
+pub fn request(
+    shared: &Shared,
+    probes: &ProbeQueue,
+    req: &ProbeRequest,
+) -> Result<ProbeRun, RequestError> {
+    if let Some(e) = probes.status().error {
         return Err(RequestError::Unavailable(format!(
             "probing is unavailable: {e}"
         )));
@@ -22,7 +27,7 @@ pub fn request(shared: &Shared, req: &ProbeRequest) -> Result<ProbeRun, RequestE
     }
     let container = match &req.container {
         Some(key) => {
-            let c = shared.container(key)?;
+            let c = shared.find(key)?;
             crate::mode::manageable(&c).map_err(|why| {
                 RequestError::Unprocessable(format!("{} cannot be probed: {why}", c.name))
             })?;
@@ -35,8 +40,8 @@ pub fn request(shared: &Shared, req: &ProbeRequest) -> Result<ProbeRun, RequestE
             ));
         }
     };
-    let run = shared.probes.new_run(Trigger::Manual);
-    shared.probes.push(QueuedProbe {
+    let run = probes.new_run(Trigger::Manual);
+    probes.push(QueuedProbe {
         run: run.clone(),
         container,
         all: req.all,
