@@ -4,12 +4,13 @@
 //!
 //! Layers, from the edge in (a module only uses those below it):
 //! - `cli`: one file per subcommand; `main.rs` is a thin wrapper around `cli::main`.
-//! - `http`: the endpoint (`routes`, `metrics`); `view`: what the API shows.
+//! - `http`: the endpoint (`routes`, `metrics`); `systemd` (notify protocol); `reload`.
 //! - `tick` (sample, then evaluate), `live` (the sampler), `advice` (the policy in the daemon),
-//!   `probe` (queue, plan, engine, runner), `docker` (engine layer, inventory, watcher),
-//!   `systemd` (notify protocol).
+//!   `view` (what the API shows), `probe` (queue, plan, engine, runner), `apply` (mode
+//!   changes), `docker` (engine layer, inventory, watcher).
 //! - `mode`: one driver per network mode; `traffic`: senders, sink, perf counters.
-//! - `state` (what is known now), `state_dir` (what is kept), `config`, `error`, `rt`.
+//! - `state` (what is observed now), `state_dir` (what is kept), `config`, `error`, `rt`,
+//!   `heap` (the heap's figures in a benchmark build).
 //! - `sys`: netlink, sock_diag, /proc, cgroups, network namespaces.
 
 pub mod advice;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod heap;
 pub mod http;
 pub mod live;
 pub mod mode;

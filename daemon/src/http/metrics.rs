@@ -173,6 +173,20 @@ fn endpoint(o: &mut Out, x: &Extra) {
         "Tasks alive on netmoded's event loop (connections, probes, watchers); flat over a long run.",
     );
     o.sample("netmode_runtime_tasks", &[], x.tasks as f64);
+    if let Some(h) = crate::heap::now() {
+        o.family(
+            "netmode_heap_bytes",
+            "gauge",
+            "Bytes in use on netmoded's heap (benchmark builds with feature heap-stats only).",
+        );
+        o.sample("netmode_heap_bytes", &[], h.bytes as f64);
+        o.family(
+            "netmode_heap_allocations_total",
+            "counter",
+            "Allocations since start (benchmark builds with feature heap-stats only).",
+        );
+        o.sample("netmode_heap_allocations_total", &[], h.allocations as f64);
+    }
     let crate::state::Reloaded { ok, at_ms } = x.reload;
     o.family(
         "netmode_config_last_reload_successful",

@@ -1,0 +1,80 @@
+//! With feature `heap-stats` (a build for benchmarks: `bench/soak`), the global allocator
+//! counts the bytes in use, so that a long run can tell the heap from RSS (musl's allocator
+//! keeps freed pages: RSS alone does not say whether memory leaks). `/metrics` then carries
+//! `netmode_heap_bytes` and `netmode_heap_allocations_total`. Without the feature, nothing
+//! here runs and the metrics are absent.
+
+#[cfg(feature = "heap-stats")]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+    pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+    pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    pub struct Counting;
+
+    // SAFETY: every call is passed to the system allocator unchanged; only counters are added.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract is System's.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Relaxed);
+                ALLOCATIONS.fetch_add(1, Relaxed);
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as alloc.
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Relaxed);
+                ALLOCATIONS.fetch_add(1, Relaxed);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as alloc.
+            unsafe { System.dealloc(ptr, layout) };
+            LIVE.fetch_sub(layout.size(), Relaxed);
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: as alloc.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE.fetch_add(new_size, Relaxed);
+                LIVE.fetch_sub(layout.size(), Relaxed);
+                ALLOCATIONS.fetch_add(1, Relaxed);
+            }
+            p
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+}
+
+/// The heap now: bytes in use and allocations made since start (`None` without the
+/// feature).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heap {
+    pub bytes: usize,
+    pub allocations: u64,
+}
+
+pub fn now() -> Option<Heap> {
+    #[cfg(feature = "heap-stats")]
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        Some(Heap {
+            bytes: counting::LIVE.load(Relaxed),
+            allocations: counting::ALLOCATIONS.load(Relaxed),
+        })
+    }
+    #[cfg(not(feature = "heap-stats"))]
+    None
+}
