@@ -217,7 +217,7 @@ pub struct Advisor {
     #[serde(deserialize_with = "changes_per_hour")]
     pub max_changes_per_hour: u32,
     /// With `mode = "apply"`: only recommendations at least this confident are applied.
-    #[serde(deserialize_with = "gain")]
+    #[serde(deserialize_with = "unit_interval")]
     pub min_confidence: f64,
     /// With `mode = "apply"`: a switch must have been recommended this long first.
     #[serde(deserialize_with = "cooldown")]
@@ -517,6 +517,33 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 // ---- value parsers: each validates its range so the error carries the value's position ----
 
+/// The one wording of a value out of its bounds: `<value> is out of range: expected
+/// <min>..<max>` (and the unit, where there is one).
+fn out_of_range<E: serde::de::Error>(
+    value: impl fmt::Display,
+    min: impl fmt::Display,
+    max: impl fmt::Display,
+    unit: &str,
+) -> E {
+    E::custom(format!(
+        "{value} is out of range: expected {min}..{max}{unit}"
+    ))
+}
+
+/// A number within `min..=max` (`unit` follows the range in the error, like " bytes").
+fn number_in<'de, D, T>(d: D, min: T, max: T, unit: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + PartialOrd + fmt::Display,
+{
+    let v = T::deserialize(d)?;
+    if v < min || v > max {
+        return Err(out_of_range(v, min, max, unit));
+    }
+    Ok(v)
+}
+
+/// A duration written like "5s" within `min..=max`.
 fn duration_in<'de, D: Deserializer<'de>>(
     d: D,
     min: Duration,
@@ -530,11 +557,12 @@ fn duration_in<'de, D: Deserializer<'de>>(
         ))
     })?;
     if v < min || v > max {
-        return Err(D::Error::custom(format!(
-            "{s:?} is out of range: expected between {} and {}",
+        return Err(out_of_range(
+            format!("{s:?}"),
             humantime::format_duration(min),
-            humantime::format_duration(max)
-        )));
+            humantime::format_duration(max),
+            "",
+        ));
     }
     Ok(v)
 }
@@ -640,9 +668,12 @@ fn protocols<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Protocol>, D::Error>
 /// Message sizes: 16 bytes (a UDP probe's header) up to 65000.
 fn check_size<E: serde::de::Error>(v: u32) -> Result<u32, E> {
     if !(16..=65_000).contains(&v) {
-        return Err(E::custom(format!(
-            "message size {v} is out of range: expected 16..65000 bytes"
-        )));
+        return Err(out_of_range(
+            format!("message size {v}"),
+            16,
+            65_000,
+            " bytes",
+        ));
     }
     Ok(v)
 }
@@ -699,43 +730,22 @@ fn sink_subnet<'de, D: Deserializer<'de>>(d: D) -> Result<SinkSubnet, D::Error> 
 }
 
 fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-    use serde::de::Error;
-    let v = u64::deserialize(d)?;
-    u16::try_from(v)
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| D::Error::custom(format!("port {v} is out of range: expected 1..65535")))
+    number_in(d, 1u64, 65_535, "").map(|p| p as u16)
 }
 
 fn repetitions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    use serde::de::Error;
-    let v = u32::deserialize(d)?;
-    if !(1..=10).contains(&v) {
-        return Err(D::Error::custom(format!(
-            "{v} is out of range: expected 1 .. 10"
-        )));
-    }
-    Ok(v)
+    number_in(d, 1, 10, " runs")
 }
 
 fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    use serde::de::Error;
-    let v = u32::deserialize(d)?;
-    if v > 32 {
-        return Err(D::Error::custom(format!(
-            "{v} is out of range: expected 0 (CPU count + 1) .. 32"
-        )));
-    }
-    Ok(v)
+    number_in(d, 0, 32, " containers (0: the CPU count + 1)")
 }
 
+/// A share of time: more than 0, at most 1.
 fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    use serde::de::Error;
-    let v = f64::deserialize(d)?;
-    if !(v > 0.0 && v <= 1.0) {
-        return Err(D::Error::custom(format!(
-            "{v} is out of range: expected a fraction in (0, 1]"
-        )));
+    let v = number_in(d, 0.0, 1.0, " (more than 0)")?;
+    if v == 0.0 {
+        return Err(out_of_range(v, 0, 1, " (more than 0)"));
     }
     Ok(v)
 }
@@ -766,36 +776,20 @@ fn cooldown<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 /// A fraction for gains: 0 .. 1 (0.10 = 10 %).
 fn gain<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    use serde::de::Error;
-    let v = f64::deserialize(d)?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(D::Error::custom(format!(
-            "{v} is out of range: expected a fraction in [0, 1], like 0.10 for 10%"
-        )));
-    }
-    Ok(v)
+    number_in(d, 0.0, 1.0, " (0.10 is 10 %)")
+}
+
+/// A number from 0 to 1.
+fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    number_in(d, 0.0, 1.0, "")
 }
 
 fn changes_per_hour<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    use serde::de::Error;
-    let v = u64::deserialize(d)?;
-    if v > 60 {
-        return Err(D::Error::custom(format!(
-            "{v} is out of range: expected 0..60 changes per hour"
-        )));
-    }
-    Ok(v as u32)
+    number_in(d, 0u64, 60, " changes per hour").map(|v| v as u32)
 }
 
 fn history<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    use serde::de::Error;
-    let v = u64::deserialize(d)?;
-    if !(1..=10_000).contains(&v) {
-        return Err(D::Error::custom(format!(
-            "{v} is out of range: expected 1..10000 runs"
-        )));
-    }
-    Ok(v as usize)
+    number_in(d, 1u64, 10_000, " entries").map(|v| v as usize)
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -1130,6 +1124,49 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Every bounded value says the same thing when out of its bounds, with the key's line.
+    #[test]
+    fn every_bound_has_one_wording() {
+        for (toml, says) in [
+            (
+                "[daemon]\nsample_interval = \"1ms\"",
+                "\"1ms\" is out of range: expected 100ms..1h",
+            ),
+            (
+                "[probe]\nrepetitions = 11",
+                "11 is out of range: expected 1..10 runs",
+            ),
+            (
+                "[probe]\nsizes = [8]",
+                "message size 8 is out of range: expected 16..65000 bytes",
+            ),
+            (
+                "[probe]\nmax_duty_cycle = 0.0",
+                "0 is out of range: expected 0..1 (more than 0)",
+            ),
+            (
+                "[advisor]\nmin_gain = 1.5",
+                "1.5 is out of range: expected 0..1 (0.10 is 10 %)",
+            ),
+            (
+                "[advisor]\nmin_confidence = -1",
+                "-1 is out of range: expected 0..1",
+            ),
+            (
+                "[advisor]\nmax_changes_per_hour = 61",
+                "61 is out of range: expected 0..60 changes per hour",
+            ),
+            (
+                "[apply]\nhistory = 0",
+                "0 is out of range: expected 1..10000 entries",
+            ),
+        ] {
+            let e = parse(toml).expect_err(toml).to_string();
+            assert!(e.contains(says), "{toml}: {e}");
+            assert!(e.contains(".toml:2:"), "{toml}: {e}");
         }
     }
 }
