@@ -5,6 +5,9 @@
 //! - [`DockerError`]: the engine did not answer, or answered with an error status.
 //! - [`TrafficError`]: a sender or the sink (`traffic/`) could not do its job.
 //! - [`ProbeError`]: a probe run or cell could not complete (`probe/`).
+//! - [`ApplyError`]: a mode change could not be carried out (`apply/`).
+//! - [`NetlinkError`]: a netlink request failed (`sys/`); [`StateError`]: the state directory
+//!   or an atomic write failed (`state_dir`). Both point down: the layers above wrap them.
 //! - [`RequestError`]: an API request that is refused; it maps to an HTTP status.
 
 use std::path::PathBuf;
@@ -23,8 +26,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("state directory {path} is in use by another netmoded (pid {pid})")]
-    StateDirLocked { path: PathBuf, pid: String },
+    #[error("{0}")]
+    State(#[from] StateError),
 
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -36,8 +39,8 @@ pub enum Error {
     #[error("docker: {0}")]
     Docker(#[from] DockerError),
 
-    #[error("netlink: {what}: {reason}")]
-    Netlink { what: &'static str, reason: String },
+    #[error("{0}")]
+    Netlink(#[from] NetlinkError),
 
     #[error("probe: {0}")]
     Probe(#[from] ProbeError),
@@ -67,6 +70,39 @@ impl Error {
             Error::Config(_) => 78,
             Error::Usage(_) => 64,
             _ => 1,
+        }
+    }
+}
+
+/// A netlink request (rtnetlink or sock_diag) failed.
+#[derive(Debug, thiserror::Error)]
+#[error("netlink: {what}: {reason}")]
+pub struct NetlinkError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+/// The state directory, or a file written atomically, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state directory {path} is in use by another netmoded (pid {pid})")]
+    Locked { path: PathBuf, pid: String },
+}
+
+impl StateError {
+    /// An I/O error with what was being done and to which path.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StateError::Io {
+            what,
+            path: path.into(),
+            source,
         }
     }
 }
@@ -179,9 +215,11 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
-    /// A step of the daemon's own failed (netlink, the state directory).
     #[error("{0}")]
-    Daemon(Box<Error>),
+    Netlink(#[from] NetlinkError),
+    /// The probe history could not be kept.
+    #[error("{0}")]
+    State(#[from] StateError),
 }
 
 impl ProbeError {
@@ -189,16 +227,6 @@ impl ProbeError {
     pub fn docker(what: impl Into<String>) -> impl FnOnce(DockerError) -> ProbeError {
         let what = what.into();
         move |source| ProbeError::Docker { what, source }
-    }
-}
-
-impl From<Error> for ProbeError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Probe(p) => p,
-            Error::Docker(d) => ProbeError::Engine(d),
-            other => ProbeError::Daemon(Box::new(other)),
-        }
     }
 }
 
@@ -244,7 +272,7 @@ pub enum ApplyError {
     },
     /// The state directory (the journal, the history) failed.
     #[error("{0}")]
-    State(Box<Error>),
+    State(#[from] StateError),
 }
 
 impl ApplyError {
@@ -252,12 +280,6 @@ impl ApplyError {
     pub fn docker(what: impl Into<String>) -> impl FnOnce(DockerError) -> ApplyError {
         let what = what.into();
         move |source| ApplyError::Docker { what, source }
-    }
-}
-
-impl From<Error> for ApplyError {
-    fn from(e: Error) -> Self {
-        ApplyError::State(Box::new(e))
     }
 }
 

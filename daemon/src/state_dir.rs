@@ -11,7 +11,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::StateError;
+
+type Result<T> = std::result::Result<T, StateError>;
 
 const LOCK_FILE: &str = "netmoded.lock";
 const INSTANCE_FILE: &str = "instance-id";
@@ -34,7 +36,7 @@ impl StateDir {
             .recursive(true)
             .mode(0o750)
             .create(path)
-            .map_err(|e| Error::io("cannot create state directory", path, e))?;
+            .map_err(|e| StateError::io("cannot create state directory", path, e))?;
         let lock_path = path.join(LOCK_FILE);
         let mut lock = OpenOptions::new()
             .read(true)
@@ -43,23 +45,23 @@ impl StateDir {
             .truncate(false)
             .mode(0o640)
             .open(&lock_path)
-            .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
+            .map_err(|e| StateError::io("cannot open lock file", &lock_path, e))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let mut pid = String::new();
                 let _ = lock.read_to_string(&mut pid);
-                return Err(Error::StateDirLocked {
+                return Err(StateError::Locked {
                     path: path.to_path_buf(),
                     pid: pid.trim().to_string(),
                 });
             }
-            return Err(Error::io("cannot lock", &lock_path, err));
+            return Err(StateError::io("cannot lock", &lock_path, err));
         }
         lock.set_len(0)
             .and_then(|_| lock.write_all(std::process::id().to_string().as_bytes()))
-            .map_err(|e| Error::io("cannot write lock file", &lock_path, e))?;
+            .map_err(|e| StateError::io("cannot write lock file", &lock_path, e))?;
 
         let mut dir = StateDir {
             path: path.to_path_buf(),
@@ -74,7 +76,7 @@ impl StateDir {
                     dir.quarantine(INSTANCE_FILE, "not an instance id (16 hex digits)");
                 }
                 let id = new_instance_id()
-                    .map_err(|e| Error::io("cannot read random bytes", "/dev/urandom", e))?;
+                    .map_err(|e| StateError::io("cannot read random bytes", "/dev/urandom", e))?;
                 dir.write_atomic(INSTANCE_FILE, id.as_bytes())?;
                 id
             }
@@ -93,8 +95,8 @@ impl StateDir {
             }
             None => {}
         }
-        let token =
-            random_hex(32).map_err(|e| Error::io("cannot read random bytes", "/dev/urandom", e))?;
+        let token = random_hex(32)
+            .map_err(|e| StateError::io("cannot read random bytes", "/dev/urandom", e))?;
         write_atomic_mode(
             &self.path.join(TOKEN_FILE),
             format!("{token}\n").as_bytes(),
@@ -198,20 +200,20 @@ impl StateDir {
         match fs::read(&p) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("cannot read", p, e)),
+            Err(e) => Err(StateError::io("cannot read", p, e)),
         }
     }
 
     fn remove_stale_temporaries(&self) -> Result<()> {
         let entries =
-            fs::read_dir(&self.path).map_err(|e| Error::io("cannot list", &self.path, e))?;
+            fs::read_dir(&self.path).map_err(|e| StateError::io("cannot list", &self.path, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.starts_with('.') && name.contains(TMP_MARK) {
                 let p = entry.path();
                 log::info!("removing {} left by an interrupted write", p.display());
-                fs::remove_file(&p).map_err(|e| Error::io("cannot remove", p, e))?;
+                fs::remove_file(&p).map_err(|e| StateError::io("cannot remove", p, e))?;
             }
         }
         Ok(())
@@ -239,14 +241,14 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .truncate(true)
             .mode(mode)
             .open(&tmp)
-            .map_err(|e| Error::io("cannot create", &tmp, e))?;
+            .map_err(|e| StateError::io("cannot create", &tmp, e))?;
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))?;
+            .map_err(|e| StateError::io("cannot write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| StateError::io("cannot rename into place", path, e))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("cannot sync directory", dir, e))
+            .map_err(|e| StateError::io("cannot sync directory", dir, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

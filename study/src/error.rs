@@ -21,6 +21,12 @@ pub enum StudyError {
     /// Docker, netlink, the probe image, the sink: the daemon library's own errors.
     #[error("{0}")]
     Netmode(#[from] netmoded::error::Error),
+    #[error("probe: {0}")]
+    Probe(#[from] netmoded::error::ProbeError),
+    #[error("{0}")]
+    Netlink(#[from] netmoded::error::NetlinkError),
+    #[error("{0}")]
+    State(#[from] netmoded::error::StateError),
 
     #[error(
         "interrupted after {done} of {total} cells; the probe containers and the sink are removed. \

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use netmode_advisor::api::ApplyRecord;
 
-use crate::error::{ApplyError, Result};
+use crate::error::{ApplyError, StateError};
 use crate::state_dir::StateDir;
 
 pub const FILE: &str = "apply-journal.json";
@@ -124,7 +124,7 @@ pub fn stop_wait_of(inspect: &Value) -> u64 {
         .saturating_add(30)
 }
 
-pub fn save(dir: &StateDir, j: &Journal) -> Result<()> {
+pub fn save(dir: &StateDir, j: &Journal) -> Result<(), StateError> {
     let bytes = serde_json::to_vec_pretty(j).unwrap_or_default();
     dir.write_atomic(FILE, &bytes)
 }
@@ -155,16 +155,16 @@ pub fn load(dir: &StateDir) -> Result<Option<Journal>, ApplyError> {
     }
 }
 
-pub fn close(dir: &StateDir) -> Result<()> {
+pub fn close(dir: &StateDir) -> Result<(), StateError> {
     let p = dir.path().join(FILE);
     match std::fs::remove_file(&p) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::error::Error::io("cannot remove", p, e)),
+        Err(e) => return Err(crate::error::StateError::io("cannot remove", p, e)),
     }
     std::fs::File::open(dir.path())
         .and_then(|d| d.sync_all())
-        .map_err(|e| crate::error::Error::io("cannot sync directory", dir.path(), e))
+        .map_err(|e| crate::error::StateError::io("cannot sync directory", dir.path(), e))
 }
 
 #[cfg(test)]

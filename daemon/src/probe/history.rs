@@ -3,7 +3,7 @@
 
 use netmode_advisor::api::ProbeRun;
 
-use crate::error::Result;
+use crate::error::StateError;
 use crate::state_dir::StateDir;
 
 pub const FILE: &str = "probes.jsonl";
@@ -12,7 +12,7 @@ pub const MAX_BYTES: usize = 2 << 20;
 
 /// Read the history; lines that are not runs (an older format, a hand edit) are skipped
 /// with a warning.
-pub fn load(dir: &StateDir) -> Result<Vec<ProbeRun>> {
+pub fn load(dir: &StateDir) -> Result<Vec<ProbeRun>, StateError> {
     dir.read_lines(FILE)
 }
 

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::hash::Hasher;
 
 use crate::docker::Engine;
-use crate::error::{Error, ProbeError, Result};
+use crate::error::ProbeError;
+
+type Result<T> = std::result::Result<T, ProbeError>;
 
 pub const REPO: &str = "netmode-probe";
 /// Where the executable lives inside the image.
@@ -22,11 +24,11 @@ pub struct File {
     pub mode: u32,
 }
 
-fn image_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Probe(ProbeError::Image {
+fn image_err(what: &str, e: impl std::fmt::Display) -> ProbeError {
+    ProbeError::Image {
         what: what.to_string(),
         reason: e.to_string(),
-    })
+    }
 }
 
 /// The ELF interpreter (PT_INTERP) an executable asks for, if it is dynamically linked.

@@ -510,7 +510,10 @@ impl Runner<'_> {
 
 /// Remove every probe container of this daemon instance (a daemon killed mid-probe leaves
 /// them; a stop removes those in flight). Returns how many were removed.
-pub async fn remove_leftovers(engine: &Engine, instance: &str) -> crate::error::Result<usize> {
+pub async fn remove_leftovers(
+    engine: &Engine,
+    instance: &str,
+) -> Result<usize, crate::error::DockerError> {
     let ids = engine.containers_labelled(LABEL_OWNER, instance).await?;
     for id in &ids {
         engine.remove_container(id).await?;

@@ -12,7 +12,9 @@ use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use crate::error::{Error, Result};
+use crate::error::NetlinkError;
+
+type Result<T> = std::result::Result<T, NetlinkError>;
 
 /// One interface of the host's namespace.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,13 +45,13 @@ pub struct Netlink {
 }
 
 /// A netlink failure; a refusal (EPERM) names the capability that changing links needs.
-fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> Error {
+fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> NetlinkError {
     move |e| {
         let mut reason = e.to_string();
         if reason.contains("Operation not permitted") {
             reason.push_str(" (needs CAP_NET_ADMIN)");
         }
-        Error::Netlink { what, reason }
+        NetlinkError { what, reason }
     }
 }
 
@@ -58,7 +60,7 @@ impl Netlink {
     pub fn new() -> Result<Netlink> {
         let (conn, handle, _) =
             rtnetlink::new_connection_with_socket::<rtnetlink::sys::SmolSocket>().map_err(|e| {
-                Error::Netlink {
+                NetlinkError {
                     what: "open route netlink socket",
                     reason: e.to_string(),
                 }
@@ -197,7 +199,7 @@ impl Netlink {
         let mut out = Vec::new();
         let mut stream = self.handle.link().get().execute();
         while let Some(msg) = stream.next().await {
-            let msg = msg.map_err(|e| Error::Netlink {
+            let msg = msg.map_err(|e| NetlinkError {
                 what: "dump links",
                 reason: e.to_string(),
             })?;
@@ -239,7 +241,7 @@ impl Netlink {
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
         req.header.flags = NLM_F_REQUEST;
         let mut handle = self.handle.clone();
-        let mut resp = handle.request(req).map_err(|e| Error::Netlink {
+        let mut resp = handle.request(req).map_err(|e| NetlinkError {
             what: "get netns id",
             reason: e.to_string(),
         })?;
@@ -253,7 +255,7 @@ impl Netlink {
                     }
                 }
                 NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(Error::Netlink {
+                    return Err(NetlinkError {
                         what: "get netns id",
                         reason: e.to_string(),
                     });

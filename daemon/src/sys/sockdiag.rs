@@ -13,7 +13,9 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::error::{Error, Result};
+use crate::error::NetlinkError;
+
+type Result<T> = std::result::Result<T, NetlinkError>;
 
 /// One TCP socket's counters (from `struct tcp_info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +44,8 @@ pub struct Listener {
     pub inode: u32,
 }
 
-fn sock_err(what: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Netlink {
+fn sock_err(what: &'static str, e: impl std::fmt::Display) -> NetlinkError {
+    NetlinkError {
         what,
         reason: e.to_string(),
     }

@@ -144,9 +144,17 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
             .map_err(ctx)?;
         let _ = ctrl.set_nodelay(true);
         ctrl.write_all(&cookie).map_err(ctx)?;
-        let got = read_state(&mut ctrl).map_err(TrafficError::io(
-            "iperf3 control connection, waiting for PARAM_EXCHANGE",
-        ))?;
+        let got = match read_state(&mut ctrl) {
+            // A busy server that closes at once, our cookie unread, resets the connection,
+            // and the reset can overtake its ACCESS_DENIED: busy, too.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && Instant::now() < busy_until => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            r => r.map_err(TrafficError::io(
+                "iperf3 control connection, waiting for PARAM_EXCHANGE",
+            ))?,
+        };
         match got {
             PARAM_EXCHANGE => break ctrl,
             ACCESS_DENIED if Instant::now() < busy_until => {
