@@ -1,13 +1,68 @@
 //! Network modes, in the spirit of netavark's drivers: one driver per mode netmode compares,
-//! behind one trait. A driver says which Docker network mode a container gets in that mode
-//! and where a probe sender runs to show what a container would get there. Probing uses it
-//! now; applying a mode change will ask the same driver. Adding a mode (macvlan, ipvlan) is
-//! adding a driver.
+//! behind one trait. A driver says where a probe sender runs to show what a container would
+//! get in its mode (probing), and how a container's create request is placed in its mode
+//! (applying: `apply::spec` hands it the request and takes back what it made of it). Adding a
+//! mode (macvlan, ipvlan) is adding a driver.
 //!
 //! Which containers netmode manages at all is one rule, `ModeKind::is_manageable` (with
 //! `ModeKind::unmanaged_reason`) in the advisor's API types, shared with the policy.
 
+use std::collections::BTreeMap;
+
 use netmode_advisor::api::{Container, ModeKind, ProbeMode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// On a host-mode container netmode made: what bridge mode had that host mode cannot.
+pub const RESTORE_LABEL: &str = "netmode.apply.restore";
+
+/// What bridge mode had that host mode drops, kept for the way back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Restore {
+    /// HostConfig.NetworkMode before (`default`, `bridge`, a network name).
+    pub network_mode: String,
+    /// Config fields host mode cannot keep (Hostname, Domainname, MacAddress, ExposedPorts).
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    /// HostConfig fields host mode cannot keep (PortBindings, PublishAllPorts, Links, Dns...).
+    #[serde(default)]
+    pub host_config: Map<String, Value>,
+    /// Endpoint settings per network (aliases, static IPs, links), the primary one included.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Value>,
+}
+
+/// Host mode: Config and HostConfig fields Docker rejects or ignores there.
+const HOST_DROPS_CONFIG: &[&str] = &["MacAddress", "ExposedPorts"];
+const HOST_DROPS_HOST_CONFIG: &[&str] = &["PortBindings", "PublishAllPorts", "Links"];
+
+/// "Nothing asked for": null, false, 0, "", [] and {} all mean the engine's default.
+pub fn unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// A container's create request as a driver places it in its mode (applying a change).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// The Config fields of the request.
+    pub body: Map<String, Value>,
+    pub host_config: Map<String, Value>,
+    /// The endpoints the container has now, by network.
+    pub networks: Map<String, Value>,
+    /// What the mode cannot keep, in words (the driver adds to it).
+    pub dropped: Vec<String>,
+    /// Networks to connect before the start, beyond the one it is created on.
+    pub connect: Vec<(String, Value)>,
+    /// The request's `NetworkingConfig`, when the mode has one.
+    pub networking: Option<Value>,
+}
 
 /// Why a container cannot be placed in a mode, in words.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,8 +81,22 @@ pub enum Launch {
 pub trait ModeDriver: Send + Sync {
     fn mode(&self) -> ProbeMode;
     /// How to probe `target` in this mode, or why it cannot be.
-    /// How to probe `target` in this mode, or why it cannot be.
     fn launch(&self, target: &Container) -> Result<Launch, Refusal>;
+    /// Place a container's create request in this mode. `restore`: what an earlier switch
+    /// to host recorded, for the way back.
+    fn place(&self, p: &mut Placement, restore: Option<&Restore>);
+}
+
+/// The driver a container is switched to `kind` with: bridge or host.
+pub fn driver_for(kind: ModeKind) -> Result<Box<dyn ModeDriver>, Refusal> {
+    match kind {
+        ModeKind::Bridge => Ok(Box::new(Bridge)),
+        ModeKind::Host => Ok(Box::new(Host)),
+        other => Err(Refusal(format!(
+            "netmode switches between bridge and host mode, not to {}",
+            other.as_str()
+        ))),
+    }
 }
 
 /// Bridge mode: on the target's own bridge network, or Docker's default bridge for a
@@ -67,6 +136,42 @@ impl ModeDriver for Bridge {
             network_mode: bridge_network(target),
         })
     }
+    /// Back on the network it had (the restore record's), with its endpoints; Docker's
+    /// default bridge when nothing was recorded.
+    fn place(&self, p: &mut Placement, restore: Option<&Restore>) {
+        let (mode, nets) = match restore {
+            Some(r) => {
+                for (k, v) in &r.config {
+                    p.body.insert(k.clone(), v.clone());
+                }
+                for (k, v) in &r.host_config {
+                    p.host_config.insert(k.clone(), v.clone());
+                }
+                (r.network_mode.clone(), r.networks.clone())
+            }
+            None => ("bridge".to_string(), BTreeMap::new()),
+        };
+        if let Some(l) = p.body.get_mut("Labels").and_then(Value::as_object_mut) {
+            l.remove(RESTORE_LABEL);
+        }
+        // The primary network is the one NetworkMode names (`default` is `bridge`).
+        let primary = if mode == "default" {
+            "bridge".to_string()
+        } else {
+            mode.clone()
+        };
+        let mut endpoints = Map::new();
+        if let Some(ep) = nets.get(&primary) {
+            endpoints.insert(primary.clone(), ep.clone());
+        }
+        for (name, ep) in nets {
+            if name != primary {
+                p.connect.push((name, ep));
+            }
+        }
+        p.host_config.insert("NetworkMode".into(), json!(mode));
+        p.networking = Some(json!({ "EndpointsConfig": endpoints }));
+    }
 }
 
 impl ModeDriver for Host {
@@ -79,12 +184,60 @@ impl ModeDriver for Host {
             network_mode: "host".into(),
         })
     }
+    /// On the host's stack: what host mode cannot have is dropped and recorded in the
+    /// restore label, for the way back.
+    fn place(&self, p: &mut Placement, _restore: Option<&Restore>) {
+        let current = p
+            .host_config
+            .get("NetworkMode")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        let mut rec = Restore {
+            network_mode: current,
+            networks: p.networks.clone().into_iter().collect(),
+            ..Default::default()
+        };
+        for k in HOST_DROPS_CONFIG {
+            if let Some(v) = p.body.remove(*k) {
+                p.dropped.push(format!("{k} {v}"));
+                rec.config.insert((*k).to_string(), v);
+            }
+        }
+        for k in HOST_DROPS_HOST_CONFIG {
+            if let Some(v) = p.host_config.remove(*k) {
+                if !unset(&v) {
+                    p.dropped.push(format!("{k} {v}"));
+                }
+                rec.host_config.insert((*k).to_string(), v);
+            }
+        }
+        for (name, ep) in &p.networks {
+            if !unset(ep) || (name != "bridge" && name != "host") {
+                p.dropped.push(format!("network {name} {ep}"));
+            }
+        }
+        p.host_config.insert("NetworkMode".into(), json!("host"));
+        let labels = p
+            .body
+            .entry("Labels")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert(
+                RESTORE_LABEL.into(),
+                json!(serde_json::to_string(&rec).unwrap_or_default()),
+            );
+        }
+    }
 }
 
 impl ModeDriver for InPlace {
     fn mode(&self) -> ProbeMode {
         ProbeMode::InPlace
     }
+    /// Not a mode a container is switched to (`driver_for` never returns it): the request
+    /// stays as it is.
+    fn place(&self, _p: &mut Placement, _restore: Option<&Restore>) {}
     fn launch(&self, target: &Container) -> Result<Launch, Refusal> {
         manageable(target)?;
         if target.mode_kind != ModeKind::Bridge {

@@ -17,14 +17,11 @@
 //! domains and options and extra hosts are kept: the engine accepts them in host mode (it
 //! writes the container's own /etc/hostname, /etc/resolv.conf and /etc/hosts).
 
-use std::collections::BTreeMap;
-
 use netmode_advisor::api::ModeKind;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-/// On a host-mode container netmode made: what bridge mode had that host mode cannot.
-pub const RESTORE_LABEL: &str = "netmode.apply.restore";
+use crate::mode::{Placement, unset as is_empty};
+pub use crate::mode::{RESTORE_LABEL, Restore};
 
 /// On a container netmode made: the change that made it (`a<secs>-<n>`). Rollback and
 /// recovery find the container a change created by this label and its full id, never by
@@ -55,22 +52,6 @@ pub struct Defaults {
     /// The host's hostname: what the engine shows as a host-mode container's hostname when
     /// none was given.
     pub host_hostname: String,
-}
-
-/// What bridge mode had that host mode drops, kept for the way back.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Restore {
-    /// HostConfig.NetworkMode before (`default`, `bridge`, a network name).
-    pub network_mode: String,
-    /// Config fields host mode cannot keep (Hostname, Domainname, MacAddress, ExposedPorts).
-    #[serde(default)]
-    pub config: Map<String, Value>,
-    /// HostConfig fields host mode cannot keep (PortBindings, PublishAllPorts, Links, Dns...).
-    #[serde(default)]
-    pub host_config: Map<String, Value>,
-    /// Endpoint settings per network (aliases, static IPs, links), the primary one included.
-    #[serde(default)]
-    pub networks: BTreeMap<String, Value>,
 }
 
 /// The new container: its create body, the networks to connect before it starts, and what
@@ -112,22 +93,6 @@ const CONFIG_KEYS: &[&str] = &[
     "StopTimeout",
     "Shell",
 ];
-
-/// Host mode: Config and HostConfig fields Docker rejects or ignores there.
-const HOST_DROPS_CONFIG: &[&str] = &["MacAddress", "ExposedPorts"];
-const HOST_DROPS_HOST_CONFIG: &[&str] = &["PortBindings", "PublishAllPorts", "Links"];
-
-/// "Nothing asked for": null, false, 0, "", [] and {} all mean the engine's default.
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-    }
-}
 
 fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
     match (a, b) {
@@ -403,7 +368,7 @@ pub fn for_mode(
         .as_object()
         .cloned()
         .ok_or(SpecError::Missing("request"))?;
-    let mut hc = body
+    let hc = body
         .remove("HostConfig")
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
@@ -411,92 +376,24 @@ pub fn for_mode(
         .remove("Networks")
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
-    let current = hc
-        .get("NetworkMode")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_string();
-    let mut dropped = Vec::new();
-    let mut connect = Vec::new();
-    let mut networking = None;
-    match target {
-        ModeKind::Host => {
-            let mut rec = Restore {
-                network_mode: current.clone(),
-                networks: networks.clone().into_iter().collect(),
-                ..Default::default()
-            };
-            for k in HOST_DROPS_CONFIG {
-                if let Some(v) = body.remove(*k) {
-                    dropped.push(format!("{k} {v}"));
-                    rec.config.insert((*k).to_string(), v);
-                }
-            }
-            for k in HOST_DROPS_HOST_CONFIG {
-                if let Some(v) = hc.remove(*k) {
-                    if !is_empty(&v) {
-                        dropped.push(format!("{k} {v}"));
-                    }
-                    rec.host_config.insert((*k).to_string(), v);
-                }
-            }
-            for (name, ep) in &networks {
-                if !is_empty(ep) || (name != "bridge" && name != "host") {
-                    dropped.push(format!("network {name} {ep}"));
-                }
-            }
-            hc.insert("NetworkMode".into(), json!("host"));
-            let labels = body
-                .entry("Labels")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert(
-                    RESTORE_LABEL.into(),
-                    json!(serde_json::to_string(&rec).unwrap_or_default()),
-                );
-            }
-        }
-        ModeKind::Bridge => {
-            let (mode, nets) = match restore {
-                Some(r) => {
-                    for (k, v) in &r.config {
-                        body.insert(k.clone(), v.clone());
-                    }
-                    for (k, v) in &r.host_config {
-                        hc.insert(k.clone(), v.clone());
-                    }
-                    (r.network_mode.clone(), r.networks.clone())
-                }
-                None => ("bridge".to_string(), BTreeMap::new()),
-            };
-            if let Some(l) = body.get_mut("Labels").and_then(Value::as_object_mut) {
-                l.remove(RESTORE_LABEL);
-            }
-            // The primary network is the one NetworkMode names (`default` is `bridge`).
-            let primary = if mode == "default" {
-                "bridge".to_string()
-            } else {
-                mode.clone()
-            };
-            let mut endpoints = Map::new();
-            if let Some(ep) = nets.get(&primary) {
-                endpoints.insert(primary.clone(), ep.clone());
-            }
-            for (name, ep) in nets {
-                if name != primary {
-                    connect.push((name, ep));
-                }
-            }
-            hc.insert("NetworkMode".into(), json!(mode));
-            networking = Some(json!({ "EndpointsConfig": endpoints }));
-        }
-        other => {
-            return Err(SpecError::Refused(format!(
-                "netmode switches between bridge and host mode, not to {}",
-                other.as_str()
-            )));
-        }
-    }
+    let driver = crate::mode::driver_for(target).map_err(|r| SpecError::Refused(r.0))?;
+    let mut p = Placement {
+        body,
+        host_config: hc,
+        networks,
+        dropped: Vec::new(),
+        connect: Vec::new(),
+        networking: None,
+    };
+    driver.place(&mut p, restore);
+    let Placement {
+        mut body,
+        host_config: hc,
+        dropped,
+        connect,
+        networking,
+        ..
+    } = p;
     body.retain(|_, v| !is_empty(v) || v.is_string());
     body.insert("HostConfig".into(), Value::Object(hc));
     if let Some(n) = networking {
