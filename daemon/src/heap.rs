@@ -11,6 +11,31 @@ mod counting {
 
     pub static LIVE: AtomicUsize = AtomicUsize::new(0);
     pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+    /// Allocations of at least this many bytes are reported with their backtrace
+    /// (`NETMODE_HEAP_TRAP_BYTES`, read at start; 0: none).
+    pub static TRAP: AtomicUsize = AtomicUsize::new(0);
+
+    thread_local! {
+        static IN_TRAP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn count(size: usize) {
+        LIVE.fetch_add(size, Relaxed);
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        let trap = TRAP.load(Relaxed);
+        if trap > 0 && size >= trap {
+            // The report allocates: not again from inside it.
+            let _ = IN_TRAP.try_with(|t| {
+                if !t.replace(true) {
+                    eprintln!(
+                        "heap: {size} bytes allocated at\n{}",
+                        std::backtrace::Backtrace::force_capture()
+                    );
+                    t.set(false);
+                }
+            });
+        }
+    }
 
     pub struct Counting;
 
@@ -20,8 +45,7 @@ mod counting {
             // SAFETY: the caller's contract is System's.
             let p = unsafe { System.alloc(layout) };
             if !p.is_null() {
-                LIVE.fetch_add(layout.size(), Relaxed);
-                ALLOCATIONS.fetch_add(1, Relaxed);
+                count(layout.size());
             }
             p
         }
@@ -30,8 +54,7 @@ mod counting {
             // SAFETY: as alloc.
             let p = unsafe { System.alloc_zeroed(layout) };
             if !p.is_null() {
-                LIVE.fetch_add(layout.size(), Relaxed);
-                ALLOCATIONS.fetch_add(1, Relaxed);
+                count(layout.size());
             }
             p
         }
@@ -46,9 +69,8 @@ mod counting {
             // SAFETY: as alloc.
             let p = unsafe { System.realloc(ptr, layout, new_size) };
             if !p.is_null() {
-                LIVE.fetch_add(new_size, Relaxed);
                 LIVE.fetch_sub(layout.size(), Relaxed);
-                ALLOCATIONS.fetch_add(1, Relaxed);
+                count(new_size);
             }
             p
         }
@@ -64,6 +86,18 @@ mod counting {
 pub struct Heap {
     pub bytes: usize,
     pub allocations: u64,
+}
+
+/// Start reporting allocations of at least `NETMODE_HEAP_TRAP_BYTES` with their backtrace
+/// (feature heap-stats only; finding what makes a peak).
+pub fn trap_from_env() {
+    #[cfg(feature = "heap-stats")]
+    if let Some(n) = std::env::var("NETMODE_HEAP_TRAP_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        counting::TRAP.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 pub fn now() -> Option<Heap> {

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    netmoded::heap::trap_from_env();
     match netmoded::cli::main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

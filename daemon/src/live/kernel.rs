@@ -140,7 +140,7 @@ impl Kernel for System {
             let segments = hoststat::tcp_segments();
             let socks = match (&last, segments) {
                 (Some((was, socks)), Some(now)) if *was == now => socks.clone(),
-                _ => match sockdiag::tcp_counters() {
+                _ => match sockdiag::tcp_counters(sockdiag::TimeWait::Left) {
                     Ok(s) => Arc::new(s),
                     Err(e) => {
                         log::warn!("{e}");

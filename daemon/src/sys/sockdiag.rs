@@ -51,18 +51,19 @@ fn sock_err(what: &'static str, e: impl std::fmt::Display) -> NetlinkError {
     }
 }
 
-/// Dump inet sockets of `protocol` in `states` for both address families.
+/// Dump inet sockets of `protocol` in `states` for both address families, each handed to
+/// `each` as it is parsed (a busy host has tens of thousands: none is kept here).
 fn dump(
     protocol: u8,
     states: StateFlags,
     extensions: ExtensionFlags,
-) -> Result<Vec<netlink_packet_sock_diag::inet::InetResponse>> {
+    mut each: impl FnMut(&netlink_packet_sock_diag::inet::InetResponse),
+) -> Result<()> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| sock_err("open sock_diag", e))?;
     socket
         .bind_auto()
         .and_then(|_| socket.connect(&SocketAddr::new(0, 0)))
         .map_err(|e| sock_err("bind sock_diag", e))?;
-    let mut out = Vec::new();
     for family in [AF_INET, AF_INET6] {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -99,7 +100,7 @@ fn dump(
                     .map_err(|e| sock_err("parse sock_diag answer", e))?;
                 let len = msg.header.length as usize;
                 match msg.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => out.push(*r),
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => each(&r),
                     NetlinkPayload::Done(_) => break 'recv,
                     NetlinkPayload::Error(e) => {
                         // IPv6 disabled in the kernel: nothing to dump for that family.
@@ -117,18 +118,32 @@ fn dump(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Kernel TCP state of a connection in TIME_WAIT (include/net/tcp_states.h).
 const TCP_TIME_WAIT: u8 = 6;
 
+/// Which TCP connections a dump reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeWait {
+    /// Also those in TIME_WAIT (peer only): a container's own namespace, where every
+    /// connection is the container's.
+    Included,
+    /// Not those: the host's namespace, where a TIME_WAIT connection has no owner to match
+    /// (no inode), and a busy host has tens of thousands of them.
+    Left,
+}
+
 /// Every established-or-closing TCP socket of the calling thread's namespace with its
-/// counters and peer, and the connections in TIME_WAIT (peer only).
-pub fn tcp_counters() -> Result<Vec<TcpCounters>> {
-    let states = StateFlags::all() - StateFlags::LISTEN;
+/// counters and peer, and (`TimeWait::Included`) the connections in TIME_WAIT (peer only).
+pub fn tcp_counters(time_wait: TimeWait) -> Result<Vec<TcpCounters>> {
+    let mut states = StateFlags::all() - StateFlags::LISTEN;
+    if time_wait == TimeWait::Left {
+        states -= StateFlags::TIME_WAIT;
+    }
     let mut out = Vec::new();
-    for r in dump(IPPROTO_TCP, states, ExtensionFlags::INFO)? {
+    dump(IPPROTO_TCP, states, ExtensionFlags::INFO, |r| {
         let info = r.nlas.iter().find_map(|n| match n {
             Nla::TcpInfo(b) => Some(b.as_slice()),
             _ => None,
@@ -147,13 +162,13 @@ pub fn tcp_counters() -> Result<Vec<TcpCounters>> {
                 peer: id.destination_address,
                 time_wait: true,
             },
-            None => continue,
+            None => return,
         };
         out.push(TcpCounters {
             peer: id.destination_address,
             ..c
         });
-    }
+    })?;
     Ok(out)
 }
 
@@ -162,9 +177,11 @@ pub fn tcp_counters() -> Result<Vec<TcpCounters>> {
 pub fn tcp_counters_in(
     namespaces: Vec<(String, u32)>,
 ) -> std::collections::HashMap<String, Vec<TcpCounters>> {
-    super::netns::in_each("tcp-scan", namespaces, || tcp_counters().ok())
-        .into_iter()
-        .collect()
+    super::netns::in_each("tcp-scan", namespaces, || {
+        tcp_counters(TimeWait::Included).ok()
+    })
+    .into_iter()
+    .collect()
 }
 
 /// The host's listening TCP sockets and bound UDP sockets.
@@ -174,11 +191,11 @@ pub fn listeners() -> Result<Vec<Listener>> {
         (IPPROTO_TCP, "tcp", StateFlags::LISTEN),
         (IPPROTO_UDP, "udp", StateFlags::all()),
     ] {
-        for r in dump(proto, states, ExtensionFlags::empty())? {
+        dump(proto, states, ExtensionFlags::empty(), |r| {
             let id = &r.header.socket_id;
             // A connected UDP socket is a client, not a listener.
             if name == "udp" && id.destination_port != 0 {
-                continue;
+                return;
             }
             out.push(Listener {
                 protocol: name,
@@ -186,7 +203,7 @@ pub fn listeners() -> Result<Vec<Listener>> {
                 port: id.source_port,
                 inode: r.header.inode,
             });
-        }
+        })?;
     }
     Ok(out)
 }
@@ -311,7 +328,7 @@ mod tests {
         s.read_exact(&mut got).unwrap();
         // Let the ACKs come back.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let all = tcp_counters().unwrap();
+        let all = tcp_counters(TimeWait::Included).unwrap();
         let client = all
             .iter()
             .find(|t| t.inode == inode_of(c.as_raw_fd()))
@@ -338,6 +355,27 @@ mod tests {
                 && x.port == port
                 && x.inode == inode_of(l.as_raw_fd()))
         );
+    }
+
+    /// A real connection closed by this side waits in TIME_WAIT: reported with
+    /// `TimeWait::Included` (peer only), left out with `TimeWait::Left`.
+    #[test]
+    fn time_wait_connections_only_when_asked_for() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let local = c.local_addr().unwrap().port();
+        // The side that closes first keeps the TIME_WAIT.
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(s);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let waiting = |all: &[TcpCounters]| all.iter().filter(|t| t.time_wait).count();
+        let with = tcp_counters(TimeWait::Included).unwrap();
+        assert!(waiting(&with) >= 1, "no TIME_WAIT seen for port {local}");
+        let without = tcp_counters(TimeWait::Left).unwrap();
+        assert_eq!(waiting(&without), 0);
     }
 
     /// Closing a real connection makes the kernel broadcast its final counters.
