@@ -444,8 +444,10 @@ fn health_deadline(c: &Value, configured: Duration) -> Duration {
     configured.max(own)
 }
 
-/// Why the container is not well, if it is not: stopped, restarting, or unhealthy.
-fn unwell(c: &Value, restarts_before: u64) -> Option<String> {
+/// Why the container is not well, if it is not: stopped, restarting, or unhealthy. A
+/// container that restarted runs again and inspect shows exit code 0: `died` is the code
+/// its last `die` event carried, if the engine told it.
+fn unwell(c: &Value, died: Option<i64>) -> Option<String> {
     let st = &c["State"];
     if st["Running"] != Value::Bool(true) {
         return Some(format!(
@@ -458,12 +460,10 @@ fn unwell(c: &Value, restarts_before: u64) -> Option<String> {
                 .unwrap_or_default()
         ));
     }
-    if st["Restarting"] == Value::Bool(true)
-        || c["RestartCount"].as_u64().unwrap_or(0) > restarts_before
-    {
+    if restarted(c) {
+        let code = died.map_or_else(|| st["ExitCode"].clone(), Value::from);
         return Some(format!(
-            "the new container is restarting (it stopped with exit code {})",
-            st["ExitCode"]
+            "the new container is restarting (it stopped with exit code {code})"
         ));
     }
     if st["Health"]["Status"].as_str() == Some("unhealthy") {
@@ -472,10 +472,39 @@ fn unwell(c: &Value, restarts_before: u64) -> Option<String> {
     None
 }
 
+/// Restarting now, or restarted since it was started.
+fn restarted(c: &Value) -> bool {
+    c["State"]["Restarting"] == Value::Bool(true) || c["RestartCount"].as_u64().unwrap_or(0) > 0
+}
+
+/// [`unwell`], with the exit code of a restarted container asked of the engine's events
+/// since `since` (best effort: within two seconds, or inspect's figure).
+async fn why_unwell(
+    engine: &Engine,
+    id: &str,
+    c: &Value,
+    since: std::time::SystemTime,
+) -> Option<String> {
+    let died = if c["State"]["Running"] == Value::Bool(true) && restarted(c) {
+        let ask = async { engine.exit_codes(id, since).await.ok() };
+        let give_up = async {
+            async_io::Timer::after(Duration::from_secs(2)).await;
+            None
+        };
+        futures_lite::future::or(ask, give_up)
+            .await
+            .and_then(|codes| codes.last().copied())
+    } else {
+        None
+    };
+    unwell(c, died)
+}
+
 /// The new container runs, for `cfg.verify`, not restarting, and healthy if it has a
 /// healthcheck (within its own healthcheck's time, at least `cfg.health_timeout`).
 async fn verify(engine: &Engine, id: &str, cfg: &ApplyConfig) -> Result<(), ApplyError> {
     let start = Instant::now();
+    let since = std::time::SystemTime::now() - Duration::from_secs(1);
     let mut deadline = cfg.health_timeout.max(cfg.verify);
     loop {
         let c = engine
@@ -484,7 +513,7 @@ async fn verify(engine: &Engine, id: &str, cfg: &ApplyConfig) -> Result<(), Appl
             .map_err(ApplyError::docker("inspect the new container"))?
             .ok_or_else(|| ApplyError::Verify("the new container disappeared".into()))?;
         deadline = deadline.max(health_deadline(&c, cfg.health_timeout));
-        if let Some(why) = unwell(&c, 0) {
+        if let Some(why) = why_unwell(engine, id, &c, since).await {
             return Err(ApplyError::Verify(why));
         }
         let health = c["State"]["Health"]["Status"].as_str();
@@ -508,13 +537,14 @@ async fn verify(engine: &Engine, id: &str, cfg: &ApplyConfig) -> Result<(), Appl
 /// seconds), while the old container still exists to go back to.
 async fn watch(engine: &Engine, id: &str, period: Duration) -> Result<(), ApplyError> {
     let start = Instant::now();
+    let since = std::time::SystemTime::now() - Duration::from_secs(1);
     while start.elapsed() < period {
         let c = engine
             .inspect_json(id)
             .await
             .map_err(ApplyError::docker("inspect the new container"))?
             .ok_or_else(|| ApplyError::Verify("the new container disappeared".into()))?;
-        if let Some(why) = unwell(&c, 0) {
+        if let Some(why) = why_unwell(engine, id, &c, since).await {
             return Err(ApplyError::Verify(format!(
                 "{why}, {:.0?} into the watch after verification",
                 start.elapsed()
@@ -708,4 +738,33 @@ async fn keep_new(engine: &Engine, j: &mut Journal, ours: &[String]) -> Result<(
     ));
     j.record.finished_at_ms = Some(now_ms());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_restarted_container_is_reported_with_the_code_it_died_with() {
+        // Restarted and running again: inspect says exit code 0.
+        let c = json!({"State": {"Running": true, "Restarting": false, "ExitCode": 0},
+                       "RestartCount": 1});
+        let why = unwell(&c, Some(3)).unwrap();
+        assert!(why.contains("restarting") && why.contains("exit code 3"), "{why}");
+        // Without the engine's word, inspect's figure.
+        assert!(unwell(&c, None).unwrap().contains("exit code 0"));
+        // Restarting right now.
+        let c = json!({"State": {"Running": true, "Restarting": true, "ExitCode": 3},
+                       "RestartCount": 0});
+        assert!(unwell(&c, None).unwrap().contains("exit code 3"));
+        // Stopped, unhealthy, well.
+        let c = json!({"State": {"Running": false, "ExitCode": 137, "Error": ""}});
+        assert_eq!(unwell(&c, None).unwrap(), "the new container stopped (exit code 137)");
+        let c = json!({"State": {"Running": true, "Health": {"Status": "unhealthy"}}});
+        assert!(unwell(&c, None).unwrap().contains("healthcheck"));
+        let c = json!({"State": {"Running": true, "Health": {"Status": "healthy"}},
+                       "RestartCount": 0});
+        assert_eq!(unwell(&c, None), None);
+    }
 }

@@ -108,6 +108,38 @@ impl Engine {
             .build();
         compat_stream(self.docker.events(Some(opts))).map(|r| r.map_err(DockerError::from))
     }
+
+    /// The exit codes container `id` stopped with from `since` until now, oldest first, as
+    /// its `die` events tell them: after a restart, inspect shows the running container's
+    /// exit code (0), not the one it stopped with.
+    pub async fn exit_codes(&self, id: &str, since: std::time::SystemTime) -> Result<Vec<i64>> {
+        let stamp = |t: std::time::SystemTime| {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+        };
+        let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
+        filters.insert("type", vec!["container"]);
+        filters.insert("container", vec![id]);
+        filters.insert("event", vec!["die"]);
+        let opts = EventsOptionsBuilder::new()
+            .since(&stamp(since))
+            .until(&stamp(std::time::SystemTime::now()))
+            .filters(&filters)
+            .build();
+        let mut events = std::pin::pin!(compat_stream(self.docker.events(Some(opts))));
+        let mut codes = Vec::new();
+        while let Some(e) = events.next().await {
+            let e = e?;
+            if let Some(code) = e
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("exitCode").and_then(|c| c.parse().ok()))
+            {
+                codes.push(code);
+            }
+        }
+        Ok(codes)
+    }
 }
 
 /// Containers and images netmoded creates itself (probe containers, the probe image).
