@@ -67,6 +67,23 @@ def release_bin(name):
     return os.path.join(ROOT, "target", "release", name)
 
 
+def heap_stats_bin():
+    """The static x86_64 netmoded (musl, as shipped) built with feature heap-stats, whose
+    /metrics carries netmode_heap_bytes: in target/heap-stats (a target directory of its own,
+    so the shipped build in target/ is left as it is). Builds musl-cross's toolchain first if
+    it is not there."""
+    triple = "x86_64-unknown-linux-musl"
+    venv = os.path.join(ROOT, "musl-cross", ".venv")
+    if not os.path.exists(os.path.join(venv, "bin", "cargo-zigbuild")):
+        sh("musl-cross/build", cwd=ROOT, env=dict(os.environ, TARGETS=triple, NO_DEB="1"))
+    env = dict(os.environ, CARGO="/usr/bin/cargo", RUSTC="/usr/bin/rustc", RUSTC_BOOTSTRAP="1",
+               RUSTFLAGS="-Clink-self-contained=no", CARGO_TARGET_DIR=os.path.join(ROOT, "target", "heap-stats"),
+               PATH=os.path.join(venv, "bin") + ":" + os.environ["PATH"])
+    sh("cargo-zigbuild", "build", "--release", "--locked", "-Zbuild-std=std,panic_abort", "--target", triple,
+       "-p", "netmoded", "--bin", "netmoded", "--features", "heap-stats", cwd=ROOT, env=env)
+    return os.path.join(ROOT, "target", "heap-stats", triple, "release", "netmoded")
+
+
 def busybox_image():
     if sh("docker", "image", "inspect", IMAGE, check=False).returncode == 0:
         return IMAGE
@@ -203,13 +220,14 @@ def latency(url, n):
             "max_ms": times[-1], "bytes": size}
 
 
-def start_netmoded(state_dir, extra="", exe=None):
+def start_netmoded(state_dir, extra="", exe=None, daemon=""):
     """netmoded (the release build, or `exe`) on a state directory of its own and a free
-    port; periodic probing off unless `extra` says otherwise."""
+    port; periodic probing off unless `extra` says otherwise; `daemon`: more keys of
+    [daemon] (like 'sample_interval = "1s"')."""
     cfg = os.path.join(state_dir, "netmoded.toml")
     probe = "" if "[probe]" in extra else "[probe]\nenabled = false\n"
     with open(cfg, "w") as f:
-        f.write(f'[daemon]\nstate_dir = "{state_dir}/state"\n[http]\nlisten = "127.0.0.1:0"\n{extra}\n{probe}')
+        f.write(f'[daemon]\nstate_dir = "{state_dir}/state"\n{daemon}\n[http]\nlisten = "127.0.0.1:0"\n{extra}\n{probe}')
     p = subprocess.Popen([exe or release_bin("netmoded"), "--config", cfg, "run"],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(state_dir, "log"), "w"))
     ep = os.path.join(state_dir, "state", "endpoint")
