@@ -751,7 +751,10 @@ mod tests {
         let c = json!({"State": {"Running": true, "Restarting": false, "ExitCode": 0},
                        "RestartCount": 1});
         let why = unwell(&c, Some(3)).unwrap();
-        assert!(why.contains("restarting") && why.contains("exit code 3"), "{why}");
+        assert!(
+            why.contains("restarting") && why.contains("exit code 3"),
+            "{why}"
+        );
         // Without the engine's word, inspect's figure.
         assert!(unwell(&c, None).unwrap().contains("exit code 0"));
         // Restarting right now.
@@ -760,7 +763,10 @@ mod tests {
         assert!(unwell(&c, None).unwrap().contains("exit code 3"));
         // Stopped, unhealthy, well.
         let c = json!({"State": {"Running": false, "ExitCode": 137, "Error": ""}});
-        assert_eq!(unwell(&c, None).unwrap(), "the new container stopped (exit code 137)");
+        assert_eq!(
+            unwell(&c, None).unwrap(),
+            "the new container stopped (exit code 137)"
+        );
         let c = json!({"State": {"Running": true, "Health": {"Status": "unhealthy"}}});
         assert!(unwell(&c, None).unwrap().contains("healthcheck"));
         let c = json!({"State": {"Running": true, "Health": {"Status": "healthy"}},

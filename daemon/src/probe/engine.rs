@@ -464,7 +464,7 @@ impl ProbeEngine {
                             String::new()
                         }
                     )));
-                    let sink = match (cell.path, &local) {
+                    let sink = match (cell.kind.path, &local) {
                         (Path::Local, Some(l)) => l.target(*mode),
                         _ => Ok(runner.sink),
                     };
@@ -542,13 +542,13 @@ impl ProbeEngine {
         let crossovers = profiles
             .iter()
             .map(|p| {
-                let kind = p.kind();
+                let kind = p.kind;
                 let of: Vec<ProbeCell> = cells.iter().filter(|c| kind.is(c)).cloned().collect();
                 api::Crossover {
-                    direction: p.direction,
-                    pattern: p.pattern,
-                    protocol: p.protocol,
-                    size: p.size,
+                    direction: kind.direction,
+                    pattern: kind.pattern,
+                    protocol: kind.protocol,
+                    size: kind.size,
                     containers: plan::crossover(&of),
                 }
             })
@@ -609,19 +609,19 @@ impl LocalPeers {
 
 /// "host ingress tcp 1024 B" (and " x3" for N concurrent containers).
 fn describe(mode: ProbeMode, cell: &plan::Cell, n: u32) -> String {
-    let traffic = match cell.pattern {
+    let traffic = match cell.kind.pattern {
         api::Pattern::RequestResponse => "request/response",
-        api::Pattern::Stream => cell.direction.as_str(),
+        api::Pattern::Stream => cell.kind.direction.as_str(),
     };
-    let traffic = match cell.path {
+    let traffic = match cell.kind.path {
         api::Path::Local => format!("{traffic} local"),
         api::Path::Upstream => traffic.to_string(),
     };
     format!(
         "{} {traffic} {} {} B{}",
         mode.as_str(),
-        cell.protocol.as_str(),
-        cell.size,
+        cell.kind.protocol.as_str(),
+        cell.kind.size,
         if n > 1 {
             format!(" x{n}")
         } else {

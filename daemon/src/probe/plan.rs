@@ -6,8 +6,7 @@
 use std::time::{Duration, Instant};
 
 use netmode_advisor::api::{
-    self, CellCounters, Direction, Host, Limits, Path, Pattern, ProbeCell, ProbeMode, Protocol,
-    Transactions,
+    self, CellCounters, Host, Limits, Path, Pattern, ProbeCell, ProbeMode, Protocol, Transactions,
 };
 
 use crate::config::{Probe as ProbeConfig, Traffic, TrafficKind};
@@ -17,29 +16,12 @@ use crate::traffic::SenderReport;
 /// Containers moving at least this much (rx + tx) count as network-active when the sweep
 /// picks the limits its containers run with.
 const ACTIVE_BPS: f64 = 100_000.0;
-/// What one cell sends.
+/// What one cell sends (its kind, as its results are matched), for how long, how fast.
 #[derive(Debug, Clone)]
 pub struct Cell {
-    pub direction: Direction,
-    pub pattern: Pattern,
-    pub path: Path,
-    pub protocol: Protocol,
-    pub size: u32,
+    pub kind: api::CellKind,
     pub duration: Duration,
     pub rate_bps: Option<u64>,
-}
-
-impl Cell {
-    /// What it sends, as its results are matched.
-    pub fn kind(&self) -> api::CellKind {
-        api::CellKind {
-            path: self.path,
-            pattern: self.pattern,
-            direction: self.direction,
-            protocol: self.protocol,
-            size: self.size,
-        }
-    }
 }
 
 /// The senders' reports and the cell's counters.
@@ -62,11 +44,13 @@ pub fn cells_in(
         for &protocol in protocols {
             for &size in sizes {
                 v.push(Cell {
-                    direction,
-                    pattern,
-                    path: Path::Upstream,
-                    protocol,
-                    size,
+                    kind: api::CellKind {
+                        path: Path::Upstream,
+                        pattern,
+                        direction,
+                        protocol,
+                        size,
+                    },
                     duration: cfg.duration,
                     rate_bps: cfg.rate,
                 });
@@ -141,7 +125,10 @@ pub fn container_cells(cfg: &ProbeConfig, kinds: &[TrafficKind], paths: &[Path])
         v.extend(
             cells_in(cfg, kinds, &cfg.protocols, &cfg.sizes)
                 .into_iter()
-                .map(|c| Cell { path, ..c }),
+                .map(|c| Cell {
+                    kind: api::CellKind { path, ..c.kind },
+                    ..c
+                }),
         );
     }
     v
@@ -255,11 +242,11 @@ pub fn cell_result(
 ) -> ProbeCell {
     let mut out = ProbeCell {
         mode,
-        direction: cell.direction,
-        pattern: cell.pattern,
-        path: cell.path,
-        protocol: cell.protocol,
-        size: cell.size,
+        direction: cell.kind.direction,
+        pattern: cell.kind.pattern,
+        path: cell.kind.path,
+        protocol: cell.kind.protocol,
+        size: cell.kind.size,
         concurrency: n,
         goodput_bps: None,
         sent_bps: None,
@@ -285,7 +272,7 @@ pub fn cell_result(
                 .collect();
             out.goodput_bps = Some(outcomes.iter().map(|o| o.goodput_bps()).sum());
             out.sent_bps = Some(outcomes.iter().map(|o| o.sent_bps()).sum());
-            if cell.protocol == Protocol::Udp {
+            if cell.kind.protocol == Protocol::Udp {
                 let sent: u64 = outcomes.iter().map(|o| o.sent_messages).sum();
                 let lost: f64 = outcomes
                     .iter()
@@ -293,7 +280,7 @@ pub fn cell_result(
                     .sum();
                 out.loss = (sent > 0).then(|| lost / sent as f64);
             }
-            if cell.pattern == Pattern::RequestResponse {
+            if cell.kind.pattern == Pattern::RequestResponse {
                 out.transactions = transactions(&outcomes, out.loss);
             }
             out.runs = run_figure(&out).into_iter().collect();
@@ -364,7 +351,7 @@ fn transactions(outcomes: &[&crate::traffic::Outcome], loss: Option<f64>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netmode_advisor::api::ModeKind;
+    use netmode_advisor::api::{Direction, ModeKind};
 
     fn cell(mode: ProbeMode, n: u32, bps: f64) -> ProbeCell {
         ProbeCell {
@@ -496,7 +483,7 @@ mod tests {
         );
         assert_eq!(cells.len(), 4);
         assert_eq!(
-            (cells[2].direction, cells[2].pattern),
+            (cells[2].kind.direction, cells[2].kind.pattern),
             (Direction::Egress, Pattern::RequestResponse)
         );
     }
@@ -545,8 +532,8 @@ mod tests {
         assert_eq!(paths(&c), [Path::Upstream, Path::Local]);
         let cells = container_cells(&cfg, &[TrafficKind::Egress], &paths(&c));
         assert_eq!(cells.len(), 8);
-        assert!(cells[..4].iter().all(|c| c.path == Path::Upstream));
-        assert!(cells[4..].iter().all(|c| c.path == Path::Local));
+        assert!(cells[..4].iter().all(|c| c.kind.path == Path::Upstream));
+        assert!(cells[4..].iter().all(|c| c.kind.path == Path::Local));
         // Nearly all of it on the gateway: that path alone, the round no longer.
         c.live.as_mut().unwrap().local_share = Some(0.95);
         assert_eq!(paths(&c), [Path::Local]);
@@ -630,7 +617,10 @@ mod tests {
             &[Protocol::Tcp, Protocol::Udp],
             &[64, 1024],
         );
-        let got: Vec<(Protocol, u32)> = cells.iter().map(|c| (c.protocol, c.size)).collect();
+        let got: Vec<(Protocol, u32)> = cells
+            .iter()
+            .map(|c| (c.kind.protocol, c.kind.size))
+            .collect();
         assert_eq!(
             got,
             vec![

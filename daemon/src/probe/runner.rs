@@ -69,19 +69,19 @@ fn sender_args(target: Target, cell: &Cell, session: u32, wait_go: bool) -> Vec<
         "--target".into(),
         target.to_string(),
         "--protocol".into(),
-        cell.protocol.as_str().into(),
+        cell.kind.protocol.as_str().into(),
         "--size".into(),
-        cell.size.to_string(),
+        cell.kind.size.to_string(),
         "--duration".into(),
         format!("{}ms", cell.duration.as_millis()),
         "--session".into(),
         session.to_string(),
     ];
-    if cell.direction == Direction::Ingress {
+    if cell.kind.direction == Direction::Ingress {
         a.push("--direction".into());
-        a.push(cell.direction.as_str().into());
+        a.push(cell.kind.direction.as_str().into());
     }
-    if cell.pattern == Pattern::RequestResponse {
+    if cell.kind.pattern == Pattern::RequestResponse {
         a.push("--pattern".into());
         a.push("request-response".into());
     }
@@ -475,13 +475,13 @@ impl Runner<'_> {
     pub async fn in_namespace(&self, pid: u32, cell: &Cell) -> Result<CellRun, ProbeError> {
         let spec = SendSpec {
             target: self.sink,
-            protocol: cell.protocol,
-            size: cell.size as usize,
+            protocol: cell.kind.protocol,
+            size: cell.kind.size as usize,
             duration: cell.duration,
             rate_bps: cell.rate_bps,
             session: traffic::new_session(),
-            direction: cell.direction,
-            pattern: cell.pattern,
+            direction: cell.kind.direction,
+            pattern: cell.kind.pattern,
         };
         let (report, perf, softirqs) = netns::spawn_in("probe-in-place", pid, move || {
             let counters = perf::Counters::start(0);
