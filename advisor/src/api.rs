@@ -1078,3 +1078,12 @@ pub struct Health {
 pub struct ApiError {
     pub error: String,
 }
+
+/// A unit enum's name on the wire (`rolled_back`, `advisor`): its serde name, so there is no
+/// second spelling to keep in step.
+pub fn wire_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}

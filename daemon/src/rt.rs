@@ -8,10 +8,10 @@ static EXECUTOR: smol::Executor<'static> = smol::Executor::new();
 
 static TASKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Counts a live task from its spawn until its future is dropped (finished or cancelled).
-struct Live;
+/// Counts a task from its spawn until its future is dropped (finished or cancelled).
+struct TaskCount;
 
-impl Drop for Live {
+impl Drop for TaskCount {
     fn drop(&mut self) {
         TASKS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -20,9 +20,9 @@ impl Drop for Live {
 /// Spawn a task on the daemon's executor.
 pub fn spawn<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> smol::Task<T> {
     TASKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let live = Live;
+    let counted = TaskCount;
     EXECUTOR.spawn(async move {
-        let _live = live;
+        let _counted = counted;
         f.await
     })
 }
@@ -35,15 +35,6 @@ pub fn tasks() -> usize {
 /// Run `f` (and every spawned task) on the current thread until `f` completes.
 pub fn block_on<T>(f: impl Future<Output = T>) -> T {
     async_io::block_on(EXECUTOR.run(f))
-}
-
-/// A unit enum's name on the wire (`rolled_back`, `advisor`): its serde name, so there is no
-/// second spelling to keep in step.
-pub fn wire_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }
 
 /// Milliseconds since the Unix epoch.

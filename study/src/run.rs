@@ -269,11 +269,13 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                     ),
                 };
                 let cell = Cell {
-                    direction,
-                    pattern,
-                    path: netmode_advisor::api::Path::Upstream,
-                    protocol: key.protocol,
-                    size: key.size,
+                    kind: netmode_advisor::api::CellKind {
+                        path: netmode_advisor::api::Path::Upstream,
+                        pattern,
+                        direction,
+                        protocol: key.protocol,
+                        size: key.size,
+                    },
                     duration: study.options.duration,
                     rate_bps: None,
                 };

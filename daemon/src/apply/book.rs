@@ -8,7 +8,8 @@ use std::sync::{Mutex, RwLock};
 
 use netmode_advisor::api::{ApplyList, ApplyRecord};
 
-use crate::rt::{now_ms, read_lock, wire_name, write};
+use crate::rt::{now_ms, read_lock, write};
+use netmode_advisor::api::wire_name;
 
 pub const HISTORY_FILE: &str = "applies.jsonl";
 const MAX_BYTES: usize = 2 << 20;

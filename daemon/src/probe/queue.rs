@@ -226,9 +226,7 @@ impl ProbeQueue {
     pub fn finish(&self, run: ProbeRun, limit: usize) -> Vec<u8> {
         let mut b = write(&self.book);
         b.running = None;
-        *b.outcomes
-            .entry(crate::rt::wire_name(&run.state))
-            .or_default() += 1;
+        *b.outcomes.entry(api::wire_name(&run.state)).or_default() += 1;
         b.absorb(&run);
         b.history.push(run);
         super::history::trim(&mut b.history, limit)
