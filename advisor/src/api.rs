@@ -908,6 +908,31 @@ pub enum Action {
     Switch,
 }
 
+/// Whether the evidence has settled a container's mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Switching pays, with at least `advisor.min_probability`.
+    Switch,
+    /// Switching does not pay, with at least `advisor.min_probability` (or netmode leaves the
+    /// container alone, or a label pins it).
+    Keep,
+    /// Not known yet.
+    #[default]
+    Undecided,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Switch => "switch",
+            Decision::Keep => "keep",
+            Decision::Undecided => "undecided",
+        }
+    }
+}
+
 /// What a recommendation rests on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -956,8 +981,34 @@ pub struct Recommendation {
     /// negative when keeping a mode whose deficit is below the switch threshold, 0 for a
     /// container netmode leaves alone or that is not network-active.
     pub expected_gain: f64,
-    /// 0..1: how much the recommendation rests on consistent measurements.
+    /// 0..1: the probability that `action` is the right one with respect to
+    /// `advisor.min_gain`: `p_switch_pays` for a switch, one less it for a keep (for a
+    /// pinned or excluded container, 1).
     pub confidence: f64,
+    /// The posterior probability, given every probe and sweep run so far and the study as
+    /// prior, that the other mode's true goodput (for request/response: latency) beats the
+    /// current mode's by at least `advisor.min_gain`: the probability that switching pays.
+    /// `null` for a container netmode leaves alone, pins or finds not network-active.
+    #[serde(default)]
+    pub p_switch_pays: Option<f64>,
+    /// `switch` (`p_switch_pays` at least `advisor.min_probability`), `keep` (switching is
+    /// that unlikely to pay, or the two modes are within `min_gain` of each other with that
+    /// probability) or `undecided` (more probe rounds are needed; always with the prior
+    /// alone). Apply mode acts on `switch` only.
+    #[serde(default)]
+    pub decision: Decision,
+    /// The 80 % credible interval of `expected_gain` (the same fractions), when measured.
+    #[serde(default)]
+    pub gain_interval: Option<[f64; 2]>,
+    /// Undecided: how many more probe rounds like the ones so far are expected to decide it
+    /// (`null`: more than 8, or not measured yet).
+    #[serde(default)]
+    pub rounds_to_decide: Option<u32>,
+    /// With `advisor.mode = "apply"`: why this recommended switch is not applied now (the
+    /// rule it waits on: undecided, `advisor.apply_after`, the cooldown, the hourly budget, a
+    /// pending probe, ...); it is looked at again at every sample. `null` otherwise.
+    #[serde(default)]
+    pub apply_waits: Option<String>,
     /// One sentence.
     pub reason: String,
     pub blockers: Vec<Blocker>,

@@ -638,19 +638,35 @@ pub fn explain(c: &Container) -> String {
         out.push_str("\nno recommendation yet (the first evaluation follows the first sample)\n");
         return out;
     };
-    out.push_str(&format!(
-        "\nrecommendation: {} (mode {}, {}, expected gain {:+.1}%, confidence {:.2}, basis {:?}{})\n",
-        recommendation_cell(Some(r)),
-        r.mode.as_str(),
-        match r.action {
-            Action::Keep => "keep",
-            Action::Switch => "switch",
-        },
-        r.expected_gain * 100.0,
-        r.confidence,
-        r.basis,
-        if r.applicable { ", applicable" } else { "" }
-    ).to_lowercase());
+    out.push_str(
+        &format!(
+            "\nrecommendation: {} (mode {}, {}, expected gain {:+.1}%{}, basis {:?}{})\n",
+            recommendation_cell(Some(r)),
+            r.mode.as_str(),
+            match r.action {
+                Action::Keep => "keep",
+                Action::Switch => "switch",
+            },
+            r.expected_gain * 100.0,
+            r.gain_interval
+                .map(|[lo, hi]| format!(" (80%: {:+.1}% to {:+.1}%)", lo * 100.0, hi * 100.0))
+                .unwrap_or_default(),
+            r.basis,
+            if r.applicable { ", applicable" } else { "" }
+        )
+        .to_lowercase(),
+    );
+    // "P = 0.97 that host gains at least 10% over bridge: decided, switch (...)".
+    if let Some(e) = r.evidence.iter().find(|e| e.step == "probability") {
+        out.push_str(&format!(
+            "decision: {} ({})\n",
+            r.decision.as_str(),
+            e.detail
+        ));
+    }
+    if let Some(why) = &r.apply_waits {
+        out.push_str(&format!("apply mode waits: {why}\n"));
+    }
     out.push_str(&format!("  {}\n", r.reason));
     if !r.evidence.is_empty() {
         out.push_str("\nevidence:\n");

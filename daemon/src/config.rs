@@ -216,9 +216,15 @@ pub struct Advisor {
     /// With `mode = "apply"`: at most this many changes by the advisor within an hour.
     #[serde(deserialize_with = "changes_per_hour")]
     pub max_changes_per_hour: u32,
-    /// With `mode = "apply"`: only recommendations at least this confident are applied.
-    #[serde(deserialize_with = "unit_interval")]
-    pub min_confidence: f64,
+    /// A container is decided once the probability that switching gains at least
+    /// `min_gain` is at least this (switch) or at most one less it (keep); apply mode acts
+    /// on decided switches only.
+    #[serde(deserialize_with = "probability")]
+    pub min_probability: f64,
+    /// No longer used (decisions rest on `min_probability`): accepted so that an older
+    /// configuration loads, with a warning at start.
+    #[serde(deserialize_with = "deprecated_unit_interval")]
+    pub min_confidence: Option<f64>,
     /// With `mode = "apply"`: a switch must have been recommended this long first.
     #[serde(deserialize_with = "cooldown")]
     pub apply_after: Duration,
@@ -243,7 +249,8 @@ impl Default for Advisor {
         Advisor {
             mode: AdvisorMode::Recommend,
             max_changes_per_hour: 2,
-            min_confidence: 0.5,
+            min_probability: 0.95,
+            min_confidence: None,
             apply_after: Duration::from_secs(5 * 60),
             active_threshold: 1_000_000,
             active_window: Duration::from_secs(60),
@@ -259,7 +266,7 @@ impl Advisor {
     pub fn auto(&self) -> netmode_advisor::policy::auto::AutoConfig {
         netmode_advisor::policy::auto::AutoConfig {
             max_changes_per_hour: self.max_changes_per_hour,
-            min_confidence: self.min_confidence,
+            min_probability: self.min_probability,
             apply_after_ms: self.apply_after.as_millis() as u64,
             cooldown_ms: self.cooldown.as_millis() as u64,
         }
@@ -270,6 +277,7 @@ impl Advisor {
             active_threshold_bps: self.active_threshold as f64,
             active_window_s: self.active_window.as_secs_f64(),
             min_gain: self.min_gain,
+            min_probability: self.min_probability,
             hysteresis: self.hysteresis.min(self.min_gain),
             cooldown_ms: self.cooldown.as_millis() as u64,
             prior_crossover: self.prior_crossover,
@@ -780,8 +788,12 @@ fn gain<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 }
 
 /// A number from 0 to 1.
-fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    number_in(d, 0.0, 1.0, "")
+fn deprecated_unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    number_in(d, 0.0, 1.0, "").map(Some)
+}
+
+fn probability<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    number_in(d, 0.5, 0.999, "")
 }
 
 fn changes_per_hour<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

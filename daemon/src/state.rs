@@ -217,6 +217,16 @@ impl Shared {
         *write(&self.recommendations) = Some(r);
     }
 
+    /// Apply mode's reasons for not applying recommended switches now, by container name:
+    /// set on the latest recommendations (cleared on the others).
+    pub fn set_apply_waits(&self, waits: &std::collections::BTreeMap<String, String>) {
+        if let Some(r) = write(&self.recommendations).as_mut() {
+            for c in &mut r.containers {
+                c.recommendation.apply_waits = waits.get(&c.name).cloned();
+            }
+        }
+    }
+
     pub fn recommendations(&self) -> Option<api::Recommendations> {
         read(&self.recommendations)
     }

@@ -2,7 +2,9 @@
 //! A pure function of the recommendations, the policy's memory and the history of changes;
 //! the daemon gathers those and carries the pick out as any other change.
 
-use crate::api::{Action, ApplyRecord, ApplyState, Basis, ModeKind, Recommendation, Trigger};
+use crate::api::{
+    Action, ApplyRecord, ApplyState, Basis, Decision, ModeKind, Recommendation, Trigger,
+};
 
 use super::Memory;
 
@@ -11,8 +13,9 @@ use super::Memory;
 pub struct AutoConfig {
     /// At most this many changes by the advisor within any hour (failed ones count too).
     pub max_changes_per_hour: u32,
-    /// Only recommendations at least this confident are applied.
-    pub min_confidence: f64,
+    /// The policy's `min_probability` (a switch is applied only once decided: the
+    /// probability that it pays at least this), for the reason a switch waits.
+    pub min_probability: f64,
     /// A switch must have been recommended, unchanged, for this long (ms).
     pub apply_after_ms: u64,
     /// The policy's cooldown: no change within it of the container's last mode change, and
@@ -94,10 +97,18 @@ fn why_not(c: &Candidate, input: &AutoInput) -> Option<String> {
     if r.held_until_ms.is_some() {
         return Some("held by the cooldown".into());
     }
-    if r.confidence < cfg.min_confidence {
+    if r.decision != Decision::Switch {
         return Some(format!(
-            "confidence {:.2} is below advisor.min_confidence {:.2}",
-            r.confidence, cfg.min_confidence
+            "not decided yet: P = {:.2} that it pays, below advisor.min_probability {:.2}{}",
+            r.p_switch_pays.unwrap_or(0.0),
+            cfg.min_probability,
+            match r.rounds_to_decide {
+                Some(k) => format!(
+                    " (about {k} more probe round{} expected to decide)",
+                    if k == 1 { "" } else { "s" }
+                ),
+                None => String::new(),
+            }
         ));
     }
     if c.compose_managed {
@@ -144,8 +155,8 @@ fn why_not(c: &Candidate, input: &AutoInput) -> Option<String> {
     None
 }
 
-/// At most one change: the applicable, confident, settled switch with the largest expected
-/// gain times confidence; none while the hourly budget is spent.
+/// At most one change: the applicable, decided, settled switch with the largest expected
+/// gain times the probability that it pays; none while the hourly budget is spent.
 pub fn choose(input: &AutoInput) -> Choice {
     let mut choice = Choice::default();
     let spent = changes_last_hour(input.history, input.now_ms);
@@ -197,19 +208,29 @@ mod tests {
     fn config() -> AutoConfig {
         AutoConfig {
             max_changes_per_hour: 2,
-            min_confidence: 0.5,
+            min_probability: 0.95,
             apply_after_ms: 5 * MIN,
             cooldown_ms: 30 * MIN,
         }
     }
 
-    fn switch(mode: ModeKind, gain: f64, confidence: f64) -> Recommendation {
+    /// A measured switch that pays with probability `p` (decided from 0.95 on).
+    fn switch(mode: ModeKind, gain: f64, p: f64) -> Recommendation {
         Recommendation {
             mode,
             action: Action::Switch,
             applicable: true,
             expected_gain: gain,
-            confidence,
+            confidence: p,
+            p_switch_pays: Some(p),
+            decision: if p >= 0.95 {
+                Decision::Switch
+            } else {
+                Decision::Undecided
+            },
+            gain_interval: None,
+            rounds_to_decide: (p < 0.95).then_some(2),
+            apply_waits: None,
             reason: "measured".into(),
             blockers: vec![],
             warnings: vec![],
@@ -283,21 +304,24 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_confident_gain_is_applied_one_at_a_time() {
-        let a = switch(ModeKind::Host, 0.30, 0.9);
-        let b = switch(ModeKind::Host, 0.50, 0.8);
-        let c = switch(ModeKind::Bridge, 0.60, 0.3);
+    fn the_largest_decided_gain_is_applied_one_at_a_time() {
+        let a = switch(ModeKind::Host, 0.30, 0.99);
+        let b = switch(ModeKind::Host, 0.50, 0.96);
+        let c = switch(ModeKind::Bridge, 0.60, 0.9);
         let m = memory(&[("a", &a), ("b", &b), ("c", &c)], NOW - 10 * MIN);
         let ch = choose_with(&[cand("a", &a), cand("b", &b), cand("c", &c)], &m, &[]);
         let p = ch.pick.expect("a pick");
         assert_eq!((p.container.as_str(), p.mode), ("b", ModeKind::Host));
         let why = &ch.waiting.iter().find(|(n, _)| n == "c").unwrap().1;
-        assert!(why.contains("min_confidence"), "{why}");
+        assert!(
+            why.contains("min_probability") && why.contains("P = 0.90") && why.contains("2 more"),
+            "{why}"
+        );
     }
 
     #[test]
     fn nothing_settled_nothing_applied() {
-        let a = switch(ModeKind::Host, 0.30, 0.9);
+        let a = switch(ModeKind::Host, 0.30, 0.99);
         // Recommended two minutes ago: advisor.apply_after (5 min) has not passed.
         let m = memory(&[("a", &a)], NOW - 2 * MIN);
         let ch = choose_with(&[cand("a", &a)], &m, &[]);
@@ -313,18 +337,18 @@ mod tests {
     fn pins_prior_blocked_held_compose_and_probing_are_never_applied() {
         let mut pinned = switch(ModeKind::Host, 0.30, 1.0);
         pinned.basis = Basis::Pinned;
-        let mut prior = switch(ModeKind::Host, 0.30, 0.9);
+        let mut prior = switch(ModeKind::Host, 0.30, 0.99);
         prior.basis = Basis::Prior;
-        let mut blocked = switch(ModeKind::Host, 0.30, 0.9);
+        let mut blocked = switch(ModeKind::Host, 0.30, 0.99);
         blocked.applicable = false;
         blocked.blockers.push(Blocker {
             kind: "port_conflict".into(),
             message: "port 80 is taken".into(),
         });
-        let mut held = switch(ModeKind::Host, 0.30, 0.9);
+        let mut held = switch(ModeKind::Host, 0.30, 0.99);
         held.held_until_ms = Some(NOW + MIN);
-        let compose = switch(ModeKind::Host, 0.30, 0.9);
-        let probing = switch(ModeKind::Host, 0.30, 0.9);
+        let compose = switch(ModeKind::Host, 0.30, 0.99);
+        let probing = switch(ModeKind::Host, 0.30, 0.99);
         let all = [
             ("pinned", &pinned),
             ("prior", &prior),
@@ -355,8 +379,8 @@ mod tests {
 
     #[test]
     fn the_hourly_budget_counts_failed_changes_and_a_rollback_is_not_retried_soon() {
-        let a = switch(ModeKind::Host, 0.30, 0.9);
-        let b = switch(ModeKind::Host, 0.30, 0.9);
+        let a = switch(ModeKind::Host, 0.30, 0.99);
+        let b = switch(ModeKind::Host, 0.30, 0.99);
         let m = memory(&[("a", &a), ("b", &b)], NOW - 10 * MIN);
         let cands = [cand("a", &a), cand("b", &b)];
         // Two changes (one rolled back) in the last hour: the budget of 2 is spent.
@@ -384,7 +408,7 @@ mod tests {
 
     #[test]
     fn no_change_within_the_cooldown_of_the_last_mode_change() {
-        let a = switch(ModeKind::Bridge, 0.30, 0.9);
+        let a = switch(ModeKind::Bridge, 0.30, 0.99);
         let mut m = memory(&[("a", &a)], NOW - 10 * MIN);
         m.containers.get_mut("a").unwrap().mode_since_ms = NOW - 20 * MIN;
         let ch = choose_with(&[cand("a", &a)], &m, &[]);
@@ -400,7 +424,7 @@ mod tests {
             prop_oneof![Just(Action::Switch), Just(Action::Keep)],
             any::<bool>(),
             -0.5f64..1.0,
-            0.1f64..1.0,
+            0.0f64..1.0,
             prop_oneof![
                 Just(Basis::Measured),
                 Just(Basis::Prior),
@@ -421,7 +445,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_pick_is_always_a_confident_applicable_measured_settled_switch(
+        fn a_pick_is_always_a_decided_applicable_measured_settled_switch(
             recs in proptest::collection::vec(
                 (arb_rec(), any::<bool>(), any::<bool>(), 0u64..20 * MIN, 0u64..60 * MIN),
                 1..6,
@@ -457,7 +481,8 @@ mod tests {
                 prop_assert!(r.applicable);
                 prop_assert_eq!(r.basis, Basis::Measured);
                 prop_assert!(r.held_until_ms.is_none());
-                prop_assert!(r.confidence >= cfg.min_confidence);
+                prop_assert_eq!(r.decision, Decision::Switch);
+                prop_assert!(r.p_switch_pays.unwrap_or(0.0) >= cfg.min_probability);
                 prop_assert!(!compose && !probing);
                 prop_assert!(*since >= cfg.apply_after_ms);
                 prop_assert!(*mode_age >= cfg.cooldown_ms);
@@ -466,7 +491,7 @@ mod tests {
                 for (j, (o, oc, op, os, oa)) in recs.iter().enumerate() {
                     let eligible = o.action == Action::Switch && o.applicable
                         && o.basis == Basis::Measured && o.held_until_ms.is_none()
-                        && o.confidence >= cfg.min_confidence && !oc && !op
+                        && o.decision == Decision::Switch && !oc && !op
                         && *os >= cfg.apply_after_ms && *oa >= cfg.cooldown_ms;
                     if eligible && j != i {
                         prop_assert!(o.expected_gain * o.confidence <= r.expected_gain * r.confidence);
@@ -477,7 +502,7 @@ mod tests {
                 for (o, oc, op, os, oa) in &recs {
                     let eligible = o.action == Action::Switch && o.applicable
                         && o.basis == Basis::Measured && o.held_until_ms.is_none()
-                        && o.confidence >= cfg.min_confidence && !oc && !op
+                        && o.decision == Decision::Switch && !oc && !op
                         && *os >= cfg.apply_after_ms && *oa >= cfg.cooldown_ms;
                     prop_assert!(!eligible, "{:?} was eligible", o);
                 }

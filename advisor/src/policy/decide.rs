@@ -4,9 +4,52 @@
 use std::collections::BTreeMap;
 
 use super::constraints::{blocker, served_ports};
-use super::measure::{matching_sweeps, mean_sd, sweep_at, weighted_ratios};
+use super::measure::{matching_sweeps, mean_sd, probe_round, round_at, sweep_at, weighted_ratios};
+use super::posterior::{Posterior, Round};
 use super::*;
-use crate::api::{Action, Basis, Evidence};
+use crate::api::{Action, Basis, Decision, Evidence};
+
+/// The extra spread (log units) when the largest N swept stands in for a larger one.
+const BEYOND_SD: f64 = 0.1;
+
+/// The shift of the log ratio from one container to N: the study's (`prior`, with its
+/// spread) updated with the sweep rounds' paired differences S_N - S_1 (normal, known
+/// spread: their sample spread from two rounds on, else the single-round spread).
+fn shift_to_n(prior: f64, d: &[f64], beyond: bool) -> (f64, f64) {
+    let (mean, sd) = mean_sd(d);
+    let data_var = sd * sd / d.len().max(1) as f64;
+    let prior_var = PRIOR_SD * PRIOR_SD;
+    let var = 1.0 / (1.0 / data_var + 1.0 / prior_var);
+    let m = var * (mean / data_var + prior / prior_var);
+    let extra = if beyond { BEYOND_SD * BEYOND_SD } else { 0.0 };
+    (m, (var + extra).sqrt())
+}
+
+/// How many more rounds like the ones so far would likely decide: the posterior's spread
+/// shrinking with the square root of the rounds (down to the model's own error), until the
+/// median is `z` spreads from `edge` (the switch threshold in the switch's direction).
+/// `None` past 8.
+fn rounds_to_decide(p: &Posterior, edge: f64, rounds: usize, min_probability: f64) -> Option<u32> {
+    // z of a one-sided normal probability (0.95 -> 1.645), by bisection on erf's stand-in.
+    let z = normal_quantile(min_probability);
+    let sd = (p.quantile(0.9) - p.quantile(0.1)) / (2.0 * 1.2816);
+    let varying = (sd * sd - MODEL_SD * MODEL_SD).max(0.0);
+    let distance = (p.median() - edge).abs();
+    let r = rounds.max(1) as f64;
+    (1..=8u32).find(|k| {
+        let sd_k = (varying * r / (r + *k as f64) + MODEL_SD * MODEL_SD).sqrt();
+        distance >= z * sd_k
+    })
+}
+
+/// The standard normal quantile of `p` (0.5..1), from the logistic-free Abramowitz-Stegun
+/// rational approximation (error below 5e-4).
+fn normal_quantile(p: f64) -> f64 {
+    let p = p.clamp(0.5, 1.0 - 1e-9);
+    let t = (-2.0 * (1.0 - p).ln()).sqrt();
+    t - (2.515517 + 0.802853 * t + 0.010328 * t * t)
+        / (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t)
+}
 fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
@@ -22,6 +65,11 @@ fn excluded(c: &Container, reason: String) -> Recommendation {
         applicable: false,
         expected_gain: 0.0,
         confidence: 1.0,
+        p_switch_pays: None,
+        decision: Decision::Keep,
+        gain_interval: None,
+        rounds_to_decide: None,
+        apply_waits: None,
         reason,
         blockers: Vec::new(),
         warnings: Vec::new(),
@@ -220,6 +268,14 @@ fn pinned(c: &Container, pin: &str, input: &Input, memory: &Memory) -> Recommend
         applicable: false,
         expected_gain: 0.0,
         confidence: 1.0,
+        p_switch_pays: None,
+        decision: match action {
+            Action::Switch => Decision::Switch,
+            Action::Keep => Decision::Keep,
+        },
+        gain_interval: None,
+        rounds_to_decide: None,
+        apply_waits: None,
         reason,
         blockers,
         warnings,
@@ -281,6 +337,11 @@ fn decide(
             applicable: false,
             expected_gain: 0.0,
             confidence: 0.5,
+            p_switch_pays: None,
+            decision: Decision::Keep,
+            gain_interval: None,
+            rounds_to_decide: None,
+            apply_waits: None,
             reason: format!(
                 "Not network-active ({} < {}): its mode does not change throughput now.",
                 mbit(cm.activity_bps),
@@ -427,59 +488,126 @@ fn decide(
             ),
         });
     }
-    let measured: Option<Estimate> = match (&sweep_n, &sweep_1, &probe) {
-        // Alone, the container's own probe says it all.
-        (_, _, Some(p)) if n == 1 => Some(*p),
-        // The container's own single-sender ratio, moved to concurrency N the way the
-        // sweep says the ratio moves from 1 to N.
-        (Some((sn, at)), Some((s1, _)), Some(p)) => {
-            let mut e = Estimate {
-                log_ratio: sn.log_ratio + (p.log_ratio - s1.log_ratio),
-                spread: (sn.spread.powi(2) + p.spread.powi(2) + s1.spread.powi(2)).sqrt(),
-                rounds: sn.rounds.min(p.rounds),
-            };
-            if *at < n {
-                e.spread = e.spread * 1.5 + 0.1;
-            }
-            Some(e)
+    // The posterior of the log gain host/bridge at N: the container's own rounds (the
+    // study's single-container figure as prior), moved to N the way the sweep's paired
+    // differences S_N - S_1 say (the study's shift from 1 to N when there is no sweep); or
+    // the sweep alone; or the prior alone.
+    let own_prior = prior_log_ratio(1, prior_crossover);
+    let own: Vec<Round> = cm
+        .probe_rounds
+        .iter()
+        .filter_map(|r| probe_round(&r.cells, &profile))
+        .collect();
+    let swept: Vec<(f64, f64, u32)> = sweeps
+        .iter()
+        .filter_map(|r| Some((round_at(r, n, &profile)?, round_at(r, 1, &profile)?)))
+        .map(|((vn, at), (v1, _))| (vn, v1, at))
+        .collect();
+    let beyond = swept.iter().map(|s| s.2).min().is_some_and(|at| at < n);
+    let measured: Option<Posterior> = match (own.is_empty(), swept.is_empty()) {
+        (false, _) if n == 1 => Some(Posterior::of(own_prior, &own)),
+        (false, false) => {
+            let d: Vec<f64> = swept.iter().map(|(vn, v1, _)| vn - v1).collect();
+            let (mean, sd) = shift_to_n(prior - own_prior, &d, beyond);
+            Some(Posterior::of(own_prior, &own).shifted(mean, sd))
         }
-        (Some((sn, at)), _, None) => {
-            let mut e = *sn;
-            if *at < n {
-                e.spread = e.spread * 1.5 + 0.1;
-            }
-            Some(e)
+        (false, true) => Some(Posterior::of(own_prior, &own).shifted(prior - own_prior, PRIOR_SD)),
+        (true, false) => {
+            let rounds: Vec<Round> = swept
+                .iter()
+                .map(|(vn, _, _)| Round::aggregate(*vn))
+                .collect();
+            let p = Posterior::of(prior, &rounds);
+            Some(if beyond { p.shifted(0.0, BEYOND_SD) } else { p })
         }
-        (None, _, Some(p)) => Some(Estimate {
-            // No sweep: the prior's shift from 1 to N container(s) stands in for it.
-            log_ratio: p.log_ratio + prior - prior_log_ratio(1, prior_crossover),
-            spread: p.spread * 2.0,
-            rounds: p.rounds,
-        }),
-        _ => None,
+        (true, true) => None,
     };
-    let (estimate, weight, confidence) = combine(prior, measured.as_ref());
+    let rounds_so_far = if own.is_empty() {
+        swept.len()
+    } else {
+        own.len()
+    };
+    let posterior = match &measured {
+        // A probe is not the application: an error of its own that no round removes.
+        Some(p) => p.shifted(0.0, MODEL_SD),
+        None => Posterior::prior(prior),
+    };
+    let estimate = posterior.median();
     let basis = if measured.is_some() {
         Basis::Measured
     } else {
         Basis::Prior
     };
+    let t = (1.0 + cfg.min_gain).ln();
+    // Switching pays: the other mode at least min_gain better.
+    let p_switch = if c.mode_kind == ModeKind::Host {
+        posterior.p_at_most(-t)
+    } else {
+        posterior.p_at_least(t)
+    };
+    let decision = match measured {
+        None => Decision::Undecided,
+        Some(_) if p_switch >= cfg.min_probability => Decision::Switch,
+        Some(_) if p_switch <= 1.0 - cfg.min_probability => Decision::Keep,
+        Some(_) => Decision::Undecided,
+    };
+    let rounds_to_decide = (decision == Decision::Undecided && measured.is_some())
+        .then(|| {
+            let edge = if c.mode_kind == ModeKind::Host { -t } else { t };
+            rounds_to_decide(&posterior, edge, rounds_so_far, cfg.min_probability)
+        })
+        .flatten();
+    let (q10, q90) = (posterior.quantile(0.1), posterior.quantile(0.9));
     evidence.push(Evidence {
         step: "weighing".into(),
         detail: match &measured {
-            Some(m) => format!(
-                "measured {:+.1}% ({} round{}, spread {:.1}% per round, sd {:.1}%) weighs {:.0}% against the prior's {:+.1}% (sd {:.0}%)",
-                (m.log_ratio.exp() - 1.0) * 100.0,
-                m.rounds,
-                if m.rounds == 1 { "" } else { "s" },
-                m.spread * 100.0,
-                m.sd() * 100.0,
-                weight * 100.0,
+            Some(_) => format!(
+                "host/bridge {:+.1}% (80% interval {:+.1}% to {:+.1}%) from {rounds_so_far} round{}{}, against the study's {:+.1}% (Student t, scale {:.0}%)",
+                (estimate.exp() - 1.0) * 100.0,
+                (q10.exp() - 1.0) * 100.0,
+                (q90.exp() - 1.0) * 100.0,
+                if rounds_so_far == 1 { "" } else { "s" },
+                if own.is_empty() {
+                    " of the sweep"
+                } else if n > 1 {
+                    " of its own, moved to N by the sweep (or the study)"
+                } else {
+                    " of its own"
+                },
                 (prior.exp() - 1.0) * 100.0,
                 PRIOR_SD * 100.0
             ),
             None => "no probe or sweep yet: the prior alone".into(),
         },
+    });
+    evidence.push(Evidence {
+        step: "probability".into(),
+        detail: format!(
+            "P = {p_switch:.2} that {} gains at least {} over {}: {}",
+            other(c.mode_kind).as_str(),
+            pct(cfg.min_gain),
+            c.mode_kind.as_str(),
+            match decision {
+                Decision::Switch => format!(
+                    "decided, switch (advisor.min_probability {:.2})",
+                    cfg.min_probability
+                ),
+                Decision::Keep => format!(
+                    "decided, keep (at most {:.2})",
+                    1.0 - cfg.min_probability
+                ),
+                Decision::Undecided if measured.is_none() => {
+                    "undecided: the prior alone decides nothing".into()
+                }
+                Decision::Undecided => match rounds_to_decide {
+                    Some(k) => format!(
+                        "undecided: about {k} more probe round{} expected to decide",
+                        if k == 1 { "" } else { "s" }
+                    ),
+                    None => "undecided: more than 8 more rounds expected (the modes may be within min_gain of each other)".into(),
+                },
+            }
+        ),
     });
     let best = if estimate > 0.0 {
         ModeKind::Host
@@ -504,7 +632,13 @@ fn decide(
     } else {
         cfg.min_gain
     };
-    let mut action = if best != c.mode_kind && gain >= threshold {
+    // On the prior alone, the study's rule recommends (apply mode never acts on it). On
+    // measurements, a new switch needs the evidence to have decided it; one already
+    // recommended holds while switching still more likely pays than not.
+    let settled = basis == Basis::Prior
+        || decision == Decision::Switch
+        || (previously_switch_to_best && p_switch >= 0.5);
+    let mut action = if best != c.mode_kind && gain >= threshold && settled {
         Action::Switch
     } else {
         Action::Keep
@@ -527,6 +661,9 @@ fn decide(
             match (best == c.mode_kind, action) {
                 (true, _) => "it already runs in the better mode".to_string(),
                 (false, Action::Switch) => "met".to_string(),
+                (false, Action::Keep) if gain >= threshold => {
+                    "met by the estimate, but the evidence has not decided it yet".to_string()
+                }
                 (false, Action::Keep) => "not met".to_string(),
             }
         ),
@@ -567,7 +704,11 @@ fn decide(
         (Vec::new(), Vec::new())
     };
     let source = match basis {
-        Basis::Measured => format!("measured, confidence {:.2}", confidence),
+        Basis::Measured => format!(
+            "measured, P = {p_switch:.2} that {} gains at least {}",
+            other(c.mode_kind).as_str(),
+            pct(cfg.min_gain)
+        ),
         _ => "the study's prior alone: no probe yet".into(),
     };
     let who = format!(
@@ -597,6 +738,12 @@ fn decide(
             pct(gain),
             other(best).as_str()
         ),
+        (Action::Keep, None) if gain >= threshold => format!(
+            "{who}, {} mode is expected to deliver {} more, but the evidence has not decided it ({source}); {} mode stays until it does{isolation}.",
+            best.as_str(),
+            pct(gain),
+            c.mode_kind.as_str()
+        ),
         (Action::Keep, None) => format!(
             "{who}, {} mode would gain only {} ({source}), below the {} needed to switch{isolation}.",
             best.as_str(),
@@ -617,7 +764,22 @@ fn decide(
         })
         .exp()
             - 1.0,
-        confidence,
+        confidence: if action == Action::Switch {
+            p_switch
+        } else {
+            1.0 - p_switch
+        },
+        p_switch_pays: Some(p_switch),
+        decision,
+        gain_interval: measured.is_some().then(|| {
+            if mode == ModeKind::Host {
+                [q10.exp() - 1.0, q90.exp() - 1.0]
+            } else {
+                [(-q90).exp() - 1.0, (-q10).exp() - 1.0]
+            }
+        }),
+        rounds_to_decide,
+        apply_waits: None,
         reason,
         blockers,
         warnings,

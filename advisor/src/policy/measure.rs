@@ -14,6 +14,50 @@ pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
     (gb > 0.0 && cpu > 0.0).then(|| cpu / gb)
 }
 
+/// A cell's figure in each of its runs (goodput, or latency for request/response): the
+/// merged figure when it ran once.
+fn runs_of(c: &ProbeCell) -> Vec<f64> {
+    if !c.runs.is_empty() {
+        return c.runs.clone();
+    }
+    match c.pattern {
+        Pattern::RequestResponse => c.transactions.map(|t| t.latency_p50_us),
+        Pattern::Stream => c.goodput_bps,
+    }
+    .into_iter()
+    .collect()
+}
+
+/// A probe round as the posterior reads it: each cell's runs per mode as log figures
+/// (oriented so that larger is better for host: log goodput, minus log latency), weighted
+/// toward the container's traffic. A round remembered before runs were kept counts each
+/// cell's ratio as one run per mode.
+pub(super) fn probe_round(cells: &[CellRatio], profile: &Profile) -> Option<posterior::Round> {
+    let logs = |v: &[f64], sign: f64| -> Vec<f64> {
+        v.iter()
+            .filter(|x| **x > 0.0)
+            .map(|x| sign * x.ln())
+            .collect()
+    };
+    let per_cell: Vec<(f64, Vec<f64>, Vec<f64>)> = cells
+        .iter()
+        .map(|c| {
+            let w = cell_weight(c, profile);
+            let sign = match c.pattern {
+                Pattern::RequestResponse => -1.0,
+                Pattern::Stream => 1.0,
+            };
+            let (b, h) = (logs(&c.bridge_runs, sign), logs(&c.host_runs, sign));
+            if b.is_empty() || h.is_empty() {
+                (w, vec![0.0], vec![c.log_ratio])
+            } else {
+                (w, b, h)
+            }
+        })
+        .collect();
+    posterior::round_of(&per_cell)
+}
+
 /// Log ratios host/bridge per protocol and size from a container's latest probe cells.
 pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
     let mut out = Vec::new();
@@ -47,6 +91,8 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
                 Vec::new()
             };
             out.push(CellRatio {
+                bridge_runs: runs_of(b),
+                host_runs: runs_of(h),
                 direction: b.direction,
                 pattern: b.pattern,
                 path: b.path,
@@ -269,26 +315,6 @@ impl Estimate {
     /// number, down to the model's own error.
     pub fn sd(&self) -> f64 {
         (self.spread.powi(2) / self.rounds.max(1) as f64 + MODEL_SD.powi(2)).sqrt()
-    }
-}
-
-/// The measurement weighed against the prior by their precisions (normal approximation):
-/// the combined log ratio, the measurement's weight, and a confidence in 0..1 (how much the
-/// combination narrows the prior's uncertainty).
-pub fn combine(prior: f64, m: Option<&Estimate>) -> (f64, f64, f64) {
-    let prior_precision = 1.0 / PRIOR_SD.powi(2);
-    match m {
-        None => (prior, 0.0, 0.1),
-        Some(m) => {
-            let precision = 1.0 / m.sd().powi(2);
-            let w = precision / (precision + prior_precision);
-            let posterior_sd = (1.0 / (precision + prior_precision)).sqrt();
-            (
-                w * m.log_ratio + (1.0 - w) * prior,
-                w,
-                (1.0 - posterior_sd / PRIOR_SD).clamp(0.1, 1.0),
-            )
-        }
     }
 }
 

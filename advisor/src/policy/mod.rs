@@ -2,10 +2,10 @@
 //!
 //! ```text
 //!  prior (the study)        measurements (probes, sweep)        constraints, labels
-//!  bridge for 1 active,  ─► log goodput ratio host/bridge ─────►  blockers, warnings
-//!  host from the crossover   weighed by their confidence          pins, exclusions
+//!  bridge for 1 active,  ─► posterior of the log gain      ─────►  blockers, warnings
+//!  host from the crossover   host/bridge: P(switch pays)          pins, exclusions
 //!                                        │
-//!                            min gain, hysteresis, cooldown ─► recommendation
+//!              decided (min_probability), min gain, hysteresis, cooldown ─► recommendation
 //! ```
 //!
 //! Everything the policy remembers between evaluations (activity averages, probe rounds,
@@ -13,6 +13,8 @@
 //! memory always give the same output and the same new memory.
 //!
 //! - `measure`: probe cells and sweeps into log goodput ratios, weighed by a traffic profile.
+//! - `posterior`: the probability model (rounds and runs of both modes -> the posterior of the
+//!   log gain on a grid, with the study as a heavy-tailed prior).
 //! - `memory`: what is kept between evaluations (`remember`).
 //! - `constraints`: what blocks a switch, and what it only warns about.
 //! - `decide`: `evaluate`, the whole decision for every container.
@@ -32,11 +34,12 @@ mod constraints;
 mod decide;
 mod measure;
 mod memory;
+pub mod posterior;
 
 pub use constraints::constraints;
 pub use decide::evaluate;
 pub use measure::{
-    Estimate, Profile, cell_cpu_s_per_gb, cell_ratios, cell_weight, combine, measured_crossover,
+    Estimate, Profile, cell_cpu_s_per_gb, cell_ratios, cell_weight, measured_crossover,
     prior_log_ratio, sweep_ratios,
 };
 pub use memory::remember;
@@ -50,6 +53,9 @@ pub struct Config {
     pub active_window_s: f64,
     /// Recommend a switch only above this expected gain (0.10 = 10 %).
     pub min_gain: f64,
+    /// A container is decided (switch, or keep) once the probability that switching gains
+    /// at least `min_gain` is at least this (switch) or at most one less it (keep).
+    pub min_probability: f64,
     /// A recommended switch stays while its gain is at least `min_gain - hysteresis`, and is
     /// withdrawn at once below.
     pub hysteresis: f64,
@@ -67,6 +73,7 @@ impl Default for Config {
             active_threshold_bps: 1e6,
             active_window_s: 60.0,
             min_gain: 0.10,
+            min_probability: 0.95,
             hysteresis: 0.05,
             cooldown_ms: 30 * 60 * 1000,
             prior_crossover: 0,
@@ -86,10 +93,11 @@ pub const PRIOR_SD: f64 = 0.25;
 /// The spread assumed for a single round (log units): a few seconds of traffic on a busy
 /// gateway, until a second round shows the real spread.
 pub const SINGLE_ROUND_SD: f64 = 0.15;
-/// Rounds never agree better than this, and the transfer from probe to deployment is never
-/// exact.
+/// Rounds never agree better than this (the sweep's spread).
 const MIN_ROUND_SD: f64 = 0.03;
-const MODEL_SD: f64 = 0.02;
+/// A probe is not the application: the error of the transfer from probe cells to what the
+/// container's own traffic gets (log units), which no number of rounds removes.
+const MODEL_SD: f64 = 0.05;
 
 /// Who holds a listening socket on the host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -166,6 +174,12 @@ pub struct CellRatio {
     pub bridge_cpu_s_per_gb: Option<f64>,
     #[serde(default)]
     pub host_cpu_s_per_gb: Option<f64>,
+    /// Each run's figure (goodput, or latency for request/response) per mode, in no
+    /// particular order (empty in rounds remembered before they were kept).
+    #[serde(default)]
+    pub bridge_runs: Vec<f64>,
+    #[serde(default)]
+    pub host_runs: Vec<f64>,
 }
 
 /// A sweep round: the log ratio host/bridge of aggregate goodput (transactions per second
@@ -208,6 +222,8 @@ impl SweepRatio {
             log_ratio: self.log_ratio,
             bridge_cpu_s_per_gb: self.bridge_cpu_s_per_gb,
             host_cpu_s_per_gb: self.host_cpu_s_per_gb,
+            bridge_runs: Vec::new(),
+            host_runs: Vec::new(),
         }
     }
 }

@@ -23,6 +23,23 @@ impl Auto {
     /// `probing`: a probe or sweep is queued or running (it changes the evidence: wait for it).
     pub async fn consider(&mut self, cx: &Changes, memory: &Memory, probing: bool) {
         if cx.book.busy() || run::locked(cx).is_some() {
+            let under_way: BTreeMap<String, String> = cx
+                .state
+                .containers()
+                .into_iter()
+                .filter(|c| {
+                    c.recommendation
+                        .as_ref()
+                        .is_some_and(|r| r.action == netmode_advisor::api::Action::Switch)
+                })
+                .map(|c| {
+                    (
+                        c.name,
+                        "a mode change is under way; one at a time".to_string(),
+                    )
+                })
+                .collect();
+            cx.state.set_apply_waits(&under_way);
             return;
         }
         // Each container with its latest recommendation and Compose labels.
@@ -54,6 +71,7 @@ impl Auto {
                 log::info!("advisor: the switch recommended for {name} waits: {why}");
             }
         }
+        cx.state.set_apply_waits(&waiting);
         self.logged = waiting;
         let Some(pick) = choice.pick else {
             return;
@@ -74,7 +92,7 @@ impl Auto {
         .await;
         match result {
             Ok(r) => log::info!(
-                "advisor: applying {} ({}): {} to {} mode, expected {:+.0} %, confidence {:.2}",
+                "advisor: applying {} ({}): {} to {} mode, expected {:+.0} %, P = {:.2} that it pays",
                 r.id,
                 pick.container,
                 r.from.as_str(),

@@ -56,6 +56,13 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             path.display()
         );
     }
+    if let Some(v) = config.advisor.min_confidence {
+        log::warn!(
+            "advisor.min_confidence = {v} is no longer used: a switch is applied once decided, \
+             with the probability advisor.min_probability ({})",
+            config.advisor.min_probability
+        );
+    }
     let socket = config
         .docker
         .effective_socket()

@@ -373,22 +373,41 @@ fn advice(o: &mut Out, s: &Status) {
             );
         }
     }
-    type Pick = fn(&netmode_advisor::api::Recommendation) -> f64;
-    let series: [(&str, &str, Pick); 2] = [
+    type Pick = fn(&netmode_advisor::api::Recommendation) -> Option<f64>;
+    let series: [(&str, &str, Pick); 5] = [
         (
             "netmode_recommendation_expected_gain_ratio",
             "Expected goodput of the recommended mode relative to the other (0.25 = +25%).",
-            |r| r.expected_gain,
+            |r| Some(r.expected_gain),
         ),
         (
             "netmode_recommendation_confidence_ratio",
-            "Confidence of the recommendation (0..1).",
-            |r| r.confidence,
+            "Probability that the recommended action is the right one (0..1).",
+            |r| Some(r.confidence),
+        ),
+        (
+            "netmode_recommendation_switch_pays_probability",
+            "Posterior probability that switching mode gains at least advisor.min_gain (0..1).",
+            |r| r.p_switch_pays,
+        ),
+        (
+            "netmode_recommendation_undecided",
+            "1 while the evidence has not decided the container's mode, else 0.",
+            |r| {
+                Some(f64::from(u8::from(
+                    r.decision == netmode_advisor::api::Decision::Undecided,
+                )))
+            },
+        ),
+        (
+            "netmode_recommendation_apply_waiting",
+            "1 while apply mode holds a recommended switch back (the reason: apply_waits in /v1), else 0.",
+            |r| Some(f64::from(u8::from(r.apply_waits.is_some()))),
         ),
     ];
     for (name, help, pick) in series {
         o.per_container((name, "gauge", help), s, |c| {
-            c.recommendation.as_ref().map(pick)
+            c.recommendation.as_ref().and_then(pick)
         });
     }
 }

@@ -1,0 +1,451 @@
+//! The posterior of a container's log gain host/bridge, θ, on a grid: pure and deterministic
+//! (no sampling), so that the same runs always give the same probability.
+//!
+//! The model, per round r and run k: `y_rk = θ + u_r + e_rk`, where `u_r ~ N(0, σ_u²)` is what
+//! a round's conditions add (the gateway's other load, the time of day) and `e_rk ~ N(0, σ_e²)`
+//! what one run adds (single-stream TCP is bimodal run to run). A round enters as its mean
+//! difference of log figures (host runs' mean log less bridge runs' mean log, each cell
+//! weighted toward the container's traffic) with the variance `σ_u² + c_r σ_e²`, and its
+//! runs' scatter around their own mode's mean (`ss_r` on `df_r` degrees of freedom) tells
+//! `σ_e`. Runs are never paired by the order they ran in: means and scatter do not depend on
+//! it. Both variances are unknown: half-normal priors on a grid, integrated out. θ's prior
+//! is the study's finding with heavy tails (Student t, 3 degrees of freedom), so that
+//! overwhelming data (a policed bridge at a hundredth of host's goodput) is not dragged back
+//! to the study's figures, while a round or two of modest data is.
+
+use super::PRIOR_SD;
+
+/// One round of evidence about θ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Round {
+    /// Mean log figure host less bridge (log goodput ratio host/bridge; for request/response,
+    /// the log latency ratio bridge/host).
+    pub diff: f64,
+    /// `diff`'s variance in units of one run's variance `σ_e²` (one run per mode: 2).
+    pub c: f64,
+    /// Squared deviations of the round's log runs from their own mode's mean, summed.
+    pub ss: f64,
+    /// Their degrees of freedom (runs less one, per mode and cell).
+    pub df: u32,
+}
+
+impl Round {
+    /// A round that is one aggregate figure per mode (a sweep's): its whole spread is the
+    /// rounds' own (`σ_u`).
+    pub fn aggregate(diff: f64) -> Round {
+        Round {
+            diff,
+            c: 0.0,
+            ss: 0.0,
+            df: 0,
+        }
+    }
+
+    /// A round with one figure per mode: no scatter to learn `σ_e` from.
+    pub fn single(diff: f64) -> Round {
+        Round {
+            diff,
+            c: 2.0,
+            ss: 0.0,
+            df: 0,
+        }
+    }
+}
+
+/// Half-normal scales of the priors on the two spreads (log units). Rounds on one gateway
+/// differ by some percent (`σ_u`); runs of a few seconds by up to tens of percent (`σ_e`).
+pub const ROUND_SD_SCALE: f64 = 0.10;
+pub const RUN_SD_SCALE: f64 = 0.20;
+/// Degrees of freedom of θ's Student t prior.
+const PRIOR_DF: f64 = 3.0;
+
+/// The grid θ is evaluated on: log ratios from 1/400 to 400 (a policed bridge measured two
+/// orders of magnitude apart stays inside it).
+const THETA_MIN: f64 = -6.0;
+const THETA_STEP: f64 = 0.01;
+const THETA_POINTS: usize = 1201;
+
+/// Spreads the two variance grids take (log units), geometric.
+const SD_GRID: [f64; 12] = [
+    0.005, 0.01, 0.018, 0.03, 0.05, 0.075, 0.11, 0.16, 0.24, 0.36, 0.55, 0.85,
+];
+
+/// A distribution of θ on the grid (weights sum to 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posterior {
+    weights: Vec<f64>,
+}
+
+fn theta(i: usize) -> f64 {
+    THETA_MIN + THETA_STEP * i as f64
+}
+
+/// The weight of each grid spread: a half-normal prior of `scale` (`log_uniform` false: the
+/// geometric spacing makes each point stand for an interval proportional to it), or flat in
+/// log σ below `scale` with the half-normal's tail above (`log_uniform` true: small spreads
+/// are as plausible as any, which runs of one figure cannot tell apart).
+fn sd_prior(scale: f64, log_uniform: bool) -> [f64; SD_GRID.len()] {
+    let mut w = [0.0; SD_GRID.len()];
+    for (i, s) in SD_GRID.iter().enumerate() {
+        w[i] = (-0.5 * (s / scale).powi(2)).exp() * if log_uniform { 1.0 } else { *s };
+    }
+    let total: f64 = w.iter().sum();
+    w.map(|x| x / total)
+}
+
+impl Posterior {
+    /// The prior alone: Student t around `center` with scale [`PRIOR_SD`].
+    pub fn prior(center: f64) -> Posterior {
+        let mut weights: Vec<f64> = (0..THETA_POINTS)
+            .map(|i| {
+                let z = (theta(i) - center) / PRIOR_SD;
+                (1.0 + z * z / PRIOR_DF).powf(-(PRIOR_DF + 1.0) / 2.0)
+            })
+            .collect();
+        normalise(&mut weights);
+        Posterior { weights }
+    }
+
+    /// The prior around `center` updated with `rounds` (none: the prior).
+    pub fn of(center: f64, rounds: &[Round]) -> Posterior {
+        let prior = Posterior::prior(center);
+        if rounds.is_empty() {
+            return prior;
+        }
+        let (pu, pe) = (
+            sd_prior(ROUND_SD_SCALE, false),
+            sd_prior(RUN_SD_SCALE, true),
+        );
+        // For each pair of spreads, the rounds' likelihood in θ is Gaussian: its mean, its
+        // variance, and the log of the factor that does not depend on θ.
+        let mut parts: Vec<(f64, f64, f64)> = Vec::with_capacity(SD_GRID.len().pow(2));
+        for (iu, su) in SD_GRID.iter().enumerate() {
+            for (ie, se) in SD_GRID.iter().enumerate() {
+                let (mut prec, mut sum, mut log_k) = (0.0, 0.0, 0.0);
+                let (mut sy2, mut scatter) = (0.0, 0.0);
+                for r in rounds {
+                    let v = su * su + r.c.max(0.0) * se * se;
+                    prec += 1.0 / v;
+                    sum += r.diff / v;
+                    sy2 += r.diff * r.diff / v;
+                    log_k -= 0.5 * (2.0 * std::f64::consts::PI * v).ln();
+                    // The runs' scatter around their mode's mean: chi-square in σ_e.
+                    scatter += -(r.df as f64) * se.ln() - r.ss / (2.0 * se * se);
+                }
+                let mean = sum / prec;
+                let var = 1.0 / prec;
+                // Π N(diff_r; θ, v_r) = K · N(θ; mean, var), with log K:
+                let log_k = log_k - 0.5 * (sy2 - mean * mean * prec)
+                    + 0.5 * (2.0 * std::f64::consts::PI * var).ln();
+                parts.push((mean, var, log_k + scatter + pu[iu].ln() + pe[ie].ln()));
+            }
+        }
+        let top = parts.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
+        let mut weights = vec![0.0; THETA_POINTS];
+        for (mean, var, log_k) in parts {
+            let k = (log_k - top).exp();
+            if k < 1e-12 {
+                continue;
+            }
+            let sd = var.sqrt();
+            // Only where the Gaussian carries weight.
+            let lo = (((mean - 9.0 * sd) - THETA_MIN) / THETA_STEP)
+                .floor()
+                .max(0.0) as usize;
+            let hi = ((((mean + 9.0 * sd) - THETA_MIN) / THETA_STEP).ceil() as usize)
+                .min(THETA_POINTS - 1);
+            for (i, w) in weights.iter_mut().enumerate().take(hi + 1).skip(lo) {
+                let z = (theta(i) - mean) / sd;
+                *w += k * (-0.5 * z * z).exp() / sd;
+            }
+        }
+        let any = weights.iter().any(|w| *w > 0.0);
+        for (w, p) in weights.iter_mut().zip(&prior.weights) {
+            *w *= p;
+        }
+        if !any || !normalise(&mut weights) {
+            // The data are off the grid (beyond a factor 400): they decide alone.
+            let mean = rounds.iter().map(|r| r.diff).sum::<f64>() / rounds.len() as f64;
+            return Posterior::point(mean);
+        }
+        Posterior { weights }
+    }
+
+    /// All weight at the grid point nearest `x`.
+    fn point(x: f64) -> Posterior {
+        let mut weights = vec![0.0; THETA_POINTS];
+        let i = ((x - THETA_MIN) / THETA_STEP)
+            .round()
+            .clamp(0.0, (THETA_POINTS - 1) as f64) as usize;
+        weights[i] = 1.0;
+        Posterior { weights }
+    }
+
+    /// The distribution of θ + s, with `s ~ N(mean, sd²)` independent of θ (what moves a
+    /// single-container ratio to N containers, and the probe's own error as a stand-in
+    /// for the application).
+    pub fn shifted(&self, mean: f64, sd: f64) -> Posterior {
+        if sd <= 0.0 {
+            let k = (mean / THETA_STEP).round() as isize;
+            let mut weights = vec![0.0; THETA_POINTS];
+            for (i, w) in self.weights.iter().enumerate() {
+                let j = (i as isize + k).clamp(0, THETA_POINTS as isize - 1) as usize;
+                weights[j] += w;
+            }
+            return Posterior { weights };
+        }
+        let reach = (9.0 * sd / THETA_STEP).ceil() as isize;
+        let centre = mean / THETA_STEP;
+        let kernel: Vec<(isize, f64)> = ((centre.floor() as isize - reach)
+            ..=(centre.ceil() as isize + reach))
+            .map(|k| {
+                let z = (k as f64 * THETA_STEP - mean) / sd;
+                (k, (-0.5 * z * z).exp())
+            })
+            .filter(|(_, w)| *w > 1e-12)
+            .collect();
+        let mut weights = vec![0.0; THETA_POINTS];
+        for (i, w) in self.weights.iter().enumerate() {
+            if *w < 1e-15 {
+                continue;
+            }
+            for (k, kw) in &kernel {
+                let j = (i as isize + k).clamp(0, THETA_POINTS as isize - 1) as usize;
+                weights[j] += w * kw;
+            }
+        }
+        normalise(&mut weights);
+        Posterior { weights }
+    }
+
+    /// P(θ >= x).
+    pub fn p_at_least(&self, x: f64) -> f64 {
+        let mut p = 0.0;
+        for (i, w) in self.weights.iter().enumerate() {
+            // Each point stands for [θ - step/2, θ + step/2): the one x falls in counts by
+            // the share of it above x.
+            let (lo, hi) = (theta(i) - THETA_STEP / 2.0, theta(i) + THETA_STEP / 2.0);
+            if lo >= x {
+                p += w;
+            } else if hi > x {
+                p += w * (hi - x) / THETA_STEP;
+            }
+        }
+        p.clamp(0.0, 1.0)
+    }
+
+    /// P(θ <= x).
+    pub fn p_at_most(&self, x: f64) -> f64 {
+        (1.0 - self.p_at_least(x)).clamp(0.0, 1.0)
+    }
+
+    /// The `q` quantile (0..1), interpolated within a grid step.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let mut acc = 0.0;
+        for (i, w) in self.weights.iter().enumerate() {
+            if acc + w >= q && *w > 0.0 {
+                let within = ((q - acc) / w).clamp(0.0, 1.0);
+                return theta(i) - THETA_STEP / 2.0 + within * THETA_STEP;
+            }
+            acc += w;
+        }
+        theta(THETA_POINTS - 1)
+    }
+
+    pub fn median(&self) -> f64 {
+        self.quantile(0.5)
+    }
+
+    /// θ's mirror image (host and bridge swapped).
+    pub fn mirrored(&self) -> Posterior {
+        // The grid is symmetric around 0.
+        let mut weights = self.weights.clone();
+        weights.reverse();
+        Posterior { weights }
+    }
+}
+
+/// Scale to sum 1; false when there is nothing to scale.
+fn normalise(w: &mut [f64]) -> bool {
+    let total: f64 = w.iter().sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return false;
+    }
+    for x in w.iter_mut() {
+        *x /= total;
+    }
+    true
+}
+
+/// A round from the log figures of each cell's runs per mode, weighted: `cells` holds, per
+/// cell, its weight, its bridge runs' and host runs' log figures (oriented so that larger
+/// is better for host: log goodput, or minus log latency). Cells with no run in a mode are
+/// left out; `None` when none is left.
+pub fn round_of(cells: &[(f64, Vec<f64>, Vec<f64>)]) -> Option<Round> {
+    let usable: Vec<&(f64, Vec<f64>, Vec<f64>)> = cells
+        .iter()
+        .filter(|(w, b, h)| *w > 0.0 && !b.is_empty() && !h.is_empty())
+        .collect();
+    let total: f64 = usable.iter().map(|c| c.0).sum();
+    if usable.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (mut diff, mut c, mut ss, mut df) = (0.0, 0.0, 0.0, 0u32);
+    for (w, b, h) in usable {
+        let share = w / total;
+        diff += share * (mean(h) - mean(b));
+        c += share * share * (1.0 / h.len() as f64 + 1.0 / b.len() as f64);
+        for v in [b, h] {
+            let m = mean(v);
+            ss += v.iter().map(|x| (x - m).powi(2)).sum::<f64>();
+            df += v.len() as u32 - 1;
+        }
+    }
+    Some(Round { diff, c, ss, df })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gain(g: f64) -> f64 {
+        (1.0 + g).ln()
+    }
+
+    fn runs(b: &[f64], h: &[f64]) -> Round {
+        round_of(&[(
+            1.0,
+            b.iter().map(|x| x.ln()).collect(),
+            h.iter().map(|x| x.ln()).collect(),
+        )])
+        .unwrap()
+    }
+
+    #[test]
+    fn the_prior_alone_is_the_study() {
+        let p = Posterior::prior(-gain(0.25));
+        assert!((p.median() + gain(0.25)).abs() < 0.01, "{}", p.median());
+        // Nothing measured: far from decided either way.
+        let pays = p.p_at_least(gain(0.10));
+        assert!(pays > 0.02 && pays < 0.2, "{pays}");
+    }
+
+    #[test]
+    fn host_twice_as_fast_in_two_runs_is_decided() {
+        let r = runs(&[100.0, 104.0], &[200.0, 205.0]);
+        let p = Posterior::of(-gain(0.25), &[r]);
+        assert!(
+            p.p_at_least(gain(0.10)) > 0.95,
+            "{}",
+            p.p_at_least(gain(0.10))
+        );
+    }
+
+    #[test]
+    fn a_policed_bridge_is_not_dragged_back_to_the_study() {
+        // Bridge 22 and 48 Mbit/s, host 2.5 Gbit/s: the auto-apply test's own figures.
+        let r = runs(&[22e6, 48e6], &[2.5e9, 2.5e9]);
+        let p = Posterior::of(-gain(0.25), &[r]);
+        assert!(
+            p.p_at_least(gain(0.10)) > 0.99,
+            "{}",
+            p.p_at_least(gain(0.10))
+        );
+        assert!(p.median() > 3.0, "{}", p.median());
+    }
+
+    #[test]
+    fn runs_that_overlap_are_not_decided() {
+        // Bridge 700 / 2900, host 800 / 2800 Mbit/s: no evidence of a 10 % gain.
+        let r = runs(&[700.0, 2900.0], &[800.0, 2800.0]);
+        let p = Posterior::of(-gain(0.25), &[r]);
+        let pays = p.p_at_least(gain(0.10));
+        assert!(pays < 0.5, "{pays}");
+        // And the order the runs ran in changes nothing.
+        let r2 = runs(&[2900.0, 700.0], &[800.0, 2800.0]);
+        assert_eq!(Posterior::of(-gain(0.25), &[r2]), p);
+    }
+
+    #[test]
+    fn a_contradicting_round_lowers_the_probability() {
+        let one = runs(&[100.0, 101.0], &[140.0, 141.0]);
+        let two = runs(&[100.0, 101.0], &[105.0, 106.0]);
+        let p1 = Posterior::of(-gain(0.25), &[one]).p_at_least(gain(0.10));
+        let p2 = Posterior::of(-gain(0.25), &[one, two]).p_at_least(gain(0.10));
+        assert!(p2 < p1, "{p1} -> {p2}");
+        assert!(p2 < 0.95, "{p2}");
+    }
+
+    #[test]
+    fn a_shift_moves_the_distribution() {
+        let p = Posterior::prior(0.0);
+        let s = p.shifted(0.5, 0.0);
+        assert!((s.median() - 0.5).abs() < 0.011, "{}", s.median());
+        let s = p.shifted(0.5, 0.2);
+        assert!((s.median() - 0.5).abs() < 0.02, "{}", s.median());
+        assert!(s.quantile(0.9) - s.quantile(0.1) > p.quantile(0.9) - p.quantile(0.1));
+    }
+
+    #[test]
+    fn mirrored_is_the_modes_swapped() {
+        let r = runs(&[100.0, 110.0], &[150.0, 140.0]);
+        let p = Posterior::of(-gain(0.25), &[r]);
+        let m = Posterior::of(gain(0.25), &[Round { diff: -r.diff, ..r }]);
+        let (a, b) = (p.p_at_least(gain(0.1)), m.p_at_most(-gain(0.1)));
+        assert!((a - b).abs() < 1e-9, "{a} {b}");
+        assert!((p.mirrored().median() - m.median()).abs() < 1e-9);
+    }
+
+    use proptest::prelude::*;
+
+    fn arb_runs() -> impl Strategy<Value = Vec<f64>> {
+        proptest::collection::vec(0.0f64..1.5, 1..5)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn the_order_runs_ran_in_changes_nothing(b in arb_runs(), h in arb_runs(), shift in -2.0f64..2.0, center in -0.5f64..0.5) {
+            let h: Vec<f64> = h.iter().map(|x| x + shift).collect();
+            let p = Posterior::of(center, &[round_of(&[(1.0, b.clone(), h.clone())]).unwrap()]);
+            let (mut b2, mut h2) = (b.clone(), h.clone());
+            b2.reverse();
+            h2.rotate_left(1);
+            let q = Posterior::of(center, &[round_of(&[(1.0, b2, h2)]).unwrap()]);
+            for t in [-0.5, 0.0, 0.095, 0.5] {
+                prop_assert!((p.p_at_least(t) - q.p_at_least(t)).abs() < 1e-9);
+            }
+        }
+
+        #[test]
+        fn swapping_the_modes_mirrors_it(b in arb_runs(), h in arb_runs(), shift in -2.0f64..2.0, center in -0.5f64..0.5) {
+            let h: Vec<f64> = h.iter().map(|x| x + shift).collect();
+            let p = Posterior::of(center, &[round_of(&[(1.0, b.clone(), h.clone())]).unwrap()]);
+            let q = Posterior::of(-center, &[round_of(&[(1.0, h, b)]).unwrap()]);
+            for t in [0.0, 0.095, 0.3] {
+                prop_assert!((p.p_at_least(t) - q.p_at_most(-t)).abs() < 1e-9);
+            }
+        }
+
+        /// More rounds that agree move the probability toward 0 or 1, whichever side of the
+        /// threshold they are on.
+        #[test]
+        fn agreeing_rounds_move_it_one_way(d in -1.5f64..1.5, spread in 0.0f64..0.3, center in -0.4f64..0.4) {
+            let t = gain(0.10);
+            prop_assume!((d - t).abs() > 0.05);
+            let r = round_of(&[(1.0, vec![0.0, spread], vec![d, d + spread])]).unwrap();
+            let mut last = Posterior::of(center, &[r]).p_at_least(t);
+            for k in 2..=6 {
+                let p = Posterior::of(center, &vec![r; k]).p_at_least(t);
+                if d > t {
+                    prop_assert!(p >= last - 1e-9, "{k} rounds: {last} -> {p}");
+                } else {
+                    prop_assert!(p <= last + 1e-9, "{k} rounds: {last} -> {p}");
+                }
+                last = p;
+            }
+        }
+    }
+}
