@@ -114,6 +114,10 @@ pub struct Probe {
     /// Time between the starts of two scheduled runs (at least; see max_duty_cycle).
     #[serde(deserialize_with = "probe_interval")]
     pub interval: Duration,
+    /// While a network-active container is undecided, a follow-up run probes the one whose
+    /// decision is worth most this often (at least; see max_duty_cycle); `0s`: never.
+    #[serde(deserialize_with = "undecided_interval")]
+    pub undecided_interval: Duration,
     /// How long each cell sends.
     #[serde(deserialize_with = "cell_duration")]
     pub duration: Duration,
@@ -173,6 +177,7 @@ impl Default for Probe {
         Probe {
             enabled: true,
             interval: Duration::from_secs(30 * 60),
+            undecided_interval: Duration::from_secs(5 * 60),
             duration: Duration::from_secs(3),
             repetitions: 2,
             protocols: vec![Protocol::Tcp, Protocol::Udp],
@@ -585,6 +590,10 @@ fn request_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 
 fn reconnect_backoff<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_in(d, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn undecided_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_in(d, Duration::ZERO, Duration::from_secs(7 * 24 * 3600))
 }
 
 fn probe_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -159,6 +159,8 @@ impl ProbeEngine {
             }
         }
         let mut next = Instant::now() + self.cfg.interval.min(FIRST_RUN_MAX_DELAY);
+        // Follow-up runs of undecided containers (probe.undecided_interval).
+        let mut follow_up_at = Instant::now() + self.cfg.undecided_interval;
         loop {
             // A reload (SIGHUP) wakes the engine: settings fixed at start (the sink) are kept
             // by `reload::keep_fixed`.
@@ -167,11 +169,19 @@ impl ProbeEngine {
             if self.cfg.enabled && !enabled_before {
                 next = next.min(Instant::now() + self.cfg.interval.min(FIRST_RUN_MAX_DELAY));
             }
+            let follow_ups = self.cfg.enabled && !self.cfg.undecided_interval.is_zero();
+            let wake_at = if follow_ups {
+                next.min(follow_up_at)
+            } else {
+                next
+            };
             if self.cfg.enabled {
                 self.queue.update_status(|s| {
                     s.next_run_at_ms = Some(
                         now_ms()
-                            + next.saturating_duration_since(Instant::now()).as_millis() as u64,
+                            + wake_at
+                                .saturating_duration_since(Instant::now())
+                                .as_millis() as u64,
                     )
                 });
             }
@@ -201,13 +211,49 @@ impl ProbeEngine {
                 })
                 .await;
                 next = next_start(started, started.elapsed(), &self.cfg);
+                follow_up_at =
+                    follow_up_at.max(plan::next_follow_up(started, started.elapsed(), &self.cfg));
+                continue;
+            }
+            if follow_ups && now >= follow_up_at {
+                let containers = self.shared.containers();
+                let Some(c) = plan::follow_up(&containers) else {
+                    follow_up_at = now + self.cfg.undecided_interval;
+                    continue;
+                };
+                let host = self.shared.host();
+                if let Some(reason) =
+                    postpone_reason(&host, self.shared.live_traffic_bps(), &self.cfg)
+                {
+                    log::info!("follow-up probe of {} postponed: {reason}", c.name);
+                    follow_up_at = now + self.cfg.retry_after;
+                    continue;
+                }
+                log::info!(
+                    "follow-up probe of {}: undecided (P = {:.2} that switching pays)",
+                    c.name,
+                    c.recommendation
+                        .as_ref()
+                        .and_then(|r| r.p_switch_pays)
+                        .unwrap_or(0.5)
+                );
+                let run = self.queue.new_run(Trigger::Schedule);
+                let started = Instant::now();
+                self.execute(QueuedProbe {
+                    run,
+                    container: Some(c.id.clone()),
+                    all: false,
+                    sweep: false,
+                })
+                .await;
+                follow_up_at = plan::next_follow_up(started, started.elapsed(), &self.cfg);
                 continue;
             }
             let wake = self.wake.clone();
             if self.cfg.enabled {
                 let _ = async { wake.recv().await.map(|_| ()) }
                     .or(async {
-                        async_io::Timer::at(next).await;
+                        async_io::Timer::at(wake_at).await;
                         Ok(())
                     })
                     .await;

@@ -186,6 +186,13 @@ pub fn next_start(started: Instant, took: Duration, cfg: &ProbeConfig) -> Instan
     started + cfg.interval.max(took.div_f64(cfg.max_duty_cycle))
 }
 
+/// When the next follow-up run may start, after a run that started at `started` and took
+/// `took`: not before `probe.undecided_interval`, nor so soon that probing exceeds the duty
+/// cycle.
+pub fn next_follow_up(started: Instant, took: Duration, cfg: &ProbeConfig) -> Instant {
+    started + cfg.undecided_interval.max(took.div_f64(cfg.max_duty_cycle))
+}
+
 /// Containers a scheduled run probes: bridge- or host-mode ones not labelled
 /// `netmode.policy=ignore`.
 pub fn eligible(containers: &[api::Container]) -> Vec<api::Container> {
@@ -195,6 +202,29 @@ pub fn eligible(containers: &[api::Container]) -> Vec<api::Container> {
         .filter(|c| c.policy_label.as_deref() != Some("ignore"))
         .cloned()
         .collect()
+}
+
+/// The container a follow-up run probes: of the network-active containers netmode manages
+/// whose decision is still open, the one whose decision is worth most: the chance the
+/// recommendation is wrong (the smaller of P and 1 - P that switching pays), times the gain at
+/// stake, times its traffic. A container whose recommendation rests on the prior alone counts
+/// as a coin toss at the study's gain.
+pub fn follow_up(containers: &[api::Container]) -> Option<&api::Container> {
+    containers
+        .iter()
+        .filter(|c| c.mode_kind.is_manageable() && c.policy_label.as_deref() != Some("ignore"))
+        .filter_map(|c| {
+            let r = c.recommendation.as_ref()?;
+            if !r.network_active || r.decision != api::Decision::Undecided {
+                return None;
+            }
+            let p = r.p_switch_pays?;
+            let traffic = c.live.as_ref().map_or(0.0, |l| l.rx_bps + l.tx_bps);
+            let value = p.min(1.0 - p) * r.expected_gain.abs().max(0.01) * traffic.max(1.0);
+            Some((value, c))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.name.cmp(&a.1.name)))
+        .map(|(_, c)| c)
 }
 
 /// The limits the sweep's containers run with: those most network-active containers have,
@@ -439,6 +469,48 @@ mod tests {
             .unwrap();
         }
         x
+    }
+
+    /// A recommendation of `decision` with `p` that switching pays and `gain` at stake.
+    fn decided(
+        mut c: api::Container,
+        decision: api::Decision,
+        p: f64,
+        gain: f64,
+    ) -> api::Container {
+        c.recommendation = serde_json::from_value(serde_json::json!({
+            "mode": "bridge", "action": "keep", "applicable": false, "expected_gain": gain,
+            "confidence": 1.0 - p, "reason": "", "blockers": [], "warnings": [],
+            "basis": "measured", "network_active": true, "held_until_ms": null, "evidence": [],
+            "p_switch_pays": p, "decision": decision,
+        }))
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn a_follow_up_probes_the_undecided_container_worth_most() {
+        use api::Decision::{Keep, Switch, Undecided};
+        // Worth: min(P, 1 - P) x gain x traffic.
+        let cs = vec![
+            decided(container("a", None, 10e6, 0.0), Undecided, 0.9, 0.2), // 0.1 x 0.2 x 10
+            decided(container("b", None, 5e6, 0.0), Undecided, 0.5, 0.3),  // 0.5 x 0.3 x 5
+            decided(container("c", None, 100e6, 0.0), Switch, 0.99, 0.5),  // decided
+            decided(container("d", None, 100e6, 0.0), Keep, 0.01, 0.5),    // decided
+        ];
+        assert_eq!(follow_up(&cs).map(|c| c.name.as_str()), Some("b"));
+        // Much more traffic outweighs a surer estimate.
+        let mut cs = cs;
+        cs[0] = decided(container("a", None, 500e6, 0.0), Undecided, 0.9, 0.2);
+        assert_eq!(follow_up(&cs).map(|c| c.name.as_str()), Some("a"));
+        // Not network-active, ignored, or left alone: never.
+        for c in cs.iter_mut().take(2) {
+            c.recommendation.as_mut().unwrap().network_active = false;
+        }
+        assert_eq!(follow_up(&cs).map(|c| c.name.as_str()), None);
+        let mut ignored = decided(container("e", None, 10e6, 0.0), Undecided, 0.5, 0.3);
+        ignored.policy_label = Some("ignore".into());
+        assert_eq!(follow_up(&[ignored]).map(|c| c.name.as_str()), None);
     }
 
     #[test]
