@@ -9,6 +9,9 @@ use super::posterior::{Posterior, Round};
 use super::*;
 use crate::api::{Action, Basis, Decision, Evidence};
 
+/// How far below `min_probability` a switch already recommended stays decided.
+const HOLD_MARGIN: f64 = 0.10;
+
 /// The extra spread (log units) when the largest N swept stands in for a larger one.
 const BEYOND_SD: f64 = 0.1;
 
@@ -545,9 +548,20 @@ fn decide(
     } else {
         posterior.p_at_least(t)
     };
+    let best = if estimate > 0.0 {
+        ModeKind::Host
+    } else {
+        ModeKind::Bridge
+    };
+    // Hysteresis on the decision: a switch already recommended stays decided down to
+    // min_probability - HOLD_MARGIN (a round of noise does not undo it, nor leave a
+    // recommended switch that apply mode would never act on).
+    let held = cm.recommended == Some((best, Action::Switch))
+        && best != c.mode_kind
+        && p_switch >= cfg.min_probability - HOLD_MARGIN;
     let decision = match measured {
         None => Decision::Undecided,
-        Some(_) if p_switch >= cfg.min_probability => Decision::Switch,
+        Some(_) if p_switch >= cfg.min_probability || held => Decision::Switch,
         Some(_) if p_switch <= 1.0 - cfg.min_probability => Decision::Keep,
         Some(_) => Decision::Undecided,
     };
@@ -609,11 +623,6 @@ fn decide(
             }
         ),
     });
-    let best = if estimate > 0.0 {
-        ModeKind::Host
-    } else {
-        ModeKind::Bridge
-    };
     let gain = estimate.abs().exp() - 1.0;
     evidence.push(Evidence {
         step: "estimate".into(),
@@ -633,11 +642,9 @@ fn decide(
         cfg.min_gain
     };
     // On the prior alone, the study's rule recommends (apply mode never acts on it). On
-    // measurements, a new switch needs the evidence to have decided it; one already
-    // recommended holds while switching still more likely pays than not.
-    let settled = basis == Basis::Prior
-        || decision == Decision::Switch
-        || (previously_switch_to_best && p_switch >= 0.5);
+    // measurements, a switch needs the evidence to have decided it (with the hysteresis
+    // above): a recommended switch is always one apply mode may act on.
+    let settled = basis == Basis::Prior || decision == Decision::Switch;
     let mut action = if best != c.mode_kind && gain >= threshold && settled {
         Action::Switch
     } else {
