@@ -176,12 +176,15 @@ impl ProbeEngine {
                 next
             };
             if self.cfg.enabled {
+                // The next run: a follow-up only while a container waits for one.
+                let due = if follow_ups && plan::follow_up(&self.shared.containers()).is_some() {
+                    wake_at
+                } else {
+                    next
+                };
                 self.queue.update_status(|s| {
                     s.next_run_at_ms = Some(
-                        now_ms()
-                            + wake_at
-                                .saturating_duration_since(Instant::now())
-                                .as_millis() as u64,
+                        now_ms() + due.saturating_duration_since(Instant::now()).as_millis() as u64,
                     )
                 });
             }
