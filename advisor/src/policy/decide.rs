@@ -33,7 +33,7 @@ fn shift_to_n(prior: f64, d: &[f64], beyond: bool) -> (f64, f64) {
 /// median is `z` spreads from `edge` (the switch threshold in the switch's direction).
 /// `None` past 8.
 fn rounds_to_decide(p: &Posterior, edge: f64, rounds: usize, min_probability: f64) -> Option<u32> {
-    // z of a one-sided normal probability (0.95 -> 1.645), by bisection on erf's stand-in.
+    // z of a one-sided normal probability (0.95 -> 1.645).
     let z = normal_quantile(min_probability);
     let sd = (p.quantile(0.9) - p.quantile(0.1)) / (2.0 * 1.2816);
     let varying = (sd * sd - MODEL_SD * MODEL_SD).max(0.0);
@@ -45,8 +45,8 @@ fn rounds_to_decide(p: &Posterior, edge: f64, rounds: usize, min_probability: f6
     })
 }
 
-/// The standard normal quantile of `p` (0.5..1), from the logistic-free Abramowitz-Stegun
-/// rational approximation (error below 5e-4).
+/// The standard normal quantile of `p` (0.5..1), by the Abramowitz-Stegun rational
+/// approximation 26.2.23 (error below 5e-4).
 fn normal_quantile(p: f64) -> f64 {
     let p = p.clamp(0.5, 1.0 - 1e-9);
     let t = (-2.0 * (1.0 - p).ln()).sqrt();
@@ -553,10 +553,11 @@ fn decide(
     } else {
         ModeKind::Bridge
     };
+    let previously_switch_to_best = cm.recommended == Some((best, Action::Switch));
     // Hysteresis on the decision: a switch already recommended stays decided down to
     // min_probability - HOLD_MARGIN (a round of noise does not undo it, nor leave a
     // recommended switch that apply mode would never act on).
-    let held = cm.recommended == Some((best, Action::Switch))
+    let held = previously_switch_to_best
         && best != c.mode_kind
         && p_switch >= cfg.min_probability - HOLD_MARGIN;
     let decision = match measured {
@@ -635,7 +636,6 @@ fn decide(
     });
 
     // Hysteresis: a switch already recommended holds down to min_gain - hysteresis.
-    let previously_switch_to_best = cm.recommended == Some((best, Action::Switch));
     let threshold = if previously_switch_to_best {
         (cfg.min_gain - cfg.hysteresis).max(0.0)
     } else {

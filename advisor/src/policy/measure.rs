@@ -301,21 +301,13 @@ pub(super) fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, sd)
 }
 
-/// A measured estimate: log ratio host/bridge, its per-round spread, and how many rounds
-/// back it.
+/// A measured summary for the evidence a recommendation shows: log ratio host/bridge, its
+/// per-round spread, and how many rounds back it (the decision reads `posterior`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
     pub log_ratio: f64,
     pub spread: f64,
     pub rounds: usize,
-}
-
-impl Estimate {
-    /// Standard deviation of the estimate itself: the rounds' spread shrinks with their
-    /// number, down to the model's own error.
-    pub fn sd(&self) -> f64 {
-        (self.spread.powi(2) / self.rounds.max(1) as f64 + MODEL_SD.powi(2)).sqrt()
-    }
 }
 
 /// The prior's log ratio host/bridge for `n` network-active containers.

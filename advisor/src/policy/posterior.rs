@@ -313,6 +313,11 @@ mod tests {
         (1.0 + g).ln()
     }
 
+    /// P that host gains at least 10 %, with the study's single-container prior.
+    fn pays(rounds: &[Round]) -> f64 {
+        Posterior::of(-gain(0.25), rounds).p_at_least(gain(0.10))
+    }
+
     fn runs(b: &[f64], h: &[f64]) -> Round {
         round_of(&[(
             1.0,
@@ -333,26 +338,17 @@ mod tests {
 
     #[test]
     fn host_twice_as_fast_in_two_runs_is_decided() {
-        let r = runs(&[100.0, 104.0], &[200.0, 205.0]);
-        let p = Posterior::of(-gain(0.25), &[r]);
-        assert!(
-            p.p_at_least(gain(0.10)) > 0.95,
-            "{}",
-            p.p_at_least(gain(0.10))
-        );
+        let p = pays(&[runs(&[100.0, 104.0], &[200.0, 205.0])]);
+        assert!(p > 0.95, "{p}");
     }
 
     #[test]
     fn a_policed_bridge_is_not_dragged_back_to_the_study() {
         // Bridge 22 and 48 Mbit/s, host 2.5 Gbit/s: the auto-apply test's own figures.
         let r = runs(&[22e6, 48e6], &[2.5e9, 2.5e9]);
-        let p = Posterior::of(-gain(0.25), &[r]);
-        assert!(
-            p.p_at_least(gain(0.10)) > 0.99,
-            "{}",
-            p.p_at_least(gain(0.10))
-        );
-        assert!(p.median() > 3.0, "{}", p.median());
+        assert!(pays(&[r]) > 0.99, "{}", pays(&[r]));
+        let median = Posterior::of(-gain(0.25), &[r]).median();
+        assert!(median > 3.0, "{median}");
     }
 
     #[test]
