@@ -704,8 +704,16 @@ fn unsafe_kill(pid: u32, sig: &str) {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM, as systemd stops it, so that the daemon removes what it made (probe
+    /// containers of a run in flight, the local sink's veth pair); SIGKILL after 15 s. A test
+    /// that wants no clean-up says so (`kill9`).
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            unsafe_kill(c.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
