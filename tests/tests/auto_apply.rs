@@ -1,6 +1,7 @@
 //! `advisor.mode = "apply"` against the real engine: a mode that probes show clearly better is
 //! applied by the advisor itself, once, and not flipped back within the cooldown; with
-//! `recommend` (the default) the same evidence changes nothing; `off` recommends nothing.
+//! `recommend` (the default) the same evidence changes nothing; `off` recommends nothing; a
+//! decided container is left out of scheduled probe runs.
 //!
 //! What makes one mode clearly better here: a user-defined bridge network whose forwarded
 //! traffic is policed to 16 Mbit/s (an iptables hashlimit in DOCKER-USER, as a slow uplink
@@ -11,7 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use netmode_e2e::api::{
-    Action, AdvisorMode, ApplyList, ApplyState, ModeKind, Recommendations, Trigger,
+    Action, AdvisorMode, ApplyList, ApplyState, Decision, ModeKind, ProbeList, Recommendations,
+    RunState, Trigger,
 };
 use netmode_e2e::*;
 
@@ -223,4 +225,125 @@ fn recommend_mode_changes_nothing_and_off_recommends_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// A slow reader on the host, at `ip`: what a container sends it goes through the host's
+/// INPUT chain (not policed) at a steady few Mbit/s, as the reader's pace allows.
+fn slow_reader(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while matches!(std::io::Read::read(&mut s, &mut buf), Ok(n) if n > 0) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A container whose mode is decided is not probed again by scheduled runs while its traffic
+/// stays what it was probed with: the run says so in its notes, and the sweep still runs.
+/// The container sends (to a reader on the host) from its first second, so it is probed with
+/// the kind of traffic it keeps having: egress, which the policed bridge makes clear.
+#[test]
+fn scheduled_runs_leave_out_a_decided_container() {
+    require_docker();
+    let net = SlowNetwork::new("slows");
+    let daemon = Daemon::start(
+        FAST_SAMPLING,
+        &format!(
+            "[advisor]\nmode = \"recommend\"\nactive_window = \"1s\"\n{}",
+            probe_section(
+                "enabled = true\ninterval = \"15s\"\nduration = \"1s\"\nprotocols = [\"tcp\"]\n\
+                 sizes = [1024]\nin_place = false\nmax_concurrency = 1\n\
+                 sweep_protocols = [\"tcp\"]\nsweep_sizes = [1024]\nmax_duty_cycle = 1.0\n\
+                 skip_above_cpu = 1.0\nskip_above_traffic = \"100Gbit\""
+            )
+        ),
+    );
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        &net.name,
+    ]);
+    let port = slow_reader(&gateway);
+    let c = Container::run(
+        "sends",
+        &["--network", &net.name],
+        busybox_image(),
+        &[
+            "sh",
+            "-c",
+            &format!("while true; do nc {gateway} {port} < /dev/zero; sleep 1; done"),
+        ],
+    );
+    daemon.wait_for("its traffic measured", Duration::from_secs(30), |s| {
+        (find(s, &c.name)?.live.as_ref()?.tx_bps > 1e5).then_some(())
+    });
+    let out = daemon.advisor(&["probe", &c.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.wait_for("a decided switch", Duration::from_secs(30), |_| {
+        recommendation(&daemon, &c.name).filter(|r| r.decision == Decision::Switch)
+    });
+    let decided_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let run = daemon.wait_for(
+        "a scheduled run after the decision",
+        Duration::from_secs(120),
+        |_| {
+            let list: ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).ok()?;
+            list.runs.into_iter().find(|r| {
+                r.trigger == Trigger::Schedule
+                    && r.state == RunState::Done
+                    && r.started_at_ms.is_some_and(|t| t > decided_at)
+            })
+        },
+    );
+    let kinds = |r: &netmode_e2e::api::ProbeRun| -> Vec<String> {
+        r.containers
+            .iter()
+            .filter(|p| p.target.name == c.name)
+            .flat_map(|p| &p.cells)
+            .map(|x| {
+                format!(
+                    "{:?} {:?} {:?} {:?} {:?} {}",
+                    x.mode, x.path, x.pattern, x.direction, x.protocol, x.size
+                )
+            })
+            .collect()
+    };
+    let list: ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).unwrap();
+    let manual: Vec<Vec<String>> = list
+        .runs
+        .iter()
+        .filter(|r| r.trigger == Trigger::Manual)
+        .map(kinds)
+        .collect();
+    assert!(
+        run.containers.iter().all(|p| p.target.name != c.name),
+        "the decided container was probed again: {:?}; probed before with {manual:?}; notes {:?}",
+        kinds(&run),
+        run.notes
+    );
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("left out") && n.contains(&c.name)),
+        "{:?}",
+        run.notes
+    );
+    assert!(run.sweep.is_some(), "the sweep still runs: {run:?}");
 }

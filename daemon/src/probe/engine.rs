@@ -340,6 +340,24 @@ impl ProbeEngine {
                     return Ok(());
                 }
             },
+            // A scheduled run leaves out containers already decided on the cells they
+            // have now; an operator's `advisor probe` probes every one.
+            None if q.all && run.trigger == Trigger::Schedule => {
+                let (settled, open): (Vec<_>, Vec<_>) =
+                    eligible(&containers).into_iter().partition(|c| {
+                        plan::settled(&self.cfg, c, self.queue.latest(&c.name).as_ref())
+                    });
+                if !settled.is_empty() {
+                    let names: Vec<&str> = settled.iter().map(|c| c.name.as_str()).collect();
+                    let note = format!(
+                        "left out, decided on the cells they have now: {}",
+                        names.join(", ")
+                    );
+                    log::info!("probe run {}: {note}", run.id);
+                    run.notes.push(note);
+                }
+                open
+            }
             None if q.all => eligible(&containers),
             None => Vec::new(),
         };

@@ -204,6 +204,39 @@ pub fn eligible(containers: &[api::Container]) -> Vec<api::Container> {
         .collect()
 }
 
+/// Is `c` settled, so that a scheduled run leaves it out? Its mode is decided (switch or keep,
+/// on measured evidence), and its latest probe (`latest`) measured, in both modes, every cell
+/// it would be probed with now (the same kinds of traffic, paths, protocols and sizes). A
+/// change of its traffic or of the configured cells brings it back, and so does a change of
+/// the gateway that reopens its decision (the sweep, still run, at another number of active
+/// containers): then it is undecided again.
+pub fn settled(
+    cfg: &ProbeConfig,
+    c: &api::Container,
+    latest: Option<&api::ContainerProbes>,
+) -> bool {
+    let Some(r) = c.recommendation.as_ref() else {
+        return false;
+    };
+    if r.decision == api::Decision::Undecided || r.basis != api::Basis::Measured {
+        return false;
+    }
+    let Some(l) = latest else {
+        return false;
+    };
+    let measured = |cells: &[ProbeCell], k: &api::CellKind| {
+        cells
+            .iter()
+            .any(|c| c.error.is_none() && c.concurrency == 1 && api::CellKind::of(c) == *k)
+    };
+    let want = container_cells(cfg, &traffic(cfg, c), &paths(c));
+    !want.is_empty()
+        && want.iter().all(|cell| {
+            measured(&l.host, &cell.kind)
+                && (measured(&l.bridge, &cell.kind) || measured(&l.in_place, &cell.kind))
+        })
+}
+
 /// The container a follow-up run probes: of the network-active containers netmode manages
 /// whose decision is still open, the one whose decision is worth most: the chance the
 /// recommendation is wrong (the smaller of P and 1 - P that switching pays), times the gain at
@@ -511,6 +544,64 @@ mod tests {
         let mut ignored = decided(container("e", None, 10e6, 0.0), Undecided, 0.5, 0.3);
         ignored.policy_label = Some("ignore".into());
         assert_eq!(follow_up(&[ignored]).map(|c| c.name.as_str()), None);
+    }
+
+    #[test]
+    fn a_decided_container_measured_as_it_is_now_is_settled() {
+        use api::Decision::{Keep, Switch, Undecided};
+        let cfg = ProbeConfig::default();
+        // Idle containers are probed with egress streams only.
+        let c = decided(container("a", None, 0.0, 0.0), Keep, 0.01, 0.3);
+        let kinds = container_cells(&cfg, &traffic(&cfg, &c), &paths(&c));
+        let cells = |mode: ProbeMode| -> Vec<ProbeCell> {
+            kinds
+                .iter()
+                .map(|k| ProbeCell {
+                    protocol: k.kind.protocol,
+                    size: k.kind.size,
+                    direction: k.kind.direction,
+                    pattern: k.kind.pattern,
+                    path: k.kind.path,
+                    ..cell(mode, 1, 1e6)
+                })
+                .collect()
+        };
+        let latest = api::ContainerProbes {
+            run_id: "r".into(),
+            finished_at_ms: 0,
+            bridge: cells(ProbeMode::Bridge),
+            host: cells(ProbeMode::Host),
+            in_place: vec![],
+            measured_for: None,
+        };
+        assert!(settled(&cfg, &c, Some(&latest)));
+        let switch = decided(container("a", None, 0.0, 0.0), Switch, 0.99, 0.3);
+        assert!(settled(&cfg, &switch, Some(&latest)));
+        // Undecided, on the prior alone, or never probed: not settled.
+        let open = decided(container("a", None, 0.0, 0.0), Undecided, 0.6, 0.3);
+        assert!(!settled(&cfg, &open, Some(&latest)));
+        let mut prior = c.clone();
+        prior.recommendation.as_mut().unwrap().basis = api::Basis::Prior;
+        assert!(!settled(&cfg, &prior, Some(&latest)));
+        assert!(!settled(&cfg, &c, None));
+        // A cell that failed, or one mode missing a cell, is no measurement.
+        let mut failed = latest.clone();
+        failed.host[0].error = Some("refused".into());
+        assert!(!settled(&cfg, &c, Some(&failed)));
+        let mut short = latest.clone();
+        short.bridge.pop();
+        assert!(!settled(&cfg, &c, Some(&short)));
+        // Measured in place instead of on a bridge probe container: the same.
+        let mut in_place = latest.clone();
+        in_place.in_place = std::mem::take(&mut in_place.bridge);
+        assert!(settled(&cfg, &c, Some(&in_place)));
+        // Its traffic changed (now it receives): the cells it needs were never measured.
+        let busy = decided(container("a", None, 50e6, 0.0), Keep, 0.01, 0.3);
+        assert!(!settled(&cfg, &busy, Some(&latest)));
+        // The configuration asks for another size.
+        let mut bigger = cfg.clone();
+        bigger.sizes.push(1400);
+        assert!(!settled(&bigger, &c, Some(&latest)));
     }
 
     #[test]
