@@ -181,6 +181,12 @@ fn endpoint(o: &mut Out, x: &Extra) {
         );
         o.sample("netmode_heap_bytes", &[], h.bytes as f64);
         o.family(
+            "netmode_heap_peak_bytes",
+            "gauge",
+            "The most bytes in use on netmoded's heap at once since start (heap-stats builds only).",
+        );
+        o.sample("netmode_heap_peak_bytes", &[], h.peak_bytes as f64);
+        o.family(
             "netmode_heap_allocations_total",
             "counter",
             "Allocations since start (benchmark builds with feature heap-stats only).",
