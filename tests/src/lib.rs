@@ -310,6 +310,35 @@ impl Drop for Container {
     }
 }
 
+/// The gateway of Docker network `network` (`bridge`: Docker's default): the host's address
+/// as the network's containers reach it.
+pub fn network_gateway(network: &str) -> String {
+    docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        network,
+    ])
+}
+
+/// A TCP discard server on all of the host's addresses, for as long as the test runs: what
+/// containers send to it (at `network_gateway`) reaches the host, not forwarded. Its port.
+pub fn discard_listener() -> u16 {
+    let l = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = vec![0u8; 64 * 1024];
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
 /// A TCP port free on the host right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -4,31 +4,12 @@
 //! in the mode its recommendation names, no applicable switch left, every change made by the
 //! advisor. (Which mode wins on this machine is not asserted: that is the measurement's job.)
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use netmode_e2e::api::{Action, ApplyList, Recommendations, Trigger};
 use netmode_e2e::*;
 
-/// A TCP discard server on all of the host's addresses; the containers stream to it through
-/// docker0's address, which a host-mode container reaches too.
-fn discard_server() -> u16 {
-    let l = TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = vec![0u8; 64 * 1024];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    port
-}
-
-/// A container that streams about 30 Mbit/s to the discard server, in either mode.
+/// A container that streams about 30 Mbit/s to the discard listener, in either mode.
 fn sender(tag: &str, gateway: &str, port: u16) -> Container {
     let script = format!(
         "while true; do (while true; do cat /bin/busybox; sleep 0.5; done) | nc {gateway} {port}; sleep 1; done"
@@ -102,14 +83,8 @@ fn summary(r: &Recommendations) -> Vec<String> {
 #[test]
 fn one_then_four_containers_end_in_the_modes_the_measurements_favour() {
     require_docker();
-    let gateway = docker(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-        "bridge",
-    ]);
-    let port = discard_server();
+    let gateway = network_gateway("bridge");
+    let port = discard_listener();
     // The decision thresholds at their defaults (min_gain 10 %, min_probability 0.95): a
     // container the evidence has not decided stays where it is (its recommendation is keep),
     // one decided is switched by the advisor. Only the clocks are shortened.

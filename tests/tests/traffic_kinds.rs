@@ -13,34 +13,6 @@ use netmode_e2e::*;
 
 const PROBE: &str = "enabled = false\nduration = \"500ms\"\nprotocols = [\"tcp\", \"udp\"]\nsizes = [1024]\nin_place = false";
 
-/// Docker's default bridge's gateway: where a bridge-mode container reaches the host.
-fn bridge_gateway() -> String {
-    docker(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ])
-}
-
-/// A host-side TCP listener that reads and discards whatever arrives, for as long as the test
-/// runs.
-fn discard_listener() -> u16 {
-    let l = TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    port
-}
-
 /// A host-side TCP server that answers every line with itself and closes: what a polled
 /// service does, small requests and answers.
 fn echo_listener() -> u16 {
@@ -81,7 +53,7 @@ fn a_receiving_container_is_probed_in_the_receive_direction() {
     let sink_port = discard_listener();
     let script = format!(
         "while true; do nc {} {sink_port} < /dev/zero; sleep 0.2; done",
-        bridge_gateway()
+        network_gateway("bridge")
     );
     let sender = Container::run("egr", &[], busybox_image(), &["sh", "-c", &script]);
 
@@ -167,7 +139,7 @@ fn a_request_response_container_is_probed_on_latency() {
     let port = echo_listener();
     let script = format!(
         "while true; do echo ping | nc -w 1 {} {port} > /dev/null; done",
-        bridge_gateway()
+        network_gateway("bridge")
     );
     let poller = Container::run("rr", &[], busybox_image(), &["sh", "-c", &script]);
     let live = daemon.wait_for(

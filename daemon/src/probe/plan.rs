@@ -227,7 +227,7 @@ pub fn settled(
     let measured = |cells: &[ProbeCell], k: &api::CellKind| {
         cells
             .iter()
-            .any(|c| c.error.is_none() && c.concurrency == 1 && api::CellKind::of(c) == *k)
+            .any(|x| x.error.is_none() && x.concurrency == 1 && k.is(x))
     };
     let want = container_cells(cfg, &traffic(cfg, c), &paths(c));
     !want.is_empty()
