@@ -47,9 +47,18 @@ fn is_within(path: &str, dir: &str) -> bool {
     path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
-/// Where `inspect`'s container has something mounted (volumes, binds, tmpfs): the engine
-/// makes these directories (and their parents) in the writable layer when the image lacks
-/// them, and they hold nothing of the container's own.
+/// The files the engine writes for a container and binds over the paths where they are read
+/// (`HostsPath` at /etc/hosts, ...). Docker makes their mount points in a layer of its own;
+/// Podman makes them (and /etc) in the writable layer, where `changes` shows only `A /etc`.
+const ENGINE_FILES: [(&str, &str); 3] = [
+    ("HostsPath", "/etc/hosts"),
+    ("ResolvConfPath", "/etc/resolv.conf"),
+    ("HostnamePath", "/etc/hostname"),
+];
+
+/// Where `inspect`'s container has something mounted (volumes, binds, tmpfs, the engine's
+/// own /etc/hosts and the like): the engine makes these paths (and their parents) in the
+/// writable layer when the image lacks them, and they hold nothing of the container's own.
 pub fn mount_points(inspect: &Value) -> Vec<String> {
     let mut out: Vec<String> = inspect["Mounts"]
         .as_array()
@@ -63,6 +72,12 @@ pub fn mount_points(inspect: &Value) -> Vec<String> {
             .into_iter()
             .flatten()
             .map(|(k, _)| k.clone()),
+    );
+    out.extend(
+        ENGINE_FILES
+            .iter()
+            .filter(|(key, _)| inspect[key].as_str().is_some_and(|p| !p.is_empty()))
+            .map(|(_, at)| at.to_string()),
     );
     out
 }
@@ -229,6 +244,31 @@ mod tests {
         assert_eq!(l.paths, vec!["/srv/app.db"]);
         // A mount point's name as a prefix of another path is not its parent.
         assert!(writable_layer(None, &[(1, "/anonymous".into())], &m).is_some());
+    }
+
+    #[test]
+    fn the_files_podman_makes_in_etc_are_not_the_containers() {
+        // Podman 4.3, an image without /etc: `changes` lists only the directory it made for
+        // the files it binds there.
+        let inspect = json!({
+            "Mounts": [{"Destination": "/data"}],
+            "HostsPath": "/run/containers/storage/overlay-containers/x/userdata/hosts",
+            "ResolvConfPath": "/run/containers/storage/overlay-containers/x/userdata/resolv.conf",
+            "HostnamePath": "/run/containers/storage/overlay-containers/x/userdata/hostname",
+        });
+        let m = mount_points(&inspect);
+        let made = [(1, "/data".to_string()), (1, "/etc".to_string())];
+        assert_eq!(writable_layer(Some(16), &made, &m), None);
+        // A file the container wrote there is its own.
+        let mut more = made.to_vec();
+        more.push((1, "/etc/app.conf".into()));
+        assert_eq!(
+            writable_layer(Some(18), &more, &m).unwrap().paths,
+            vec!["/etc/app.conf"]
+        );
+        // Without the engine's files (a container with no network has none) /etc is kept.
+        let none = mount_points(&json!({"HostsPath": ""}));
+        assert!(writable_layer(Some(0), &made, &none).is_some());
     }
 
     #[test]

@@ -194,6 +194,7 @@ pub async fn plan(
         )));
     }
     check_safe(engine, &full_id, &name, opts).await?;
+    check_restart_policy_can_change(engine, &full_id, &name, &inspect).await?;
     // The same image: by name while the name still means the image the container runs,
     // else by id (a re-tagged image is not an upgrade netmode makes behind your back).
     let image_id = inspect["Image"].as_str().unwrap_or("").to_string();
@@ -262,6 +263,42 @@ pub async fn plan(
     })
 }
 
+/// A container the engine restarts has its policy cleared while it is set aside, and given
+/// back if the change rolls back. Podman 4's compatible API has no `/containers/{id}/update`
+/// to do that with: setting the policy it already has (a no-op) tells, before anything is
+/// touched.
+async fn check_restart_policy_can_change(
+    engine: &Engine,
+    id: &str,
+    name: &str,
+    inspect: &Value,
+) -> Result<(), ApplyError> {
+    let current = &inspect["HostConfig"]["RestartPolicy"];
+    if !restarts(current) {
+        return Ok(());
+    }
+    match engine.set_restart_policy(id, policy(current)).await {
+        Ok(()) => Ok(()),
+        // Docker's 404 names the container ("No such container"): it went away meanwhile.
+        Err(e) if e.is_not_found() && e.to_string().to_ascii_lowercase().contains("no such") => {
+            Err(ApplyError::Refused(format!("{name} no longer exists")))
+        }
+        // Podman's is the route's: there is no such call.
+        Err(e) if e.is_not_found() => Err(ApplyError::Refused(format!(
+            "{name} has restart policy {:?}, which netmode clears while it replaces the \
+             container (so that the engine does not start the old one again), and this engine \
+             cannot change a container's restart policy (POST /containers/{{id}}/update: {}; \
+             Podman before 5 has no such call): recreate {name} with --restart=no to let \
+             netmode change it, or change its mode yourself",
+            current["Name"].as_str().unwrap_or_default(),
+            e.to_string().trim()
+        ))),
+        Err(e) => Err(ApplyError::docker(
+            "check that the restart policy can be changed",
+        )(e)),
+    }
+}
+
 fn step_to(
     dir: &StateDir,
     j: &mut Journal,
@@ -299,6 +336,13 @@ fn policy(v: &Value) -> bollard::models::RestartPolicy {
     serde_json::from_value(v.clone()).unwrap_or_default()
 }
 
+/// Whether a restart policy (`HostConfig.RestartPolicy`) has the engine restart the container:
+/// anything but none (`""`, `"no"`). A container that the engine never restarts needs its
+/// policy neither cleared nor given back.
+fn restarts(policy: &Value) -> bool {
+    !matches!(policy["Name"].as_str(), None | Some("" | "no"))
+}
+
 /// Stop `id` and wait until it has stopped, within `wait` (its own stop timeout and a
 /// margin: the engine kills it after its stop timeout).
 async fn stop_and_confirm(engine: &Engine, id: &str, wait: Duration) -> Result<(), ApplyError> {
@@ -332,18 +376,20 @@ pub async fn execute(
     after(dir, Step::Plan).await;
 
     step_to(dir, j, Step::ClearRestartPolicy, stopping)?;
-    engine
-        .set_restart_policy(
-            &old,
-            bollard::models::RestartPolicy {
-                name: Some(bollard::models::RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            },
-        )
-        .await
-        .map_err(ApplyError::docker(
-            "clear the old container's restart policy",
-        ))?;
+    if restarts(&j.restart_policy) {
+        engine
+            .set_restart_policy(
+                &old,
+                bollard::models::RestartPolicy {
+                    name: Some(bollard::models::RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                },
+            )
+            .await
+            .map_err(ApplyError::docker(
+                "clear the old container's restart policy",
+            ))?;
+    }
     after(dir, Step::ClearRestartPolicy).await;
 
     step_to(dir, j, Step::RenameAside, stopping)?;
@@ -655,12 +701,14 @@ pub async fn rollback(engine: &Engine, j: &mut Journal) -> Result<(), ApplyError
             j.record.id
         );
     }
-    engine
-        .set_restart_policy(&old, policy(&j.restart_policy))
-        .await
-        .map_err(ApplyError::docker(
-            "give the old container its restart policy back",
-        ))?;
+    if restarts(&j.restart_policy) {
+        engine
+            .set_restart_policy(&old, policy(&j.restart_policy))
+            .await
+            .map_err(ApplyError::docker(
+                "give the old container its restart policy back",
+            ))?;
+    }
     let running = c["State"]["Running"] == Value::Bool(true);
     if j.was_running {
         if running && j.step >= Step::Stop {
@@ -717,12 +765,14 @@ async fn keep_new(engine: &Engine, j: &mut Journal, ours: &[String]) -> Result<(
             &j.record.container_id[..j.record.container_id.len().min(12)]
         )));
     };
-    engine
-        .set_restart_policy(new, policy(&j.restart_policy))
-        .await
-        .map_err(ApplyError::docker(
-            "give the new container its restart policy",
-        ))?;
+    if restarts(&j.restart_policy) {
+        engine
+            .set_restart_policy(new, policy(&j.restart_policy))
+            .await
+            .map_err(ApplyError::docker(
+                "give the new container its restart policy",
+            ))?;
+    }
     if j.was_running {
         engine
             .start_container(new)
@@ -744,6 +794,24 @@ async fn keep_new(engine: &Engine, j: &mut Journal, ours: &[String]) -> Result<(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_policy_that_restarts_is_cleared_and_given_back() {
+        for none in [
+            json!(null),
+            json!({}),
+            json!({"Name": ""}),
+            json!({"Name": "no"}),
+        ] {
+            assert!(!restarts(&none), "{none}");
+        }
+        for name in ["always", "unless-stopped", "on-failure"] {
+            assert!(
+                restarts(&json!({"Name": name, "MaximumRetryCount": 0})),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn a_restarted_container_is_reported_with_the_code_it_died_with() {
