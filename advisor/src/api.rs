@@ -90,6 +90,10 @@ pub struct DockerInfo {
     pub state: DockerState,
     /// Where netmoded talks to the engine, e.g. `unix:///var/run/docker.sock`.
     pub endpoint: String,
+    /// Which engine answers there, once connected: `docker` (Docker or another Moby engine)
+    /// or `podman` (Podman's Docker-compatible service).
+    #[serde(default)]
+    pub engine: Option<String>,
     /// Engine version, once connected.
     pub server_version: Option<String>,
     /// The API version negotiated with the engine.

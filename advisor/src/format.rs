@@ -93,7 +93,8 @@ pub fn status_headline(s: &Status) -> String {
     let h = &s.host;
     let docker = match s.docker.state {
         DockerState::Connected => format!(
-            "docker: connected ({}, API {})",
+            "docker: connected ({} {}, API {})",
+            s.docker.engine.as_deref().unwrap_or("engine"),
             s.docker.server_version.as_deref().unwrap_or("?"),
             s.docker.api_version.as_deref().unwrap_or("?")
         ),

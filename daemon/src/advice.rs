@@ -187,7 +187,7 @@ impl Advice {
             return;
         }
         let engine = match crate::docker::Engine::connect(
-            &shared.docker_socket,
+            &shared.docker_socket(),
             shared.config().docker.request_timeout,
         )
         .await

@@ -94,8 +94,9 @@ pub struct Http {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Docker {
-    /// The engine's unix socket. Unset: `$DOCKER_HOST` if it is `unix://...`, else
-    /// `/var/run/docker.sock`.
+    /// The engine's unix socket. Unset: `$DOCKER_HOST` if it is `unix://...`, else the first
+    /// of Docker's (`/var/run/docker.sock`) and Podman's (`/run/podman/podman.sock`) that
+    /// answers.
     #[serde(deserialize_with = "docker_socket")]
     pub socket: Option<PathBuf>,
     /// Longest wait for one engine API call (the event stream is not limited).
@@ -374,23 +375,27 @@ impl Default for Docker {
     }
 }
 
+/// Where the engines listen when nothing says otherwise: Docker (and Moby engines such as
+/// balenaEngine), then Podman's rootful service (`podman.socket`).
+pub const STANDARD_SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/podman/podman.sock"];
+
 impl Docker {
-    /// The socket netmoded connects to: `docker.socket`, else `$DOCKER_HOST` (unix only),
-    /// else the standard path. A non-unix `DOCKER_HOST` is an error: netmoded speaks to a
-    /// local engine only.
-    pub fn effective_socket(&self) -> Result<PathBuf, ValueError> {
+    /// The sockets netmoded tries, in order: `docker.socket`, else `$DOCKER_HOST` (unix
+    /// only), else Docker's and Podman's rootful standard paths (the first that answers is
+    /// used). A non-unix `DOCKER_HOST` is an error: netmoded speaks to a local engine only.
+    pub fn engine_sockets(&self) -> Result<Vec<PathBuf>, ValueError> {
         if let Some(p) = &self.socket {
-            return Ok(p.clone());
+            return Ok(vec![p.clone()]);
         }
         match std::env::var("DOCKER_HOST") {
             Ok(h) if !h.is_empty() => match h.strip_prefix("unix://") {
-                Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+                Some(p) if !p.is_empty() => Ok(vec![PathBuf::from(p)]),
                 _ => Err(ValueError(format!(
                     "DOCKER_HOST={h:?} is not supported: netmoded needs the local engine's \
                      unix socket (unix:///path), or set docker.socket in the config"
                 ))),
             },
-            _ => Ok(PathBuf::from("/var/run/docker.sock")),
+            _ => Ok(STANDARD_SOCKETS.iter().map(PathBuf::from).collect()),
         }
     }
 }
@@ -498,7 +503,7 @@ impl Config {
     /// Checks that need the environment, not only the file.
     pub fn check_environment(&self, path: &Path) -> Result<(), ConfigError> {
         self.docker
-            .effective_socket()
+            .engine_sockets()
             .map(|_| ())
             .map_err(|ValueError(message)| ConfigError {
                 path: path.to_path_buf(),

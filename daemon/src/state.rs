@@ -6,7 +6,7 @@
 //! need them. Locks are held only to copy in or out, never across an await.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use netmode_advisor::api::{self, DockerInfo, DockerState, Host, Live};
@@ -42,7 +42,11 @@ pub struct Shared {
     /// The configuration in force: replaced whole by a reload (`SIGHUP`, `config::reload`).
     config: RwLock<Arc<Config>>,
     reloaded: RwLock<Reloaded>,
-    pub docker_socket: PathBuf,
+    /// The engine's sockets to try, in order (one when configured; Docker's then Podman's
+    /// when netmoded looks for the engine itself).
+    pub docker_sockets: Vec<PathBuf>,
+    /// The socket of the engine last connected to (the first candidate until then).
+    docker_socket: RwLock<PathBuf>,
     pub state_dir: StateDir,
     docker: RwLock<DockerInfo>,
     inventory: RwLock<Inventory>,
@@ -58,13 +62,27 @@ pub use crate::rt::now_ms;
 use crate::rt::{read, read_lock, write};
 
 impl Shared {
-    pub fn new(config: Config, docker_socket: PathBuf, state_dir: StateDir, host: Host) -> Shared {
+    pub fn new(
+        config: Config,
+        docker_sockets: Vec<PathBuf>,
+        state_dir: StateDir,
+        host: Host,
+    ) -> Shared {
+        let first = docker_sockets
+            .first()
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
         Shared {
             recommendations: RwLock::new(None),
             in_place: RwLock::new(HashMap::new()),
             docker: RwLock::new(DockerInfo {
                 state: DockerState::Connecting,
-                endpoint: format!("unix://{}", docker_socket.display()),
+                endpoint: docker_sockets
+                    .iter()
+                    .map(|s| format!("unix://{}", s.display()))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                engine: None,
                 server_version: None,
                 api_version: None,
                 error: None,
@@ -75,12 +93,18 @@ impl Shared {
                 ok: true,
                 at_ms: now_ms(),
             }),
-            docker_socket,
+            docker_socket: RwLock::new(first),
+            docker_sockets,
             state_dir,
             inventory: RwLock::new(Inventory::new()),
             live: RwLock::new(HashMap::new()),
             host: RwLock::new(host),
         }
+    }
+
+    /// The engine's socket: the one last connected to.
+    pub fn docker_socket(&self) -> PathBuf {
+        read(&self.docker_socket).clone()
     }
 
     // ---- configuration ----
@@ -116,12 +140,23 @@ impl Shared {
     }
 
     /// Connected to an engine of this server and API version.
-    pub fn set_docker_connected(&self, server_version: &str, api_version: &str) {
+    /// Connected to `engine` (`docker`, `podman`) at `socket`: the socket every part of
+    /// netmoded uses from now on.
+    pub fn set_docker_connected(
+        &self,
+        socket: &Path,
+        engine: &str,
+        server_version: &str,
+        api_version: &str,
+    ) {
+        *write(&self.docker_socket) = socket.to_path_buf();
         let mut d = write(&self.docker);
         if d.state != DockerState::Connected {
             d.since_ms = now_ms();
         }
         d.state = DockerState::Connected;
+        d.endpoint = format!("unix://{}", socket.display());
+        d.engine = Some(engine.to_string());
         d.server_version = Some(server_version.to_string());
         d.api_version = Some(api_version.to_string());
         d.error = None;

@@ -180,10 +180,10 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                     "cannot install signal handlers for",
                     Path::new("SIGINT"),
                 ))?;
-        let socket = netmoded::config::Docker::default()
-            .effective_socket()
+        let sockets = netmoded::config::Docker::default()
+            .engine_sockets()
             .map_err(|e| StudyError::Usage(e.to_string()))?;
-        let (engine, version) = Engine::connect(&socket, Duration::from_secs(60))
+        let (engine, version, _) = Engine::connect_first(&sockets, Duration::from_secs(60))
             .await
             .map_err(netmoded::error::Error::from)?;
         eprintln!("building the probe image from this executable ...");

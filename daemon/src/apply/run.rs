@@ -34,7 +34,7 @@ pub fn locked(cx: &Changes) -> Option<RequestError> {
 
 pub async fn engine(cx: &Changes) -> Result<Engine, RequestError> {
     Engine::connect(
-        &cx.state.docker_socket,
+        &cx.state.docker_socket(),
         cx.state.config().docker.request_timeout,
     )
     .await
@@ -312,7 +312,7 @@ async fn settle(cx: &Changes, j: &mut Journal) {
     let mut wait = Duration::from_secs(1);
     loop {
         let done = match Engine::connect(
-            &cx.state.docker_socket,
+            &cx.state.docker_socket(),
             cx.state.config().docker.request_timeout,
         )
         .await

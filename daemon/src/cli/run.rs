@@ -63,9 +63,9 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
             config.advisor.min_probability
         );
     }
-    let socket = config
+    let sockets = config
         .docker
-        .effective_socket()
+        .engine_sockets()
         .map_err(|e| Error::Usage(e.to_string()))?;
     let state_dir = StateDir::open(&config.daemon.state_dir)?;
 
@@ -109,7 +109,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         config.probe.duration.as_secs_f64(),
         probe_wake,
     ));
-    let shared = Arc::new(Shared::new(config, socket, state_dir, host));
+    let shared = Arc::new(Shared::new(config, sockets, state_dir, host));
     let changes = Changes {
         state: shared.clone(),
         book: Arc::new(ApplyBook::default()),

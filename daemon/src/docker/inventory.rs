@@ -10,6 +10,9 @@ pub use crate::state::{Inventory, Record};
 /// The label every probe container carries.
 pub const PROBE_LABEL: &str = "netmode.probe";
 
+/// Podman's default network (Docker's is `bridge`).
+pub const PODMAN_DEFAULT_NETWORK: &str = "podman";
+
 /// Docker's way of writing the default network mode on some versions.
 pub fn normalise_network_mode(mode: &str) -> String {
     match mode {
@@ -77,7 +80,7 @@ pub fn record_from_inspect(
         return None;
     }
 
-    let network_mode = normalise_network_mode(
+    let mut network_mode = normalise_network_mode(
         host.and_then(|h| h.network_mode.as_deref())
             .unwrap_or("default"),
     );
@@ -89,7 +92,6 @@ pub fn record_from_inspect(
             n => drivers.get(n).cloned(),
         }
     };
-    let kind = mode_kind(&network_mode, driver_of(&network_mode).as_deref());
 
     let mut networks: Vec<NetworkAttachment> = c
         .network_settings
@@ -117,6 +119,16 @@ pub fn record_from_inspect(
         })
         .unwrap_or_default();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
+    // Podman writes `bridge` for a container on a user-defined network too, where Docker
+    // writes the network's name: name it the way Docker does (Podman's own default network,
+    // `podman`, stays `bridge`, as Docker's default is).
+    if let [only] = networks.as_slice()
+        && network_mode == "bridge"
+        && !matches!(only.name.as_str(), "bridge" | PODMAN_DEFAULT_NETWORK)
+    {
+        network_mode = only.name.clone();
+    }
+    let kind = mode_kind(&network_mode, driver_of(&network_mode).as_deref());
 
     let cpus = host.and_then(|h| {
         if let Some(n) = h.nano_cpus.filter(|n| *n > 0) {
@@ -282,6 +294,35 @@ mod tests {
         assert_eq!(i.compose.as_ref().unwrap().project.as_deref(), Some("gw"));
         assert_eq!(i.policy_label.as_deref(), Some("host"));
         assert_eq!(r.started_ns, 1_795_534_200_500_000_000);
+    }
+
+    #[test]
+    fn podman_names_a_user_network_as_docker_does() {
+        // Podman 4.3: `--network backend` reads NetworkMode "bridge"; its default network is
+        // `podman`.
+        let at = |net: &str| -> ContainerInspectResponse {
+            serde_json::from_value(serde_json::json!({
+                "Id": "e1a42cf6ce66", "Name": "/c",
+                "State": {"Running": true, "Pid": 7},
+                "HostConfig": {"NetworkMode": "bridge"},
+                "NetworkSettings": {"Networks": {net: {"IPAddress": "10.89.0.2"}}}
+            }))
+            .unwrap()
+        };
+        let drivers = HashMap::from([
+            ("backend".to_string(), "bridge".to_string()),
+            ("podman".to_string(), "bridge".to_string()),
+        ]);
+        let user = record_from_inspect(&at("backend"), &drivers).unwrap().info;
+        assert_eq!(
+            (user.network_mode.as_str(), user.mode_kind),
+            ("backend", ModeKind::Bridge)
+        );
+        let default = record_from_inspect(&at("podman"), &drivers).unwrap().info;
+        assert_eq!(
+            (default.network_mode.as_str(), default.mode_kind),
+            ("bridge", ModeKind::Bridge)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptions, StopContainerOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use futures_lite::{Stream, StreamExt};
 
@@ -30,8 +31,24 @@ pub type Result<T, E = DockerError> = std::result::Result<T, E>;
 /// What the engine says about itself.
 #[derive(Debug, Clone)]
 pub struct EngineVersion {
+    /// `docker` or `podman` (`engine_name`).
+    pub engine: &'static str,
     pub server: String,
     pub api: String,
+}
+
+/// Which engine a `/version` answer comes from: Podman names its first component "Podman
+/// Engine" (Docker "Engine"); anything else speaking Docker's API is taken for Docker.
+pub fn engine_name(v: &bollard::models::SystemVersion) -> &'static str {
+    let podman = v
+        .components
+        .iter()
+        .flatten()
+        .any(|c| c.name.to_ascii_lowercase().contains("podman"))
+        || v.platform
+            .as_ref()
+            .is_some_and(|p| p.name.to_ascii_lowercase().contains("podman"));
+    if podman { "podman" } else { "docker" }
 }
 
 #[derive(Clone)]
@@ -55,6 +72,7 @@ impl Engine {
         let docker = Compat::new(docker.negotiate_version()).await?;
         let v = Compat::new(docker.version()).await?;
         let version = EngineVersion {
+            engine: engine_name(&v),
             server: v.version.unwrap_or_else(|| "unknown".into()),
             api: v.api_version.unwrap_or_else(|| "unknown".into()),
         };
@@ -68,29 +86,72 @@ impl Engine {
         ))
     }
 
-    /// Ids of the running containers.
-    pub async fn running_container_ids(&self) -> Result<Vec<String>> {
-        let opts = ListContainersOptionsBuilder::new().all(false).build();
-        let list = Compat::new(self.docker.list_containers(Some(opts))).await?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    /// Connect to the first of `sockets` whose engine answers; with it, the socket. The
+    /// error names every socket tried (the last one's error in full).
+    pub async fn connect_first(
+        sockets: &[std::path::PathBuf],
+        timeout: Duration,
+    ) -> Result<(Engine, EngineVersion, std::path::PathBuf)> {
+        let mut last = None;
+        for socket in sockets {
+            match Engine::connect(socket, timeout).await {
+                Ok((engine, version)) => return Ok((engine, version, socket.clone())),
+                Err(e) => last = Some(e),
+            }
+        }
+        let tried: Vec<String> = sockets.iter().map(|s| s.display().to_string()).collect();
+        Err(match last {
+            Some(e) if sockets.len() == 1 => e,
+            Some(e) => DockerError::Unreachable(format!(
+                "no engine answers at {}: {}",
+                tried.join(" or "),
+                e.to_string().trim_start_matches("docker: ")
+            )),
+            None => DockerError::Unreachable("no engine socket to try".into()),
+        })
     }
 
-    /// Inspect one container; `None` if it no longer exists.
+    /// Ids of the running containers (read from the engine's JSON: a listing is not parsed
+    /// into bollard's models, whose states Podman's `stopped` is not among).
+    pub async fn running_container_ids(&self) -> Result<Vec<String>> {
+        let list = self
+            .raw(hyper::Method::GET, "/containers/json", None)
+            .await?;
+        Ok(list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["Id"].as_str().map(String::from))
+            .collect())
+    }
+
+    /// Inspect one container; `None` if it no longer exists. Read leniently (`lenient`): a
+    /// value the models do not know (a new state, a null where an object was) is dropped and
+    /// logged, not a failure of discovery.
     pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
-        match Compat::new(self.docker.inspect_container(id, None)).await {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
+        let Some(v) = self.inspect_json(id).await? else {
+            return Ok(None);
+        };
+        let (c, dropped) = lenient::<ContainerInspectResponse>(v).map_err(|e| {
+            DockerError::Ended(format!("the engine's inspect of {id} cannot be read: {e}"))
+        })?;
+        if !dropped.is_empty() {
+            log::debug!(
+                "inspect of {}: left out what bollard's models do not know: {}",
+                &id[..id.len().min(12)],
+                dropped.join(", ")
+            );
         }
+        Ok(Some(c))
     }
 
     /// The driver of a network (`bridge`, `macvlan`, ...), by id or name.
     pub async fn network_driver(&self, network: &str) -> Result<Option<String>> {
-        match Compat::new(self.docker.inspect_network(network, None)).await {
-            Ok(n) => Ok(n.driver),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let path = format!("/networks/{}", raw::encode(network));
+        Ok(self
+            .inspect_at(path)
+            .await?
+            .and_then(|n| n["Driver"].as_str().map(String::from)))
     }
 
     /// Container and network events since `since_unix` (seconds): what keeps the inventory
@@ -98,9 +159,21 @@ impl Engine {
     pub fn events(&self, since_unix: i64) -> impl Stream<Item = Result<EventMessage>> + use<> {
         let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
         filters.insert("type", vec!["container", "network"]);
+        // Podman 4 matches its own names in a filter ("died", "remove"), and reports Docker's
+        // ("die") or its own ("remove" for Docker's "destroy"): both spellings are asked for.
+        // Docker matches names as strings, so the extra ones cost nothing there.
         filters.insert(
             "event",
-            vec!["start", "die", "destroy", "rename", "connect", "disconnect"],
+            vec![
+                "start",
+                "die",
+                "died",
+                "destroy",
+                "remove",
+                "rename",
+                "connect",
+                "disconnect",
+            ],
         );
         let opts = EventsOptionsBuilder::new()
             .since(&since_unix.to_string())
@@ -120,7 +193,8 @@ impl Engine {
         let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
         filters.insert("type", vec!["container"]);
         filters.insert("container", vec![id]);
-        filters.insert("event", vec!["die"]);
+        // Podman 4 matches "died" (its own name) and reports "die".
+        filters.insert("event", vec!["die", "died"]);
         let opts = EventsOptionsBuilder::new()
             .since(&stamp(since))
             .until(&stamp(std::time::SystemTime::now()))
@@ -128,8 +202,13 @@ impl Engine {
             .build();
         let mut events = std::pin::pin!(compat_stream(self.docker.events(Some(opts))));
         let mut codes = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         while let Some(e) = events.next().await {
             let e = e?;
+            // One death, once, whichever names matched it.
+            if !seen.insert(e.time_nano.or(e.time)) {
+                continue;
+            }
             if let Some(code) = e
                 .actor
                 .and_then(|a| a.attributes)
@@ -142,6 +221,77 @@ impl Engine {
     }
 }
 
+/// Most tries `lenient` makes: each one drops one value.
+const LENIENT_TRIES: usize = 32;
+
+/// `v` as a `T`, where a value `T` cannot take (an enum's unknown variant, a null or a string
+/// where a number or object was) is replaced by null (`None` in bollard's models, where nearly
+/// every field is an `Option`), or removed if null does not fit either; the JSON pointers of
+/// what was dropped. Engines differ (Podman's `stopped` state, Docker's newer fields): what
+/// one of them says that the models do not know must not make a container invisible.
+pub fn lenient<T: serde::de::DeserializeOwned>(
+    mut v: serde_json::Value,
+) -> std::result::Result<(T, Vec<String>), serde_json::Error> {
+    use serde_path_to_error::Segment;
+    let mut dropped: Vec<String> = Vec::new();
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, T>(&v) {
+            Ok(t) => return Ok((t, dropped)),
+            Err(e) => e,
+        };
+        let mut pointer = String::new();
+        for seg in err.path().iter() {
+            match seg {
+                Segment::Map { key } => {
+                    pointer.push('/');
+                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                }
+                Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+                Segment::Enum { .. } | Segment::Unknown => {}
+            }
+        }
+        let already = dropped.last() == Some(&pointer);
+        let fixed = match v.pointer_mut(&pointer) {
+            // The root itself, or a value already nulled: nothing more to drop here.
+            _ if pointer.is_empty() || dropped.len() >= LENIENT_TRIES => false,
+            Some(slot) if !already && !slot.is_null() => {
+                *slot = serde_json::Value::Null;
+                true
+            }
+            // Null does not fit either: remove the key (its default applies).
+            Some(_) => match pointer.rsplit_once('/') {
+                Some((parent, key)) => v
+                    .pointer_mut(parent)
+                    .and_then(|p| p.as_object_mut())
+                    .and_then(|o| o.remove(&key.replace("~1", "/").replace("~0", "~")))
+                    .is_some(),
+                None => false,
+            },
+            None => false,
+        };
+        if !fixed {
+            return Err(err.into_inner());
+        }
+        if !already {
+            dropped.push(pointer);
+        }
+    }
+}
+
+/// The image id an import's progress message names: `{"status": "sha256:..."}` from Docker,
+/// the same with `id` from Podman.
+fn imported_id(step: &bollard::models::CreateImageInfo) -> Option<String> {
+    [step.id.as_deref(), step.status.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|s| {
+            s.strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .map(str::to_string)
+}
+
 /// Containers and images netmoded creates itself (probe containers, the probe image).
 impl Engine {
     pub async fn image_exists(&self, name: &str) -> Result<bool> {
@@ -152,20 +302,16 @@ impl Engine {
         }
     }
 
-    /// `docker import`: a root filesystem tarball becomes `repo:tag`, with Dockerfile-style
-    /// `changes` (ENTRYPOINT, ENV).
-    pub async fn import_image(
-        &self,
-        tar: Vec<u8>,
-        repo: &str,
-        tag: &str,
-        changes: Vec<String>,
-    ) -> Result<()> {
+    /// `docker import`: a root filesystem tarball becomes `repo:tag`, with no Dockerfile
+    /// changes (Podman's compatible API takes one at most: containers made from the image set
+    /// their entrypoint and environment themselves). The image is then tagged `repo:tag` by the id the engine
+    /// reported: Podman's compatible API (4.3) ignores the `tag` of an import and names the
+    /// image `repo:latest`.
+    pub async fn import_image(&self, tar: Vec<u8>, repo: &str, tag: &str) -> Result<()> {
         let opts = CreateImageOptionsBuilder::new()
             .from_src("-")
             .repo(repo)
             .tag(tag)
-            .changes(changes)
             .build();
         let body = bollard::body_full(hyper::body::Bytes::from(tar));
         let mut progress = std::pin::pin!(compat_stream(self.docker.create_image(
@@ -173,9 +319,19 @@ impl Engine {
             Some(body),
             None
         )));
+        let mut id = None;
         while let Some(step) = progress.next().await {
-            step?;
+            let step = step?;
+            if let Some(i) = imported_id(&step) {
+                id = Some(i);
+            }
         }
+        let Some(id) = id else {
+            // An engine that names no id: the import's own tag is all there is.
+            return Ok(());
+        };
+        let opts = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        Compat::new(self.docker.tag_image(&id, Some(opts))).await?;
         Ok(())
     }
 
@@ -477,4 +633,82 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::CreateImageInfo;
+
+    fn info(json: &str) -> CreateImageInfo {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn what_the_models_do_not_know_is_dropped_not_fatal() {
+        let v = serde_json::json!({
+            "Id": "abc",
+            "Name": "/web",
+            // Podman's states beside Docker's.
+            "State": {"Status": "stopped", "Running": false, "Pid": 0},
+            "HostConfig": {"NetworkMode": "bridge", "RestartPolicy": {"Name": "sometimes"}},
+            "Config": {"Labels": {"a.b/c~d": "1"}},
+            "Mounts": [{"Type": "volume", "Destination": "/data", "RW": "yes"}],
+            "NetworkSettings": {"Networks": null},
+        });
+        let (c, dropped) = lenient::<ContainerInspectResponse>(v).unwrap();
+        assert_eq!(c.id.as_deref(), Some("abc"));
+        assert_eq!(c.state.as_ref().unwrap().status, None);
+        assert_eq!(c.state.as_ref().unwrap().running, Some(false));
+        assert_eq!(
+            c.host_config.as_ref().unwrap().network_mode.as_deref(),
+            Some("bridge")
+        );
+        assert_eq!(
+            c.mounts.as_ref().unwrap()[0].destination.as_deref(),
+            Some("/data")
+        );
+        assert_eq!(
+            c.config
+                .unwrap()
+                .labels
+                .unwrap()
+                .get("a.b/c~d")
+                .map(String::as_str),
+            Some("1")
+        );
+        let mut d = dropped.clone();
+        d.sort();
+        assert_eq!(
+            d,
+            [
+                "/HostConfig/RestartPolicy/Name",
+                "/Mounts/0/RW",
+                "/State/Status"
+            ],
+            "{dropped:?}"
+        );
+        // What cannot be a container at all stays an error.
+        assert!(lenient::<ContainerInspectResponse>(serde_json::json!([1])).is_err());
+        assert!(lenient::<ContainerInspectResponse>(serde_json::json!("x")).is_err());
+    }
+
+    #[test]
+    fn an_import_names_its_image_by_status_or_id() {
+        let h = "61fd38803491e9a1818e10fee5ecac2af843614fd6b093e176daf90f3d8e1722";
+        // Docker 20.10 and 26.
+        let docker = info(&format!(r#"{{"status":"sha256:{h}\n"}}"#));
+        assert_eq!(imported_id(&docker), Some(format!("sha256:{h}")));
+        // Podman 4.3.
+        let podman = info(&format!(
+            r#"{{"status":"sha256:{h}","progress":"","progressDetail":{{}},"id":"sha256:{h}"}}"#
+        ));
+        assert_eq!(imported_id(&podman), Some(format!("sha256:{h}")));
+        // Progress lines name no image.
+        assert_eq!(
+            imported_id(&info(r#"{"status":"Downloading","id":"abc"}"#)),
+            None
+        );
+        assert_eq!(imported_id(&info(r#"{"status":"sha256:12"}"#)), None);
+    }
 }

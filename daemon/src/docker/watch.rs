@@ -48,8 +48,8 @@ async fn session(shared: &Shared, backoff: &mut Duration) -> Error {
 }
 
 async fn session_inner(shared: &Shared, backoff: &mut Duration) -> Result<()> {
-    let (engine, version) = Engine::connect(
-        &shared.docker_socket,
+    let (engine, version, socket) = Engine::connect_first(
+        &shared.docker_sockets,
         shared.config().docker.request_timeout,
     )
     .await?;
@@ -64,14 +64,15 @@ async fn session_inner(shared: &Shared, backoff: &mut Duration) -> Result<()> {
         }
     }
     log::info!(
-        "docker {} (API {}) at {}: {} running containers",
+        "{} {} (API {}) at {}: {} running containers",
+        version.engine,
         version.server,
         version.api,
-        shared.docker_socket.display(),
+        socket.display(),
         fresh.len()
     );
     shared.replace_inventory(fresh);
-    shared.set_docker_connected(&version.server, &version.api);
+    shared.set_docker_connected(&socket, version.engine, &version.server, &version.api);
     *backoff = FIRST_RETRY.min(shared.config().docker.reconnect_max_backoff);
 
     let mut events = std::pin::pin!(engine.events(since));
@@ -146,7 +147,8 @@ async fn handle(
     match ev.typ {
         Some(EventMessageTypeEnum::CONTAINER) => match action {
             "start" | "rename" => refresh(shared, engine, drivers, &actor_id).await?,
-            "die" => {
+            // "died": Podman's own name, should one reach us under it.
+            "die" | "died" => {
                 let at = ev
                     .time_nano
                     .or(ev.time.map(|s| s.saturating_mul(1_000_000_000)))
@@ -155,7 +157,8 @@ async fn handle(
                     log::debug!("container {} stopped", short(&actor_id));
                 }
             }
-            "destroy" => {
+            // "remove": Podman's name for Docker's "destroy".
+            "destroy" | "remove" => {
                 shared.remove(&actor_id);
             }
             _ => {}

@@ -43,7 +43,7 @@ impl Handle {
     pub async fn shutdown(&self, shared: &Shared) {
         let busy = !self.tracked.ids().is_empty();
         if let Ok((engine, _)) =
-            Engine::connect(&shared.docker_socket, Duration::from_secs(5)).await
+            Engine::connect(&shared.docker_socket(), Duration::from_secs(5)).await
         {
             // By label, not only the ids we track: a create the cancelled engine had in
             // flight completes in the engine without us ever seeing its id.
@@ -268,7 +268,7 @@ impl ProbeEngine {
 
     async fn connect(&self) -> Result<(Engine, EngineVersion), ProbeError> {
         Engine::connect(
-            &self.shared.docker_socket,
+            &self.shared.docker_socket(),
             self.shared.config().docker.request_timeout,
         )
         .await

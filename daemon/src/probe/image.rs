@@ -16,6 +16,22 @@ pub const REPO: &str = "netmode-probe";
 /// Where the executable lives inside the image.
 pub const EXE: &str = "/netmoded";
 
+/// How a probe container starts the executable: set in every probe container's create
+/// request, not in the image (Podman's compatible import takes one Dockerfile change at most).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub entrypoint: Vec<String>,
+    /// `LD_LIBRARY_PATH` for a dynamically linked build; empty for a static one.
+    pub env: Vec<String>,
+}
+
+/// The probe image to create containers from: its `repo:tag`, and how to start it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeImage {
+    pub name: String,
+    pub launch: Launch,
+}
+
 /// One file of the image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct File {
@@ -100,15 +116,18 @@ fn mapped_files(exe_path: &str) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// Everything the probe image holds, and its `ENV` changes.
-pub fn contents() -> Result<(Vec<File>, Vec<String>)> {
+/// Everything the probe image holds, and how to start it.
+pub fn contents() -> Result<(Vec<File>, Launch)> {
     let exe = std::fs::read("/proc/self/exe").map_err(|e| image_err("read /proc/self/exe", e))?;
     let mut files = vec![File {
         path: EXE.into(),
         bytes: Vec::new(),
         mode: 0o755,
     }];
-    let mut changes = vec![format!("ENTRYPOINT [\"{EXE}\"]")];
+    let mut launch = Launch {
+        entrypoint: vec![EXE.to_string()],
+        env: Vec::new(),
+    };
     if let Some(interp) = elf_interpreter(&exe) {
         let exe_path = std::fs::read_link("/proc/self/exe")
             .map(|p| p.to_string_lossy().into_owned())
@@ -145,10 +164,12 @@ pub fn contents() -> Result<(Vec<File>, Vec<String>)> {
             ));
         }
         let dirs: Vec<String> = dirs.into_iter().collect();
-        changes.push(format!("ENV LD_LIBRARY_PATH={}", dirs.join(":")));
+        launch
+            .env
+            .push(format!("LD_LIBRARY_PATH={}", dirs.join(":")));
     }
     files[0].bytes = exe;
-    Ok((files, changes))
+    Ok((files, launch))
 }
 
 /// A tarball of `files` (parent directories are created by the import).
@@ -185,52 +206,58 @@ pub fn tag_for(files: &[File]) -> String {
     )
 }
 
-/// The tag of this executable's image, once known: the executable cannot change under a
-/// running process, so its files are read and hashed once, not at every probe run (that read
-/// the whole binary and, for a dynamic build, its libraries each time: 20 MB of transient
-/// allocations that glibc's per-thread arenas then kept).
-static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The tag of this executable's image and how to start it, once known: the executable cannot
+/// change under a running process, so its files are read and hashed once, not at every probe
+/// run (that read the whole binary and, for a dynamic build, its libraries each time: 20 MB of
+/// transient allocations that glibc's per-thread arenas then kept).
+static KNOWN: std::sync::OnceLock<(String, Launch)> = std::sync::OnceLock::new();
 
-/// Make sure the probe image of this very executable exists; its `repo:tag`. Older probe
-/// images are removed (best effort: one still in use stays).
-pub async fn ensure(engine: &Engine) -> Result<String> {
+/// Make sure the probe image of this very executable exists. Older probe images are removed
+/// (best effort: one still in use stays).
+pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
     let mut read = None;
-    let tag = match TAG.get() {
-        Some(t) => t.clone(),
+    let (tag, launch) = match KNOWN.get() {
+        Some(k) => k.clone(),
         None => {
-            let (files, changes) = smol::unblock(contents).await?;
+            let (files, launch) = smol::unblock(contents).await?;
             let t = tag_for(&files);
-            let _ = TAG.set(t.clone());
-            read = Some((files, changes));
-            t
+            let _ = KNOWN.set((t.clone(), launch.clone()));
+            read = Some(files);
+            (t, launch)
         }
     };
-    let name = format!("{REPO}:{tag}");
-    if engine.image_exists(&name).await? {
-        return Ok(name);
+    let image = ProbeImage {
+        name: format!("{REPO}:{tag}"),
+        launch,
+    };
+    if engine.image_exists(&image.name).await? {
+        return Ok(image);
     }
     // First use, or removed since (docker image prune): build it.
-    let (files, changes) = match read {
-        Some(r) => r,
-        None => smol::unblock(contents).await?,
+    let files = match read {
+        Some(f) => f,
+        None => smol::unblock(contents).await?.0,
     };
     let size: usize = files.iter().map(|f| f.bytes.len()).sum();
     log::info!(
-        "building probe image {name} ({} files, {:.1} MiB)",
+        "building probe image {} ({} files, {:.1} MiB)",
+        image.name,
         files.len(),
         size as f64 / (1 << 20) as f64
     );
     let tar = smol::unblock(move || tarball(&files)).await?;
-    engine.import_image(tar, REPO, &tag, changes).await?;
+    engine.import_image(tar, REPO, &tag).await?;
     for old in engine.image_tags(REPO).await? {
-        if old != name {
+        // Podman lists `docker.io/library/netmode-probe:TAG` (or `localhost/...`): the tag
+        // alone tells this executable's image from older ones.
+        if old.rsplit_once(':').is_none_or(|(_, t)| t != tag) {
             match engine.remove_image(&old).await {
                 Ok(()) => log::info!("removed old probe image {old}"),
                 Err(e) => log::debug!("old probe image {old} stays: {e}"),
             }
         }
     }
-    Ok(name)
+    Ok(image)
 }
 
 #[cfg(test)]
@@ -257,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_dynamic_build_carries_its_libraries_and_loader() {
-        let (files, changes) = contents().unwrap();
+        let (files, launch) = contents().unwrap();
         assert_eq!(files[0].path, EXE);
         let interp = elf_interpreter(&files[0].bytes).unwrap();
         assert!(files.iter().any(|f| f.path == interp), "loader at {interp}");
@@ -266,11 +293,8 @@ mod tests {
             "{:?}",
             files.iter().map(|f| &f.path).collect::<Vec<_>>()
         );
-        assert!(
-            changes
-                .iter()
-                .any(|c| c.starts_with("ENV LD_LIBRARY_PATH="))
-        );
+        assert_eq!(launch.entrypoint, [EXE]);
+        assert!(launch.env.iter().any(|c| c.starts_with("LD_LIBRARY_PATH=")));
         let tar = tarball(&files).unwrap();
         let mut a = tar::Archive::new(tar.as_slice());
         let names: Vec<String> = a

@@ -55,7 +55,7 @@ impl Tracked {
 
 pub struct Runner<'a> {
     pub engine: &'a Engine,
-    pub image: &'a str,
+    pub image: &'a super::image::ProbeImage,
     pub instance: &'a str,
     pub run_id: &'a str,
     pub sink: Target,
@@ -269,7 +269,9 @@ impl Runner<'_> {
             (LABEL_RUN.to_string(), self.run_id.to_string()),
         ]);
         let body = ContainerCreateBody {
-            image: Some(self.image.to_string()),
+            image: Some(self.image.name.clone()),
+            entrypoint: Some(self.image.launch.entrypoint.clone()),
+            env: Some(self.image.launch.env.clone()),
             cmd: Some(cmd),
             labels: Some(labels),
             host_config: Some(host_config(network_mode, limits)),
