@@ -117,6 +117,9 @@ pub fn manageable(target: &Container) -> Result<(), Refusal> {
     }
 }
 
+/// Podman's default network (Docker's is `bridge`).
+pub const PODMAN_DEFAULT_NETWORK: &str = "podman";
+
 /// The Docker network mode a container gets in bridge mode: its own bridge network, or
 /// Docker's default bridge for a host-mode container (what it would get if switched).
 pub fn bridge_network(target: &Container) -> String {
@@ -154,6 +157,19 @@ impl ModeDriver for Bridge {
         if let Some(l) = p.body.get_mut("Labels").and_then(Value::as_object_mut) {
             l.remove(RESTORE_LABEL);
         }
+        // Podman writes `bridge` for a container on user networks only: its network mode is
+        // then its first network, as Docker would name it (else Podman would attach its
+        // default network too).
+        let mode = if mode == "bridge"
+            && !nets.is_empty()
+            && !nets
+                .keys()
+                .any(|n| n == "bridge" || n == PODMAN_DEFAULT_NETWORK)
+        {
+            nets.keys().next().cloned().unwrap_or(mode)
+        } else {
+            mode
+        };
         // The primary network is the one NetworkMode names (`default` is `bridge`).
         let primary = if mode == "default" {
             "bridge".to_string()
@@ -290,6 +306,44 @@ mod tests {
         );
         assert_eq!(InPlace.launch(&on_net), Ok(Launch::InNamespace { pid: 42 }));
         assert!(InPlace.launch(&host).is_err());
+    }
+
+    #[test]
+    fn podman_user_networks_come_back_without_its_default_network() {
+        let back = |network_mode: &str, nets: &[&str]| {
+            let mut p = Placement {
+                body: Map::new(),
+                host_config: Map::new(),
+                networks: Map::new(),
+                dropped: Vec::new(),
+                connect: Vec::new(),
+                networking: None,
+            };
+            let r = Restore {
+                network_mode: network_mode.into(),
+                networks: nets
+                    .iter()
+                    .map(|n| (n.to_string(), json!({"Aliases": [format!("{n}-alias")]})))
+                    .collect(),
+                ..Default::default()
+            };
+            Bridge.place(&mut p, Some(&r));
+            let connected: Vec<String> = p.connect.iter().map(|(n, _)| n.clone()).collect();
+            (p.host_config["NetworkMode"].clone(), connected)
+        };
+        // Podman 4.3 recorded `bridge` for a container on two user networks.
+        assert_eq!(
+            back("bridge", &["neta", "netb"]),
+            (json!("neta"), vec!["netb".to_string()])
+        );
+        // Its default network, or Docker's, keeps `bridge`.
+        assert_eq!(back("bridge", &["podman"]).0, json!("bridge"));
+        assert_eq!(back("bridge", &["bridge"]).0, json!("bridge"));
+        // Docker names the network itself.
+        assert_eq!(
+            back("netb", &["neta", "netb"]),
+            (json!("netb"), vec!["neta".to_string()])
+        );
     }
 
     #[test]

@@ -5,13 +5,11 @@ use std::collections::HashMap;
 use bollard::models::ContainerInspectResponse;
 use netmode_advisor::api::{self, Compose, Limits, ModeKind, NetworkAttachment, PortBinding};
 
+use crate::mode::PODMAN_DEFAULT_NETWORK;
 pub use crate::state::{Inventory, Record};
 
 /// The label every probe container carries.
 pub const PROBE_LABEL: &str = "netmode.probe";
-
-/// Podman's default network (Docker's is `bridge`).
-pub const PODMAN_DEFAULT_NETWORK: &str = "podman";
 
 /// Docker's way of writing the default network mode on some versions.
 pub fn normalise_network_mode(mode: &str) -> String {
