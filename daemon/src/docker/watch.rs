@@ -3,6 +3,7 @@
 //! unavailable, keep serving, and reconnect with exponential backoff.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,13 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 pub async fn run(shared: Arc<Shared>) {
     let max = shared.config().docker.reconnect_max_backoff;
     let mut backoff = FIRST_RETRY.min(max);
+    // Until an engine answers, every candidate socket is tried; then the one that answered is
+    // kept for the daemon's life: an engine that restarts is waited for, never replaced by
+    // another one found meanwhile (whose containers are not the ones an interrupted change or
+    // the probes' history refer to).
+    let mut candidates = shared.docker_sockets.clone();
     loop {
-        let err = session(&shared, &mut backoff).await;
+        let err = session(&shared, &mut candidates, &mut backoff).await;
         let was = shared.docker().state;
         shared.set_docker_unavailable(err.to_string().trim_start_matches("docker: ").to_string());
         if was != netmode_advisor::api::DockerState::Unavailable {
@@ -38,8 +44,8 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 /// One connection to the engine: returns only when it is lost.
-async fn session(shared: &Shared, backoff: &mut Duration) -> Error {
-    match session_inner(shared, backoff).await {
+async fn session(shared: &Shared, candidates: &mut Vec<PathBuf>, backoff: &mut Duration) -> Error {
+    match session_inner(shared, candidates, backoff).await {
         Ok(()) => Error::Docker(DockerError::Ended(
             "event stream ended (engine stopped or restarting)".into(),
         )),
@@ -47,12 +53,21 @@ async fn session(shared: &Shared, backoff: &mut Duration) -> Error {
     }
 }
 
-async fn session_inner(shared: &Shared, backoff: &mut Duration) -> Result<()> {
-    let (engine, version, socket) = Engine::connect_first(
-        &shared.docker_sockets,
-        shared.config().docker.request_timeout,
-    )
-    .await?;
+async fn session_inner(
+    shared: &Shared,
+    candidates: &mut Vec<PathBuf>,
+    backoff: &mut Duration,
+) -> Result<()> {
+    let (engine, version, socket) =
+        Engine::connect_first(candidates, shared.config().docker.request_timeout).await?;
+    if candidates.len() > 1 {
+        log::info!(
+            "using the {} engine at {} from now on",
+            version.engine,
+            socket.display()
+        );
+        *candidates = vec![socket.clone()];
+    }
     // Events are replayed from a little before the listing, so nothing that happens
     // in between is missed; handling an event twice is harmless.
     let since = (crate::state::now_ms() / 1000) as i64 - 1;
