@@ -142,6 +142,24 @@ pub fn default_network_mode() -> &'static str {
     })
 }
 
+/// The engine the tests talk to, as the docker CLI sees it: `podman` when the server's first
+/// component is Podman's, else `docker`.
+pub fn expected_engine() -> &'static str {
+    static NAME: OnceLock<&'static str> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let out = docker(&[
+            "version",
+            "--format",
+            "{{range .Server.Components}}{{.Name}};{{end}}",
+        ]);
+        if out.to_ascii_lowercase().contains("podman") {
+            "podman"
+        } else {
+            "docker"
+        }
+    })
+}
+
 /// Fail (never skip) when no Docker engine answers; say once which engine the tests use.
 pub fn require_docker() {
     static OK: OnceLock<()> = OnceLock::new();
@@ -157,11 +175,20 @@ pub fn require_docker() {
             String::from_utf8_lossy(&out.stderr)
         );
         eprintln!(
-            "engine: docker {} at {}",
+            "engine: {} {} at {}",
+            expected_engine(),
             String::from_utf8_lossy(&out.stdout).trim(),
             engine_socket().display()
         );
     });
+}
+
+/// An image name as the test gave it: Podman reports `docker.io/library/NAME` (or
+/// `localhost/NAME`) for the short name Docker reports as given.
+pub fn short_image(name: &str) -> &str {
+    name.strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("localhost/"))
+        .unwrap_or(name)
 }
 
 /// A tiny image made from this machine's static busybox (no registry needed): `sh`, `nc`,
@@ -846,13 +873,15 @@ impl DockerProxy {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<UnixStream>::new()));
         let (stop2, conns2) = (stop.clone(), conns.clone());
+        // The engine the tests use (`$DOCKER_HOST` when tests/run points it elsewhere).
+        let target = engine_socket();
         let accept = std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                let Ok(engine) = UnixStream::connect(&target) else {
                     continue;
                 };
                 let mut list = conns2.lock().unwrap();

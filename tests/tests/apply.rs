@@ -95,7 +95,8 @@ impl Subject {
             "ps",
             "-a",
             "--filter",
-            &format!("name=^/{}", self.name()),
+            // Docker matches "/NAME", Podman "NAME".
+            &format!("name=^/?{}", self.name()),
             "--format",
             "{{.Names}}",
         ]);

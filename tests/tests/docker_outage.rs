@@ -83,3 +83,55 @@ fn docker_host_environment_variable_is_honoured() {
     );
     assert_eq!(s.docker.endpoint, url);
 }
+
+/// With no socket configured, netmoded tries Docker's socket and then Podman's, and uses the
+/// first whose engine answers: here the first candidate has no engine, the second is the one
+/// the tests use. The engine is named by what it says of itself, in `/v1/status` too.
+#[test]
+fn the_first_engine_that_answers_is_used_and_named() {
+    require_docker();
+    let dir = TempDir::new("candidates");
+    let nothing = dir.path().join("no-engine.sock");
+    let real = engine_socket();
+    let (engine, version, socket) =
+        netmoded::rt::block_on(netmoded::docker::Engine::connect_first(
+            &[nothing.clone(), real.clone()],
+            Duration::from_secs(10),
+        ))
+        .expect("the second candidate answers");
+    assert_eq!(socket, real);
+    let expected = if expected_engine() == "podman" {
+        "podman"
+    } else {
+        "docker"
+    };
+    assert_eq!(version.engine, expected);
+    drop(engine);
+
+    // No engine at any candidate: the error names every socket tried.
+    let other = dir.path().join("nor-here.sock");
+    let err = match netmoded::rt::block_on(netmoded::docker::Engine::connect_first(
+        &[nothing.clone(), other.clone()],
+        Duration::from_secs(5),
+    )) {
+        Ok(_) => panic!("no engine listens at {}", nothing.display()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&nothing.display().to_string()) && err.contains(&other.display().to_string()),
+        "{err}"
+    );
+
+    // The daemon says which engine it found.
+    let url = format!("unix://{}", real.display());
+    let daemon = Daemon::start_with_env(FAST_SAMPLING, "", &[("DOCKER_HOST", &url)]);
+    let s = daemon.wait_for("connected", Duration::from_secs(10), |s| {
+        (s.docker.state == DockerState::Connected).then(|| s.clone())
+    });
+    assert_eq!(s.docker.engine.as_deref(), Some(expected));
+    let table = String::from_utf8_lossy(&daemon.advisor(&["status"]).stdout).to_string();
+    assert!(
+        table.contains(&format!("docker: connected ({expected} ")),
+        "{table}"
+    );
+}

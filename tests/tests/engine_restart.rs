@@ -200,7 +200,7 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
             "ps",
             "-a",
             "--filter",
-            &format!("name=^/{}", c.name),
+            &format!("name=^/?{}", c.name),
             "--format",
             "{{.Names}}",
         ]);

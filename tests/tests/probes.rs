@@ -255,7 +255,9 @@ fn a_daemon_killed_mid_probe_leaves_nothing_after_a_restart() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // And it probes again.
+    // And it probes again, once it has found the container (Podman answers its listing
+    // later than Docker).
+    daemon.wait_container(&c.name);
     let run = daemon.probe(
         &format!("{{\"container\": \"{}\"}}", c.name),
         Duration::from_secs(120),

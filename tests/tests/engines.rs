@@ -1,0 +1,145 @@
+//! What every engine netmode supports must do (Docker 20.10, Docker 26, Podman 4.3; `tests/run`
+//! runs this file against each): a container with a named and an anonymous volume, and no
+//! restart policy, goes bridge -> host -> bridge with its data, under its name, nothing set
+//! aside. A container with a restart policy is changed where the engine can change that
+//! policy (Docker), and refused before anything is touched where it cannot (Podman 4), with
+//! the reason.
+
+use std::time::Duration;
+
+use netmode_e2e::api::{ApplyRecord, ApplyState, DockerState, ModeKind};
+use netmode_e2e::*;
+
+const APPLY: &str = "[apply]\nverify = \"1s\"\nwatch = \"1s\"\nhealth_timeout = \"20s\"";
+
+fn mode_of(name: &str) -> String {
+    docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", name])
+}
+
+fn read(name: &str, path: &str) -> String {
+    docker(&["exec", name, "cat", path])
+}
+
+fn apply(daemon: &Daemon, name: &str, mode: &str) -> Result<ApplyRecord, String> {
+    let out = daemon.advisor(&["apply", name, "--mode", mode, "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+#[test]
+fn a_container_goes_to_host_and_back_with_its_volumes() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    let s = daemon.wait_for("the engine", Duration::from_secs(20), |s| {
+        (s.docker.state == DockerState::Connected).then(|| s.clone())
+    });
+    assert_eq!(s.docker.engine.as_deref(), Some(expected_engine()));
+    let volume = unique("nmt-eng-vol");
+    let c = Container::run(
+        "eng",
+        &["-v", &format!("{volume}:/named"), "-v", "/anon"],
+        busybox_image(),
+        &["sleep", "100000"],
+    );
+    docker(&[
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "echo named > /named/data; echo anon > /anon/data",
+    ]);
+    let anon = volume_at(&c.id, "/anon");
+    daemon.wait_container(&c.name);
+
+    for (to, kind) in [("host", ModeKind::Host), ("bridge", ModeKind::Bridge)] {
+        let r = apply(&daemon, &c.name, to).unwrap_or_else(|e| panic!("apply {to}: {e}"));
+        assert_eq!(r.state, ApplyState::Applied, "{r:?}");
+        // Back in bridge mode, the engine's own word for its default network.
+        let want = if to == "bridge" {
+            default_network_mode()
+        } else {
+            to
+        };
+        assert_eq!(mode_of(&c.name), want);
+        assert_eq!(read(&c.name, "/named/data"), "named");
+        assert_eq!(read(&c.name, "/anon/data"), "anon");
+        assert_eq!(
+            volume_at(&c.name, "/anon"),
+            anon,
+            "the same anonymous volume"
+        );
+        let seen = daemon.wait_for(
+            &format!("{} in {to} mode", c.name),
+            Duration::from_secs(20),
+            |s| find(s, &c.name).filter(|x| x.mode_kind == kind).cloned(),
+        );
+        assert_ne!(seen.id, c.id);
+        // One container under the name (Docker matches "/NAME", Podman "NAME").
+        let all = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^/?{}", c.name),
+            "--format",
+            "{{.Names}}",
+        ]);
+        assert_eq!(all.lines().collect::<Vec<_>>(), [c.name.as_str()]);
+    }
+    let _ = docker_output(&["rm", "-f", "-v", &c.name]);
+    let _ = docker_output(&["volume", "rm", &volume, &anon]);
+}
+
+#[test]
+fn a_restart_policy_is_kept_or_the_change_refused_before_anything_is_touched() {
+    require_docker();
+    let daemon = Daemon::start(FAST_SAMPLING, APPLY);
+    let c = Container::run(
+        "engrs",
+        &["--restart", "always"],
+        busybox_image(),
+        &["sleep", "100000"],
+    );
+    daemon.wait_container(&c.name);
+    match apply(&daemon, &c.name, "host") {
+        Ok(r) => {
+            assert_ne!(
+                expected_engine(),
+                "podman",
+                "Podman 4 cannot do this: {r:?}"
+            );
+            assert_eq!(r.state, ApplyState::Applied, "{r:?}");
+            assert_eq!(mode_of(&c.name), "host");
+            assert_eq!(
+                docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.HostConfig.RestartPolicy.Name}}",
+                    &c.name
+                ]),
+                "always"
+            );
+        }
+        Err(e) => {
+            assert_eq!(expected_engine(), "podman", "refused on Docker: {e}");
+            assert!(
+                e.contains("restart policy \"always\"") && e.contains("--restart=no"),
+                "{e}"
+            );
+            // Untouched: the same container, running, in its mode, with its policy.
+            assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &c.name]), c.id);
+            assert_eq!(mode_of(&c.name), "bridge");
+            assert_eq!(
+                docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.State.Running}} {{.HostConfig.RestartPolicy.Name}}",
+                    &c.name
+                ]),
+                "true always"
+            );
+        }
+    }
+}
