@@ -233,6 +233,13 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
             hc.insert(k.clone(), v.clone());
         }
     }
+    // `--cpus` is NanoCpus. Podman 5 also shows the CpuPeriod and CpuQuota it made of it, and
+    // refuses a create request that has both ("NanoCpus conflicts with CpuPeriod and
+    // CpuQuota"); Docker refuses them together too. NanoCpus is what the user gave.
+    if hc.get("NanoCpus").and_then(Value::as_i64).is_some_and(|n| n > 0) {
+        hc.remove("CpuPeriod");
+        hc.remove("CpuQuota");
+    }
     // Anonymous volumes (and image VOLUMEs) re-attached by name.
     let mut binds: Vec<Value> = host_config
         .get("Binds")
@@ -565,6 +572,22 @@ mod tests {
         h["Config"]["Hostname"] = json!("gw-17");
         let u = user_request(&h, &defaults(), "img").unwrap();
         assert!(u.get("Hostname").is_none(), "{u}");
+    }
+
+    #[test]
+    fn cpus_given_as_nano_cpus_are_not_also_a_period_and_quota() {
+        // Podman 5 shows `--cpus 0.5` as NanoCpus and as the period and quota it made of it.
+        let mut i = inspect();
+        i["HostConfig"]["CpuPeriod"] = json!(100000);
+        i["HostConfig"]["CpuQuota"] = json!(50000);
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        let hc = &u["HostConfig"];
+        assert_eq!(hc["NanoCpus"], json!(500000000));
+        assert!(hc.get("CpuPeriod").is_none() && hc.get("CpuQuota").is_none(), "{hc}");
+        // `--cpu-period/--cpu-quota` alone are the user's.
+        i["HostConfig"]["NanoCpus"] = json!(0);
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        assert_eq!(u["HostConfig"]["CpuQuota"], json!(50000));
     }
 
     #[test]
