@@ -2,8 +2,8 @@
 //! runs this file against each): a container with a named and an anonymous volume, and no
 //! restart policy, goes bridge -> host -> bridge with its data, under its name, nothing set
 //! aside. A container with a restart policy is changed where the engine can change that
-//! policy (Docker), and refused before anything is touched where it cannot (Podman 4), with
-//! the reason.
+//! policy (Docker, Podman 5), and refused before anything is touched where it cannot
+//! (Podman 4), with the reason.
 
 use std::time::Duration;
 
@@ -103,13 +103,17 @@ fn a_restart_policy_is_kept_or_the_change_refused_before_anything_is_touched() {
         &["sleep", "100000"],
     );
     daemon.wait_container(&c.name);
+    // Podman before 5 has no /containers/{id}/update.
+    let version = docker(&["version", "--format", "{{.Server.Version}}"]);
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let old_podman = expected_engine() == "podman" && major < 5;
     match apply(&daemon, &c.name, "host") {
         Ok(r) => {
-            assert_ne!(
-                expected_engine(),
-                "podman",
-                "Podman 4 cannot do this: {r:?}"
-            );
+            assert!(!old_podman, "Podman 4 cannot do this: {r:?}");
             assert_eq!(r.state, ApplyState::Applied, "{r:?}");
             assert_eq!(mode_of(&c.name), "host");
             assert_eq!(
@@ -123,7 +127,7 @@ fn a_restart_policy_is_kept_or_the_change_refused_before_anything_is_touched() {
             );
         }
         Err(e) => {
-            assert_eq!(expected_engine(), "podman", "refused on Docker: {e}");
+            assert!(old_podman, "refused where it can be done: {e}");
             assert!(
                 e.contains("restart policy \"always\"") && e.contains("--restart=no"),
                 "{e}"
