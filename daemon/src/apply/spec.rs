@@ -236,7 +236,11 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
     // `--cpus` is NanoCpus. Podman 5 also shows the CpuPeriod and CpuQuota it made of it, and
     // refuses a create request that has both ("NanoCpus conflicts with CpuPeriod and
     // CpuQuota"); Docker refuses them together too. NanoCpus is what the user gave.
-    if hc.get("NanoCpus").and_then(Value::as_i64).is_some_and(|n| n > 0) {
+    if hc
+        .get("NanoCpus")
+        .and_then(Value::as_i64)
+        .is_some_and(|n| n > 0)
+    {
         hc.remove("CpuPeriod");
         hc.remove("CpuQuota");
     }
@@ -583,7 +587,10 @@ mod tests {
         let u = user_request(&i, &defaults(), "img").unwrap();
         let hc = &u["HostConfig"];
         assert_eq!(hc["NanoCpus"], json!(500000000));
-        assert!(hc.get("CpuPeriod").is_none() && hc.get("CpuQuota").is_none(), "{hc}");
+        assert!(
+            hc.get("CpuPeriod").is_none() && hc.get("CpuQuota").is_none(),
+            "{hc}"
+        );
         // `--cpu-period/--cpu-quota` alone are the user's.
         i["HostConfig"]["NanoCpus"] = json!(0);
         let u = user_request(&i, &defaults(), "img").unwrap();
