@@ -118,7 +118,25 @@ pub fn manageable(target: &Container) -> Result<(), Refusal> {
 }
 
 /// Podman's default network (Docker's is `bridge`).
-pub const PODMAN_DEFAULT_NETWORK: &str = "podman";
+const PODMAN_DEFAULT_NETWORK: &str = "podman";
+
+/// A container's network mode as Docker writes it. Podman writes `bridge` for a container on
+/// user networks only, where Docker writes the network's name: it is then the first of
+/// `networks` (sorted by name). A container on Docker's or Podman's default network stays
+/// `bridge`.
+pub fn as_docker_names_it<'a>(mode: &str, mut networks: impl Iterator<Item = &'a str>) -> String {
+    let mut first = None;
+    for n in networks.by_ref() {
+        if n == "bridge" || n == PODMAN_DEFAULT_NETWORK {
+            return mode.to_string();
+        }
+        first = first.or(Some(n));
+    }
+    match first {
+        Some(n) if mode == "bridge" => n.to_string(),
+        _ => mode.to_string(),
+    }
+}
 
 /// The Docker network mode a container gets in bridge mode: its own bridge network, or
 /// Docker's default bridge for a host-mode container (what it would get if switched).
@@ -157,19 +175,9 @@ impl ModeDriver for Bridge {
         if let Some(l) = p.body.get_mut("Labels").and_then(Value::as_object_mut) {
             l.remove(RESTORE_LABEL);
         }
-        // Podman writes `bridge` for a container on user networks only: its network mode is
-        // then its first network, as Docker would name it (else Podman would attach its
-        // default network too).
-        let mode = if mode == "bridge"
-            && !nets.is_empty()
-            && !nets
-                .keys()
-                .any(|n| n == "bridge" || n == PODMAN_DEFAULT_NETWORK)
-        {
-            nets.keys().next().cloned().unwrap_or(mode)
-        } else {
-            mode
-        };
+        // Created on `bridge`, a container Podman recorded that way would get Podman's
+        // default network beside its own.
+        let mode = as_docker_names_it(&mode, nets.keys().map(String::as_str));
         // The primary network is the one NetworkMode names (`default` is `bridge`).
         let primary = if mode == "default" {
             "bridge".to_string()

@@ -183,6 +183,23 @@ pub fn require_docker() {
     });
 }
 
+/// The names of every container, running or not, whose name starts with `name` (a
+/// container set aside during a change is `NAME-netmode-ID`). Docker matches the filter
+/// against "/NAME", Podman against "NAME".
+pub fn containers_named(name: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name=^/?{name}"),
+        "--format",
+        "{{.Names}}",
+    ])
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
 /// An image name as the test gave it: Podman reports `docker.io/library/NAME` (or
 /// `localhost/NAME`) for the short name Docker reports as given.
 pub fn short_image(name: &str) -> &str {

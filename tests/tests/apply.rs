@@ -91,18 +91,8 @@ impl Subject {
 
     /// Exactly one container under the name, running, its data in every volume.
     fn assert_whole(&self) -> Value {
-        let all = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            // Docker matches "/NAME", Podman "NAME".
-            &format!("name=^/?{}", self.name()),
-            "--format",
-            "{{.Names}}",
-        ]);
-        let all: Vec<&str> = all.lines().collect();
         assert_eq!(
-            all,
+            containers_named(self.name()),
             vec![self.name()],
             "one container under the name, none set aside"
         );

@@ -196,19 +196,7 @@ fn the_engine_restarted_after_any_step_leaves_one_whole_container() {
     }
     let _carried = Carried(c.name.clone(), volume_at(&c.id, "/anon"));
     let whole = |step: &str| {
-        let all = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("name=^/?{}", c.name),
-            "--format",
-            "{{.Names}}",
-        ]);
-        assert_eq!(
-            all.lines().collect::<Vec<_>>(),
-            vec![c.name.as_str()],
-            "{step}"
-        );
+        assert_eq!(containers_named(&c.name), vec![c.name.as_str()], "{step}");
         assert_eq!(
             docker(&["inspect", "-f", "{{.State.Running}}", &c.name]),
             "true",

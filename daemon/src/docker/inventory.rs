@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use bollard::models::ContainerInspectResponse;
 use netmode_advisor::api::{self, Compose, Limits, ModeKind, NetworkAttachment, PortBinding};
 
-use crate::mode::PODMAN_DEFAULT_NETWORK;
 pub use crate::state::{Inventory, Record};
 
 /// The label every probe container carries.
@@ -78,7 +77,7 @@ pub fn record_from_inspect(
         return None;
     }
 
-    let mut network_mode = normalise_network_mode(
+    let network_mode = normalise_network_mode(
         host.and_then(|h| h.network_mode.as_deref())
             .unwrap_or("default"),
     );
@@ -117,15 +116,8 @@ pub fn record_from_inspect(
         })
         .unwrap_or_default();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
-    // Podman writes `bridge` for a container on a user-defined network too, where Docker
-    // writes the network's name: name it the way Docker does (Podman's own default network,
-    // `podman`, stays `bridge`, as Docker's default is).
-    if let [only] = networks.as_slice()
-        && network_mode == "bridge"
-        && !matches!(only.name.as_str(), "bridge" | PODMAN_DEFAULT_NETWORK)
-    {
-        network_mode = only.name.clone();
-    }
+    let network_mode =
+        crate::mode::as_docker_names_it(&network_mode, networks.iter().map(|n| n.name.as_str()));
     let kind = mode_kind(&network_mode, driver_of(&network_mode).as_deref());
 
     let cpus = host.and_then(|h| {
