@@ -30,7 +30,6 @@ pub struct Held(pub String);
 #[derive(Default)]
 pub struct ApplyBook {
     book: RwLock<Book>,
-    next: AtomicU64,
     /// Held for the whole of a change (and of recovery at start): one change at a time.
     pub lock: smol::lock::Mutex<()>,
     /// What holds the one change slot ("web", "recovery"), from before its plan until it is
@@ -74,9 +73,17 @@ impl ApplyBook {
         &self.stopping
     }
 
+    /// A change's id: `a<unix seconds>-<this process's salt>-<n>`. Unique across processes
+    /// and restarts, not just within one: the id is also the `netmode.apply.id` label by which
+    /// a rollback finds (and removes) the container its change made, so two netmoded on one
+    /// engine, or one restarted within the second, must never share one (they did: one's
+    /// rollback removed the other's new container).
     pub fn new_id(&self) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("a{}-{n}", now_ms() / 1000)
+        static SALT: std::sync::LazyLock<u32> =
+            std::sync::LazyLock::new(|| crate::traffic::new_session() & 0xff_ffff);
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!("a{}-{:06x}-{n}", now_ms() / 1000, *SALT)
     }
 
     pub fn load_history(&self, records: Vec<ApplyRecord>) {
@@ -145,5 +152,22 @@ mod tests {
         b.release();
         b.reserve("db").unwrap();
         assert!(b.busy());
+    }
+
+    #[test]
+    fn ids_carry_the_process_salt_and_never_repeat() {
+        let (a, b) = (ApplyBook::default(), ApplyBook::default());
+        let ids: Vec<String> = (0..3).flat_map(|_| [a.new_id(), b.new_id()]).collect();
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        for id in &ids {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(parts.len(), 3, "{id}");
+            assert!(parts[0].starts_with('a') && parts[0][1..].parse::<u64>().is_ok());
+            assert_eq!(parts[1].len(), 6, "{id}");
+            assert!(u32::from_str_radix(parts[1], 16).is_ok(), "{id}");
+        }
     }
 }
