@@ -192,7 +192,7 @@ impl Advice {
         )
         .await
         {
-            Ok((e, _)) => e,
+            Ok(e) => e,
             Err(_) => return,
         };
         for c in due {

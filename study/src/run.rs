@@ -183,7 +183,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
         let sockets = netmoded::config::Docker::default()
             .engine_sockets()
             .map_err(|e| StudyError::Usage(e.to_string()))?;
-        let (engine, version, _) = Engine::connect_first(&sockets, Duration::from_secs(60))
+        let (engine, _) = Engine::connect_first(&sockets, Duration::from_secs(60))
             .await
             .map_err(netmoded::error::Error::from)?;
         eprintln!("building the probe image from this executable ...");
@@ -227,7 +227,7 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
             netmode_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at_ms: now_ms(),
             finished_at_ms: None,
-            machine: crate::machine::describe(&version, &sink_desc, perf),
+            machine: crate::machine::describe(engine.version(), &sink_desc, perf),
             options: study.options.clone(),
             cells: Vec::new(),
         });

@@ -683,11 +683,19 @@ impl Daemon {
             if let Some(v) = f(&s) {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; last status:\n{}",
-                serde_json::to_string_pretty(&s).unwrap()
-            );
+            if Instant::now() >= deadline {
+                // Everything that says why: the status, the probe runs (a container's cells
+                // and error), the daemon's own log.
+                let (_, probes) = self.get("/v1/probes");
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(80).collect();
+                panic!(
+                    "timed out waiting for {what}; last status:\n{}\nprobe runs:\n{probes}\n\
+                     the daemon's log (last 80 lines):\n{}",
+                    serde_json::to_string_pretty(&s).unwrap(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -23,7 +23,7 @@ fn stop_rename_and_restart_policy_on_a_real_container() {
         .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
         .unwrap_or_else(|| "/var/run/docker.sock".into());
     let missing = netmoded::rt::block_on(async {
-        let (engine, _) = Engine::connect(Path::new(&socket), Duration::from_secs(30))
+        let engine = Engine::connect(Path::new(&socket), Duration::from_secs(30))
             .await
             .expect("connect to the engine");
         engine

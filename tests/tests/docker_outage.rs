@@ -93,19 +93,18 @@ fn the_first_engine_that_answers_is_used_and_named() {
     let dir = TempDir::new("candidates");
     let nothing = dir.path().join("no-engine.sock");
     let real = engine_socket();
-    let (engine, version, socket) =
-        netmoded::rt::block_on(netmoded::docker::Engine::connect_first(
-            &[nothing.clone(), real.clone()],
-            Duration::from_secs(10),
-        ))
-        .expect("the second candidate answers");
+    let (engine, socket) = netmoded::rt::block_on(netmoded::docker::Engine::connect_first(
+        &[nothing.clone(), real.clone()],
+        Duration::from_secs(10),
+    ))
+    .expect("the second candidate answers");
     assert_eq!(socket, real);
     let expected = if expected_engine() == "podman" {
         "podman"
     } else {
         "docker"
     };
-    assert_eq!(version.engine, expected);
+    assert_eq!(engine.version().engine, expected);
     drop(engine);
 
     // No engine at any candidate: the error names every socket tried.

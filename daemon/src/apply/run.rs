@@ -38,7 +38,6 @@ pub async fn engine(cx: &Changes) -> Result<Engine, RequestError> {
         cx.state.config().docker.request_timeout,
     )
     .await
-    .map(|(e, _)| e)
     .map_err(|e| RequestError::Unavailable(format!("cannot reach the Docker engine: {e}")))
 }
 
@@ -317,8 +316,8 @@ async fn settle(cx: &Changes, j: &mut Journal) {
         )
         .await
         {
-            Ok((engine, _)) if finishing => txn::finish(&engine, &cx.state.state_dir, j).await,
-            Ok((engine, _)) => txn::rollback(&engine, j).await,
+            Ok(engine) if finishing => txn::finish(&engine, &cx.state.state_dir, j).await,
+            Ok(engine) => txn::rollback(&engine, j).await,
             Err(e) => Err(ApplyError::docker("connect to the engine")(e)),
         };
         match done {

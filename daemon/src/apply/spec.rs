@@ -52,6 +52,23 @@ pub struct Defaults {
     /// The host's hostname: what the engine shows as a host-mode container's hostname when
     /// none was given.
     pub host_hostname: String,
+    /// The engine does not report what a container's endpoints were created with (Podman:
+    /// `IPAMConfig` is null and no MAC address is shown as configured, even for `--ip` and
+    /// `--mac-address`), only the addresses they have: those are asked for again.
+    pub endpoints_unreported: bool,
+    /// The engine adds the container's hostname to its aliases on every network by itself
+    /// (Podman 5): passed back, it would be there twice.
+    pub hostname_alias_added: bool,
+}
+
+impl Defaults {
+    /// What the engine reports and adds by itself, from what it says it is.
+    pub fn for_engine(mut self, engine: &crate::docker::EngineVersion) -> Defaults {
+        let podman = engine.engine == "podman";
+        self.endpoints_unreported = podman;
+        self.hostname_alias_added = podman && engine.major() >= 5;
+        self
+    }
 }
 
 /// The new container: its create body, the networks to connect before it starts, and what
@@ -330,6 +347,7 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
     // driver options).
     let mut nets = Map::new();
     let auto_alias = short_id(inspect);
+    let hostname = config.get("Hostname").and_then(Value::as_str).unwrap_or("");
     for (name, ep) in inspect["NetworkSettings"]["Networks"]
         .as_object()
         .into_iter()
@@ -338,12 +356,34 @@ pub fn user_request(inspect: &Value, defaults: &Defaults, image: &str) -> Result
         let mut e = Map::new();
         if let Some(ipam) = ep.get("IPAMConfig").filter(|v| !is_empty(v)) {
             e.insert("IPAMConfig".into(), ipam.clone());
+        } else if defaults.endpoints_unreported {
+            // A static address cannot be told from an allocated one here: the container gets
+            // back the addresses and MAC address it has (what anything pointing at it knows).
+            let mut ipam = Map::new();
+            for (from, to) in [
+                ("IPAddress", "IPv4Address"),
+                ("GlobalIPv6Address", "IPv6Address"),
+            ] {
+                if let Some(a) = ep.get(from).filter(|v| !is_empty(v)) {
+                    ipam.insert(to.into(), a.clone());
+                }
+            }
+            if !ipam.is_empty() {
+                e.insert("IPAMConfig".into(), Value::Object(ipam));
+            }
+        }
+        if let Some(mac) = ep
+            .get("MacAddress")
+            .filter(|v| defaults.endpoints_unreported && !is_empty(v))
+        {
+            e.insert("MacAddress".into(), mac.clone());
         }
         let aliases: Vec<Value> = ep["Aliases"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|a| a.as_str() != Some(auto_alias.as_str()))
+            .filter(|a| !(defaults.hostname_alias_added && a.as_str() == Some(hostname)))
             .cloned()
             .collect();
         if !aliases.is_empty() {
@@ -541,6 +581,7 @@ mod tests {
             }),
             image_config: json!({"Env": ["PATH=/bin"], "Labels": {"from.image": "x"}}),
             host_hostname: "gw-17".into(),
+            ..Default::default()
         }
     }
 
@@ -723,6 +764,90 @@ mod tests {
             "the round trip gives the original request back"
         );
         assert!(back.create["Labels"].get(RESTORE_LABEL).is_none());
+    }
+
+    /// Podman's inspect of a container made with `--ip`, `--mac-address`, an alias and a
+    /// hostname (as Podman 5 shows it: the hostname among the aliases, added by the engine).
+    fn podman_inspect() -> Value {
+        let mut i = inspect();
+        i["Config"]["Hostname"] = json!("gateway-svc");
+        i["HostConfig"]["NetworkMode"] = json!("bridge");
+        i["NetworkSettings"]["Networks"] = json!({
+            "lan": {"IPAMConfig": null, "Aliases": ["svc", "cb75856fb89c", "gateway-svc"],
+                    "IPAddress": "10.231.7.10", "GlobalIPv6Address": "",
+                    "MacAddress": "02:42:0a:e7:00:99"},
+            "podman": {"IPAMConfig": null, "Aliases": ["cb75856fb89c", "gateway-svc"],
+                       "IPAddress": "10.88.0.5", "GlobalIPv6Address": "fd00::5",
+                       "MacAddress": "be:58:46:87:68:76"}
+        });
+        i
+    }
+
+    fn podman(major: &str) -> Defaults {
+        defaults().for_engine(&crate::docker::EngineVersion {
+            engine: "podman",
+            server: major.into(),
+            api: "1.41".into(),
+        })
+    }
+
+    #[test]
+    fn on_podman_the_addresses_and_mac_it_has_are_asked_for_again() {
+        let u = user_request(&podman_inspect(), &podman("5.4.2"), "img").unwrap();
+        assert_eq!(
+            u["Networks"]["lan"],
+            json!({"IPAMConfig": {"IPv4Address": "10.231.7.10"}, "MacAddress": "02:42:0a:e7:00:99",
+                   "Aliases": ["svc"]}),
+            "the hostname alias Podman 5 adds by itself is not passed back"
+        );
+        assert_eq!(
+            u["Networks"]["podman"]["IPAMConfig"],
+            json!({"IPv4Address": "10.88.0.5", "IPv6Address": "fd00::5"})
+        );
+        assert!(u["Networks"]["podman"].get("Aliases").is_none());
+        // Podman 4 adds no such alias: one the user gave is kept.
+        let u4 = user_request(&podman_inspect(), &podman("4.3.1"), "img").unwrap();
+        assert_eq!(
+            u4["Networks"]["lan"]["Aliases"],
+            json!(["svc", "gateway-svc"])
+        );
+        // Through host mode and back, every endpoint setting comes back as it was.
+        let host = for_mode(&u, ModeKind::Host, None).unwrap();
+        let mut as_host = podman_inspect();
+        as_host["Config"]["Labels"] = host.create["Labels"].clone();
+        let rec = restore_of(&as_host).expect("restore label");
+        let mut host_request = host.create.clone();
+        host_request["Networks"] = json!({});
+        let back = for_mode(&host_request, ModeKind::Bridge, Some(&rec)).unwrap();
+        // Each network comes back, at create or connected after, with its settings.
+        let mut all: Vec<(String, Value)> = back.create["NetworkingConfig"]["EndpointsConfig"]
+            .as_object()
+            .unwrap()
+            .clone()
+            .into_iter()
+            .chain(back.connect.clone())
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(all[0].1["IPAMConfig"]["IPv4Address"], json!("10.231.7.10"));
+        assert_eq!(all[0].1["MacAddress"], json!("02:42:0a:e7:00:99"));
+        assert_eq!(all[1].1["MacAddress"], json!("be:58:46:87:68:76"));
+    }
+
+    #[test]
+    fn on_docker_only_what_the_user_asked_for_is_kept() {
+        let mut i = podman_inspect();
+        i["NetworkSettings"]["Networks"]["podman"]["IPAMConfig"] =
+            json!({"IPv4Address": "10.88.0.5"});
+        let u = user_request(&i, &defaults(), "img").unwrap();
+        assert_eq!(
+            u["Networks"]["lan"],
+            json!({"Aliases": ["svc", "gateway-svc"]}),
+            "an allocated address and MAC are the engine's to choose again"
+        );
+        assert_eq!(
+            u["Networks"]["podman"],
+            json!({"IPAMConfig": {"IPv4Address": "10.88.0.5"}, "Aliases": ["gateway-svc"]})
+        );
     }
 
     #[test]

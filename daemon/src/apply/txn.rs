@@ -95,7 +95,9 @@ async fn defaults(engine: &Engine, image: &str) -> Result<Defaults, ApplyError> 
         host_config: inspected["HostConfig"].clone(),
         image_config,
         host_hostname: crate::sys::hoststat::hostname(),
-    })
+        ..Default::default()
+    }
+    .for_engine(engine.version()))
 }
 
 /// What a change is asked to do beyond the mode.

@@ -37,6 +37,17 @@ pub struct EngineVersion {
     pub api: String,
 }
 
+impl EngineVersion {
+    /// The engine's major version (`5` of Podman's "5.4.2"), 0 when it cannot be read.
+    pub fn major(&self) -> u32 {
+        self.server
+            .split('.')
+            .next()
+            .and_then(|m| m.trim_start_matches('v').parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// Which engine a `/version` answer comes from: Podman names its first component "Podman
 /// Engine" (Docker "Engine"); anything else speaking Docker's API is taken for Docker.
 pub fn engine_name(v: &bollard::models::SystemVersion) -> &'static str {
@@ -57,12 +68,14 @@ pub struct Engine {
     /// For the raw JSON requests of a mode change (`raw`).
     socket: std::path::PathBuf,
     timeout: Duration,
+    version: EngineVersion,
 }
 
 impl Engine {
     /// Connect to the engine's unix socket and agree on an API version (an older engine,
     /// like Debian's 20.10 with API 1.41, refuses a client that asks for more).
-    pub async fn connect(socket: &Path, timeout: Duration) -> Result<(Engine, EngineVersion)> {
+    /// What the engine says about itself is kept: [`Engine::version`].
+    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Engine> {
         let path = socket.to_string_lossy();
         let docker = Docker::connect_with_unix(
             &path,
@@ -76,14 +89,17 @@ impl Engine {
             server: v.version.unwrap_or_else(|| "unknown".into()),
             api: v.api_version.unwrap_or_else(|| "unknown".into()),
         };
-        Ok((
-            Engine {
-                docker,
-                socket: socket.to_path_buf(),
-                timeout,
-            },
+        Ok(Engine {
+            docker,
+            socket: socket.to_path_buf(),
+            timeout,
             version,
-        ))
+        })
+    }
+
+    /// What the engine said about itself when netmode connected.
+    pub fn version(&self) -> &EngineVersion {
+        &self.version
     }
 
     /// Connect to the first of `sockets` whose engine answers; with it, the socket. The
@@ -91,11 +107,11 @@ impl Engine {
     pub async fn connect_first(
         sockets: &[std::path::PathBuf],
         timeout: Duration,
-    ) -> Result<(Engine, EngineVersion, std::path::PathBuf)> {
+    ) -> Result<(Engine, std::path::PathBuf)> {
         let mut last = None;
         for socket in sockets {
             match Engine::connect(socket, timeout).await {
-                Ok((engine, version)) => return Ok((engine, version, socket.clone())),
+                Ok(engine) => return Ok((engine, socket.clone())),
                 Err(e) => last = Some(e),
             }
         }

@@ -58,8 +58,9 @@ async fn session_inner(
     candidates: &mut Vec<PathBuf>,
     backoff: &mut Duration,
 ) -> Result<()> {
-    let (engine, version, socket) =
+    let (engine, socket) =
         Engine::connect_first(candidates, shared.config().docker.request_timeout).await?;
+    let version = engine.version().clone();
     if candidates.len() > 1 {
         log::info!(
             "using the {} engine at {} from now on",

@@ -21,7 +21,7 @@ use super::queue::{ProbeQueue, QueuedProbe};
 use super::runner::{self, Runner, Tracked};
 use super::{history, image};
 use crate::config::Probe as ProbeConfig;
-use crate::docker::{Engine, EngineVersion};
+use crate::docker::Engine;
 use crate::error::ProbeError;
 use crate::mode::{self, Launch};
 use crate::state::{Shared, now_ms};
@@ -42,9 +42,7 @@ impl Handle {
     /// Remove probe containers still around and the local sink's veth pair.
     pub async fn shutdown(&self, shared: &Shared) {
         let busy = !self.tracked.ids().is_empty();
-        if let Ok((engine, _)) =
-            Engine::connect(&shared.docker_socket(), Duration::from_secs(5)).await
-        {
+        if let Ok(engine) = Engine::connect(&shared.docker_socket(), Duration::from_secs(5)).await {
             // By label, not only the ids we track: a create the cancelled engine had in
             // flight completes in the engine without us ever seeing its id.
             let instance = shared.state_dir.instance_id();
@@ -151,7 +149,7 @@ impl ProbeEngine {
             Err(e) => log::warn!("probe history: {e}"),
         }
         self.setup_sink().await;
-        if let Ok((engine, _)) = self.connect().await {
+        if let Ok(engine) = self.connect().await {
             match runner::remove_leftovers(&engine, self.shared.state_dir.instance_id()).await {
                 Ok(0) => {}
                 Ok(n) => log::info!("removed {n} probe container(s) left by an earlier run"),
@@ -266,7 +264,7 @@ impl ProbeEngine {
         }
     }
 
-    async fn connect(&self) -> Result<(Engine, EngineVersion), ProbeError> {
+    async fn connect(&self) -> Result<Engine, ProbeError> {
         Engine::connect(
             &self.shared.docker_socket(),
             self.shared.config().docker.request_timeout,
@@ -313,7 +311,7 @@ impl ProbeEngine {
             .clone()
             .ok_or_else(|| ProbeError::Unavailable(self.sink_error.clone()))?;
         run.sink = Some(desc);
-        let (engine, _) = self.connect().await?;
+        let engine = self.connect().await?;
         let instance = self.shared.state_dir.instance_id().to_string();
         // The engine restarted, or a probe container of ours was left: start clean.
         let left = runner::remove_leftovers(&engine, &instance).await?;
