@@ -1,7 +1,7 @@
 //! The daemon's heartbeat: every `daemon.sample_interval`, one live sample (`live`), then one
 //! evaluation of the advisor's policy on what is known (`advice`), then, with
-//! `advisor.mode = "apply"`, one change considered (`apply::auto`). None calls another; this
-//! loop orders them.
+//! `advisor.mode = "apply"`, one change considered (`apply::auto`); between two samples, one
+//! more evaluation whenever a probe run is recorded. None calls another; this loop orders them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +41,7 @@ pub async fn run(parts: Parts, netlink: Netlink, heartbeat: Arc<crate::rt::Heart
     };
     let mut advice = Advice::load(&shared);
     let mut auto = Auto::default();
+    let finished = probes.finished();
     let mut next = Instant::now();
     loop {
         // Read at each tick: a reload (SIGHUP) may have changed them.
@@ -60,6 +61,27 @@ pub async fn run(parts: Parts, netlink: Netlink, heartbeat: Arc<crate::rt::Heart
             // Fell behind (suspended, overloaded): skip the missed ticks.
             next = now + interval;
         }
-        async_io::Timer::at(next).await;
+        // Until the next sample, a probe run that is recorded is evaluated at once (not
+        // sampled: the live rates keep their interval), so that `advisor probe` followed by
+        // `advisor explain` shows the run's effect.
+        while until_next_or_probed(next, &finished).await {
+            advice.evaluate(&shared, &probes).await;
+        }
     }
+}
+
+/// Waits until `at` (false) or a recorded probe run (true), whichever comes first.
+async fn until_next_or_probed(at: Instant, finished: &smol::channel::Receiver<()>) -> bool {
+    let timer = async {
+        async_io::Timer::at(at).await;
+        false
+    };
+    let probed = async {
+        if finished.recv().await.is_err() {
+            // The queue is gone (never while the daemon runs): wait for the timer alone.
+            std::future::pending::<()>().await;
+        }
+        true
+    };
+    futures_lite::future::or(timer, probed).await
 }

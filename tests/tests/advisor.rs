@@ -183,3 +183,64 @@ fn recommendations_are_served_and_explained() {
     t1.join().unwrap();
     t2.join().unwrap();
 }
+
+/// A probe run is weighed as soon as it is recorded, not at the next sample: with samples
+/// 12 s apart, the recommendation of a network-active container has no probe evidence before
+/// `advisor probe` and has it within a second of the command's return (a reading that waited
+/// for the next sample would see it there about one time in eight).
+#[test]
+fn a_finished_probe_is_weighed_at_once() {
+    require_docker();
+    let daemon = Daemon::start(
+        "sample_interval = \"12s\"",
+        &format!(
+            "[advisor]\nactive_window = \"1s\"\n{}",
+            probe_section(
+                "enabled = false\nduration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false"
+            )
+        ),
+    );
+    let c = Container::tcp_sink("weigh", &[], 18000);
+    let _load = stream_tcp(format!("{}:18000", c.ip()), Duration::from_secs(60));
+    let evidence_steps = || -> Option<Vec<String>> {
+        let (code, body) = daemon.get("/v1/recommendations");
+        assert_eq!(code, 200, "{body}");
+        let r: Recommendations = serde_json::from_str(&body).unwrap();
+        r.containers
+            .into_iter()
+            .find(|x| x.name == c.name && x.recommendation.network_active)
+            .map(|x| {
+                x.recommendation
+                    .evidence
+                    .into_iter()
+                    .map(|e| e.step)
+                    .collect()
+            })
+    };
+    let before = daemon.wait_for(
+        "the container network-active",
+        Duration::from_secs(40),
+        |_| evidence_steps(),
+    );
+    assert!(!before.iter().any(|s| s == "probes"), "{before:?}");
+
+    let out = daemon.advisor(&["probe", &c.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let returned = std::time::Instant::now();
+    let after = loop {
+        let steps = evidence_steps().expect("still network-active");
+        if steps.iter().any(|s| s == "probes") || returned.elapsed() > Duration::from_secs(1) {
+            break steps;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        after.iter().any(|s| s == "probes"),
+        "the run is done but not weighed {:?} after: {after:?}",
+        returned.elapsed()
+    );
+}

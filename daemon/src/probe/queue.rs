@@ -84,6 +84,8 @@ pub struct ProbeQueue {
     wake: smol::channel::Sender<()>,
     /// f64 bits: a reload may change it.
     cell_duration_s: std::sync::atomic::AtomicU64,
+    /// Told when a run is recorded: the tick evaluates the advice at once (`finished`).
+    finished: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
 
 impl ProbeQueue {
@@ -98,7 +100,15 @@ impl ProbeQueue {
             }),
             wake,
             cell_duration_s: std::sync::atomic::AtomicU64::new(cell_duration_s.to_bits()),
+            finished: smol::channel::bounded(1),
         }
+    }
+
+    /// A signal for each run recorded by `finish` (runs recorded while the last signal is
+    /// unread make one): whoever evaluates the advice listens, so that a run being `done` and
+    /// the recommendations reflecting it are moments apart, not a sample interval.
+    pub fn finished(&self) -> smol::channel::Receiver<()> {
+        self.finished.1.clone()
     }
 
     /// A reloaded configuration: periodic probing on or off, the duration of new cells.
@@ -229,6 +239,9 @@ impl ProbeQueue {
         *b.outcomes.entry(api::wire_name(&run.state)).or_default() += 1;
         b.absorb(&run);
         b.history.push(run);
-        super::history::trim(&mut b.history, limit)
+        let bytes = super::history::trim(&mut b.history, limit);
+        drop(b);
+        let _ = self.finished.0.try_send(());
+        bytes
     }
 }
