@@ -29,7 +29,9 @@ _apt_updated = False
 
 def ensure_installed(command, package):
     """The path of `command`, installing Debian's `package` first if it is missing (benchmarks
-    set up their own tools on a fresh machine)."""
+    set up their own tools on a fresh machine). A service the package ships is not started
+    (a policy-rc.d for the install's duration): a benchmark starts what it measures itself,
+    and never has to end another's processes by name."""
     global _apt_updated
     found = sh("sh", "-c", f"command -v {command}", check=False).stdout.strip()
     if found:
@@ -39,7 +41,17 @@ def ensure_installed(command, package):
     if not _apt_updated:
         sh("apt-get", "update", "-qq", env=env)
         _apt_updated = True
-    sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", package, env=env)
+    policy = "/usr/sbin/policy-rc.d"
+    ours = not os.path.exists(policy)
+    if ours:
+        with open(policy, "w") as f:
+            f.write("#!/bin/sh\n# bench/common.py: no service starts while a benchmark installs\nexit 101\n")
+        os.chmod(policy, 0o755)
+    try:
+        sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", package, env=env)
+    finally:
+        if ours:
+            os.remove(policy)
     found = sh("sh", "-c", f"command -v {command}", check=False).stdout.strip()
     if not found:
         raise SystemExit(f"{package} installed but {command} still not found on PATH")
@@ -51,13 +63,11 @@ def ensure_busybox():
         ensure_installed("busybox", "busybox-static")
 
 
-def install_peer(exe, package, process):
-    """A peer monitor from Debian. Installing it may start its service; that instance is
-    stopped, so the benchmark measures only the one it starts itself."""
+def install_peer(exe, package):
+    """A peer monitor from Debian, installed with its service left stopped (ensure_installed):
+    the benchmark measures only the instance it starts itself."""
     if not os.path.exists(exe):
         ensure_installed(os.path.basename(exe), package)
-        sh("pkill", "-x", process, check=False)
-        time.sleep(2)
 
 
 def release_bin(name):
@@ -220,15 +230,53 @@ def latency(url, n):
             "max_ms": times[-1], "bytes": size}
 
 
-def start_netmoded(state_dir, extra="", exe=None, daemon=""):
-    """netmoded (the release build, or `exe`) on a state directory of its own and a free
-    port; periodic probing off unless `extra` says otherwise; `daemon`: more keys of
-    [daemon] (like 'sample_interval = "1s"')."""
+API = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get(url):
+    """A GET of netmoded's API, as JSON."""
+    with API.open(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def post(url, body, token):
+    """A POST to netmoded's API with its bearer token (`state/token` of its state directory)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json",
+                                          "authorization": f"Bearer {token}"})
+    with API.open(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def probe_all(url, token):
+    """One probe run of every container with the sweep, waited for; its record."""
+    run = post(url + "/v1/probes", {"all": True, "sweep": True}, token)
+    while True:
+        r = get(f"{url}/v1/probes/{run['id']}")
+        if r["state"] not in ("queued", "running"):
+            if r["state"] != "done":
+                raise SystemExit(f"probe run {r['id']} {r['state']}: {r.get('error')}")
+            return r
+        time.sleep(1)
+
+
+def netmoded_config(state_dir, extra="", daemon=""):
+    """Write `state_dir`/netmoded.toml: state in `state_dir`/state, a free port; periodic
+    probing off unless `extra` says otherwise; `daemon`: more keys of [daemon] (like
+    'sample_interval = "1s"'). A running netmoded rereads it on SIGHUP. Returns its path."""
     cfg = os.path.join(state_dir, "netmoded.toml")
     probe = "" if "[probe]" in extra else "[probe]\nenabled = false\n"
     with open(cfg, "w") as f:
         f.write(f'[daemon]\nstate_dir = "{state_dir}/state"\n{daemon}\n[http]\nlisten = "127.0.0.1:0"\n{extra}\n{probe}')
-    p = subprocess.Popen([exe or release_bin("netmoded"), "--config", cfg, "run"],
+    return cfg
+
+
+def start_netmoded(state_dir, extra="", exe=None, daemon="", wrapper=()):
+    """netmoded (the release build, or `exe`) on `netmoded_config(state_dir, extra, daemon)`,
+    under `wrapper` (say, setpriv without a capability) if given; (the process, its URL) once
+    it serves."""
+    cfg = netmoded_config(state_dir, extra, daemon)
+    p = subprocess.Popen([*wrapper, exe or release_bin("netmoded"), "--config", cfg, "run"],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(state_dir, "log"), "w"))
     ep = os.path.join(state_dir, "state", "endpoint")
     for _ in range(300):
@@ -244,13 +292,13 @@ def start_peer(name):
     """A peer monitor started the same way as netmoded (foreground, by hand)."""
     if name == "node-exporter":
         exe = "/usr/bin/prometheus-node-exporter"
-        install_peer(exe, "prometheus-node-exporter", "prometheus-node")
+        install_peer(exe, "prometheus-node-exporter")
         p = subprocess.Popen([exe, "--web.listen-address=127.0.0.1:19101"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = "http://127.0.0.1:19101/metrics"
     elif name == "netdata":
         exe = "/usr/sbin/netdata"
-        install_peer(exe, "netdata", "netdata")
+        install_peer(exe, "netdata")
         p = subprocess.Popen([exe, "-D", "-p", "19999"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = "http://127.0.0.1:19999/api/v1/allmetrics?format=prometheus"
     else:
@@ -285,7 +333,7 @@ def dump_json(path, data):
 BENCH_IMAGE = "netmode-bench:1"
 
 
-def _ldd_files(exe):
+def ldd_files(exe):
     files = {exe}
     for line in sh("ldd", exe, check=False).stdout.splitlines():
         for part in line.split():
@@ -301,7 +349,7 @@ def bench_image(netmoded):
     iperf3 = ensure_installed("iperf3", "iperf3")
     ensure_busybox()
     with tempfile.TemporaryDirectory() as d:
-        for f in _ldd_files(iperf3) | _ldd_files(netmoded):
+        for f in ldd_files(iperf3) | ldd_files(netmoded):
             if f == netmoded:
                 dst = d + "/netmoded"
             else:
@@ -364,3 +412,60 @@ class Upstream:
                 p.kill()
         sh("ip", "link", "del", self.host_link, check=False)
         sh("ip", "netns", "del", self.ns, check=False)
+
+
+# advisor.min_gain's default: a switch pays when the other mode gains at least this.
+MIN_GAIN = 0.10
+
+
+def calibration(rows, path):
+    """How well p_switch_pays (the containers run in bridge: the probability that host gains
+    at least MIN_GAIN) predicts the oracle: per decile of P, the share where the oracle's host
+    gain was at least MIN_GAIN (a reliability diagram, also written as an SVG), the Brier
+    score, the expected calibration error, the false-switch rate (decided switch where the
+    oracle's gain was below MIN_GAIN) and how often the 80 % interval of the expected gain
+    covered the oracle's."""
+    pts = [(r["p_switch_pays"], 1.0 if r["host_bps"] >= (1 + MIN_GAIN) * r["bridge_bps"] else 0.0, r)
+           for r in rows if r.get("p_switch_pays") is not None]
+    if not pts:
+        return None
+    brier = statistics.mean((p - y) ** 2 for p, y, _ in pts)
+    bins = []
+    for k in range(10):
+        inside = [(p, y) for p, y, _ in pts if k / 10 <= p < (k + 1) / 10 or (k == 9 and p == 1.0)]
+        if inside:
+            bins.append({"decile": f"{k / 10:.1f}-{(k + 1) / 10:.1f}", "n": len(inside),
+                         "mean P": statistics.mean(p for p, _ in inside),
+                         "observed": statistics.mean(y for _, y in inside)})
+    ece = sum(b["n"] * abs(b["mean P"] - b["observed"]) for b in bins) / len(pts)
+    switches = [(p, y) for p, y, r in pts if r.get("decision") == "switch"]
+    false_switch = (sum(1 for _, y in switches if y == 0.0) / len(switches)) if switches else None
+    covered = []
+    for _, _, r in pts:
+        iv = r.get("gain_interval")
+        if not iv:
+            continue
+        host_gain = r["host_bps"] / r["bridge_bps"] - 1
+        gain = host_gain if r.get("rec_mode") == "host" else r["bridge_bps"] / r["host_bps"] - 1
+        covered.append(iv[0] <= gain <= iv[1])
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="320" height="320" font-size="10">',
+           '<rect x="40" y="10" width="260" height="260" fill="none" stroke="black"/>',
+           '<line x1="40" y1="270" x2="300" y2="10" stroke="#aaa" stroke-dasharray="4"/>',
+           '<text x="120" y="300">P that switching pays</text>',
+           '<text x="2" y="140" transform="rotate(-90 10 140)">observed share</text>']
+    for b in bins:
+        x, y = 40 + 260 * b["mean P"], 270 - 260 * b["observed"]
+        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{2 + min(b["n"], 20) / 2:.1f}" fill="steelblue"/>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+    report("Calibration of p_switch_pays against the oracle (reliability diagram: " + path + ")",
+           [{**b, "mean P": f"{b['mean P']:.2f}", "observed": f"{b['observed']:.2f}"} for b in bins],
+           ["decile", "n", "mean P", "observed"])
+    figures = {"scenarios": len(pts), "brier": brier, "ece": ece,
+               "decided switches": len(switches), "false-switch rate": false_switch,
+               "80% interval coverage": (sum(covered) / len(covered)) if covered else None,
+               "undecided": sum(1 for _, _, r in pts if r.get("decision") == "undecided")}
+    print("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in figures.items()))
+    return figures
