@@ -60,6 +60,24 @@ pub struct Host {
     /// NET_RX / NET_TX softirqs raised per second, all CPUs.
     pub net_rx_softirqs_per_s: Option<f64>,
     pub net_tx_softirqs_per_s: Option<f64>,
+    /// How container traffic is counted on this gateway; `null` before the first sample.
+    #[serde(default)]
+    pub counting: Option<Counting>,
+}
+
+/// How container traffic is counted (each container's `live.source` says what counted it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Counting {
+    /// `cgroup_bpf`: BPF programs at the cgroup-v2 root count every packet of every socket
+    /// in the kernel, by cgroup, so a container with a cgroup-v2 group of its own is counted
+    /// whole in any mode, UDP included. `veth_sock_diag`: bridge containers by their veth
+    /// pair, host-mode containers by their TCP sockets alone.
+    pub mechanism: String,
+    /// Why the per-cgroup counters do not count, when they do not (no CAP_BPF or
+    /// CAP_SYS_ADMIN, no cgroup v2, a kernel without cgroup BPF).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,10 +286,13 @@ pub struct Live {
     pub rx_pps: f64,
     pub tx_pps: f64,
     /// Mean size of a packet in either direction over the interval; `null` without packets.
-    /// For host-mode containers this is TCP payload per segment, not frame size.
+    /// Frames for `veth`, IP packets for `cgroup_bpf`, TCP payload per segment for `sock_diag`.
     pub mean_packet_bytes: Option<f64>,
     pub attributed: Attribution,
-    /// Where the counters come from: `veth`, `sock_diag` or `none`.
+    /// Where the counters come from: `veth` (the host side of its veth pairs: Ethernet frames),
+    /// `cgroup_bpf` (the per-cgroup counters: IP packets of every protocol, host mode),
+    /// `sock_diag` (its TCP sockets' byte counters: TCP payload, host mode without the
+    /// per-cgroup counters) or `none`.
     pub source: String,
     /// Host-side interfaces counted (veth mode).
     pub interfaces: Vec<String>,
@@ -292,15 +313,23 @@ pub struct Live {
     /// messages cost more per byte.
     #[serde(default)]
     pub cpu_s_per_gb: Option<f64>,
-    /// Share of its TCP traffic exchanged with other containers of this gateway (peer
-    /// addresses of its sockets, sock_diag): bytes of its connections, or where they close
-    /// between samples, the connections it ended; `null` when no TCP is seen.
+    /// Share of its traffic exchanged with other containers of this gateway. Where the
+    /// per-cgroup counters count it: bytes of every protocol by each packet's peer address,
+    /// over the last interval in which anything moved. Otherwise its TCP alone (peer addresses of its sockets, sock_diag): bytes of its
+    /// connections, or where they close between samples, the connections it ended. `null`
+    /// when nothing has moved yet (per-cgroup counters) or no TCP moved over the interval.
     #[serde(default)]
     pub local_share: Option<f64>,
-    /// The containers of this gateway it exchanged TCP with ("host" for the host's loopback,
-    /// host-mode containers).
+    /// The containers of this gateway it exchanged traffic with ("host" for the host's
+    /// loopback, host-mode containers).
     #[serde(default)]
     pub local_peers: Vec<String>,
+    /// Datagrams its UDP sockets dropped after they arrived (receive buffer full: the
+    /// application did not keep up), over the sockets it holds now, since each was opened.
+    /// The per-cgroup counters count them as received. `null` where those counters do not
+    /// count the container.
+    #[serde(default)]
+    pub udp_drops: Option<u64>,
 }
 
 impl Live {

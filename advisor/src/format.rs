@@ -88,6 +88,18 @@ pub fn attribution(a: Attribution) -> &'static str {
     }
 }
 
+/// What is seen of a container's traffic, and what counted it: "all (veth)", "all (cgroup)",
+/// "tcp only (sockets)".
+pub fn seen(l: &crate::api::Live) -> String {
+    let by = match l.source.as_str() {
+        "veth" => "veth",
+        "cgroup_bpf" => "cgroup",
+        "sock_diag" => "sockets",
+        _ => return attribution(l.attributed).to_string(),
+    };
+    format!("{} ({by})", attribution(l.attributed))
+}
+
 /// The one-line summary above the table.
 pub fn status_headline(s: &Status) -> String {
     let h = &s.host;
@@ -166,7 +178,7 @@ fn live_cells(c: &Container) -> [String; 6] {
             l.mean_packet_bytes
                 .map(|b| format!("{b:.0}"))
                 .unwrap_or_else(|| "-".into()),
-            attribution(l.attributed).to_string(),
+            seen(l),
         ],
         None => [
             "-".into(),
@@ -229,8 +241,14 @@ pub fn status_table(s: &Status) -> String {
                 .local_share
                 .filter(|s| *s >= crate::api::Live::LOCAL_DOMINATES)
         {
+            // The per-cgroup counters see every protocol; the sockets, TCP.
+            let what = if s.host.counting.as_ref().is_some_and(|c| c.reason.is_none()) {
+                "traffic"
+            } else {
+                "TCP"
+            };
             notes.push(format!(
-                "  {}: {:.0}% of its TCP is with {} on this gateway (probed on that path)",
+                "  {}: {:.0}% of its {what} is with {} on this gateway (probed on that path)",
                 c.name,
                 share * 100.0,
                 if l.local_peers.is_empty() {
@@ -631,7 +649,7 @@ pub fn explain(c: &Container) -> String {
             l.mean_packet_bytes
                 .map(|m| format!("{m:.0} B"))
                 .unwrap_or_else(|| "-".into()),
-            attribution(l.attributed)
+            seen(l)
         )),
         None => out.push_str("live: not sampled yet\n"),
     }

@@ -1,6 +1,8 @@
 //! Started without a capability a feature needs (setpriv takes it out of the bounding set),
 //! netmoded says which and disables that feature only: it serves, follows Docker, measures
-//! live traffic and advises; probing answers 503 with the reason.
+//! live traffic and advises; probing answers 503 with the reason; without CAP_BPF (nor
+//! CAP_SYS_ADMIN, which covers it) host-mode containers are counted by their TCP sockets, and
+//! the status says so and why.
 
 use std::time::Duration;
 
@@ -60,4 +62,53 @@ fn without_cap_sys_admin_only_probing_is_disabled_and_it_says_why() {
 fn without_cap_net_admin_only_probing_is_disabled_and_it_says_why() {
     require_docker();
     without("net_admin", "CAP_NET_ADMIN");
+}
+
+#[test]
+fn without_cap_bpf_host_mode_is_counted_by_its_sockets_and_it_says_why() {
+    require_docker();
+    let daemon = Daemon::start_wrapped(
+        &[
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-bpf,-sys_admin",
+            "--",
+        ],
+        FAST_SAMPLING,
+        &probe_section("enabled = false\nduration = \"1s\""),
+    );
+    let port = free_port();
+    let c = Container::tcp_sink("nobpf", &["--network", "host"], port);
+    let t = stream_tcp(format!("127.0.0.1:{port}"), Duration::from_secs(3));
+    let s = daemon.wait_for("its TCP counted", Duration::from_secs(20), |s| {
+        let l = find(s, &c.name)?.live.as_ref()?;
+        (l.rx_bytes > 0).then(|| s.clone())
+    });
+    assert!(t.join().unwrap() > 0);
+    let counting = s.host.counting.clone().unwrap();
+    assert_eq!(counting.mechanism, "veth_sock_diag", "{counting:?}");
+    let why = counting.reason.unwrap_or_default();
+    assert!(why.contains("CAP_BPF"), "names what is missing: {why}");
+    let l = find(&s, &c.name).unwrap().live.clone().unwrap();
+    assert_eq!(l.source, "sock_diag");
+    assert_eq!(l.attributed, netmode_e2e::api::Attribution::TcpOnly);
+    let note = l.note.unwrap_or_default();
+    assert!(
+        note.contains("UDP") && note.contains("not seen") && note.contains("CAP_BPF"),
+        "says what it cannot see, and why: {note}"
+    );
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("netmode_container_info{")
+                && l.contains(&c.name)
+                && l.contains("source=\"sock_diag\"")),
+        "{metrics}"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("per-cgroup packet counters unavailable"),
+        "{log}"
+    );
 }

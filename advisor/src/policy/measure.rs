@@ -152,7 +152,8 @@ pub struct Profile {
     /// Whether its traffic looks like requests and answers (`Live::request_response_like`);
     /// `None` when it moves nothing.
     pub request_response: Option<bool>,
-    /// Share of its TCP traffic with other containers of the gateway (`Live::local_share`).
+    /// Share of its traffic with other containers of the gateway (`Live::local_share`: every
+    /// protocol where the per-cgroup counters count, else TCP).
     pub local_share: Option<f64>,
 }
 

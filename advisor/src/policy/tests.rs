@@ -69,6 +69,7 @@ fn live(bps: f64, mean: f64) -> Live {
         cpu_s_per_gb: None,
         local_share: None,
         local_peers: vec![],
+        udp_drops: None,
     }
 }
 

@@ -89,6 +89,7 @@ pub fn run(config_path: Option<PathBuf>) -> Result<()> {
         context_switches_per_s: None,
         net_rx_softirqs_per_s: None,
         net_tx_softirqs_per_s: None,
+        counting: None,
     };
     log::info!(
         "state directory {} (instance {})",

@@ -289,6 +289,10 @@ fn containers(o: &mut Out, s: &Status) {
                 ("network_mode", &c.network_mode),
                 ("mode", c.mode_kind.as_str()),
                 ("attributed", attributed),
+                (
+                    "source",
+                    c.live.as_ref().map_or("pending", |l| l.source.as_str()),
+                ),
             ],
             1.0,
         );

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use netmode_advisor::api::{Attribution, Live, ModeKind};
 
+use crate::sys::cgskb::{CgroupTraffic, Peer};
 use crate::sys::netlink::Link;
+use crate::sys::procs::NotOwnGroup;
 use crate::sys::sockdiag;
 
 /// Cumulative counters from the container's point of view.
@@ -140,6 +142,12 @@ pub struct Track {
     cpu_ns: Option<u64>,
     /// Its TCP peers at the last sample.
     peers: PeerTrack,
+    /// Bytes (both directions) by cgroup-v2 group and peer at the last sample, from the
+    /// per-cgroup counters.
+    cgroup_peers: CgroupPeerBytes,
+    /// The last local share and peers the per-cgroup counters showed, kept while nothing
+    /// moves (where a container's traffic goes does not change when it pauses).
+    cgroup_local: (Option<f64>, Vec<String>),
 }
 
 impl Track {
@@ -318,6 +326,8 @@ impl Track {
             tcp_sources: HashMap::new(),
             cpu_ns: None,
             peers: PeerTrack::default(),
+            cgroup_peers: HashMap::new(),
+            cgroup_local: (None, Vec::new()),
         }
     }
 
@@ -366,6 +376,139 @@ pub struct HostSockets {
     pub sockets: Vec<sockdiag::TcpCounters>,
 }
 
+/// What the per-cgroup counters said this round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CgroupRound {
+    /// They do not count on this gateway: why (no capability, no cgroup v2, a kernel
+    /// without cgroup BPF).
+    Off(String),
+    /// By container id: its counts, or why it has no group of its own.
+    On(HashMap<String, Result<CgroupCount, NotOwnGroup>>),
+}
+
+/// A container's counts in the per-cgroup counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CgroupCount {
+    /// The counters of each of its cgroup-v2 groups, by group id.
+    pub groups: Vec<(u64, CgroupTraffic)>,
+    /// Datagrams its UDP sockets dropped after they were counted as received (receive buffer
+    /// full), over the sockets it holds now; `None` when they could not be read.
+    pub udp_drops: Option<u64>,
+}
+
+impl Default for CgroupRound {
+    fn default() -> CgroupRound {
+        CgroupRound::Off("not read".into())
+    }
+}
+
+impl CgroupRound {
+    /// The container's groups, when it is counted by them.
+    pub fn groups(&self, id: &str) -> Option<&[(u64, CgroupTraffic)]> {
+        self.count(id).map(|c| c.groups.as_slice())
+    }
+
+    /// The container's counts, when it is counted by them.
+    pub fn count(&self, id: &str) -> Option<&CgroupCount> {
+        match self {
+            CgroupRound::On(m) => m.get(id)?.as_ref().ok(),
+            CgroupRound::Off(_) => None,
+        }
+    }
+
+    /// Why the container is not counted by them, if it is not.
+    pub fn why_not(&self, id: &str) -> Option<String> {
+        match self {
+            CgroupRound::Off(why) => Some(why.clone()),
+            CgroupRound::On(m) => match m.get(id) {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(e.to_string()),
+                None => Some("not read".into()),
+            },
+        }
+    }
+}
+
+/// Bytes (both directions) by cgroup-v2 group and peer: what `cgroup_peer_share` compares
+/// the next sample with.
+pub type CgroupPeerBytes = HashMap<(u64, Peer), u64>;
+
+/// A container's cgroup counters as counter sources (by group id), from its point of view.
+fn cgroup_sources(groups: &[(u64, CgroupTraffic)]) -> HashMap<u64, Counters> {
+    groups
+        .iter()
+        .map(|(gid, t)| {
+            let (rx, tx) = t.totals();
+            (
+                *gid,
+                Counters {
+                    rx_bytes: rx.bytes,
+                    tx_bytes: tx.bytes,
+                    rx_packets: rx.packets,
+                    tx_packets: tx.packets,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Share of a container's traffic (every protocol) with containers of this gateway, from its
+/// cgroups' counters by peer, and those containers' names: bytes since the last sample
+/// (`prev`, by group and peer). Loopback is the host's in host mode ("host"), and never
+/// leaves a container's own namespace (not counted either way there). `None` when nothing
+/// moved, or in the container's first sample (a baseline).
+pub fn cgroup_peer_share(
+    prev: &CgroupPeerBytes,
+    groups: &[(u64, CgroupTraffic)],
+    gateway: &HashMap<IpAddr, String>,
+    own: &[IpAddr],
+    host_mode: bool,
+    first: bool,
+) -> (CgroupPeerBytes, Option<f64>, Vec<String>) {
+    let mut next = HashMap::new();
+    let (mut local, mut upstream) = (0u64, 0u64);
+    let mut names = Vec::new();
+    for (gid, t) in groups {
+        let mut by_peer: HashMap<Peer, u64> = HashMap::new();
+        for (p, f) in t.rx.iter().chain(t.tx.iter()) {
+            *by_peer.entry(*p).or_default() += f.bytes;
+        }
+        for (peer, now) in by_peer {
+            next.insert((*gid, peer), now);
+            let moved = match prev.get(&(*gid, peer)) {
+                Some(&b) if now >= b => now - b,
+                Some(_) => now,
+                None if first => 0,
+                None => now,
+            };
+            if moved == 0 {
+                continue;
+            }
+            match peer {
+                Peer::Loopback if host_mode => {
+                    local += moved;
+                    names.push("host".to_string());
+                }
+                Peer::Loopback => {}
+                Peer::Local(a) if own.contains(&IpAddr::V4(a)) => {}
+                Peer::Local(a) => match gateway.get(&IpAddr::V4(a)) {
+                    Some(n) => {
+                        local += moved;
+                        names.push(n.clone());
+                    }
+                    // An address the gateway no longer has.
+                    None => upstream += moved,
+                },
+                Peer::Other => upstream += moved,
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    let share = (local + upstream > 0).then(|| local as f64 / (local + upstream) as f64);
+    (next, share, names)
+}
+
 /// One container in this round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
@@ -406,6 +549,8 @@ pub struct Round {
     /// Host TCP sockets destroyed since the last round; `None` without the broadcasts (no
     /// CAP_NET_ADMIN).
     pub closed: Option<Vec<sockdiag::Closed>>,
+    /// The per-cgroup counters.
+    pub cgroups: CgroupRound,
 }
 
 const HOST_NOTE: &str = "host network: TCP is counted from the container's own sockets; \
@@ -524,7 +669,18 @@ pub fn compute(
         // The container's TCP sockets, when dumped this round: whom it talks to.
         let mut socks: Option<Vec<sockdiag::TcpCounters>> = None;
         let mut listening = HashSet::new();
-        let src = if is_host {
+        let groups = round.cgroups.groups(&s.id);
+        let by_cgroup = is_host && groups.is_some();
+        let src = if let (true, Some(groups)) = (is_host, groups) {
+            // Every packet of its sockets, counted in the kernel under its cgroup.
+            Sources {
+                counters: cgroup_sources(groups),
+                attributed: Attribution::Full,
+                source: "cgroup_bpf",
+                interfaces: Vec::new(),
+                note: None,
+            }
+        } else if is_host {
             let h = round.host_sockets.remove(&s.id).unwrap_or_default();
             listening = h.listening;
             socks = Some(h.sockets);
@@ -533,12 +689,13 @@ pub fn compute(
             } else {
                 HOST_NOTE_NO_CLOSED
             };
+            let why = round.cgroups.why_not(&s.id).unwrap_or_default();
             Sources {
                 counters: h.counters,
                 attributed: Attribution::TcpOnly,
                 source: "sock_diag",
                 interfaces: Vec::new(),
-                note: Some(note.to_string()),
+                note: Some(format!("{note} (per-cgroup counters: {why})")),
             }
         } else {
             let sharers: Vec<&str> = by_netns[&s.netns]
@@ -549,7 +706,7 @@ pub fn compute(
             veth_sources(s, track.nsid, &round.links, &sharers)
         };
         let mut d = delta(&track.sources, &src.counters, is_new);
-        if is_host && !is_new {
+        if is_host && !by_cgroup && !is_new {
             d.add(&track.account_closed(&src.counters, &listening, &mut closed));
         }
         track.totals.add(&d);
@@ -572,20 +729,37 @@ pub fn compute(
         };
         // Loopback in host mode reaches the host's processes and host-mode containers;
         // in a container's own namespace it never leaves the container.
-        let (local_share, local_peers) = match &socks {
-            Some(socks) => {
+        let own_ips = round.own_ips.get(&s.id).map_or(&[][..], |v| v.as_slice());
+        let (local_share, local_peers) = match (groups, &socks) {
+            // Every protocol, by the peer of each packet.
+            (Some(groups), _) => {
+                let (next, share, names) = cgroup_peer_share(
+                    &track.cgroup_peers,
+                    groups,
+                    &round.gateway,
+                    own_ips,
+                    is_host,
+                    is_new,
+                );
+                track.cgroup_peers = next;
+                if share.is_some() {
+                    track.cgroup_local = (share, names);
+                }
+                track.cgroup_local.clone()
+            }
+            (None, Some(socks)) => {
                 let p = peer_share(
                     &track.peers,
                     socks,
                     &round.gateway,
-                    round.own_ips.get(&s.id).map_or(&[][..], |v| v.as_slice()),
+                    own_ips,
                     is_host.then_some("host"),
                     is_new,
                 );
                 track.peers = p.track;
                 (p.share, p.peers)
             }
-            None => (None, Vec::new()),
+            (None, None) => (None, Vec::new()),
         };
         let tcp = delta(&track.tcp_sources, &tcp_now, is_new);
         let new_sockets = tcp_now
@@ -638,6 +812,7 @@ pub fn compute(
                 cpu_s_per_gb: p.cpu_s_per_gb,
                 local_share,
                 local_peers,
+                udp_drops: round.cgroups.count(&s.id).and_then(|c| c.udp_drops),
             },
         );
     }
@@ -659,6 +834,56 @@ mod tests {
             peer: peer.parse().unwrap(),
             time_wait,
         }
+    }
+
+    #[test]
+    fn every_protocols_peers_come_from_the_cgroup_counters() {
+        use crate::sys::cgskb::Flow;
+        let web: std::net::Ipv4Addr = "172.18.0.2".parse().unwrap();
+        let me: std::net::Ipv4Addr = "172.18.0.3".parse().unwrap();
+        let gone: std::net::Ipv4Addr = "172.18.0.9".parse().unwrap();
+        let gateway: HashMap<IpAddr, String> = [
+            (IpAddr::V4(web), "web".to_string()),
+            (IpAddr::V4(me), "sensor".to_string()),
+        ]
+        .into();
+        let own = [IpAddr::V4(me)];
+        let f = |bytes| Flow { bytes, packets: 1 };
+        let groups = |k: u64| {
+            vec![(
+                5,
+                CgroupTraffic {
+                    rx: HashMap::from([(Peer::Local(web), f(k * 300)), (Peer::Other, f(k * 100))]),
+                    tx: HashMap::from([
+                        (Peer::Loopback, f(k * 1_000)),
+                        (Peer::Local(me), f(k * 50)),
+                        (Peer::Local(gone), f(k * 100)),
+                    ]),
+                },
+            )]
+        };
+        // The first sample is a baseline.
+        let (t, share, names) =
+            cgroup_peer_share(&HashMap::new(), &groups(1), &gateway, &own, false, true);
+        assert_eq!((share, names.len()), (None, 0));
+        // Own namespace: loopback never leaves it, its own address neither; an address the
+        // gateway no longer has is elsewhere. 300 with web of 500.
+        let (t2, share, names) = cgroup_peer_share(&t, &groups(2), &gateway, &own, false, false);
+        assert_eq!(share, Some(0.6));
+        assert_eq!(names, ["web"]);
+        // Host mode: loopback is the host's, local. 1300 of 1500.
+        let (_, share, names) = cgroup_peer_share(&t, &groups(2), &gateway, &own, true, false);
+        assert!((share.unwrap() - 1300.0 / 1500.0).abs() < 1e-9);
+        assert_eq!(names, ["host", "web"]);
+        // Nothing moved: no share this interval.
+        let (_, share, names) = cgroup_peer_share(&t2, &groups(2), &gateway, &own, false, false);
+        assert_eq!((share, names.len()), (None, 0));
+        // A group seen for the first time after the baseline (the container's cgroup was
+        // recreated) counts in full.
+        let mut moved = groups(1);
+        moved[0].0 = 6;
+        let (_, share, _) = cgroup_peer_share(&t2, &moved, &gateway, &own, false, false);
+        assert_eq!(share, Some(0.6));
     }
 
     #[test]
@@ -871,6 +1096,7 @@ mod tests {
             idle: HashSet::new(),
             cpu_ns: HashMap::new(),
             closed: Some(Vec::new()),
+            cgroups: CgroupRound::Off("no CAP_BPF".into()),
         };
         let mut next = base.clone();
         next.now = t0 + std::time::Duration::from_secs(2);
@@ -917,7 +1143,10 @@ mod tests {
             (mqtt.attributed, mqtt.source.as_str()),
             (Attribution::TcpOnly, "sock_diag")
         );
-        assert_eq!(mqtt.note.as_deref(), Some(HOST_NOTE));
+        assert_eq!(
+            mqtt.note,
+            Some(format!("{HOST_NOTE} (per-cgroup counters: no CAP_BPF)"))
+        );
 
         // Without destroy broadcasts the note says what is missed.
         let mut t2 = HashMap::new();
@@ -926,7 +1155,15 @@ mod tests {
         compute(&mut t2, a, &|_, _| false, &none);
         let live2 = compute(&mut t2, b, &|_, _| false, &none);
         assert_eq!(live2["bbb"].rx_bytes, 500_000);
-        assert_eq!(live2["bbb"].note.as_deref(), Some(HOST_NOTE_NO_CLOSED));
+        assert!(
+            live2["bbb"]
+                .note
+                .as_deref()
+                .unwrap()
+                .starts_with(HOST_NOTE_NO_CLOSED),
+            "{:?}",
+            live2["bbb"].note
+        );
 
         // An in-place probe sent from web's namespace: its last figures are held, so noted.
         let mut third = second;
@@ -977,6 +1214,7 @@ mod tests {
             cpu_s_per_gb: None,
             local_share: None,
             local_peers: vec![],
+            udp_drops: None,
         };
         last.insert("aaa".to_string(), held.clone());
         let live = compute(&mut tracks, second, &|_, _| false, &last);

@@ -1,13 +1,14 @@
 //! What the sampler reads from the kernel, behind a small trait (`Kernel`), so that the
 //! sampler's gathering can run against a recorded double in the unit tests. `System` is the
 //! real one: netlink links and netns ids, sock_diag dumps and destroy broadcasts, /proc and
-//! cgroup files.
+//! cgroup files, and the per-cgroup packet counters in the kernel (`sys::cgskb`).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use super::compute::{HostSockets, socket_counters};
+use super::compute::{CgroupCount, CgroupRound, HostSockets, socket_counters};
+use crate::sys::cgskb::CgroupCounters;
 use crate::sys::netlink::{Link, Netlink};
 use crate::sys::{hoststat, netns, procs, sockdiag};
 
@@ -20,6 +21,14 @@ pub trait Kernel: Send + Sync {
     fn links(&self) -> impl Future<Output = Vec<Link>> + Send;
     /// The host's netns id for the namespace of process `pid`.
     fn netnsid(&self, pid: u32) -> impl Future<Output = Option<i32>> + Send;
+    /// Per container (id, pid): the packet counters of its cgroup-v2 groups, kept in the
+    /// kernel for every protocol and mode; `local` are the gateway's container addresses (a
+    /// packet to or from one counts as local, with that address).
+    fn cgroup_traffic(
+        &mut self,
+        containers: Vec<(String, u32)>,
+        local: Vec<std::net::Ipv4Addr>,
+    ) -> impl Future<Output = CgroupRound> + Send;
     /// Per host-mode container (id, pid): its own TCP sockets.
     fn host_sockets(
         &mut self,
@@ -76,10 +85,61 @@ async fn collect_closed(sock: async_io::Async<rtnetlink::sys::Socket>, queue: Ar
     }
 }
 
+/// The per-cgroup counters, or why there are none.
+type Counting = Result<Arc<std::sync::Mutex<CgroupCounters>>, String>;
+
+/// Load and attach the per-cgroup counters at the cgroup-v2 root, or say why not.
+fn attach_counters(cgroups: &procs::CgroupMounts) -> Counting {
+    let Some(root) = cgroups.unified() else {
+        return Err("cgroup v2 is not mounted".into());
+    };
+    match CgroupCounters::attach(root) {
+        Ok(c) => {
+            log::info!(
+                "per-cgroup packet counters attached at {}: every container with a cgroup-v2 group of its own is counted in the kernel",
+                root.display()
+            );
+            Ok(Arc::new(std::sync::Mutex::new(c)))
+        }
+        Err(e) => {
+            log::warn!(
+                "per-cgroup packet counters unavailable ({e}): host-mode containers are counted by their TCP sockets alone"
+            );
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Datagrams dropped by the UDP sockets the processes of the container with init process `pid`
+/// hold (in whichever namespace it lives: the host's in host mode).
+fn udp_drops(cgroups: &procs::CgroupMounts, pid: u32) -> Option<u64> {
+    let all = procs::udp_drops(pid)
+        .map_err(|e| log::debug!("UDP drops of process {pid}: {e}"))
+        .ok()?;
+    if all.values().all(|d| *d == 0) {
+        return Some(0);
+    }
+    let own = procs::socket_inodes(&cgroups.container_pids(pid));
+    Some(
+        all.iter()
+            .filter(|(inode, _)| own.contains(inode))
+            .map(|(_, d)| d)
+            .sum(),
+    )
+}
+
 /// The real kernel.
 pub struct System {
     netlink: Netlink,
     closed: Option<Arc<ClosedQueue>>,
+    counting: Counting,
+    /// The cgroup ids of the containers at the last read, and the local addresses given to
+    /// the counters.
+    counted_groups: HashSet<u64>,
+    local_peers: Vec<std::net::Ipv4Addr>,
+    /// Per container: its received bytes at the last read, and its UDP drops then (read
+    /// again only when it received something).
+    udp_drops: HashMap<String, (u64, Option<u64>)>,
     cgroups: Arc<procs::CgroupMounts>,
     /// The host namespace's last TCP socket dump, with the namespace's TCP segment counters
     /// when it was taken: while they stand still no socket's counters can have moved.
@@ -99,12 +159,22 @@ impl System {
                 None
             }
         };
+        let cgroups = Arc::new(procs::CgroupMounts::discover());
         System {
             netlink,
             closed,
-            cgroups: Arc::new(procs::CgroupMounts::discover()),
+            counting: attach_counters(&cgroups),
+            counted_groups: HashSet::new(),
+            local_peers: Vec::new(),
+            udp_drops: HashMap::new(),
+            cgroups,
             host_tcp: None,
         }
+    }
+
+    /// Whether the per-cgroup counters count, or why not (for `/v1/status`).
+    pub fn counting(&self) -> Result<(), String> {
+        self.counting.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 }
 
@@ -126,6 +196,84 @@ impl Kernel for System {
             log::debug!("netns id of process {pid}: {e}");
             None
         })
+    }
+
+    async fn cgroup_traffic(
+        &mut self,
+        containers: Vec<(String, u32)>,
+        mut local: Vec<std::net::Ipv4Addr>,
+    ) -> CgroupRound {
+        let counters = match &self.counting {
+            Ok(c) => c.clone(),
+            Err(why) => return CgroupRound::Off(why.clone()),
+        };
+        local.sort();
+        local.dedup();
+        let new_local = (local != self.local_peers).then_some(local.clone());
+        self.local_peers = local;
+        let cgroups = self.cgroups.clone();
+        let before = std::mem::take(&mut self.counted_groups);
+        let drops_before = std::mem::take(&mut self.udp_drops);
+        let (round, groups, drops) = smol::unblock(move || {
+            let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(addrs) = new_local
+                && let Err(e) = c.set_local_peers(&addrs)
+            {
+                log::warn!("local peers of the per-cgroup counters: {e}");
+            }
+            let mut groups = HashSet::new();
+            let own: Vec<_> = containers
+                .into_iter()
+                .map(|(id, pid)| {
+                    let g = cgroups.container_v2_groups(pid, &id);
+                    if let Ok(g) = &g {
+                        groups.extend(g.iter().copied());
+                    }
+                    (id, pid, g)
+                })
+                .collect();
+            let all = match c.read() {
+                Ok(all) => all,
+                Err(e) => return (CgroupRound::Off(e.to_string()), groups, HashMap::new()),
+            };
+            // Every cgroup of the machine is counted; the groups of containers that left
+            // are dropped, and when the map fills (a group has about six entries: two
+            // directions, a few peers), every group that is no container's.
+            let full = all.len() * 8 > CgroupCounters::CAPACITY;
+            let gone = |g: u64| before.contains(&g) && !groups.contains(&g);
+            if (full || all.keys().any(|g| gone(*g)))
+                && let Err(e) = c.forget(|g| groups.contains(&g) || (!full && !gone(g)))
+            {
+                log::debug!("per-cgroup counters: {e}");
+            }
+            drop(c);
+            let mut drops = HashMap::new();
+            let by_id = own
+                .into_iter()
+                .map(|(id, pid, g)| {
+                    let counted = g.map(|ids| {
+                        let groups: Vec<_> = ids
+                            .into_iter()
+                            .map(|gid| (gid, all.get(&gid).cloned().unwrap_or_default()))
+                            .collect();
+                        let rx: u64 = groups.iter().map(|(_, t)| t.totals().0.bytes).sum();
+                        // Its sockets' drops, read again only when it received something.
+                        let udp_drops = match drops_before.get(&id) {
+                            Some(&(was, d)) if was == rx => d,
+                            _ => udp_drops(&cgroups, pid),
+                        };
+                        drops.insert(id.clone(), (rx, udp_drops));
+                        CgroupCount { groups, udp_drops }
+                    });
+                    (id, counted)
+                })
+                .collect();
+            (CgroupRound::On(by_id), groups, drops)
+        })
+        .await;
+        self.counted_groups = groups;
+        self.udp_drops = drops;
+        round
     }
 
     async fn host_sockets(&mut self, host: Vec<(String, u32)>) -> HashMap<String, HostSockets> {

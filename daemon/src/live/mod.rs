@@ -6,8 +6,13 @@
 //!   found through the netns id the host gives the container's namespace (64-bit link stats,
 //!   rtnetlink). Host rx is container tx.
 //! - Host network: the container shares the host's interfaces, so interface counters cannot
-//!   tell it apart. Its TCP traffic is attributed from the sockets its own processes hold
-//!   (sock_diag, TCP_INFO byte counters). UDP has no such counters; the output says so.
+//!   tell it apart. Where the per-cgroup counters run (`sys::cgskb`: BPF programs at the
+//!   cgroup-v2 root count every packet by its socket's cgroup) and the container has a
+//!   cgroup-v2 group of its own, every packet it sends and receives is counted there, of every
+//!   protocol. Otherwise its TCP traffic is attributed from the sockets its own processes hold
+//!   (sock_diag, TCP_INFO byte counters), UDP is not seen, and the output says why.
+//! - Whom a container talks to (`local_share`): by the peer of each packet in its cgroup's
+//!   counters where they run (every protocol), else by its TCP sockets' peers.
 
 pub mod compute;
 pub mod kernel;
@@ -67,7 +72,18 @@ impl Sampler<System> {
             .as_ref()
             .and_then(|p| hoststat::rates(p, &snap));
         self.prev_cpu = Some(snap);
+        let counting = match self.kernel.counting() {
+            Ok(()) => api::Counting {
+                mechanism: "cgroup_bpf".into(),
+                reason: None,
+            },
+            Err(why) => api::Counting {
+                mechanism: "veth_sock_diag".into(),
+                reason: Some(why),
+            },
+        };
         shared.update_host(|h| {
+            h.counting = Some(counting);
             h.cpus = snap.cpus;
             if let Some(r) = r {
                 h.cpu_utilisation = Some(r.utilisation);
@@ -151,13 +167,23 @@ impl<K: Kernel> Sampler<K> {
             };
             nsids.insert(s.id.clone(), id);
         }
-        let any_host = seen.iter().any(|s| s.netns == host_netns);
-        let closed = self.kernel.closed(any_host);
+        // Every container's cgroup counters (its local peers among the gateway's addresses);
+        // a host-mode container counted there needs no socket dump.
+        let local = gateway
+            .keys()
+            .filter_map(|ip| match ip {
+                std::net::IpAddr::V4(a) => Some(*a),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        let all = seen.iter().map(|s| (s.id.clone(), s.pid)).collect();
+        let cgroups = self.kernel.cgroup_traffic(all, local).await;
         let host: Vec<(String, u32)> = seen
             .iter()
-            .filter(|s| s.netns == host_netns)
+            .filter(|s| s.netns == host_netns && cgroups.groups(&s.id).is_none())
             .map(|s| (s.id.clone(), s.pid))
             .collect();
+        let closed = self.kernel.closed(!host.is_empty());
         let host_sockets = self.kernel.host_sockets(host).await;
         // TCP inside each container's own namespace. A dump walks the kernel's whole TCP hash
         // table whichever namespace asks, so a container whose veth saw no packet since the
@@ -192,6 +218,7 @@ impl<K: Kernel> Sampler<K> {
             idle,
             cpu_ns,
             closed,
+            cgroups,
         }
     }
 }
@@ -221,6 +248,8 @@ mod tests {
         host: Mutex<HashMap<String, HostSockets>>,
         inside: Mutex<HashMap<String, Vec<TcpCounters>>>,
         closed: Mutex<Vec<Closed>>,
+        /// The per-cgroup counters' answer (`Off` when unset).
+        cgroups: Option<compute::CgroupRound>,
         asked: Mutex<Vec<String>>,
     }
 
@@ -241,6 +270,18 @@ mod tests {
         async fn netnsid(&self, pid: u32) -> Option<i32> {
             self.ask(format!("netnsid {pid}"));
             self.nsids.get(&pid).copied()
+        }
+        async fn cgroup_traffic(
+            &mut self,
+            containers: Vec<(String, u32)>,
+            local: Vec<std::net::Ipv4Addr>,
+        ) -> compute::CgroupRound {
+            let mut ids: Vec<String> = containers.into_iter().map(|(id, _)| id).collect();
+            ids.sort();
+            self.ask(format!("cgroups {ids:?} local {local:?}"));
+            self.cgroups
+                .clone()
+                .unwrap_or_else(|| compute::CgroupRound::Off("no BPF here".into()))
         }
         async fn host_sockets(&mut self, host: Vec<(String, u32)>) -> HashMap<String, HostSockets> {
             self.ask(format!("host sockets {host:?}"));
@@ -320,6 +361,7 @@ mod tests {
             [
                 "links",
                 "netnsid 10",
+                r#"cgroups ["aaa", "bbb"] local [172.17.0.2]"#,
                 "closed wanted=true",
                 r#"host sockets [("bbb", 20)]"#,
                 r#"tcp inside [("aaa", 10)]"#,
@@ -339,6 +381,7 @@ mod tests {
             asked,
             [
                 "links",
+                r#"cgroups ["aaa", "bbb"] local [172.17.0.2]"#,
                 "closed wanted=true",
                 r#"host sockets [("bbb", 20)]"#,
                 "tcp inside []",
@@ -353,6 +396,71 @@ mod tests {
             asked.contains(&r#"tcp inside [("aaa", 10)]"#.to_string()),
             "{asked:?}"
         );
+    }
+
+    #[test]
+    fn a_host_mode_container_counted_by_its_cgroup_needs_no_socket_dump() {
+        use crate::sys::cgskb::{CgroupTraffic, Flow, Peer};
+        let traffic = |rx: u64, tx: u64| CgroupTraffic {
+            rx: HashMap::from([(
+                Peer::Other,
+                Flow {
+                    bytes: rx,
+                    packets: rx / 100,
+                },
+            )]),
+            tx: HashMap::from([(
+                Peer::Local("172.17.0.2".parse().unwrap()),
+                Flow {
+                    bytes: tx,
+                    packets: tx / 100,
+                },
+            )]),
+        };
+        let on = |rx, tx| {
+            compute::CgroupRound::On(HashMap::from([
+                (
+                    "bbb".to_string(),
+                    Ok(compute::CgroupCount {
+                        groups: vec![(77, traffic(rx, tx))],
+                        udp_drops: Some(3),
+                    }),
+                ),
+                ("aaa".to_string(), Err(crate::sys::procs::NotOwnGroup::Root)),
+            ]))
+        };
+        let kernel = Recorded {
+            netns: HashMap::from([(10, 100), (20, HOST_NS)]),
+            links: Mutex::new(vec![veth(7, 3, 5_000, 9_000)]),
+            nsids: HashMap::from([(10, 3)]),
+            cgroups: Some(on(1_000, 2_000)),
+            ..Default::default()
+        };
+        let mut s = Sampler::with_kernel(kernel, HOST_NS);
+        smol::block_on(round(&mut s));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        s.kernel.cgroups = Some(on(31_000, 92_000));
+        let live = smol::block_on(round(&mut s));
+        let asked = s.kernel.asked.lock().unwrap().clone();
+        assert!(
+            !asked.iter().any(|a| a.starts_with("host sockets [(")),
+            "no socket dump for a container its cgroup counts: {asked:?}"
+        );
+        assert!(
+            asked.iter().all(|a| a != "closed wanted=true"),
+            "nor destroy broadcasts: {asked:?}"
+        );
+        let mqtt = &live["bbb"];
+        assert_eq!(mqtt.source, "cgroup_bpf");
+        assert_eq!(mqtt.attributed, api::Attribution::Full);
+        assert_eq!((mqtt.rx_bytes, mqtt.tx_bytes), (30_000, 90_000));
+        // 90 kB to web (a container of the gateway), 30 kB from elsewhere.
+        assert_eq!(mqtt.local_share, Some(0.75));
+        assert_eq!(mqtt.local_peers, ["web"]);
+        assert_eq!(mqtt.note, None);
+        assert_eq!(mqtt.udp_drops, Some(3));
+        // web has no group of its own: its figures are its veth's, its peers its sockets'.
+        assert_eq!(live["aaa"].source, "veth");
     }
 
     #[test]

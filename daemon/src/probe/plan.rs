@@ -756,6 +756,7 @@ mod tests {
             context_switches_per_s: None,
             net_rx_softirqs_per_s: None,
             net_tx_softirqs_per_s: None,
+            counting: None,
         };
         assert_eq!(postpone_reason(&host, 1e6, &cfg), None);
         let r = postpone_reason(&host, 80e6, &cfg).unwrap();

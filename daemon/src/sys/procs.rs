@@ -41,6 +41,86 @@ impl CgroupMounts {
         m
     }
 
+    /// The cgroup-v2 mount point, if cgroup v2 is mounted (alone, or beside v1 as on a
+    /// hybrid system).
+    pub fn unified(&self) -> Option<&std::path::Path> {
+        self.unified.as_deref()
+    }
+
+    /// The id of the cgroup-v2 group `pid` is in (the inode of its directory, what
+    /// `bpf_skb_cgroup_id` gives), or `None` when the process is in the v2 root (a hybrid
+    /// system whose container runtime makes no v2 group: it cannot be told apart there) or
+    /// cgroup v2 is not mounted.
+    pub fn v2_cgroup_id(&self, pid: u32) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let groups = Process::new(pid as i32).and_then(|p| p.cgroups()).ok()?;
+        let dir = groups.0.iter().find_map(|g| self.v2_dir(g))?;
+        std::fs::metadata(dir).ok().map(|m| m.ino())
+    }
+
+    /// The cgroup-v2 groups of the container `id` whose init process is `pid`, by id (the
+    /// group directory's inode, what `bpf_skb_cgroup_id` gives): the group `pid` is in and
+    /// every group below it, when that group's path names the container (Docker's
+    /// `/docker/<id>` and `docker-<id>.scope`, Podman's `libpod-<id>.scope` and the
+    /// `container` group below it). Otherwise why its packets cannot be told from others'.
+    pub fn container_v2_groups(&self, pid: u32, id: &str) -> Result<Vec<u64>, NotOwnGroup> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(root) = self.unified.as_ref() else {
+            return Err(NotOwnGroup::NoV2);
+        };
+        let groups = Process::new(pid as i32)
+            .and_then(|p| p.cgroups())
+            .map_err(|_| NotOwnGroup::Gone)?;
+        let Some(g) = groups
+            .0
+            .iter()
+            .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
+        else {
+            return Err(NotOwnGroup::NoV2);
+        };
+        let rel = g.pathname.trim_start_matches('/');
+        if rel.is_empty() {
+            return Err(NotOwnGroup::Root);
+        }
+        if !names_container(rel, id) {
+            return Err(NotOwnGroup::Foreign(g.pathname.clone()));
+        }
+        let dir = root.join(rel);
+        let mut out = Vec::new();
+        let mut stack = vec![(dir, 0)];
+        while let Some((d, depth)) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&d) else {
+                continue;
+            };
+            out.push(meta.ino());
+            // A container's own groups below its group are few and shallow (Podman's
+            // `container`, a systemd inside): a bound keeps a runaway tree out.
+            if depth < 4
+                && let Ok(entries) = std::fs::read_dir(&d)
+            {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push((e.path(), depth + 1));
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(NotOwnGroup::Gone);
+        }
+        Ok(out)
+    }
+
+    /// The directory of a `/proc/<pid>/cgroup` entry when it is the cgroup-v2 one (`0::/path`)
+    /// and names a group below the root.
+    fn v2_dir(&self, g: &procfs::ProcessCGroup) -> Option<PathBuf> {
+        let rel = g.pathname.trim_start_matches('/');
+        let v2 = g.hierarchy == 0 && g.controllers.is_empty();
+        (v2 && !rel.is_empty())
+            .then(|| self.unified.as_ref().map(|root| root.join(rel)))
+            .flatten()
+    }
+
     /// The `cgroup.procs` file of the cgroup `pid` is in.
     pub fn procs_file(&self, pid: u32) -> Option<PathBuf> {
         let groups = Process::new(pid as i32).and_then(|p| p.cgroups()).ok()?;
@@ -48,11 +128,10 @@ impl CgroupMounts {
             let rel = g.pathname.trim_start_matches('/');
             if g.hierarchy == 0 && g.controllers.is_empty() {
                 // cgroup v2 entry (`0::/path`); on a hybrid system it may hold nothing.
-                if let Some(root) = &self.unified {
-                    let f = root.join(rel).join("cgroup.procs");
-                    if f.exists() && !rel.is_empty() {
-                        return Some(f);
-                    }
+                if let Some(f) = self.v2_dir(g).map(|d| d.join("cgroup.procs"))
+                    && f.exists()
+                {
+                    return Some(f);
                 }
                 continue;
             }
@@ -77,11 +156,8 @@ impl CgroupMounts {
         for g in groups.0.iter() {
             let rel = g.pathname.trim_start_matches('/');
             if g.hierarchy == 0 && g.controllers.is_empty() {
-                let Some(root) = &self.unified else { continue };
-                if rel.is_empty() {
-                    continue;
-                }
-                let text = std::fs::read_to_string(root.join(rel).join("cpu.stat")).ok()?;
+                let Some(dir) = self.v2_dir(g) else { continue };
+                let text = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
                 let usec: u64 = text
                     .lines()
                     .find_map(|l| l.strip_prefix("usage_usec "))?
@@ -119,6 +195,34 @@ impl CgroupMounts {
     }
 }
 
+/// Why a container's processes have no cgroup-v2 group of their own that netmode can count
+/// by.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotOwnGroup {
+    #[error("cgroup v2 is not mounted")]
+    NoV2,
+    #[error(
+        "its processes are in the cgroup-v2 root (the container runtime makes no cgroup-v2 group for it)"
+    )]
+    Root,
+    #[error(
+        "its processes are in the cgroup-v2 group {0}, which does not name the container (shared with other processes)"
+    )]
+    Foreign(String),
+    #[error("its init process is gone")]
+    Gone,
+}
+
+/// Whether a cgroup path names the container `id` (full id) in one of its components:
+/// `docker/<id>`, `docker-<id>.scope`, `libpod-<id>.scope`, `libpod-<id>.scope/container`.
+fn names_container(path: &str, id: &str) -> bool {
+    !id.is_empty()
+        && path.split('/').any(|c| {
+            let c = c.strip_suffix(".scope").unwrap_or(c);
+            c == id || c.rsplit_once('-').is_some_and(|(_, tail)| tail == id)
+        })
+}
+
 /// `root` and every process below it (scans /proc once).
 pub fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
@@ -144,6 +248,31 @@ pub fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
+/// Datagrams each UDP socket of the network namespace of process `pid` dropped (receive buffer
+/// full, checksum, filter), by socket inode: `/proc/<pid>/net/udp` and `udp6`, their last
+/// column. Counted since each socket was made.
+pub fn udp_drops(pid: u32) -> std::io::Result<std::collections::HashMap<u32, u64>> {
+    let mut out = std::collections::HashMap::new();
+    for table in ["udp", "udp6"] {
+        let path = format!("/proc/{pid}/net/{table}");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => out.extend(parse_udp_drops(&text)),
+            // No IPv6 in that namespace.
+            Err(e) if table == "udp6" && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{path}: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// (inode, drops) of each line of a `/proc/net/udp` table.
+fn parse_udp_drops(text: &str) -> impl Iterator<Item = (u32, u64)> + '_ {
+    text.lines().skip(1).filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        Some((f.get(9)?.parse().ok()?, f.get(12)?.parse().ok()?))
+    })
+}
+
 /// Inodes of every socket the processes hold open.
 pub fn socket_inodes(pids: &[u32]) -> HashSet<u32> {
     let mut out = HashSet::new();
@@ -164,6 +293,41 @@ pub fn socket_inodes(pids: &[u32]) -> HashSet<u32> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn udp_drops_are_read_by_socket_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  123: 0100007F:1B59 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 81234 2 0000000000000000 17
+  456: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000   101        0 99 2 0000000000000000 0
+";
+        let got: Vec<(u32, u64)> = parse_udp_drops(table).collect();
+        assert_eq!(got, [(81234, 17), (99, 0)]);
+        // Our own namespace's tables parse (whatever they hold).
+        udp_drops(std::process::id()).unwrap();
+    }
+
+    #[test]
+    fn a_cgroup_path_names_its_container_in_every_layout() {
+        let id = "4f1c2b9a".repeat(8);
+        for path in [
+            format!("/docker/{id}"),
+            format!("/system.slice/docker-{id}.scope"),
+            format!("/machine.slice/libpod-{id}.scope"),
+            format!("/machine.slice/libpod-{id}.scope/container"),
+            format!("/kubepods/besteffort/pod1/{id}"),
+        ] {
+            assert!(names_container(&path, &id), "{path}");
+        }
+        for path in [
+            "/system.slice/docker.service".to_string(),
+            "/user.slice/user-0.slice/session-3.scope".to_string(),
+            format!("/docker/{}", &id[..12]),
+            format!("/docker/{id}x"),
+        ] {
+            assert!(!names_container(&path, &id), "{path}");
+        }
+        assert!(!names_container("/docker/", ""));
+    }
 
     #[test]
     fn finds_our_own_sockets_and_cgroup() {
