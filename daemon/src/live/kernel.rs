@@ -85,13 +85,22 @@ async fn collect_closed(sock: async_io::Async<rtnetlink::sys::Socket>, queue: Ar
     }
 }
 
+/// Why the per-cgroup counters do not count.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotCounting {
+    #[error("cgroup v2 is not mounted")]
+    NoCgroupV2,
+    #[error(transparent)]
+    Attach(Arc<crate::sys::cgskb::CgskbError>),
+}
+
 /// The per-cgroup counters, or why there are none.
-type Counting = Result<Arc<std::sync::Mutex<CgroupCounters>>, String>;
+type Counting = Result<Arc<std::sync::Mutex<CgroupCounters>>, NotCounting>;
 
 /// Load and attach the per-cgroup counters at the cgroup-v2 root, or say why not.
 fn attach_counters(cgroups: &procs::CgroupMounts) -> Counting {
     let Some(root) = cgroups.unified() else {
-        return Err("cgroup v2 is not mounted".into());
+        return Err(NotCounting::NoCgroupV2);
     };
     match CgroupCounters::attach(root) {
         Ok(c) => {
@@ -105,7 +114,7 @@ fn attach_counters(cgroups: &procs::CgroupMounts) -> Counting {
             log::warn!(
                 "per-cgroup packet counters unavailable ({e}): host-mode containers are counted by their TCP sockets alone"
             );
-            Err(e.to_string())
+            Err(NotCounting::Attach(Arc::new(e)))
         }
     }
 }
@@ -173,7 +182,7 @@ impl System {
     }
 
     /// Whether the per-cgroup counters count, or why not (for `/v1/status`).
-    pub fn counting(&self) -> Result<(), String> {
+    pub fn counting(&self) -> Result<(), NotCounting> {
         self.counting.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 }
@@ -205,7 +214,7 @@ impl Kernel for System {
     ) -> CgroupRound {
         let counters = match &self.counting {
             Ok(c) => c.clone(),
-            Err(why) => return CgroupRound::Off(why.clone()),
+            Err(why) => return CgroupRound::Off(why.to_string()),
         };
         local.sort();
         local.dedup();

@@ -79,7 +79,7 @@ impl Sampler<System> {
             },
             Err(why) => api::Counting {
                 mechanism: "veth_sock_diag".into(),
-                reason: Some(why),
+                reason: Some(why.to_string()),
             },
         };
         shared.update_host(|h| {
