@@ -214,7 +214,8 @@ pub enum NotOwnGroup {
 }
 
 /// Whether a cgroup path names the container `id` (full id) in one of its components:
-/// `docker/<id>`, `docker-<id>.scope`, `libpod-<id>.scope`, `libpod-<id>.scope/container`.
+/// `docker/<id>`, `docker-<id>.scope`, `libpod-<id>.scope`, `libpod-<id>.scope/container`,
+/// `libpod_parent/libpod-<id>`.
 fn names_container(path: &str, id: &str) -> bool {
     !id.is_empty()
         && path.split('/').any(|c| {
@@ -314,6 +315,8 @@ mod tests {
             format!("/system.slice/docker-{id}.scope"),
             format!("/machine.slice/libpod-{id}.scope"),
             format!("/machine.slice/libpod-{id}.scope/container"),
+            // Podman 4.3 with the cgroupfs manager (seen on this project's machines).
+            format!("/libpod_parent/libpod-{id}"),
             format!("/kubepods/besteffort/pod1/{id}"),
         ] {
             assert!(names_container(&path, &id), "{path}");
