@@ -119,6 +119,10 @@ fn attach_counters(cgroups: &procs::CgroupMounts) -> Counting {
     }
 }
 
+/// How many rounds a container's cgroup-v2 groups are taken as found (a minute at the
+/// default 5 s sampling): reading them is most of what the counters cost an idle gateway.
+const GROUP_REFRESH_ROUNDS: u32 = 12;
+
 /// Datagrams dropped by the UDP sockets the processes of the container with init process `pid`
 /// hold (in whichever namespace it lives: the host's in host mode).
 fn udp_drops(cgroups: &procs::CgroupMounts, pid: u32) -> Option<u64> {
@@ -145,6 +149,10 @@ pub struct System {
     /// The cgroup ids of the containers at the last read, and the local addresses given to
     /// the counters.
     counted_groups: HashSet<u64>,
+    /// Per container (id, init process): its cgroup-v2 groups as last found, and how many
+    /// rounds ago. A container's group is fixed for its life; groups made below it later (a
+    /// systemd inside) are found at the next refresh.
+    group_cache: HashMap<(String, u32), (Result<Vec<u64>, procs::NotOwnGroup>, u32)>,
     local_peers: Vec<std::net::Ipv4Addr>,
     /// Per container: its received bytes at the last read, and its UDP drops then (read
     /// again only when it received something).
@@ -174,6 +182,7 @@ impl System {
             closed,
             counting: attach_counters(&cgroups),
             counted_groups: HashSet::new(),
+            group_cache: HashMap::new(),
             local_peers: Vec::new(),
             udp_drops: HashMap::new(),
             cgroups,
@@ -223,7 +232,8 @@ impl Kernel for System {
         let cgroups = self.cgroups.clone();
         let before = std::mem::take(&mut self.counted_groups);
         let drops_before = std::mem::take(&mut self.udp_drops);
-        let (round, groups, drops) = smol::unblock(move || {
+        let mut cache = std::mem::take(&mut self.group_cache);
+        let (round, groups, drops, cache) = smol::unblock(move || {
             let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(addrs) = new_local
                 && let Err(e) = c.set_local_peers(&addrs)
@@ -231,10 +241,25 @@ impl Kernel for System {
                 log::warn!("local peers of the per-cgroup counters: {e}");
             }
             let mut groups = HashSet::new();
+            let mut kept = HashMap::with_capacity(containers.len());
             let own: Vec<_> = containers
                 .into_iter()
                 .map(|(id, pid)| {
-                    let g = cgroups.container_v2_groups(pid, &id);
+                    let key = (id, pid);
+                    let g = match cache.remove(&key) {
+                        Some((g, age)) if age < GROUP_REFRESH_ROUNDS => {
+                            kept.insert(key.clone(), (g.clone(), age + 1));
+                            g
+                        }
+                        _ => {
+                            let g = cgroups.container_v2_groups(pid, &key.0);
+                            if !matches!(g, Err(procs::NotOwnGroup::Gone)) {
+                                kept.insert(key.clone(), (g.clone(), 1));
+                            }
+                            g
+                        }
+                    };
+                    let (id, pid) = key;
                     if let Ok(g) = &g {
                         groups.extend(g.iter().copied());
                     }
@@ -243,7 +268,14 @@ impl Kernel for System {
                 .collect();
             let all = match c.read() {
                 Ok(all) => all,
-                Err(e) => return (CgroupRound::Off(e.to_string()), groups, HashMap::new()),
+                Err(e) => {
+                    return (
+                        CgroupRound::Off(e.to_string()),
+                        groups,
+                        HashMap::new(),
+                        kept,
+                    );
+                }
             };
             // Every cgroup of the machine is counted; the groups of containers that left
             // are dropped, and when the map fills (a group has about six entries: two
@@ -277,9 +309,10 @@ impl Kernel for System {
                     (id, counted)
                 })
                 .collect();
-            (CgroupRound::On(by_id), groups, drops)
+            (CgroupRound::On(by_id), groups, drops, kept)
         })
         .await;
+        self.group_cache = cache;
         self.counted_groups = groups;
         self.udp_drops = drops;
         round
