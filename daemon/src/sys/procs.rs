@@ -47,19 +47,20 @@ impl CgroupMounts {
         self.unified.as_deref()
     }
 
-    /// The id of the cgroup-v2 group `pid` is in (the inode of its directory, what
-    /// `bpf_skb_cgroup_id` gives), or `None` when the process is in the v2 root (a hybrid
+    /// The id of the cgroup-v2 group `pid` is in ([`cgroup_id`], what `bpf_skb_cgroup_id`
+    /// gives), or `None` when the process is in the v2 root (a hybrid
     /// system whose container runtime makes no v2 group: it cannot be told apart there) or
     /// cgroup v2 is not mounted.
     pub fn v2_cgroup_id(&self, pid: u32) -> Option<u64> {
         use std::os::unix::fs::MetadataExt;
         let groups = Process::new(pid as i32).and_then(|p| p.cgroups()).ok()?;
         let dir = groups.0.iter().find_map(|g| self.v2_dir(g))?;
-        std::fs::metadata(dir).ok().map(|m| m.ino())
+        let meta = std::fs::metadata(&dir).ok()?;
+        Some(cgroup_id(&dir).unwrap_or(meta.ino()))
     }
 
-    /// The cgroup-v2 groups of the container `id` whose init process is `pid`, by id (the
-    /// group directory's inode, what `bpf_skb_cgroup_id` gives): the group `pid` is in and
+    /// The cgroup-v2 groups of the container `id` whose init process is `pid`, by id
+    /// ([`cgroup_id`], what `bpf_skb_cgroup_id` gives): the group `pid` is in and
     /// every group below it, when that group's path names the container (Docker's
     /// `/docker/<id>` and `docker-<id>.scope`, Podman's `libpod-<id>.scope` and the
     /// `container` group below it). Otherwise why its packets cannot be told from others'.
@@ -92,7 +93,7 @@ impl CgroupMounts {
             let Ok(meta) = std::fs::metadata(&d) else {
                 continue;
             };
-            out.push(meta.ino());
+            out.push(cgroup_id(&d).unwrap_or(meta.ino()));
             // A container's own groups below its group are few and shallow (Podman's
             // `container`, a systemd inside): a bound keeps a runaway tree out.
             if depth < 4
@@ -213,6 +214,42 @@ pub enum NotOwnGroup {
     Gone,
 }
 
+/// The id the kernel gives the cgroup-v2 group at `dir` (what `bpf_skb_cgroup_id` returns):
+/// its kernfs node id, read from the directory's file handle. On 64-bit kernels that is the
+/// directory's inode number; on 32-bit ones (a Pi on a 32-bit OS) the inode is only its low
+/// half, the high half being a generation, so the inode names no group there (found in the
+/// virtual Pi, tests/vpi: a host-mode container counted 0 B). `None` where file handles are
+/// not supported.
+pub fn cgroup_id(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    /// `struct file_handle` with room for kernfs's 8-byte handle.
+    #[repr(C)]
+    struct Handle {
+        bytes: libc::c_uint,
+        kind: libc::c_int,
+        id: [u8; 8],
+    }
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut h = Handle {
+        bytes: 8,
+        kind: 0,
+        id: [0; 8],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `h` is a file_handle followed by the 8 bytes its handle_bytes announces; the
+    // kernel writes no more than that (it fails with EOVERFLOW instead).
+    let r = unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            (&mut h as *mut Handle).cast(),
+            &mut mount_id,
+            0,
+        )
+    };
+    (r == 0 && h.bytes == 8).then(|| u64::from_ne_bytes(h.id))
+}
+
 /// Whether a cgroup path names the container `id` (full id) in one of its components:
 /// `docker/<id>`, `docker-<id>.scope`, `libpod-<id>.scope`, `libpod-<id>.scope/container`,
 /// `libpod_parent/libpod-<id>`.
@@ -294,6 +331,22 @@ pub fn socket_inodes(pids: &[u32]) -> HashSet<u32> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    /// A cgroup-v2 group's id from its file handle: on a 64-bit kernel, its inode (what the
+    /// counters were matched by before); a directory of another file system has its own
+    /// handle, and a path that does not exist has none.
+    #[test]
+    fn a_groups_id_is_its_kernfs_id() {
+        use std::os::unix::fs::MetadataExt;
+        let m = CgroupMounts::discover();
+        if let Some(root) = m.unified() {
+            let id = cgroup_id(root).expect("a cgroup-v2 directory has a file handle");
+            if cfg!(target_pointer_width = "64") {
+                assert_eq!(id, std::fs::metadata(root).unwrap().ino());
+            }
+        }
+        assert_eq!(cgroup_id(std::path::Path::new("/no/such/group")), None);
+    }
 
     #[test]
     fn udp_drops_are_read_by_socket_inode() {
