@@ -94,9 +94,9 @@ impl Rig {
             .unwrap()
     }
 
+    /// The group's id as the kernel gives it to the programs (on 64-bit, its inode).
     fn id(&self, i: usize) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&self.groups[i]).unwrap().ino()
+        netmoded::sys::procs::cgroup_id(&self.groups[i]).unwrap()
     }
 }
 

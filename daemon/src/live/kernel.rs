@@ -146,13 +146,11 @@ pub struct System {
     netlink: Netlink,
     closed: Option<Arc<ClosedQueue>>,
     counting: Counting,
-    /// The cgroup ids of the containers at the last read, and the local addresses given to
-    /// the counters.
-    counted_groups: HashSet<u64>,
-    /// Per container (id, init process): its cgroup-v2 groups as last found, and how many
-    /// rounds ago. A container's group is fixed for its life; groups made below it later (a
-    /// systemd inside) are found at the next refresh.
+    /// Per container at the last read (id, init process): its cgroup-v2 groups as last
+    /// found, and how many rounds ago. A container's group is fixed for its life; groups made
+    /// below it later (a systemd inside) are found at the next refresh.
     group_cache: HashMap<(String, u32), (Result<Vec<u64>, procs::NotOwnGroup>, u32)>,
+    /// The local addresses given to the counters.
     local_peers: Vec<std::net::Ipv4Addr>,
     /// Per container: its received bytes at the last read, and its UDP drops then (read
     /// again only when it received something).
@@ -181,7 +179,6 @@ impl System {
             netlink,
             closed,
             counting: attach_counters(&cgroups),
-            counted_groups: HashSet::new(),
             group_cache: HashMap::new(),
             local_peers: Vec::new(),
             udp_drops: HashMap::new(),
@@ -230,36 +227,34 @@ impl Kernel for System {
         let new_local = (local != self.local_peers).then_some(local.clone());
         self.local_peers = local;
         let cgroups = self.cgroups.clone();
-        let before = std::mem::take(&mut self.counted_groups);
         let drops_before = std::mem::take(&mut self.udp_drops);
         let mut cache = std::mem::take(&mut self.group_cache);
-        let (round, groups, drops, cache) = smol::unblock(move || {
+        let (round, drops, cache) = smol::unblock(move || {
             let mut c = counters.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(addrs) = new_local
                 && let Err(e) = c.set_local_peers(&addrs)
             {
                 log::warn!("local peers of the per-cgroup counters: {e}");
             }
+            // The groups counted at the last read: those of the containers then.
+            let before: HashSet<u64> = cache
+                .values()
+                .filter_map(|(g, _)| g.as_ref().ok())
+                .flatten()
+                .copied()
+                .collect();
             let mut groups = HashSet::new();
             let mut kept = HashMap::with_capacity(containers.len());
             let own: Vec<_> = containers
                 .into_iter()
                 .map(|(id, pid)| {
-                    let key = (id, pid);
-                    let g = match cache.remove(&key) {
-                        Some((g, age)) if age < GROUP_REFRESH_ROUNDS => {
-                            kept.insert(key.clone(), (g.clone(), age + 1));
-                            g
-                        }
-                        _ => {
-                            let g = cgroups.container_v2_groups(pid, &key.0);
-                            if !matches!(g, Err(procs::NotOwnGroup::Gone)) {
-                                kept.insert(key.clone(), (g.clone(), 1));
-                            }
-                            g
-                        }
+                    let (g, age) = match cache.remove(&(id.clone(), pid)) {
+                        Some((g, age)) if age < GROUP_REFRESH_ROUNDS => (g, age + 1),
+                        _ => (cgroups.container_v2_groups(pid, &id), 1),
                     };
-                    let (id, pid) = key;
+                    if !matches!(g, Err(procs::NotOwnGroup::Gone)) {
+                        kept.insert((id.clone(), pid), (g.clone(), age));
+                    }
                     if let Ok(g) = &g {
                         groups.extend(g.iter().copied());
                     }
@@ -268,14 +263,7 @@ impl Kernel for System {
                 .collect();
             let all = match c.read() {
                 Ok(all) => all,
-                Err(e) => {
-                    return (
-                        CgroupRound::Off(e.to_string()),
-                        groups,
-                        HashMap::new(),
-                        kept,
-                    );
-                }
+                Err(e) => return (CgroupRound::Off(e.to_string()), HashMap::new(), kept),
             };
             // Every cgroup of the machine is counted; the groups of containers that left
             // are dropped, and when the map fills (a group has about six entries: two
@@ -309,11 +297,10 @@ impl Kernel for System {
                     (id, counted)
                 })
                 .collect();
-            (CgroupRound::On(by_id), groups, drops, kept)
+            (CgroupRound::On(by_id), drops, kept)
         })
         .await;
         self.group_cache = cache;
-        self.counted_groups = groups;
         self.udp_drops = drops;
         round
     }

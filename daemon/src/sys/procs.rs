@@ -47,16 +47,12 @@ impl CgroupMounts {
         self.unified.as_deref()
     }
 
-    /// The id of the cgroup-v2 group `pid` is in ([`cgroup_id`], what `bpf_skb_cgroup_id`
-    /// gives), or `None` when the process is in the v2 root (a hybrid
-    /// system whose container runtime makes no v2 group: it cannot be told apart there) or
-    /// cgroup v2 is not mounted.
+    /// The id of the cgroup-v2 group `pid` is in ([`cgroup_id`]), or `None` when the
+    /// process is in the v2 root (a hybrid system whose container runtime makes no v2 group:
+    /// it cannot be told apart there) or cgroup v2 is not mounted.
     pub fn v2_cgroup_id(&self, pid: u32) -> Option<u64> {
-        use std::os::unix::fs::MetadataExt;
         let groups = Process::new(pid as i32).and_then(|p| p.cgroups()).ok()?;
-        let dir = groups.0.iter().find_map(|g| self.v2_dir(g))?;
-        let meta = std::fs::metadata(&dir).ok()?;
-        Some(cgroup_id(&dir).unwrap_or(meta.ino()))
+        cgroup_id(&groups.0.iter().find_map(|g| self.v2_dir(g))?)
     }
 
     /// The cgroup-v2 groups of the container `id` whose init process is `pid`, by id
@@ -65,7 +61,6 @@ impl CgroupMounts {
     /// `/docker/<id>` and `docker-<id>.scope`, Podman's `libpod-<id>.scope` and the
     /// `container` group below it). Otherwise why its packets cannot be told from others'.
     pub fn container_v2_groups(&self, pid: u32, id: &str) -> Result<Vec<u64>, NotOwnGroup> {
-        use std::os::unix::fs::MetadataExt;
         let Some(root) = self.unified.as_ref() else {
             return Err(NotOwnGroup::NoV2);
         };
@@ -90,10 +85,10 @@ impl CgroupMounts {
         let mut out = Vec::new();
         let mut stack = vec![(dir, 0)];
         while let Some((d, depth)) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&d) else {
+            let Some(gid) = cgroup_id(&d) else {
                 continue;
             };
-            out.push(cgroup_id(&d).unwrap_or(meta.ino()));
+            out.push(gid);
             // A container's own groups below its group are few and shallow (Podman's
             // `container`, a systemd inside): a bound keeps a runaway tree out.
             if depth < 4
@@ -214,13 +209,19 @@ pub enum NotOwnGroup {
     Gone,
 }
 
-/// The id the kernel gives the cgroup-v2 group at `dir` (what `bpf_skb_cgroup_id` returns):
-/// its kernfs node id, read from the directory's file handle. On 64-bit kernels that is the
-/// directory's inode number; on 32-bit ones (a Pi on a 32-bit OS) the inode is only its low
-/// half, the high half being a generation, so the inode names no group there (found in the
-/// virtual Pi, tests/vpi: a host-mode container counted 0 B). `None` where file handles are
-/// not supported.
+/// The id the kernel gives the cgroup-v2 group at `dir` (what `bpf_skb_cgroup_id` returns),
+/// or `None` when there is no such directory: its kernfs node id, read from the directory's
+/// file handle. On 64-bit kernels that is the directory's inode number; on 32-bit ones (a Pi
+/// on a 32-bit OS) the inode is only its low half, the high half being a generation, so the
+/// inode names no group there (found in the virtual Pi, tests/vpi: a host-mode container
+/// counted 0 B). Where file handles are refused, the inode is the best there is.
 pub fn cgroup_id(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    handle_id(dir).or_else(|| std::fs::metadata(dir).ok().map(|m| m.ino()))
+}
+
+/// The 8-byte file handle of `dir` (kernfs's: its node id), if the kernel gives one.
+fn handle_id(dir: &std::path::Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     /// `struct file_handle` with room for kernfs's 8-byte handle.
     #[repr(C)]
@@ -340,11 +341,13 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let m = CgroupMounts::discover();
         if let Some(root) = m.unified() {
-            let id = cgroup_id(root).expect("a cgroup-v2 directory has a file handle");
+            let id = handle_id(root).expect("a cgroup-v2 directory has a file handle");
             if cfg!(target_pointer_width = "64") {
                 assert_eq!(id, std::fs::metadata(root).unwrap().ino());
             }
+            assert_eq!(cgroup_id(root), Some(id));
         }
+        assert_eq!(handle_id(std::path::Path::new("/no/such/group")), None);
         assert_eq!(cgroup_id(std::path::Path::new("/no/such/group")), None);
     }
 
