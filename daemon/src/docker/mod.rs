@@ -351,12 +351,12 @@ impl Engine {
         Ok(())
     }
 
-    /// `repo:tag` names of the images of `repo`.
-    pub async fn image_tags(&self, repo: &str) -> Result<Vec<String>> {
+    /// The images of `repo`, each with its `repo:tag` names.
+    pub async fn image_tags(&self, repo: &str) -> Result<Vec<Vec<String>>> {
         let filters = HashMap::from([("reference", vec![repo])]);
         let opts = ListImagesOptionsBuilder::new().filters(&filters).build();
         let list = Compat::new(self.docker.list_images(Some(opts))).await?;
-        Ok(list.into_iter().flat_map(|i| i.repo_tags).collect())
+        Ok(list.into_iter().map(|i| i.repo_tags).collect())
     }
 
     pub async fn remove_image(&self, name: &str) -> Result<()> {

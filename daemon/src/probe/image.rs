@@ -247,22 +247,74 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
     );
     let tar = smol::unblock(move || tarball(&files)).await?;
     engine.import_image(tar, REPO, &tag).await?;
-    for old in engine.image_tags(REPO).await? {
-        // Podman lists `docker.io/library/netmode-probe:TAG` (or `localhost/...`): the tag
-        // alone tells this executable's image from older ones.
-        if old.rsplit_once(':').is_none_or(|(_, t)| t != tag) {
-            match engine.remove_image(&old).await {
-                Ok(()) => log::info!("removed old probe image {old}"),
-                Err(e) => log::debug!("old probe image {old} stays: {e}"),
-            }
+    for old in stale_names(&engine.image_tags(REPO).await?, &tag) {
+        match engine.remove_image(&old).await {
+            Ok(()) => log::info!("removed old probe image {old}"),
+            Err(e) => log::debug!("old probe image {old} stays: {e}"),
         }
     }
     Ok(image)
 }
 
+/// The names to remove among the probe images (each listed with its `repo:tag` names) once
+/// the image tagged `current` exists: older executables' tags, and the name `latest` where it
+/// is a second name of the current image (Podman 4 names an import `latest` whatever tag was
+/// asked for; removing a second name only untags). An image named `latest` alone is left: it
+/// may be another netmoded's import, not yet tagged (two daemons on one engine), and removing
+/// its only name would remove the image under it.
+fn stale_names(images: &[Vec<String>], current: &str) -> Vec<String> {
+    // Podman lists `docker.io/library/netmode-probe:TAG` (or `localhost/...`): the tag alone
+    // tells the images apart.
+    let tag = |name: &str| name.rsplit_once(':').map(|(_, t)| t.to_string());
+    let mut stale = Vec::new();
+    for names in images {
+        let is_current = names.iter().any(|n| tag(n).as_deref() == Some(current));
+        for n in names {
+            let t = tag(n);
+            let stale_name = if is_current {
+                t.as_deref() == Some("latest")
+            } else {
+                t.as_deref() != Some("latest")
+            };
+            if stale_name {
+                stale.push(n.clone());
+            }
+        }
+    }
+    stale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_older_tags_and_a_second_latest_are_stale() {
+        let images = vec![
+            // This executable's, with Podman 4's import name beside its tag.
+            names(&[
+                "docker.io/library/netmode-probe:latest",
+                "docker.io/library/netmode-probe:0.1.0-aa",
+            ]),
+            // An older executable's.
+            names(&["netmode-probe:0.1.0-bb"]),
+            // Another daemon's import, not tagged yet: left alone.
+            names(&["localhost/netmode-probe:latest"]),
+        ];
+        assert_eq!(
+            stale_names(&images, "0.1.0-aa"),
+            names(&[
+                "docker.io/library/netmode-probe:latest",
+                "netmode-probe:0.1.0-bb"
+            ])
+        );
+        // Docker: the import carries its tag; nothing else to remove.
+        assert!(stale_names(&[names(&["netmode-probe:0.1.0-aa"])], "0.1.0-aa").is_empty());
+    }
 
     #[test]
     fn reads_the_interpreter_of_real_executables() {

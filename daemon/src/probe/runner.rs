@@ -15,6 +15,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use futures_lite::FutureExt;
 use netmode_advisor::api::{CellCounters, Direction, Limits, Pattern, PerfCounts};
 
+use super::image;
 use super::plan::{Cell, CellRun};
 use crate::docker::Engine;
 use crate::error::ProbeError;
@@ -282,15 +283,36 @@ impl Runner<'_> {
             self.run_id,
             traffic::new_session() % 100_000
         );
-        let id = self
-            .engine
-            .create_container(&name, body)
-            .await
-            .map_err(ProbeError::docker(format!(
-                "create a probe {role} container on network {network_mode}"
-            )))?;
+        let id = match self.engine.create_container(&name, body.clone()).await {
+            // The image went away since the run began (an image prune, or another netmoded on
+            // this engine replacing its own): made again, and the container asked for once more.
+            Err(e) if e.is_not_found() && self.image_gone().await => {
+                self.engine.create_container(&name, body).await
+            }
+            other => other,
+        }
+        .map_err(ProbeError::docker(format!(
+            "create a probe {role} container on network {network_mode}"
+        )))?;
         self.tracked.add(&id);
         Ok(id)
+    }
+
+    /// Whether the probe image was missing and has been made again.
+    async fn image_gone(&self) -> bool {
+        match self.engine.image_exists(&self.image.name).await {
+            Ok(false) => match image::ensure(self.engine).await {
+                Ok(_) => true,
+                Err(e) => {
+                    log::warn!(
+                        "the probe image {} is gone and could not be made again: {e}",
+                        self.image.name
+                    );
+                    false
+                }
+            },
+            _ => false,
+        }
     }
 
     /// `n` probe containers on `network_mode` with `limits`, sending together.
