@@ -123,9 +123,14 @@ impl Advice {
             config: &self.config,
         };
         let (evaluation, memory) = policy::evaluate(&input, &self.memory);
-        let changed = memory.containers.iter().any(|(name, m)| {
-            self.memory.containers.get(name).map(|o| &o.recommended) != Some(&m.recommended)
-        });
+        // Saved at once when a recommendation changed or new evidence came in (a probe or
+        // sweep round is minutes of the gateway's time: a restart must not lose it).
+        let changed = memory.sweeps != self.memory.sweeps
+            || memory.containers.iter().any(|(name, m)| {
+                self.memory.containers.get(name).is_none_or(|o| {
+                    o.recommended != m.recommended || o.probe_rounds != m.probe_rounds
+                })
+            });
         self.memory = memory;
         let containers = status
             .containers
