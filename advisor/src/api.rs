@@ -339,22 +339,27 @@ impl Live {
 
     /// Packets each way at least this often look like an exchange, not a trickle.
     pub const RR_MIN_PPS: f64 = 50.0;
-    /// ... and packets this small on average, not a bulk transfer.
+    /// ... the requests this small on average (the direction of smaller packets) ...
     pub const RR_MAX_MEAN_BYTES: f64 = 300.0;
+    /// ... and the answers smaller than a full frame (1514 B) on average: a stream's
+    /// segments are full frames, or the stack's offload frames, many times larger.
+    pub const RR_MAX_ANSWER_BYTES: f64 = 1400.0;
 
-    /// The signature of request/response traffic: small packets in both directions at
-    /// similar rates (each request answered), as a broker or a polled web service shows.
+    /// The signature of request/response traffic: packets in both directions at similar
+    /// rates (each request answered), small ones one way and less than a full frame the
+    /// other, as a broker, a polled web service or a web server of small pages shows.
     pub fn request_response_like(&self) -> bool {
         let (lo, hi) = if self.rx_pps < self.tx_pps {
             (self.rx_pps, self.tx_pps)
         } else {
             (self.tx_pps, self.rx_pps)
         };
-        lo >= Live::RR_MIN_PPS
-            && lo >= 0.5 * hi
-            && self
-                .mean_packet_bytes
-                .is_some_and(|m| m <= Live::RR_MAX_MEAN_BYTES)
+        if !(lo >= Live::RR_MIN_PPS && lo >= 0.5 * hi) {
+            return false;
+        }
+        let (rx, tx) = (self.rx_bps / 8.0 / self.rx_pps, self.tx_bps / 8.0 / self.tx_pps);
+        let (small, large) = if rx < tx { (rx, tx) } else { (tx, rx) };
+        small <= Live::RR_MAX_MEAN_BYTES && large <= Live::RR_MAX_ANSWER_BYTES
     }
 
     /// Share of the bytes it receives; `None` when it moves nothing.

@@ -1445,3 +1445,26 @@ proptest! {
         }
     }
 }
+
+/// A web server of 1 KiB pages polled 93 times a second (bench/apps' nginx: 96 B requests,
+/// answers of one 1330 B frame) exchanges requests and answers; a stream of offload frames
+/// with an ACK for every two is not, nor a trickle, nor one-way datagrams.
+#[test]
+fn request_response_is_told_by_both_directions() {
+    let with = |rx_bps: f64, tx_bps: f64, rx_pps: f64, tx_pps: f64| {
+        let mut l = live(rx_bps, 100.0);
+        (l.rx_bps, l.tx_bps, l.rx_pps, l.tx_pps) = (rx_bps, tx_bps, rx_pps, tx_pps);
+        l.mean_packet_bytes = Some((rx_bps + tx_bps) / 8.0 / (rx_pps + tx_pps));
+        l
+    };
+    assert!(with(71_421.0, 989_481.0, 93.0, 93.0).request_response_like());
+    // A broker: small both ways.
+    assert!(with(400.0 * 120.0 * 8.0, 400.0 * 120.0 * 8.0, 400.0, 400.0).request_response_like());
+    // 20 Mbit/s sent as 16 KB offload frames, 66 B ACKs for every other one.
+    assert!(!with(66.0 * 80.0 * 8.0, 20e6, 80.0, 153.0).request_response_like());
+    // A stream of full frames (no offload), an ACK for nearly every other one.
+    assert!(!with(66.0 * 900.0 * 8.0, 1514.0 * 1700.0 * 8.0, 900.0, 1700.0).request_response_like());
+    // Too few, or one way only.
+    assert!(!with(96.0 * 20.0 * 8.0, 1330.0 * 20.0 * 8.0, 20.0, 20.0).request_response_like());
+    assert!(!with(0.0, 1052.0 * 500.0 * 8.0, 0.0, 500.0).request_response_like());
+}
