@@ -344,6 +344,11 @@ impl Live {
     /// ... and the answers smaller than a full frame (1514 B) on average: a stream's
     /// segments are full frames, or the stack's offload frames, many times larger.
     pub const RR_MAX_ANSWER_BYTES: f64 = 1400.0;
+    /// Answers larger than [`Live::RR_MAX_MEAN_BYTES`] need requests that carry something
+    /// the other way: more than a bare TCP acknowledgement on average (66 B with timestamps,
+    /// 78 B with a SACK block). A stream of small writes (busybox `nc`: 1.1-1.3 KB frames)
+    /// has only acknowledgements coming back, at 60-70 % of its packet rate.
+    pub const RR_MIN_REQUEST_BYTES: f64 = 80.0;
 
     /// The signature of request/response traffic: packets in both directions at similar
     /// rates (each request answered), small ones one way and less than a full frame the
@@ -359,7 +364,9 @@ impl Live {
         }
         let (rx, tx) = (self.rx_bps / 8.0 / self.rx_pps, self.tx_bps / 8.0 / self.tx_pps);
         let (small, large) = if rx < tx { (rx, tx) } else { (tx, rx) };
-        small <= Live::RR_MAX_MEAN_BYTES && large <= Live::RR_MAX_ANSWER_BYTES
+        small <= Live::RR_MAX_MEAN_BYTES
+            && (large <= Live::RR_MAX_MEAN_BYTES
+                || (large <= Live::RR_MAX_ANSWER_BYTES && small >= Live::RR_MIN_REQUEST_BYTES))
     }
 
     /// Share of the bytes it receives; `None` when it moves nothing.
