@@ -345,10 +345,22 @@ impl Live {
     /// segments are full frames, or the stack's offload frames, many times larger.
     pub const RR_MAX_ANSWER_BYTES: f64 = 1400.0;
     /// Answers larger than [`Live::RR_MAX_MEAN_BYTES`] need requests that carry something
-    /// the other way: more than a bare TCP acknowledgement on average (66 B with timestamps,
-    /// 78 B with a SACK block). A stream of small writes (busybox `nc`: 1.1-1.3 KB frames)
-    /// has only acknowledgements coming back, at 60-70 % of its packet rate.
-    pub const RR_MIN_REQUEST_BYTES: f64 = 80.0;
+    /// the other way: on average more than a bare TCP acknowledgement with a SACK block
+    /// (this many bytes over a bare one, [`Live::bare_ack_bytes`]). A stream of small
+    /// writes (busybox `nc`: 1.1-1.3 KB frames) gets only bare acknowledgements back, at
+    /// 60-70 % of its packet rate; bench/apps' nginx requests average 96 B as frames.
+    pub const RR_MIN_REQUEST_OVER_ACK: f64 = 12.0;
+
+    /// A bare TCP acknowledgement (with timestamps) as this container's counters count it:
+    /// a 66 B frame on a veth, a 52 B IP packet in the per-cgroup counters, no payload in a
+    /// socket's byte counters.
+    pub fn bare_ack_bytes(&self) -> f64 {
+        match self.source.as_str() {
+            "veth" => 66.0,
+            "sock_diag" => 0.0,
+            _ => 52.0,
+        }
+    }
 
     /// The signature of request/response traffic: packets in both directions at similar
     /// rates (each request answered), small ones one way and less than a full frame the
@@ -362,11 +374,15 @@ impl Live {
         if !(lo >= Live::RR_MIN_PPS && lo >= 0.5 * hi) {
             return false;
         }
-        let (rx, tx) = (self.rx_bps / 8.0 / self.rx_pps, self.tx_bps / 8.0 / self.tx_pps);
+        let (rx, tx) = (
+            self.rx_bps / 8.0 / self.rx_pps,
+            self.tx_bps / 8.0 / self.tx_pps,
+        );
         let (small, large) = if rx < tx { (rx, tx) } else { (tx, rx) };
         small <= Live::RR_MAX_MEAN_BYTES
             && (large <= Live::RR_MAX_MEAN_BYTES
-                || (large <= Live::RR_MAX_ANSWER_BYTES && small >= Live::RR_MIN_REQUEST_BYTES))
+                || (large <= Live::RR_MAX_ANSWER_BYTES
+                    && small > self.bare_ack_bytes() + Live::RR_MIN_REQUEST_OVER_ACK))
     }
 
     /// Share of the bytes it receives; `None` when it moves nothing.

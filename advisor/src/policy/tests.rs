@@ -1463,10 +1463,31 @@ fn request_response_is_told_by_both_directions() {
     // 20 Mbit/s sent as 16 KB offload frames, 66 B ACKs for every other one.
     assert!(!with(66.0 * 80.0 * 8.0, 20e6, 80.0, 153.0).request_response_like());
     // A stream of full frames (no offload), an ACK for nearly every other one.
-    assert!(!with(66.0 * 900.0 * 8.0, 1514.0 * 1700.0 * 8.0, 900.0, 1700.0).request_response_like());
+    assert!(
+        !with(66.0 * 900.0 * 8.0, 1514.0 * 1700.0 * 8.0, 900.0, 1700.0).request_response_like()
+    );
     // A stream of small writes (busybox nc, measured: 1.2 KB frames at 3400 pps, bare
     // 66 B ACKs at 2200 pps): nothing but acknowledgements comes back.
-    assert!(!with(66.0 * 2200.0 * 8.0, 1200.0 * 3400.0 * 8.0, 2200.0, 3400.0).request_response_like());
+    assert!(
+        !with(66.0 * 2200.0 * 8.0, 1200.0 * 3400.0 * 8.0, 2200.0, 3400.0).request_response_like()
+    );
+    // The same two counted by the per-cgroup counters (host mode: IP packets, 14 B less).
+    let in_host = |mut l: Live| {
+        l.source = "cgroup_bpf".into();
+        l
+    };
+    assert!(
+        in_host(with(82.0 * 93.0 * 8.0, 1316.0 * 93.0 * 8.0, 93.0, 93.0)).request_response_like()
+    );
+    assert!(
+        !in_host(with(
+            52.0 * 2200.0 * 8.0,
+            1186.0 * 3400.0 * 8.0,
+            2200.0,
+            3400.0
+        ))
+        .request_response_like()
+    );
     // Too few, or one way only.
     assert!(!with(96.0 * 20.0 * 8.0, 1330.0 * 20.0 * 8.0, 20.0, 20.0).request_response_like());
     assert!(!with(0.0, 1052.0 * 500.0 * 8.0, 0.0, 500.0).request_response_like());
