@@ -287,6 +287,7 @@ impl Advisor {
             hysteresis: self.hysteresis.min(self.min_gain),
             cooldown_ms: self.cooldown.as_millis() as u64,
             prior_crossover: self.prior_crossover,
+            ..Default::default()
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::constraints::{blocker, served_ports};
 use super::measure::{matching_sweeps, mean_sd, probe_round, round_at, sweep_at, weighted_ratios};
-use super::posterior::{Posterior, Round};
+use super::posterior::{Posterior, Round, Transfer};
 use super::*;
 use crate::api::{Action, Basis, Decision, Evidence};
 
@@ -28,19 +28,28 @@ fn shift_to_n(prior: f64, d: &[f64], beyond: bool) -> (f64, f64) {
     (m, (var + extra).sqrt())
 }
 
-/// How many more rounds like the ones so far would likely decide: the posterior's spread
-/// shrinking with the square root of the rounds (down to the model's own error), until the
-/// median is `z` spreads from `edge` (the switch threshold in the switch's direction).
-/// `None` past 8.
-fn rounds_to_decide(p: &Posterior, edge: f64, rounds: usize, min_probability: f64) -> Option<u32> {
+/// How many more rounds like the ones so far would likely decide: the measured posterior's
+/// spread (the probe's gain, `p`) shrinking with the square root of the rounds, carried to
+/// the application by `transfer` (whose own spread no round removes), until the expected
+/// gain is `z` spreads from `edge` (the switch threshold in the switch's direction). Normal
+/// approximations throughout. `None` past 8.
+fn rounds_to_decide(
+    p: &Posterior,
+    transfer: &Transfer,
+    edge: f64,
+    rounds: usize,
+    min_probability: f64,
+) -> Option<u32> {
     // z of a one-sided normal probability (0.95 -> 1.645).
     let z = normal_quantile(min_probability);
     let sd = (p.quantile(0.9) - p.quantile(0.1)) / (2.0 * 1.2816);
-    let varying = (sd * sd - MODEL_SD * MODEL_SD).max(0.0);
-    let distance = (p.median() - edge).abs();
+    let m = p.median();
+    let g = transfer.beta * m;
+    let fixed = (g * transfer.beta_sd).powi(2) + transfer.sd.powi(2);
+    let distance = (g - edge).abs();
     let r = rounds.max(1) as f64;
     (1..=8u32).find(|k| {
-        let sd_k = (varying * r / (r + *k as f64) + MODEL_SD * MODEL_SD).sqrt();
+        let sd_k = ((transfer.beta * sd).powi(2) * r / (r + *k as f64) + fixed).sqrt();
         distance >= z * sd_k
     })
 }
@@ -531,8 +540,9 @@ fn decide(
         own.len()
     };
     let posterior = match &measured {
-        // A probe is not the application: an error of its own that no round removes.
-        Some(p) => p.shifted(0.0, MODEL_SD),
+        // A probe is not the application: the application gets a share of the probe's gain,
+        // with an error of its own, that no round removes.
+        Some(p) => p.transferred(&cfg.transfer),
         None => Posterior::prior(prior),
     };
     let estimate = posterior.median();
@@ -569,18 +579,21 @@ fn decide(
     let rounds_to_decide = (decision == Decision::Undecided && measured.is_some())
         .then(|| {
             let edge = if c.mode_kind == ModeKind::Host { -t } else { t };
-            rounds_to_decide(&posterior, edge, rounds_so_far, cfg.min_probability)
+            let p = measured.as_ref()?;
+            rounds_to_decide(p, &cfg.transfer, edge, rounds_so_far, cfg.min_probability)
         })
         .flatten();
     let (q10, q90) = (posterior.quantile(0.1), posterior.quantile(0.9));
     evidence.push(Evidence {
         step: "weighing".into(),
         detail: match &measured {
-            Some(_) => format!(
-                "host/bridge {:+.1}% (80% interval {:+.1}% to {:+.1}%) from {rounds_so_far} round{}{}, against the study's {:+.1}% (Student t, scale {:.0}%)",
+            Some(m) => format!(
+                "host/bridge {:+.1}% for the probes, {:+.1}% for an application (80% interval {:+.1}% to {:+.1}%; it gets a share of the probes' gain, {:.2} of its log on median) from {rounds_so_far} round{}{}, against the study's {:+.1}% (Student t, scale {:.0}%)",
+                (m.median().exp() - 1.0) * 100.0,
                 (estimate.exp() - 1.0) * 100.0,
                 (q10.exp() - 1.0) * 100.0,
                 (q90.exp() - 1.0) * 100.0,
+                cfg.transfer.beta,
                 if rounds_so_far == 1 { "" } else { "s" },
                 if own.is_empty() {
                     " of the sweep"

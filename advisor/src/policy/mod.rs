@@ -65,6 +65,9 @@ pub struct Config {
     pub cooldown_ms: u64,
     /// The prior's crossover in network-active containers; 0: the CPU count.
     pub prior_crossover: u32,
+    /// How a probe's gain carries over to the application's (not a setting: fitted on
+    /// bench/apps; `bench/replay` varies it).
+    pub transfer: posterior::Transfer,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             hysteresis: 0.05,
             cooldown_ms: 30 * 60 * 1000,
             prior_crossover: 0,
+            transfer: posterior::TRANSFER,
         }
     }
 }
@@ -95,9 +99,6 @@ pub const PRIOR_SD: f64 = 0.25;
 pub const SINGLE_ROUND_SD: f64 = 0.15;
 /// Rounds never agree better than this (the sweep's spread).
 const MIN_ROUND_SD: f64 = 0.03;
-/// A probe is not the application: the error of the transfer from probe cells to what the
-/// container's own traffic gets (log units), which no number of rounds removes.
-const MODEL_SD: f64 = 0.05;
 
 /// Who holds a listening socket on the host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
