@@ -425,6 +425,32 @@ def calibration(rows, path):
     score, the expected calibration error, the false-switch rate (decided switch where the
     oracle's gain was below MIN_GAIN) and how often the 80 % interval of the expected gain
     covered the oracle's."""
+    got = calibration_figures(rows)
+    if got is None:
+        return None
+    bins, figures = got
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="320" height="320" font-size="10">',
+           '<rect x="40" y="10" width="260" height="260" fill="none" stroke="black"/>',
+           '<line x1="40" y1="270" x2="300" y2="10" stroke="#aaa" stroke-dasharray="4"/>',
+           '<text x="120" y="300">P that switching pays</text>',
+           '<text x="2" y="140" transform="rotate(-90 10 140)">observed share</text>']
+    for b in bins:
+        x, y = 40 + 260 * b["mean P"], 270 - 260 * b["observed"]
+        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{2 + min(b["n"], 20) / 2:.1f}" fill="steelblue"/>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+    report("Calibration of p_switch_pays against the oracle (reliability diagram: " + path + ")",
+           [{**b, "mean P": f"{b['mean P']:.2f}", "observed": f"{b['observed']:.2f}"} for b in bins],
+           ["decile", "n", "mean P", "observed"])
+    print("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in figures.items()))
+    return figures
+
+
+def calibration_figures(rows):
+    """calibration()'s figures without printing them: (the reliability diagram's bins, the
+    figures), or None when no row has a probability."""
     pts = [(r["p_switch_pays"], 1.0 if r["host_bps"] >= (1 + MIN_GAIN) * r["bridge_bps"] else 0.0, r)
            for r in rows if r.get("p_switch_pays") is not None]
     if not pts:
@@ -448,24 +474,8 @@ def calibration(rows, path):
         host_gain = r["host_bps"] / r["bridge_bps"] - 1
         gain = host_gain if r.get("rec_mode") == "host" else r["bridge_bps"] / r["host_bps"] - 1
         covered.append(iv[0] <= gain <= iv[1])
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="320" height="320" font-size="10">',
-           '<rect x="40" y="10" width="260" height="260" fill="none" stroke="black"/>',
-           '<line x1="40" y1="270" x2="300" y2="10" stroke="#aaa" stroke-dasharray="4"/>',
-           '<text x="120" y="300">P that switching pays</text>',
-           '<text x="2" y="140" transform="rotate(-90 10 140)">observed share</text>']
-    for b in bins:
-        x, y = 40 + 260 * b["mean P"], 270 - 260 * b["observed"]
-        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{2 + min(b["n"], 20) / 2:.1f}" fill="steelblue"/>')
-    out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out))
-    report("Calibration of p_switch_pays against the oracle (reliability diagram: " + path + ")",
-           [{**b, "mean P": f"{b['mean P']:.2f}", "observed": f"{b['observed']:.2f}"} for b in bins],
-           ["decile", "n", "mean P", "observed"])
     figures = {"scenarios": len(pts), "brier": brier, "ece": ece,
                "decided switches": len(switches), "false-switch rate": false_switch,
                "80% interval coverage": (sum(covered) / len(covered)) if covered else None,
                "undecided": sum(1 for _, _, r in pts if r.get("decision") == "undecided")}
-    print("  " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                           for k, v in figures.items()))
-    return figures
+    return bins, figures

@@ -1,0 +1,124 @@
+//! The policy replayed on evidence a benchmark saved, under another transfer model
+//! (`bench/replay` drives it): the same runs, decided again, without running them again.
+//!
+//! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "points": [{"dir":
+//! "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds the daemon's `/v1/status` (`status.json`)
+//! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
+//! recommendation the policy gives that container now (JSON, one array). What the memory
+//! says was recommended before is forgotten, so that the decision follows the probability
+//! alone (no hysteresis from the run's own model).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use netmode_advisor::api::Status;
+use netmode_advisor::policy::posterior::Transfer;
+use netmode_advisor::policy::{self, Config, Input, Memory};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct TransferIn {
+    beta: f64,
+    beta_sd: f64,
+    sd: f64,
+}
+
+#[derive(Deserialize)]
+struct Point {
+    dir: PathBuf,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Request {
+    transfer: Option<TransferIn>,
+    /// The run's `advisor.active_window`, seconds (default: the shipped one).
+    active_window_s: Option<f64>,
+    points: Vec<Point>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{0}: no recommendation for {1}")]
+    Missing(PathBuf, String),
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| Error::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+fn main() -> Result<(), Error> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|source| Error::Read {
+            path: "<stdin>".into(),
+            source,
+        })?;
+    let req: Request = serde_json::from_str(&text).map_err(|source| Error::Parse {
+        path: "<stdin>".into(),
+        source,
+    })?;
+    let mut config = Config::default();
+    if let Some(t) = req.transfer {
+        config.transfer = Transfer {
+            beta: t.beta,
+            beta_sd: t.beta_sd,
+            sd: t.sd,
+        };
+    }
+    if let Some(w) = req.active_window_s {
+        config.active_window_s = w;
+    }
+    let mut out = Vec::new();
+    for p in &req.points {
+        let status: Status = read_json(&p.dir.join("status.json"))?;
+        let mut memory: Memory = read_json(&p.dir.join("advisor.json"))?;
+        for m in memory.containers.values_mut() {
+            m.recommended = None;
+            m.last_flip_ms = 0;
+        }
+        let none = BTreeMap::new();
+        let layers = BTreeMap::new();
+        let input = Input {
+            now_ms: status.generated_at_ms,
+            cpus: status.host.cpus,
+            containers: &status.containers,
+            sweep: status.probe.sweep.as_ref(),
+            host_listeners: &[],
+            container_ports: &none,
+            writable_layers: &layers,
+            config: &config,
+        };
+        let (evaluation, _) = policy::evaluate(&input, &memory);
+        let rec = evaluation
+            .recommendations
+            .get(&p.name)
+            .ok_or_else(|| Error::Missing(p.dir.clone(), p.name.clone()))?;
+        out.push(rec.clone());
+    }
+    let json = serde_json::to_string(&out).map_err(|source| Error::Parse {
+        path: "<stdout>".into(),
+        source,
+    })?;
+    println!("{json}");
+    Ok(())
+}
