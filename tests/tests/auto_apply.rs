@@ -79,14 +79,18 @@ impl Drop for SlowNetwork {
 
 /// The decision thresholds (min_gain, min_probability) at their defaults: TCP under a
 /// policer varies a lot from one 1 s cell to the next (22 vs 48 Mbit/s beside 2.5 Gbit/s in
-/// host mode), and that is still decided in one round. Only the clocks are shortened.
+/// host mode), and that is still decided in one round. Only the clocks are shortened, and the
+/// probes send (egress), the direction the network polices: the subject itself receives, and
+/// `auto` would probe it with ingress cells, alike in both modes, whenever its traffic is
+/// measured before the run plans its cells (it was when the probe image was being built).
 fn config(mode: &str) -> String {
     format!(
         "[advisor]\nmode = \"{mode}\"\napply_after = \"0s\"\nactive_window = \"1s\"\n\
          cooldown = \"1h\"\n\
          [apply]\nverify = \"1s\"\nwatch = \"1s\"\n{}",
         probe_section(
-            "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false"
+            "enabled = false\nduration = \"1s\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false\n\
+             traffic = [\"egress\"]"
         )
     )
 }
