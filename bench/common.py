@@ -3,6 +3,7 @@ busybox image, containers, the release binaries, HTTP timing. Standard library o
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -448,13 +449,9 @@ def calibration(rows, path):
     return figures
 
 
-def calibration_figures(rows):
-    """calibration()'s figures without printing them: (the reliability diagram's bins, the
-    figures), or None when no row has a probability."""
-    pts = [(r["p_switch_pays"], 1.0 if r["host_bps"] >= (1 + MIN_GAIN) * r["bridge_bps"] else 0.0, r)
-           for r in rows if r.get("p_switch_pays") is not None]
-    if not pts:
-        return None
+def brier_ece(pts):
+    """The Brier score, the expected calibration error and the reliability diagram's bins of
+    (P, outcome, row) points."""
     brier = statistics.mean((p - y) ** 2 for p, y, _ in pts)
     bins = []
     for k in range(10):
@@ -464,6 +461,70 @@ def calibration_figures(rows):
                          "mean P": statistics.mean(p for p, _ in inside),
                          "observed": statistics.mean(y for _, y in inside)})
     ece = sum(b["n"] * abs(b["mean P"] - b["observed"]) for b in bins) / len(pts)
+    return brier, ece, bins
+
+
+def scenario_of(row):
+    """What makes a row's scenario (its readings after 1, 2 and 4 rounds share the servers,
+    the probes and the oracle: they are not independent points)."""
+    return tuple(row.get(k) for k in ("app", "protocol", "size", "kind", "n", "cpus", "net"))
+
+
+def scenario_bootstrap(pts, draws=2000):
+    """90 % intervals (5th and 95th percentiles) of the Brier score and the ECE over
+    resamplings of whole scenarios with replacement (seeded: the same rows give the same
+    figures). With ten scenarios they say how far the figures themselves can be trusted: an
+    ECE goal of 0.05 is only shown met when the interval's top is under it."""
+    groups = {}
+    for pt in pts:
+        groups.setdefault(scenario_of(pt[2]), []).append(pt)
+    keys = sorted(groups, key=repr)
+    if len(keys) < 2:
+        return None, None
+    rng = random.Random(0)
+    briers, eces = [], []
+    for _ in range(draws):
+        sample = [pt for k in rng.choices(keys, k=len(keys)) for pt in groups[k]]
+        b, e, _ = brier_ece(sample)
+        briers.append(b)
+        eces.append(e)
+
+    def interval(v):
+        v = sorted(v)
+        return f"{v[int(0.05 * len(v))]:.3f}..{v[int(0.95 * len(v)) - 1]:.3f}"
+
+    return interval(briers), interval(eces)
+
+
+def calibrated_ece(pts, draws=2000):
+    """The ECE that a perfectly calibrated P would show on these points: outcomes drawn from
+    the points' own P (one uniform draw per scenario, shared by its readings, as they share
+    one oracle), the ECE of each draw; its median and 95th percentile. An ECE below the
+    median is all that so few points can show."""
+    groups = {}
+    for pt in pts:
+        groups.setdefault(scenario_of(pt[2]), []).append(pt)
+    rng = random.Random(1)
+    eces = []
+    for _ in range(draws):
+        sample = []
+        for g in groups.values():
+            u = rng.random()
+            sample += [(p, 1.0 if u < p else 0.0, r) for p, _, r in g]
+        eces.append(brier_ece(sample)[1])
+    eces.sort()
+    return f"{eces[len(eces) // 2]:.3f} (95th {eces[int(0.95 * len(eces)) - 1]:.3f})"
+
+
+def calibration_figures(rows):
+    """calibration()'s figures without printing them: (the reliability diagram's bins, the
+    figures), or None when no row has a probability."""
+    pts = [(r["p_switch_pays"], 1.0 if r["host_bps"] >= (1 + MIN_GAIN) * r["bridge_bps"] else 0.0, r)
+           for r in rows if r.get("p_switch_pays") is not None]
+    if not pts:
+        return None
+    brier, ece, bins = brier_ece(pts)
+    brier_90, ece_90 = scenario_bootstrap(pts)
     switches = [(p, y) for p, y, r in pts if r.get("decision") == "switch"]
     false_switch = (sum(1 for _, y in switches if y == 0.0) / len(switches)) if switches else None
     covered = []
@@ -474,7 +535,9 @@ def calibration_figures(rows):
         host_gain = r["host_bps"] / r["bridge_bps"] - 1
         gain = host_gain if r.get("rec_mode") == "host" else r["bridge_bps"] / r["host_bps"] - 1
         covered.append(iv[0] <= gain <= iv[1])
-    figures = {"scenarios": len(pts), "brier": brier, "ece": ece,
+    figures = {"scenarios": len(pts), "brier": brier, "brier 90% (scenario bootstrap)": brier_90,
+               "ece": ece, "ece 90% (scenario bootstrap)": ece_90,
+               "ece of a calibrated P here": calibrated_ece(pts),
                "decided switches": len(switches), "false-switch rate": false_switch,
                "80% interval coverage": (sum(covered) / len(covered)) if covered else None,
                "undecided": sum(1 for _, _, r in pts if r.get("decision") == "undecided")}
