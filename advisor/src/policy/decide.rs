@@ -15,19 +15,6 @@ const HOLD_MARGIN: f64 = 0.10;
 /// The extra spread (log units) when the largest N swept stands in for a larger one.
 const BEYOND_SD: f64 = 0.1;
 
-/// The shift of the log ratio from one container to N: the study's (`prior`, with its
-/// spread) updated with the sweep rounds' paired differences S_N - S_1 (normal, known
-/// spread: their sample spread from two rounds on, else the single-round spread).
-fn shift_to_n(prior: f64, d: &[f64], beyond: bool) -> (f64, f64) {
-    let (mean, sd) = mean_sd(d);
-    let data_var = sd * sd / d.len().max(1) as f64;
-    let prior_var = PRIOR_SD * PRIOR_SD;
-    let var = 1.0 / (1.0 / data_var + 1.0 / prior_var);
-    let m = var * (mean / data_var + prior / prior_var);
-    let extra = if beyond { BEYOND_SD * BEYOND_SD } else { 0.0 };
-    (m, (var + extra).sqrt())
-}
-
 /// How many more rounds like the ones so far would likely decide: the measured posterior's
 /// spread (the probe's gain, `p`) shrinking with the square root of the rounds, carried to
 /// the application by `transfer` (whose own spread no round removes), until the expected
@@ -519,11 +506,20 @@ fn decide(
     let measured: Option<Posterior> = match (own.is_empty(), swept.is_empty()) {
         (false, _) if n == 1 => Some(Posterior::of(own_prior, &own)),
         (false, false) => {
+            // The shift from 1 to N: the study's (heavy-tailed, as the prior of θ) updated
+            // with each sweep round's paired difference, the spread between rounds unknown.
             let d: Vec<f64> = swept.iter().map(|(vn, v1, _)| vn - v1).collect();
-            let (mean, sd) = shift_to_n(prior - own_prior, &d, beyond);
-            Some(Posterior::of(own_prior, &own).shifted(mean, sd))
+            let shift = Posterior::of_shift(prior - own_prior, &d);
+            let shift = if beyond {
+                shift.shifted(0.0, BEYOND_SD)
+            } else {
+                shift
+            };
+            Some(Posterior::of(own_prior, &own).plus(&shift))
         }
-        (false, true) => Some(Posterior::of(own_prior, &own).shifted(prior - own_prior, PRIOR_SD)),
+        (false, true) => {
+            Some(Posterior::of(own_prior, &own).plus(&Posterior::prior(prior - own_prior)))
+        }
         (true, false) => {
             let rounds: Vec<Round> = swept
                 .iter()

@@ -56,6 +56,10 @@ impl Round {
 /// differ by some percent (`σ_u`); runs of a few seconds by up to tens of percent (`σ_e`).
 pub const ROUND_SD_SCALE: f64 = 0.10;
 pub const RUN_SD_SCALE: f64 = 0.20;
+/// The same for the rounds of a sweep's shift from one container to N (`S_N - S_1`, two
+/// aggregates of several senders each): bench/apps' sweep cells differed by 0.06 to 0.36 of a log
+/// from round to round.
+pub const SWEEP_ROUND_SD_SCALE: f64 = 0.15;
 /// Degrees of freedom of θ's Student t prior.
 const PRIOR_DF: f64 = 3.0;
 
@@ -158,12 +162,28 @@ impl Posterior {
 
     /// The prior around `center` updated with `rounds` (none: the prior).
     pub fn of(center: f64, rounds: &[Round]) -> Posterior {
+        Posterior::of_rounds(center, rounds, ROUND_SD_SCALE)
+    }
+
+    /// The posterior of the shift of the log gain from one container to N, `center` the
+    /// study's, from the sweep rounds' paired differences `S_N - S_1` (one aggregate figure
+    /// per round): the same model as [`Posterior::of`], the spread between rounds unknown,
+    /// on the scale of [`SWEEP_ROUND_SD_SCALE`] (a sweep's N senders at once differ more from
+    /// round to round than one container's runs), so that two rounds that happen to agree
+    /// do not make the shift certain, and the study's shift, heavy-tailed, gives way to
+    /// rounds that agree on another.
+    pub fn of_shift(center: f64, differences: &[f64]) -> Posterior {
+        let rounds: Vec<Round> = differences.iter().map(|d| Round::aggregate(*d)).collect();
+        Posterior::of_rounds(center, &rounds, SWEEP_ROUND_SD_SCALE)
+    }
+
+    fn of_rounds(center: f64, rounds: &[Round], round_sd_scale: f64) -> Posterior {
         let prior = Posterior::prior(center);
         if rounds.is_empty() {
             return prior;
         }
         let (pu, pe) = (
-            sd_prior(ROUND_SD_SCALE, false),
+            sd_prior(round_sd_scale, false),
             sd_prior(RUN_SD_SCALE, true),
         );
         // For each pair of spreads, the rounds' likelihood in θ is Gaussian: its mean, its
@@ -262,6 +282,32 @@ impl Posterior {
             for (k, kw) in &kernel {
                 let j = (i as isize + k).clamp(0, THETA_POINTS as isize - 1) as usize;
                 weights[j] += w * kw;
+            }
+        }
+        normalise(&mut weights);
+        Posterior { weights }
+    }
+
+    /// The distribution of θ + s, with `s` distributed as `other`, independent of θ (a
+    /// single container's log gain moved to N by the posterior of the shift).
+    pub fn plus(&self, other: &Posterior) -> Posterior {
+        // Grid index i stands for THETA_MIN + i step: the sum of i and j is at i + j + offset.
+        let offset = (THETA_MIN / THETA_STEP).round() as isize;
+        let last = THETA_POINTS as isize - 1;
+        let others: Vec<(isize, f64)> = other
+            .weights
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w >= 1e-15)
+            .map(|(j, w)| (j as isize + offset, *w))
+            .collect();
+        let mut weights = vec![0.0; THETA_POINTS];
+        for (i, w) in self.weights.iter().enumerate() {
+            if *w < 1e-15 {
+                continue;
+            }
+            for (j, ow) in &others {
+                weights[(i as isize + j).clamp(0, last) as usize] += w * ow;
             }
         }
         normalise(&mut weights);
@@ -546,6 +592,52 @@ mod tests {
         proptest::collection::vec(0.0f64..1.5, 1..5)
     }
 
+    /// The sum of two independent posteriors: centres add, spreads add in quadrature.
+    #[test]
+    fn plus_adds_two_independent_gains() {
+        let a = Posterior::of(0.1, &[Round::aggregate(0.1)]);
+        let b = Posterior::prior(0.3);
+        let s = a.plus(&b);
+        assert!(
+            (s.median() - (a.median() + b.median())).abs() < 0.02,
+            "{}",
+            s.median()
+        );
+        let width = |p: &Posterior| p.quantile(0.9) - p.quantile(0.1);
+        assert!(width(&s) > width(&a) && width(&s) > width(&b));
+        // Adding a point changes nothing but the centre.
+        let moved = a.plus(&Posterior::point(0.2));
+        assert!((moved.median() - a.median() - 0.2).abs() < 0.011);
+        assert!((width(&moved) - width(&a)).abs() < 0.021);
+    }
+
+    /// The sweep's shift from one container to N: two rounds that happen to agree leave it
+    /// uncertain (its spread between rounds is not known from two), more rounds narrow it,
+    /// and rounds that agree on a shift far from the study's win over the study.
+    #[test]
+    fn the_shift_of_a_sweep_is_not_certain_from_two_rounds() {
+        let study = 0.545; // bridge +25 % alone, host +38 % at N.
+        let width = |p: &Posterior| p.quantile(0.9) - p.quantile(0.1);
+        let two = Posterior::of_shift(study, &[0.02, 0.03]);
+        let eight = Posterior::of_shift(study, &[0.02, 0.03, 0.0, 0.05, 0.01, 0.04, 0.02, 0.03]);
+        assert!(width(&two) > 0.1, "{}", width(&two));
+        assert!(
+            width(&eight) < width(&two),
+            "{} {}",
+            width(&eight),
+            width(&two)
+        );
+        assert!(eight.median() < 0.1, "{}", eight.median());
+        // One round at the study's figure, and one far from it: the far one moves less than
+        // all the way.
+        let one = Posterior::of_shift(study, &[0.0]);
+        assert!(
+            one.median() > 0.05 && one.median() < study,
+            "{}",
+            one.median()
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -569,6 +661,25 @@ mod tests {
             let q = Posterior::of(-center, &[round_of(&[(1.0, h, b)]).unwrap()]);
             for t in [0.0, 0.095, 0.3] {
                 prop_assert!((p.p_at_least(t) - q.p_at_most(-t)).abs() < 1e-9);
+            }
+        }
+
+        /// A sweep's shift: the order of its rounds changes nothing, swapping the modes
+        /// mirrors it, and so does the sum with a container's own posterior.
+        #[test]
+        fn the_shift_ignores_round_order_and_mirrors(d in proptest::collection::vec(-1.0f64..1.0, 1..5),
+                                                      center in -0.6f64..0.6, own in -0.5f64..0.5) {
+            let s = Posterior::of_shift(center, &d);
+            let mut r = d.clone();
+            r.reverse();
+            let neg: Vec<f64> = d.iter().map(|x| -x).collect();
+            let (s2, m) = (Posterior::of_shift(center, &r), Posterior::of_shift(-center, &neg));
+            let a = Posterior::of(own, &[Round::aggregate(own)]);
+            let a_m = Posterior::of(-own, &[Round::aggregate(-own)]);
+            for t in [0.0, 0.095, 0.3] {
+                prop_assert!((s.p_at_least(t) - s2.p_at_least(t)).abs() < 1e-9);
+                prop_assert!((s.p_at_least(t) - m.p_at_most(-t)).abs() < 1e-6);
+                prop_assert!((a.plus(&s).p_at_least(t) - a_m.plus(&m).p_at_most(-t)).abs() < 1e-6);
             }
         }
 
