@@ -449,6 +449,14 @@ def calibration(rows, path):
     return figures
 
 
+def one_at_a_time(rows):
+    """bench/apps rows judged against the oracle of one request at a time (its requests/s
+    stand in for the goodput: what a request/response probe measures, the latency of an
+    exchange) where the row has one; other rows as they are."""
+    return [dict(r, bridge_bps=r["one_bridge"], host_bps=r["one_host"]) if r.get("one_bridge") else r
+            for r in rows]
+
+
 def brier_ece(pts):
     """The Brier score, the expected calibration error and the reliability diagram's bins of
     (P, outcome, row) points."""
