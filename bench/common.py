@@ -478,14 +478,20 @@ def scenario_of(row):
     return tuple(row.get(k) for k in ("app", "protocol", "size", "kind", "n", "cpus", "net"))
 
 
+def by_scenario(pts):
+    """(P, outcome, row) points grouped by their row's scenario."""
+    groups = {}
+    for pt in pts:
+        groups.setdefault(scenario_of(pt[2]), []).append(pt)
+    return groups
+
+
 def scenario_bootstrap(pts, draws=2000):
     """90 % intervals (5th and 95th percentiles) of the Brier score and the ECE over
     resamplings of whole scenarios with replacement (seeded: the same rows give the same
     figures). With ten scenarios they say how far the figures themselves can be trusted: an
     ECE goal of 0.05 is only shown met when the interval's top is under it."""
-    groups = {}
-    for pt in pts:
-        groups.setdefault(scenario_of(pt[2]), []).append(pt)
+    groups = by_scenario(pts)
     keys = sorted(groups, key=repr)
     if len(keys) < 2:
         return None, None
@@ -509,9 +515,7 @@ def calibrated_ece(pts, draws=2000):
     the points' own P (one uniform draw per scenario, shared by its readings, as they share
     one oracle), the ECE of each draw; its median and 95th percentile. An ECE below the
     median is all that so few points can show."""
-    groups = {}
-    for pt in pts:
-        groups.setdefault(scenario_of(pt[2]), []).append(pt)
+    groups = by_scenario(pts)
     rng = random.Random(1)
     eces = []
     for _ in range(draws):

@@ -256,13 +256,7 @@ impl Posterior {
     /// for the application).
     pub fn shifted(&self, mean: f64, sd: f64) -> Posterior {
         if sd <= 0.0 {
-            let k = (mean / THETA_STEP).round() as isize;
-            let mut weights = vec![0.0; THETA_POINTS];
-            for (i, w) in self.weights.iter().enumerate() {
-                let j = (i as isize + k).clamp(0, THETA_POINTS as isize - 1) as usize;
-                weights[j] += w;
-            }
-            return Posterior { weights };
+            return self.convolved(&[((mean / THETA_STEP).round() as isize, 1.0)]);
         }
         let reach = (9.0 * sd / THETA_STEP).ceil() as isize;
         let centre = mean / THETA_STEP;
@@ -274,40 +268,36 @@ impl Posterior {
             })
             .filter(|(_, w)| *w > 1e-12)
             .collect();
-        let mut weights = vec![0.0; THETA_POINTS];
-        for (i, w) in self.weights.iter().enumerate() {
-            if *w < 1e-15 {
-                continue;
-            }
-            for (k, kw) in &kernel {
-                let j = (i as isize + k).clamp(0, THETA_POINTS as isize - 1) as usize;
-                weights[j] += w * kw;
-            }
-        }
-        normalise(&mut weights);
-        Posterior { weights }
+        self.convolved(&kernel)
     }
 
     /// The distribution of θ + s, with `s` distributed as `other`, independent of θ (a
     /// single container's log gain moved to N by the posterior of the shift).
     pub fn plus(&self, other: &Posterior) -> Posterior {
-        // Grid index i stands for THETA_MIN + i step: the sum of i and j is at i + j + offset.
+        // Grid index j stands for THETA_MIN + j step: a shift of j + offset steps.
         let offset = (THETA_MIN / THETA_STEP).round() as isize;
-        let last = THETA_POINTS as isize - 1;
-        let others: Vec<(isize, f64)> = other
+        let kernel: Vec<(isize, f64)> = other
             .weights
             .iter()
             .enumerate()
             .filter(|(_, w)| **w >= 1e-15)
             .map(|(j, w)| (j as isize + offset, *w))
             .collect();
+        self.convolved(&kernel)
+    }
+
+    /// θ moved by `k` grid steps with weight `w` for every `(k, w)` of `kernel` (weights
+    /// summing to anything: the result is normalised); what falls off the grid stays on its
+    /// edge.
+    fn convolved(&self, kernel: &[(isize, f64)]) -> Posterior {
+        let last = THETA_POINTS as isize - 1;
         let mut weights = vec![0.0; THETA_POINTS];
         for (i, w) in self.weights.iter().enumerate() {
             if *w < 1e-15 {
                 continue;
             }
-            for (j, ow) in &others {
-                weights[(i as isize + j).clamp(0, last) as usize] += w * ow;
+            for (k, kw) in kernel {
+                weights[(i as isize + k).clamp(0, last) as usize] += w * kw;
             }
         }
         normalise(&mut weights);
