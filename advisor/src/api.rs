@@ -593,9 +593,16 @@ pub struct ProbeCell {
     pub transactions: Option<Transactions>,
     /// Each run of the cell (`probe.repetitions`, modes interleaved), in order: goodput in
     /// bit/s, or for request/response the median round trip in microseconds. The cell's
-    /// figures are those of the median run. Empty for cells recorded before repetitions.
+    /// figures are those of its median run by goodput (request/response: by transactions per
+    /// second). Empty for cells recorded before repetitions.
     #[serde(default)]
     pub runs: Vec<f64>,
+    /// Request/response: each run's transactions per second, in the order of `runs`. What
+    /// the advisor judges these cells by (netperf's TCP_RR figure: one over the mean time of
+    /// an exchange, so the stalls of a policed or lossy path count, which a median round trip
+    /// hides). Empty for streams and for cells recorded before it was kept.
+    #[serde(default)]
+    pub runs_per_s: Vec<f64>,
     pub counters: Option<CellCounters>,
     pub error: Option<String>,
 }
@@ -1047,8 +1054,8 @@ pub struct Recommendation {
     /// pinned or excluded container, 1).
     pub confidence: f64,
     /// The posterior probability, given every probe and sweep run so far and the study as
-    /// prior, that the other mode's true goodput (for request/response: latency) beats the
-    /// current mode's by at least `advisor.min_gain`: the probability that switching pays.
+    /// prior, that the other mode's true goodput (for request/response: transactions per
+    /// second) beats the current mode's by at least `advisor.min_gain`: the probability that switching pays.
     /// `null` for a container netmode leaves alone, pins or finds not network-active.
     #[serde(default)]
     pub p_switch_pays: Option<f64>,

@@ -460,39 +460,52 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
                 .iter()
                 .find(|c| c.mode == m && kind.is(c) && c.concurrency == 1)
         };
+        // Runs of the two modes that overlap (by the figure they are judged by): no winner
+        // to call.
+        let judged = |c: &ProbeCell| match pat {
+            Pattern::Stream => c.runs.clone(),
+            Pattern::RequestResponse => c.runs_per_s.clone(),
+        };
+        let overlap = match (
+            cell(ProbeMode::Bridge).map(judged),
+            cell(ProbeMode::Host).map(judged),
+        ) {
+            (Some(b), Some(h)) if b.len() > 1 && h.len() > 1 => {
+                let (bmin, bmax) = min_max(&b);
+                let (hmin, hmax) = min_max(&h);
+                bmax >= hmin && hmax >= bmin
+            }
+            _ => false,
+        };
+        let too_close = if overlap {
+            "; their runs overlap: too close to call"
+        } else {
+            ""
+        };
         if pat == Pattern::RequestResponse {
-            let p50 = |m| {
-                cell(m)
-                    .and_then(|c| c.transactions)
-                    .map(|t| t.latency_p50_us)
-            };
-            if let (Some(b), Some(h)) = (p50(ProbeMode::Bridge), p50(ProbeMode::Host))
-                && b > 0.0
-                && h > 0.0
+            let tx = |m| cell(m).and_then(|c| c.transactions);
+            if let (Some(b), Some(h)) = (tx(ProbeMode::Bridge), tx(ProbeMode::Host))
+                && b.per_s > 0.0
+                && h.per_s > 0.0
             {
-                let (winner, faster) = if b <= h {
-                    ("bridge", 1.0 - b / h)
+                let (winner, gain) = if b.per_s >= h.per_s {
+                    ("bridge", b.per_s / h.per_s - 1.0)
                 } else {
-                    ("host", 1.0 - h / b)
+                    ("host", h.per_s / b.per_s - 1.0)
                 };
                 out.push(format!(
-                    "{} {s} B request/response{local}: bridge {b:.0} vs host {h:.0} us median round trip ({winner} {:.1}% faster)",
+                    "{} {s} B request/response{local}: bridge {:.0} vs host {:.0} transactions/s ({winner} +{:.1}%{too_close}; median round trip {:.0} vs {:.0} us)",
                     p.as_str(),
-                    faster * 100.0
+                    b.per_s,
+                    h.per_s,
+                    gain * 100.0,
+                    b.latency_p50_us,
+                    h.latency_p50_us,
                 ));
             }
             continue;
         }
         let get = |m: ProbeMode| cell(m).and_then(|c| c.goodput_bps);
-        // Runs of the two modes that overlap: no winner to call.
-        let overlap = match (cell(ProbeMode::Bridge), cell(ProbeMode::Host)) {
-            (Some(b), Some(h)) if b.runs.len() > 1 && h.runs.len() > 1 => {
-                let (bmin, bmax) = min_max(&b.runs);
-                let (hmin, hmax) = min_max(&h.runs);
-                bmax >= hmin && hmax >= bmin
-            }
-            _ => false,
-        };
         if let (Some(b), Some(h)) = (get(ProbeMode::Bridge), get(ProbeMode::Host)) {
             let (winner, gain) = if b >= h {
                 ("bridge", b / h - 1.0)
@@ -510,11 +523,7 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
                 mbit(b),
                 mbit(h),
                 gain * 100.0,
-                if overlap {
-                    "; their runs overlap: too close to call"
-                } else {
-                    ""
-                }
+                too_close,
             ));
         }
     }

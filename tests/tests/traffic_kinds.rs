@@ -249,7 +249,7 @@ fn a_request_response_container_is_probed_on_latency() {
         assert!(table.contains(word), "{word} missing in\n{table}");
     }
 
-    // Network-active by its exchanges (few bytes), judged on latency.
+    // Network-active by its exchanges (few bytes), judged on its transactions per second.
     let rec = daemon.wait_for("probe evidence", Duration::from_secs(30), |s| {
         let rec = find(s, &poller.name)?.recommendation.clone()?;
         rec.evidence
@@ -270,7 +270,8 @@ fn a_request_response_container_is_probed_on_latency() {
         rec.evidence
     );
     assert!(
-        text("probes").contains("request/response") && text("probes").contains("latency"),
+        text("probes").contains("request/response")
+            && text("probes").contains("transactions per second"),
         "{:?}",
         rec.evidence
     );

@@ -422,7 +422,8 @@ fn decide(
             .sum::<f64>()
             .max(f64::MIN_POSITIVE);
         kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
-        // What carries weight (request/response cells compare latency, not goodput).
+        // What carries weight (request/response cells compare transactions per second, not
+        // goodput).
         let weighty: Vec<String> = kinds
             .iter()
             .filter(|k| k.1 / total >= 0.005)
@@ -433,7 +434,7 @@ fn decide(
             _ => format!("cells ({})", weighty.join(", ")),
         };
         let flows = if kinds[0].0 == "request/response" {
-            format!("{flows} (latency, not goodput)")
+            format!("{flows} (transactions per second, not goodput)")
         } else {
             flows
         };

@@ -14,24 +14,25 @@ pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
     (gb > 0.0 && cpu > 0.0).then(|| cpu / gb)
 }
 
-/// A cell's figure in each of its runs (goodput, or latency for request/response): the
-/// merged figure when it ran once.
-fn runs_of(c: &ProbeCell) -> Vec<f64> {
-    if !c.runs.is_empty() {
-        return c.runs.clone();
-    }
+/// A cell's figure in each of its runs, larger is better: goodput, or for request/response
+/// transactions per second; the merged figure when it ran once. A request/response cell
+/// recorded before its rates were kept has its runs' median round trips instead.
+fn runs_of(c: &ProbeCell) -> (Vec<f64>, RrFigure) {
     match c.pattern {
-        Pattern::RequestResponse => c.transactions.map(|t| t.latency_p50_us),
-        Pattern::Stream => c.goodput_bps,
+        Pattern::Stream if !c.runs.is_empty() => (c.runs.clone(), RrFigure::PerS),
+        Pattern::RequestResponse if !c.runs_per_s.is_empty() => {
+            (c.runs_per_s.clone(), RrFigure::PerS)
+        }
+        Pattern::RequestResponse if !c.runs.is_empty() => (c.runs.clone(), RrFigure::LatencyUs),
+        _ => (c.throughput().into_iter().collect(), RrFigure::PerS),
     }
-    .into_iter()
-    .collect()
 }
 
 /// A probe round as the posterior reads it: each cell's runs per mode as log figures
-/// (oriented so that larger is better for host: log goodput, minus log latency), weighted
-/// toward the container's traffic. A round remembered before runs were kept counts each
-/// cell's ratio as one run per mode.
+/// (oriented so that larger is better for host: log goodput or log transactions per second;
+/// minus log latency in rounds remembered from before), weighted toward the container's
+/// traffic. A round remembered before runs were kept counts each cell's ratio as one run per
+/// mode.
 pub(super) fn probe_round(cells: &[CellRatio], profile: &Profile) -> Option<posterior::Round> {
     let logs = |v: &[f64], sign: f64| -> Vec<f64> {
         v.iter()
@@ -43,10 +44,7 @@ pub(super) fn probe_round(cells: &[CellRatio], profile: &Profile) -> Option<post
         .iter()
         .map(|c| {
             let w = cell_weight(c, profile);
-            let sign = match c.pattern {
-                Pattern::RequestResponse => -1.0,
-                Pattern::Stream => 1.0,
-            };
+            let sign = c.rr_runs.sign(c.pattern);
             let (b, h) = (logs(&c.bridge_runs, sign), logs(&c.host_runs, sign));
             if b.is_empty() || h.is_empty() {
                 (w, vec![0.0], vec![c.log_ratio])
@@ -63,47 +61,46 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
     let mut out = Vec::new();
     for b in bridge.iter().filter(|c| c.concurrency == 1) {
         let kind = CellKind::of(b);
-        let h = host.iter().find(|h| kind.is(h) && h.concurrency == 1);
-        let ratio = |h: &ProbeCell| match b.pattern {
-            // Latency: a shorter round trip in host mode is host's gain.
-            Pattern::RequestResponse => log_ratio(
-                b.transactions.map_or(0.0, |t| t.latency_p50_us),
-                h.transactions.map_or(0.0, |t| t.latency_p50_us),
-            ),
-            Pattern::Stream => {
-                log_ratio(h.goodput_bps.unwrap_or(0.0), b.goodput_bps.unwrap_or(0.0))
-            }
+        let Some(h) = host.iter().find(|h| kind.is(h) && h.concurrency == 1) else {
+            continue;
         };
-        if let Some(h) = h
-            && let Some(l) = ratio(h)
-        {
-            // Runs paired in the order they ran (bridge, host, bridge, host, ...).
-            let reps: Vec<f64> = if b.runs.len() >= 2 && h.runs.len() >= 2 {
-                b.runs
-                    .iter()
-                    .zip(&h.runs)
-                    .filter_map(|(&rb, &rh)| match b.pattern {
-                        Pattern::RequestResponse => log_ratio(rb, rh),
-                        Pattern::Stream => log_ratio(rh, rb),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            out.push(CellRatio {
-                bridge_runs: runs_of(b),
-                host_runs: runs_of(h),
-                direction: b.direction,
-                pattern: b.pattern,
-                path: b.path,
-                reps,
-                protocol: b.protocol,
-                size: b.size,
-                log_ratio: l,
-                bridge_cpu_s_per_gb: cell_cpu_s_per_gb(b),
-                host_cpu_s_per_gb: cell_cpu_s_per_gb(h),
-            });
-        }
+        let ((bridge_runs, fb), (host_runs, fh)) = (runs_of(b), runs_of(h));
+        // Both modes' runs must be the same figure (a cell from before the rates were kept
+        // beside one from after: the merged figures alone).
+        let (bridge_runs, host_runs, figure) = if fb == fh {
+            (bridge_runs, host_runs, fb)
+        } else {
+            (Vec::new(), Vec::new(), RrFigure::PerS)
+        };
+        let Some(l) = log_ratio(h.throughput().unwrap_or(0.0), b.throughput().unwrap_or(0.0))
+        else {
+            continue;
+        };
+        let sign = figure.sign(b.pattern);
+        // Runs paired in the order they ran (bridge, host, bridge, host, ...).
+        let reps: Vec<f64> = if bridge_runs.len() >= 2 && host_runs.len() >= 2 {
+            bridge_runs
+                .iter()
+                .zip(&host_runs)
+                .filter_map(|(&rb, &rh)| log_ratio(rh, rb).map(|l| sign * l))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.push(CellRatio {
+            bridge_runs,
+            host_runs,
+            rr_runs: figure,
+            direction: b.direction,
+            pattern: b.pattern,
+            path: b.path,
+            reps,
+            protocol: b.protocol,
+            size: b.size,
+            log_ratio: l,
+            bridge_cpu_s_per_gb: cell_cpu_s_per_gb(b),
+            host_cpu_s_per_gb: cell_cpu_s_per_gb(h),
+        });
     }
     out
 }

@@ -156,8 +156,8 @@ pub struct CellRatio {
     /// Rounds remembered from before ingress probes read as egress.
     #[serde(default)]
     pub direction: Direction,
-    /// Request/response cells compare latency (the median round trip, bridge over host),
-    /// streams goodput.
+    /// Request/response cells compare transactions per second (rounds remembered before
+    /// compared the median round trip: `rr_runs`), streams goodput; host over bridge.
     #[serde(default)]
     pub pattern: Pattern,
     /// Upstream, or local (between containers of the gateway); older rounds read upstream.
@@ -175,12 +175,38 @@ pub struct CellRatio {
     pub bridge_cpu_s_per_gb: Option<f64>,
     #[serde(default)]
     pub host_cpu_s_per_gb: Option<f64>,
-    /// Each run's figure (goodput, or latency for request/response) per mode, in no
+    /// Each run's figure (goodput; for request/response what `rr_runs` says) per mode, in no
     /// particular order (empty in rounds remembered before they were kept).
     #[serde(default)]
     pub bridge_runs: Vec<f64>,
     #[serde(default)]
     pub host_runs: Vec<f64>,
+    /// What a request/response cell's runs and ratio hold; rounds remembered before this
+    /// was written held median round trips.
+    #[serde(default)]
+    pub rr_runs: RrFigure,
+}
+
+/// A request/response cell's figure: transactions per second (larger is better), or in
+/// rounds remembered before netmode judged by it, the median round trip in microseconds
+/// (smaller is better).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RrFigure {
+    #[default]
+    LatencyUs,
+    PerS,
+}
+
+impl RrFigure {
+    /// +1 when a larger run figure of a cell of `pattern` is better for its mode, -1 for
+    /// latencies.
+    pub fn sign(self, pattern: Pattern) -> f64 {
+        match (pattern, self) {
+            (Pattern::RequestResponse, RrFigure::LatencyUs) => -1.0,
+            _ => 1.0,
+        }
+    }
 }
 
 /// A sweep round: the log ratio host/bridge of aggregate goodput (transactions per second
@@ -225,6 +251,8 @@ impl SweepRatio {
             host_cpu_s_per_gb: self.host_cpu_s_per_gb,
             bridge_runs: Vec::new(),
             host_runs: Vec::new(),
+            // The sweep's request/response ratios were always transactions per second.
+            rr_runs: RrFigure::PerS,
         }
     }
 }

@@ -93,6 +93,7 @@ fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> Pro
         duration_s: 3.0,
         transactions: None,
         runs: vec![],
+        runs_per_s: vec![],
         counters: None,
         error: None,
     }
@@ -489,6 +490,7 @@ fn ratio_cell(protocol: Protocol, size: u32, ratio: f64, cpu_s_per_gb: f64) -> C
         host_cpu_s_per_gb: Some(cpu_s_per_gb),
         bridge_runs: vec![],
         host_runs: vec![],
+        rr_runs: RrFigure::PerS,
     }
 }
 
@@ -592,9 +594,9 @@ fn an_ingress_heavy_container_follows_its_ingress_cells() {
 }
 
 /// A broker exchanging small requests and answers: its request/response cells, where bridge
-/// answers faster, outweigh stream cells where host moves more bytes.
+/// completes more transactions, outweigh stream cells where host moves more bytes.
 #[test]
-fn a_request_response_container_is_judged_on_latency() {
+fn a_request_response_container_is_judged_on_its_transactions() {
     let mut c = container("mqtt", ModeKind::Bridge);
     let mut l = live(400.0 * 120.0 * 8.0, 120.0);
     (l.tx_bps, l.rx_pps, l.tx_pps) = (l.rx_bps, 400.0, 400.0);
@@ -608,7 +610,7 @@ fn a_request_response_container_is_judged_on_latency() {
             for pr in [Protocol::Tcp, Protocol::Udp] {
                 cells.push(ProbeCell {
                     pattern: Pattern::RequestResponse,
-                    // Goodput would say host: latency is what counts here.
+                    // Goodput would say host: transactions are what count here.
                     transactions: Some(crate::api::Transactions {
                         per_s: 1e6 / p50,
                         latency_p50_us: p50,
@@ -644,6 +646,70 @@ fn a_request_response_container_is_judged_on_latency() {
         probes.detail
     );
     assert!(probes.detail.contains("-20.0%"), "{}", probes.detail);
+}
+
+/// A broker on a policed bridge: its exchanges take the same median round trip in both
+/// modes, but the policer's drops stall the bridge's every few hundred exchanges (a
+/// retransmission timeout each), so bridge completes a fortieth of host's transactions.
+/// Judged by transactions per second, two rounds decide the switch.
+#[test]
+fn a_policed_exchange_is_judged_by_its_transactions() {
+    let mut c = container("mqtt", ModeKind::Bridge);
+    let mut l = live(400.0 * 120.0 * 8.0, 120.0);
+    (l.tx_bps, l.rx_pps, l.tx_pps) = (l.rx_bps, 400.0, 400.0);
+    c.live = Some(l);
+    let mut w = World::new(vec![c]);
+    let (r, memory) = rounds_of(&mut w, 2, |i| {
+        let mut p = probes(&format!("r{i}"), 1.0);
+        for (mode, per_s, p50) in [
+            (ProbeMode::Bridge, [900.0, 1_300.0], [24.0, 25.0]),
+            (ProbeMode::Host, [38_000.0, 40_000.0], [25.0, 24.0]),
+        ] {
+            let cells = cells_of(&mut p, mode);
+            cells.clear();
+            for size in [64, 1024] {
+                cells.push(ProbeCell {
+                    pattern: Pattern::RequestResponse,
+                    transactions: Some(crate::api::Transactions {
+                        per_s: per_s[0],
+                        latency_p50_us: p50[0],
+                        latency_p99_us: 2e5,
+                        loss: None,
+                    }),
+                    runs: p50.to_vec(),
+                    runs_per_s: per_s.to_vec(),
+                    ..cell(mode, Protocol::Tcp, size, 1, 1e6)
+                });
+            }
+        }
+        p
+    });
+    assert_eq!(
+        (r.mode, r.decision),
+        (ModeKind::Host, Decision::Switch),
+        "{}",
+        r.reason
+    );
+    let remembered = &memory.containers["mqtt"].probe_rounds[1].cells[0];
+    assert_eq!(remembered.rr_runs, RrFigure::PerS);
+    assert_eq!(remembered.bridge_runs, [900.0, 1_300.0]);
+}
+
+/// A request/response round remembered before netmode kept transactions per second holds
+/// median round trips (no `rr_runs` in the file): it is still read as latencies, a shorter
+/// round trip counting for the mode that had it.
+#[test]
+fn a_round_remembered_with_round_trips_reads_them_as_latencies() {
+    let old: CellRatio = serde_json::from_value(serde_json::json!({
+        "pattern": "request_response", "protocol": "tcp", "size": 64, "log_ratio": 0.2,
+        "bridge_runs": [30.0, 31.0], "host_runs": [25.0, 24.0],
+    }))
+    .unwrap();
+    assert_eq!(old.rr_runs, RrFigure::LatencyUs);
+    let round = super::measure::probe_round(&[old], &Profile::unknown(ModeKind::Bridge)).unwrap();
+    let expected = (30.5f64.ln() - 24.5f64.ln()).abs();
+    assert!(round.diff > 0.0, "{round:?}");
+    assert!((round.diff - expected).abs() < 0.01, "{round:?}");
 }
 
 /// Two request/response pollers on a gateway whose sweep says opposite things per kind:

@@ -317,6 +317,7 @@ pub fn cell_result(
         duration_s: cell.duration.as_secs_f64(),
         transactions: None,
         runs: Vec::new(),
+        runs_per_s: Vec::new(),
         counters: None,
         error: None,
     };
@@ -352,24 +353,18 @@ pub fn cell_result(
     out
 }
 
-/// What a run of a cell is judged by: goodput, or for request/response the median round
-/// trip.
+/// What a run of a cell is judged by: goodput, or for request/response transactions per
+/// second (one over the mean exchange time: a stall on a policed path counts, where the
+/// median round trip would hide it).
 fn run_figure(c: &ProbeCell) -> Option<f64> {
-    match c.pattern {
-        Pattern::Stream => c.goodput_bps,
-        Pattern::RequestResponse => c.transactions.map(|t| t.latency_p50_us),
-    }
+    c.throughput()
 }
 
 /// One cell from its runs (the same cell measured `probe.repetitions` times): the median
-/// run's figures and counters, every run's figure in `runs`. Failed runs are left out while
-/// one succeeded; a cell all of whose runs failed keeps the first error.
+/// run's figures and counters, every run's figure in `runs` (and for request/response
+/// `runs_per_s`). Failed runs are left out while one succeeded; a cell all of whose runs
+/// failed keeps the first error.
 pub fn merge_runs(runs: Vec<ProbeCell>) -> Option<ProbeCell> {
-    let figures: Vec<f64> = runs
-        .iter()
-        .filter(|c| c.error.is_none())
-        .filter_map(run_figure)
-        .collect();
     let mut ok: Vec<ProbeCell> = runs
         .iter()
         .filter(|c| c.error.is_none() && run_figure(c).is_some())
@@ -378,6 +373,11 @@ pub fn merge_runs(runs: Vec<ProbeCell>) -> Option<ProbeCell> {
     if ok.is_empty() {
         return runs.into_iter().next();
     }
+    let figures: Vec<f64> = ok.iter().filter_map(run_figure).collect();
+    let latencies: Vec<f64> = ok
+        .iter()
+        .filter_map(|c| c.transactions.map(|t| t.latency_p50_us))
+        .collect();
     ok.sort_by(|a, b| {
         run_figure(a)
             .unwrap_or(0.0)
@@ -385,7 +385,13 @@ pub fn merge_runs(runs: Vec<ProbeCell>) -> Option<ProbeCell> {
     });
     // The lower median of an even count: a figure that was measured, not an average.
     let mut cell = ok.swap_remove((ok.len() - 1) / 2);
-    cell.runs = figures;
+    match cell.pattern {
+        Pattern::Stream => cell.runs = figures,
+        Pattern::RequestResponse => {
+            cell.runs = latencies;
+            cell.runs_per_s = figures;
+        }
+    }
     Some(cell)
 }
 
@@ -431,6 +437,7 @@ mod tests {
             duration_s: 3.0,
             transactions: None,
             runs: vec![bps],
+            runs_per_s: Vec::new(),
             counters: None,
             error: None,
         }
@@ -469,6 +476,33 @@ mod tests {
             Some("x")
         );
         assert_eq!(merge_runs(vec![]), None);
+    }
+
+    /// Request/response runs are judged by transactions per second: a run that stalled
+    /// (a policer's drops cost a retransmission timeout now and then) is the slow one even
+    /// though its median round trip is the best of the three.
+    #[test]
+    fn request_response_runs_merge_by_transactions_per_second() {
+        let rr = |per_s: f64, p50: f64| ProbeCell {
+            pattern: Pattern::RequestResponse,
+            transactions: Some(Transactions {
+                per_s,
+                latency_p50_us: p50,
+                latency_p99_us: 4.0 * p50,
+                loss: None,
+            }),
+            ..cell(ProbeMode::Bridge, 1, 1e6)
+        };
+        let m = merge_runs(vec![
+            rr(30_000.0, 30.0),
+            rr(900.0, 25.0),
+            rr(20_000.0, 45.0),
+        ])
+        .unwrap();
+        assert_eq!(m.runs_per_s, [30_000.0, 900.0, 20_000.0]);
+        assert_eq!(m.runs, [30.0, 25.0, 45.0]);
+        assert_eq!(m.transactions.unwrap().per_s, 20_000.0);
+        assert_eq!(m.throughput(), Some(20_000.0));
     }
 
     #[test]
