@@ -194,6 +194,13 @@ fn a_request_response_container_is_probed_on_latency() {
                 t.latency_p50_us > 0.0 && t.latency_p50_us <= t.latency_p99_us,
                 "{c:?}"
             );
+            // Every run's transactions per second beside its round trip; the cell is the
+            // median run by transactions.
+            assert!(
+                !c.runs_per_s.is_empty() && c.runs_per_s.len() == c.runs.len(),
+                "{c:?}"
+            );
+            assert!(c.runs_per_s.contains(&t.per_s), "{c:?}");
         }
         assert_eq!(
             cells
