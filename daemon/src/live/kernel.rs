@@ -141,6 +141,10 @@ fn udp_drops(cgroups: &procs::CgroupMounts, pid: u32) -> Option<u64> {
     )
 }
 
+/// A container's cgroup-v2 group ids as last found (or why it has none of its own), and
+/// how many refreshes ago.
+type CachedGroups = (Result<Vec<u64>, procs::NotOwnGroup>, u32);
+
 /// The real kernel.
 pub struct System {
     netlink: Netlink,
@@ -149,7 +153,7 @@ pub struct System {
     /// Per container at the last read (id, init process): its cgroup-v2 groups as last
     /// found, and how many rounds ago. A container's group is fixed for its life; groups made
     /// below it later (a systemd inside) are found at the next refresh.
-    group_cache: HashMap<(String, u32), (Result<Vec<u64>, procs::NotOwnGroup>, u32)>,
+    group_cache: HashMap<(String, u32), CachedGroups>,
     /// The local addresses given to the counters.
     local_peers: Vec<std::net::Ipv4Addr>,
     /// Per container: its received bytes at the last read, and its UDP drops then (read
