@@ -201,6 +201,9 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
         }
         if let Some(cm) = memory.containers.get_mut(name) {
             let now = (r.mode, r.action);
+            let decided = r.action == Action::Switch
+                && r.basis == Basis::Measured
+                && r.decision == Decision::Switch;
             if cm.recommended != Some(now) {
                 let was_switch = cm.recommended.is_some_and(|(_, a)| a == Action::Switch);
                 if was_switch || r.action == Action::Switch {
@@ -208,7 +211,12 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
                 }
                 cm.recommended = Some(now);
                 cm.recommended_since_ms = input.now_ms;
+            } else if decided && !cm.switch_decided {
+                // The study's rule recommended this switch; the measurements decide it now:
+                // advisor.apply_after counts from here.
+                cm.recommended_since_ms = input.now_ms;
             }
+            cm.switch_decided = decided;
         }
     }
     (
@@ -560,8 +568,12 @@ fn decide(
     } else {
         ModeKind::Bridge
     };
-    let previously_switch_to_best = cm.recommended == Some((best, Action::Switch));
-    // Hysteresis on the decision: a switch already recommended stays decided down to
+    // Hysteresis holds a switch the measurements decided before, never one the study's rule
+    // recommended on its own (before any probe round): the first rounds must reach
+    // min_probability themselves.
+    let previously_switch_to_best =
+        cm.recommended == Some((best, Action::Switch)) && cm.switch_decided;
+    // Hysteresis on the decision: a switch already decided stays decided down to
     // min_probability - HOLD_MARGIN (a round of noise does not undo it, nor leave a
     // recommended switch that apply mode would never act on).
     let held = previously_switch_to_best
@@ -671,7 +683,7 @@ fn decide(
             "a switch needs {} ({}): {}",
             pct(threshold),
             if previously_switch_to_best {
-                "min_gain minus hysteresis, the switch being already recommended"
+                "min_gain minus hysteresis, the switch being already decided"
             } else {
                 "min_gain"
             },

@@ -275,9 +275,15 @@ pub struct ContainerMemory {
     #[serde(default)]
     pub exchange_pps: f64,
     pub activity_at_ms: u64,
-    /// What was recommended (mode, action) and since when.
+    /// What was recommended (mode, action) and since when (for a switch: since the
+    /// measurements decided it, when the study's rule recommended it before).
     pub recommended: Option<(ModeKind, Action)>,
     pub recommended_since_ms: u64,
+    /// The recommended switch was decided by measurements (`p_switch_pays` at least
+    /// `advisor.min_probability`), not recommended on the study's rule alone: only such a
+    /// switch is held by the hysteresis. Memory from before it was kept reads false.
+    #[serde(default)]
+    pub switch_decided: bool,
     /// When a switch was last recommended or taken back (0: never).
     #[serde(default)]
     pub last_flip_ms: u64,
