@@ -357,13 +357,44 @@ impl Drop for Container {
 /// The gateway of Docker network `network` (`bridge`: Docker's default): the host's address
 /// as the network's containers reach it.
 pub fn network_gateway(network: &str) -> String {
-    docker(&[
+    let gateway = docker(&[
         "network",
         "inspect",
         "-f",
         "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
         network,
-    ])
+    ]);
+    if !gateway.is_empty() {
+        return gateway;
+    }
+    // An engine that found its bridge already addressed when it started (dockerd restarted
+    // on a machine whose docker0 kept its address) leaves the IPAM gateway out: the
+    // bridge's own address is the gateway.
+    let bridge = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.name\"}}|{{.Id}}",
+        network,
+    ]);
+    let (name, id) = bridge.split_once('|').unwrap_or((&bridge, ""));
+    let name = match name {
+        "" | "<no value>" => format!("br-{}", &id[..id.len().min(12)]),
+        n => n.to_string(),
+    };
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &name])
+        .output()
+        .expect("ip (iproute2) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            panic!("network {network}: no IPAM gateway and no IPv4 address on {name}: {text}")
+        })
 }
 
 /// A TCP discard server on all of the host's addresses, for as long as the test runs: what
