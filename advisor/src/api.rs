@@ -616,6 +616,15 @@ impl ProbeCell {
             Pattern::RequestResponse => self.transactions.map(|t| t.per_s),
         }
     }
+
+    /// `throughput` in each run of the cell: `runs` for a stream, `runs_per_s` for
+    /// request/response (empty for cells recorded before they were kept).
+    pub fn throughput_runs(&self) -> &[f64] {
+        match self.pattern {
+            Pattern::Stream => &self.runs,
+            Pattern::RequestResponse => &self.runs_per_s,
+        }
+    }
 }
 
 /// What a request/response cell measured (summed over concurrent clients; latencies of all

@@ -462,17 +462,13 @@ pub fn mode_comparison(cells: &[ProbeCell]) -> Vec<String> {
         };
         // Runs of the two modes that overlap (by the figure they are judged by): no winner
         // to call.
-        let judged = |c: &ProbeCell| match pat {
-            Pattern::Stream => c.runs.clone(),
-            Pattern::RequestResponse => c.runs_per_s.clone(),
-        };
         let overlap = match (
-            cell(ProbeMode::Bridge).map(judged),
-            cell(ProbeMode::Host).map(judged),
+            cell(ProbeMode::Bridge).map(ProbeCell::throughput_runs),
+            cell(ProbeMode::Host).map(ProbeCell::throughput_runs),
         ) {
             (Some(b), Some(h)) if b.len() > 1 && h.len() > 1 => {
-                let (bmin, bmax) = min_max(&b);
-                let (hmin, hmax) = min_max(&h);
+                let (bmin, bmax) = min_max(b);
+                let (hmin, hmax) = min_max(h);
                 bmax >= hmin && hmax >= bmin
             }
             _ => false,

@@ -224,6 +224,14 @@ fn a_request_response_container_is_probed_on_latency() {
     for c in &rr {
         assert!(c.error.is_none(), "{c:?}");
         assert!(c.transactions.is_some_and(|t| t.per_s > 100.0), "{c:?}");
+        // A sweep cell runs once: its run is its figures (the round trip in `runs`, as
+        // documented; transactions per second in `runs_per_s`).
+        let t = c.transactions.unwrap();
+        assert_eq!(
+            (c.runs.as_slice(), c.runs_per_s.as_slice()),
+            ([t.latency_p50_us].as_slice(), [t.per_s].as_slice()),
+            "{c:?}"
+        );
     }
     let x = sweep
         .crossovers

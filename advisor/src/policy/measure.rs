@@ -18,13 +18,12 @@ pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
 /// transactions per second; the merged figure when it ran once. A request/response cell
 /// recorded before its rates were kept has its runs' median round trips instead.
 fn runs_of(c: &ProbeCell) -> (Vec<f64>, RrFigure) {
-    match c.pattern {
-        Pattern::Stream if !c.runs.is_empty() => (c.runs.clone(), RrFigure::PerS),
-        Pattern::RequestResponse if !c.runs_per_s.is_empty() => {
-            (c.runs_per_s.clone(), RrFigure::PerS)
-        }
-        Pattern::RequestResponse if !c.runs.is_empty() => (c.runs.clone(), RrFigure::LatencyUs),
-        _ => (c.throughput().into_iter().collect(), RrFigure::PerS),
+    if !c.throughput_runs().is_empty() {
+        (c.throughput_runs().to_vec(), RrFigure::PerS)
+    } else if c.pattern == Pattern::RequestResponse && !c.runs.is_empty() {
+        (c.runs.clone(), RrFigure::LatencyUs)
+    } else {
+        (c.throughput().into_iter().collect(), RrFigure::PerS)
     }
 }
 

@@ -344,54 +344,50 @@ pub fn cell_result(
                     .sum();
                 out.loss = (sent > 0).then(|| lost / sent as f64);
             }
-            if cell.kind.pattern == Pattern::RequestResponse {
-                out.transactions = transactions(&outcomes, out.loss);
+            // This run's figures, as `runs` and `runs_per_s` document them.
+            match cell.kind.pattern {
+                Pattern::Stream => out.runs = out.goodput_bps.into_iter().collect(),
+                Pattern::RequestResponse => {
+                    out.transactions = transactions(&outcomes, out.loss);
+                    out.runs = out
+                        .transactions
+                        .map(|t| t.latency_p50_us)
+                        .into_iter()
+                        .collect();
+                    out.runs_per_s = out.transactions.map(|t| t.per_s).into_iter().collect();
+                }
             }
-            out.runs = run_figure(&out).into_iter().collect();
         }
     }
     out
 }
 
-/// What a run of a cell is judged by: goodput, or for request/response transactions per
-/// second (one over the mean exchange time: a stall on a policed path counts, where the
-/// median round trip would hide it).
-fn run_figure(c: &ProbeCell) -> Option<f64> {
-    c.throughput()
-}
-
 /// One cell from its runs (the same cell measured `probe.repetitions` times): the median
-/// run's figures and counters, every run's figure in `runs` (and for request/response
+/// run by throughput (goodput, or for request/response transactions per second: one over
+/// the mean exchange time, so a stall on a policed path counts where the median round trip
+/// would hide it), its figures and counters, and every run's figures in `runs` (and
 /// `runs_per_s`). Failed runs are left out while one succeeded; a cell all of whose runs
 /// failed keeps the first error.
 pub fn merge_runs(runs: Vec<ProbeCell>) -> Option<ProbeCell> {
     let mut ok: Vec<ProbeCell> = runs
         .iter()
-        .filter(|c| c.error.is_none() && run_figure(c).is_some())
+        .filter(|c| c.error.is_none() && c.throughput().is_some())
         .cloned()
         .collect();
     if ok.is_empty() {
         return runs.into_iter().next();
     }
-    let figures: Vec<f64> = ok.iter().filter_map(run_figure).collect();
-    let latencies: Vec<f64> = ok
-        .iter()
-        .filter_map(|c| c.transactions.map(|t| t.latency_p50_us))
-        .collect();
+    let all_runs: Vec<f64> = ok.iter().flat_map(|c| c.runs.clone()).collect();
+    let all_per_s: Vec<f64> = ok.iter().flat_map(|c| c.runs_per_s.clone()).collect();
     ok.sort_by(|a, b| {
-        run_figure(a)
+        a.throughput()
             .unwrap_or(0.0)
-            .total_cmp(&run_figure(b).unwrap_or(0.0))
+            .total_cmp(&b.throughput().unwrap_or(0.0))
     });
     // The lower median of an even count: a figure that was measured, not an average.
     let mut cell = ok.swap_remove((ok.len() - 1) / 2);
-    match cell.pattern {
-        Pattern::Stream => cell.runs = figures,
-        Pattern::RequestResponse => {
-            cell.runs = latencies;
-            cell.runs_per_s = figures;
-        }
-    }
+    cell.runs = all_runs;
+    cell.runs_per_s = all_per_s;
     Some(cell)
 }
 
@@ -491,6 +487,9 @@ mod tests {
                 latency_p99_us: 4.0 * p50,
                 loss: None,
             }),
+            // Each run's figures as cell_result records them.
+            runs: vec![p50],
+            runs_per_s: vec![per_s],
             ..cell(ProbeMode::Bridge, 1, 1e6)
         };
         let m = merge_runs(vec![
