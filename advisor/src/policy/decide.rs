@@ -205,8 +205,12 @@ pub fn evaluate(input: &Input, old: &Memory) -> (Evaluation, Memory) {
                 && r.basis == Basis::Measured
                 && r.decision == Decision::Switch;
             if cm.recommended != Some(now) {
-                let was_switch = cm.recommended.is_some_and(|(_, a)| a == Action::Switch);
-                if was_switch || r.action == Action::Switch {
+                // Only a switch the measurements decided, recommended or taken back, starts
+                // the cooldown: the study's rule standing in before the first probe round
+                // (and withdrawn by it) is no flap, nor is a pin.
+                let was_decided =
+                    cm.switch_decided && cm.recommended.is_some_and(|(_, a)| a == Action::Switch);
+                if was_decided || decided {
                     cm.last_flip_ms = input.now_ms;
                 }
                 cm.recommended = Some(now);
@@ -699,8 +703,9 @@ fn decide(
     });
 
     // Cooldown: it limits how often a switch is recommended, never keeps one alive against
-    // the evidence. A new switch waits a cooldown after the last one was recommended or
-    // withdrawn (the first switch is free); a switch whose gain falls below min_gain minus
+    // the evidence. A new switch waits a cooldown after the last one the measurements decided
+    // was recommended or withdrawn (the first switch is free; the study's rule recommending
+    // one before any probe round does not count); a switch whose gain falls below min_gain minus
     // hysteresis is withdrawn at once (the threshold above already says so). No switch is
     // recommended within a cooldown of the container's last mode change.
     let mut held_until_ms: Option<u64> = None;

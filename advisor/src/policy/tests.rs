@@ -1269,6 +1269,60 @@ fn a_switch_the_study_recommended_is_not_held_by_the_hysteresis() {
     assert!(between > 0, "no ratio gave a P just below min_probability");
 }
 
+/// Seen in bench/apps (nginx x2 on two CPUs, 2026-12-05): the study's rule recommended host
+/// before any probe, the first measured round left it undecided (the switch withdrawn), and
+/// when the fourth round decided it (P 0.97) the switch waited 30 minutes for a cooldown that
+/// the prior's stand-in had started. Only a decided switch starts the cooldown.
+#[test]
+fn the_study_s_stand_in_switch_does_not_start_the_cooldown() {
+    let mut w = World::new(
+        ["web", "b", "c", "d"]
+            .map(|n| active(container(n, ModeKind::Bridge)))
+            .to_vec(),
+    );
+    let (first, memory) = w.eval(MIN, &Memory::default());
+    assert_eq!(
+        (
+            first.recommendations["web"].basis,
+            first.recommendations["web"].action
+        ),
+        (Basis::Prior, Action::Switch)
+    );
+    // A first round too weak to decide: the stand-in switch is withdrawn.
+    w.containers[0].probes = Some(probes("r0", 1.12));
+    let (e, mut memory) = w.eval(2 * MIN, &memory);
+    let r = &e.recommendations["web"];
+    assert_eq!(
+        (r.decision, r.action),
+        (Decision::Undecided, Action::Keep),
+        "{}",
+        r.reason
+    );
+    assert_eq!(memory.containers["web"].last_flip_ms, 0);
+    // Rounds that decide it, minutes later: recommended now, not 30 minutes on.
+    let mut last = None;
+    for i in 1..6 {
+        w.containers[0].probes = Some(probes(&format!("r{i}"), 1.6));
+        let (e, m) = w.eval((2 + i) * MIN, &memory);
+        memory = m;
+        last = Some(e.recommendations["web"].clone());
+        if last.as_ref().unwrap().decision == Decision::Switch {
+            break;
+        }
+    }
+    let r = last.unwrap();
+    assert_eq!(r.decision, Decision::Switch, "{}", r.reason);
+    assert_eq!(
+        (r.mode, r.action, r.held_until_ms),
+        (ModeKind::Host, Action::Switch, None),
+        "{}",
+        r.reason
+    );
+    assert!(r.applicable, "{r:?}");
+    // And that decision does start it: taken back and decided again, it waits.
+    assert!(memory.containers["web"].last_flip_ms > 0);
+}
+
 #[test]
 fn a_switch_the_evidence_no_longer_supports_is_withdrawn_at_once() {
     let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
