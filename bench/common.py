@@ -2,6 +2,7 @@
 busybox image, containers, the release binaries, HTTP timing. Standard library only."""
 
 import json
+import math
 import os
 import random
 import statistics
@@ -453,7 +454,8 @@ def one_at_a_time(rows):
     """bench/apps rows judged against the oracle of one request at a time (its requests/s
     stand in for the goodput: what a request/response probe measures, the latency of an
     exchange) where the row has one; other rows as they are."""
-    return [dict(r, bridge_bps=r["one_bridge"], host_bps=r["one_host"]) if r.get("one_bridge") else r
+    return [dict(r, bridge_bps=r["one_bridge"], host_bps=r["one_host"], bridge_runs=r.get("one_bridge_runs"),
+                 host_runs=r.get("one_host_runs")) if r.get("one_bridge") else r
             for r in rows]
 
 
@@ -470,6 +472,76 @@ def brier_ece(pts):
                          "observed": statistics.mean(y for _, y in inside)})
     ece = sum(b["n"] * abs(b["mean P"] - b["observed"]) for b in bins) / len(pts)
     return brier, ece, bins
+
+
+def student_t_cdf(t, df):
+    """P(T <= t) for Student's t with `df` degrees of freedom (Simpson's rule on its density:
+    the standard library has no t distribution)."""
+    if df > 200:
+        return statistics.NormalDist().cdf(t)
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    x, steps = abs(t), 2000
+    h = x / steps
+    f = [c * (1 + (h * i) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+    area = h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+    return 0.5 + area if t >= 0 else 0.5 - area
+
+
+def oracle_log_gain(row):
+    """The oracle's log gain host/bridge as its runs tell it: (the difference of the modes' mean
+    log runs, its standard error, Welch's degrees of freedom), or None without two runs per
+    mode."""
+    b = [math.log(x) for x in row.get("bridge_runs") or [] if x > 0]
+    h = [math.log(x) for x in row.get("host_runs") or [] if x > 0]
+    if len(b) < 2 or len(h) < 2:
+        return None
+    vb, vh = statistics.variance(b) / len(b), statistics.variance(h) / len(h)
+    df = (vb + vh) ** 2 / (vb ** 2 / (len(b) - 1) + vh ** 2 / (len(h) - 1)) if vb + vh > 0 else math.inf
+    return statistics.mean(h) - statistics.mean(b), math.sqrt(vb + vh), df
+
+
+def oracle_below(row, log_gain):
+    """The oracle's probability, given its runs, that host's true log gain is below `log_gain`."""
+    got = oracle_log_gain(row)
+    if got is None:
+        return None
+    d, se, df = got
+    if se == 0:
+        return 1.0 if d < log_gain else 0.0
+    return student_t_cdf((log_gain - d) / se, df)
+
+
+def oracle_probability(row):
+    """The probability, given the oracle's own runs, that host's true gain over bridge is at
+    least MIN_GAIN (Welch's t on the logs of its runs). The oracle is a few runs too: where its
+    gain is near MIN_GAIN its yes/no is close to a coin's, and the Brier score and ECE against
+    it carry that noise. None without two runs per mode."""
+    below = oracle_below(row, math.log1p(MIN_GAIN))
+    return None if below is None else 1.0 - below
+
+
+def oracle_coverage(row):
+    """The oracle's probability, given its runs, that host's true gain lies in the row's 80 %
+    interval (the coverage its yes/no would be, without its noise)."""
+    iv = row.get("gain_interval")
+    if not iv:
+        return None
+    lo, hi = (math.log1p(g) for g in iv)
+    if row.get("rec_mode") != "host":
+        lo, hi = -hi, -lo
+    below_hi, below_lo = oracle_below(row, hi), oracle_below(row, lo)
+    return None if below_hi is None else below_hi - below_lo
+
+
+def against_oracle_probability(pts):
+    """The Brier score and ECE of (P, q, row) points where q is the oracle's own probability
+    (oracle_probability): what they would be against an oracle that knew its gain, and the
+    Brier score such an oracle's noise adds (mean q (1 - q): E[(P - Y)^2] = (P - q)^2 +
+    q (1 - q) for Y drawn with probability q). Day-to-day changes of the gain itself are not
+    in q: they are the gateway's, and an advisor's P has to carry them."""
+    brier, ece, _ = brier_ece(pts)
+    noise = statistics.mean(q * (1 - q) for _, q, _ in pts)
+    return brier, ece, noise
 
 
 def scenario_of(row):
@@ -553,4 +625,16 @@ def calibration_figures(rows):
                "decided switches": len(switches), "false-switch rate": false_switch,
                "80% interval coverage": (sum(covered) / len(covered)) if covered else None,
                "undecided": sum(1 for _, _, r in pts if r.get("decision") == "undecided")}
+    soft = [(p, oracle_probability(r), r) for p, _, r in pts]
+    soft = [pt for pt in soft if pt[1] is not None]
+    if soft:
+        b, e, noise = against_oracle_probability(soft)
+        figures.update({"brier against the oracle's own P": b, "ece against the oracle's own P": e,
+                        "brier the oracle's noise adds": noise})
+        decided = [q for _, q, r in soft if r.get("decision") == "switch"]
+        if decided:
+            figures["false-switch rate by the oracle's own P"] = statistics.mean(1 - q for q in decided)
+    cover = [c for c in (oracle_coverage(r) for _, _, r in pts) if c is not None]
+    if cover:
+        figures["80% coverage of the oracle's own gain"] = statistics.mean(cover)
     return bins, figures
