@@ -520,28 +520,21 @@ def oracle_probability(row):
     return None if below is None else 1.0 - below
 
 
+def host_log(row, gain):
+    """A gain in the row's recommendation's direction as a log gain host/bridge."""
+    g = math.log1p(gain)
+    return g if row.get("rec_mode") == "host" else -g
+
+
 def oracle_coverage(row):
     """The oracle's probability, given its runs, that host's true gain lies in the row's 80 %
     interval (the coverage its yes/no would be, without its noise)."""
     iv = row.get("gain_interval")
     if not iv:
         return None
-    lo, hi = (math.log1p(g) for g in iv)
-    if row.get("rec_mode") != "host":
-        lo, hi = -hi, -lo
+    lo, hi = sorted(host_log(row, g) for g in iv)
     below_hi, below_lo = oracle_below(row, hi), oracle_below(row, lo)
     return None if below_hi is None else below_hi - below_lo
-
-
-def against_oracle_probability(pts):
-    """The Brier score and ECE of (P, q, row) points where q is the oracle's own probability
-    (oracle_probability): what they would be against an oracle that knew its gain, and the
-    Brier score such an oracle's noise adds (mean q (1 - q): E[(P - Y)^2] = (P - q)^2 +
-    q (1 - q) for Y drawn with probability q). Day-to-day changes of the gain itself are not
-    in q: they are the gateway's, and an advisor's P has to carry them."""
-    brier, ece, _ = brier_ece(pts)
-    noise = statistics.mean(q * (1 - q) for _, q, _ in pts)
-    return brier, ece, noise
 
 
 def scenario_of(row):
@@ -628,9 +621,14 @@ def calibration_figures(rows):
     soft = [(p, oracle_probability(r), r) for p, _, r in pts]
     soft = [pt for pt in soft if pt[1] is not None]
     if soft:
-        b, e, noise = against_oracle_probability(soft)
+        # Against q, the oracle's own probability (oracle_probability): what the Brier score
+        # and ECE would be against an oracle that knew its gain, and the Brier score its noise
+        # adds, mean q (1 - q) (E[(P - Y)^2] = (P - q)^2 + q (1 - q) for Y drawn with
+        # probability q). Day-to-day changes of the gain itself are not in q: they are the
+        # gateway's, and an advisor's P has to carry them.
+        b, e, _ = brier_ece(soft)
         figures.update({"brier against the oracle's own P": b, "ece against the oracle's own P": e,
-                        "brier the oracle's noise adds": noise})
+                        "brier the oracle's noise adds": statistics.mean(q * (1 - q) for _, q, _ in soft)})
         decided = [q for _, q, r in soft if r.get("decision") == "switch"]
         if decided:
             figures["false-switch rate by the oracle's own P"] = statistics.mean(1 - q for q in decided)

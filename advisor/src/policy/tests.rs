@@ -1319,7 +1319,8 @@ fn the_study_s_stand_in_switch_does_not_start_the_cooldown() {
         r.reason
     );
     assert!(r.applicable, "{r:?}");
-    // And that decision does start it: taken back and decided again, it waits.
+    // That decision does start it (a_switch_the_evidence_no_longer_supports_is_withdrawn_at_once
+    // shows a switch decided again within it waits).
     assert!(memory.containers["web"].last_flip_ms > 0);
 }
 
