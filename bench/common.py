@@ -440,6 +440,7 @@ def calibration(rows, path):
         x, y = 40 + 260 * b["mean P"], 270 - 260 * b["observed"]
         out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{2 + min(b["n"], 20) / 2:.1f}" fill="steelblue"/>')
     out.append("</svg>")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(out))
     report("Calibration of p_switch_pays against the oracle (reliability diagram: " + path + ")",

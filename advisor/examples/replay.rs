@@ -1,7 +1,8 @@
 //! The policy replayed on evidence a benchmark saved, under another transfer model
 //! (`bench/replay` drives it): the same runs, decided again, without running them again.
 //!
-//! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "points": [{"dir":
+//! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": "study" or
+//! "gateway", "container_sd": .., "points": [{"dir":
 //! "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds the daemon's `/v1/status` (`status.json`)
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
 //! recommendation the policy gives that container now (JSON, one array). What the memory
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use netmode_advisor::api::Status;
 use netmode_advisor::policy::posterior::Transfer;
-use netmode_advisor::policy::{self, Config, Input, Memory};
+use netmode_advisor::policy::{self, Config, Input, Memory, PriorModel};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -33,6 +34,9 @@ struct Point {
 #[derive(Deserialize)]
 struct Request {
     transfer: Option<TransferIn>,
+    /// The prior at N = 1: "study", or "gateway" with `container_sd` (default: the shipped).
+    prior: Option<String>,
+    container_sd: Option<f64>,
     /// The run's `advisor.active_window`, seconds (default: the shipped one).
     active_window_s: Option<f64>,
     points: Vec<Point>,
@@ -50,6 +54,8 @@ enum Error {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("prior {0:?}: neither \"study\" nor \"gateway\"")]
+    Prior(String),
     #[error("{0}: no recommendation for {1}")]
     Missing(PathBuf, String),
 }
@@ -84,6 +90,15 @@ fn main() -> Result<(), Error> {
             beta_sd: t.beta_sd,
             sd: t.sd,
         };
+    }
+    match (req.prior.as_deref(), req.container_sd) {
+        (None, None) => {}
+        (Some("study"), _) => config.prior = PriorModel::Study,
+        (Some("gateway") | None, Some(container_sd)) => {
+            config.prior = PriorModel::Gateway { container_sd }
+        }
+        (Some("gateway"), None) => {}
+        (Some(other), _) => return Err(Error::Prior(other.into())),
     }
     if let Some(w) = req.active_window_s {
         config.active_window_s = w;

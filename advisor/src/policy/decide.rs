@@ -505,6 +505,31 @@ fn decide(
     // differences S_N - S_1 say (the study's shift from 1 to N when there is no sweep); or
     // the sweep alone; or the prior alone.
     let own_prior = prior_log_ratio(1, prior_crossover);
+    // The prior of the container's own gain at N = 1: the study's, or the gateway's (the
+    // study's updated with the sweep's single-sender rounds).
+    let single_sender: Vec<f64> = sweeps
+        .iter()
+        .filter_map(|r| round_at(r, 1, &profile))
+        .map(|(v, _)| v)
+        .collect();
+    let own_start = match cfg.prior {
+        PriorModel::Gateway { container_sd } if !single_sender.is_empty() => {
+            let g = Posterior::of_gateway(own_prior, &single_sender, container_sd);
+            evidence.push(Evidence {
+                step: "gateway prior".into(),
+                detail: format!(
+                    "the study's figure for one container updated with the sweep's {} round{} with one sender on this gateway: the prior of this container's own host/bridge at N = 1 is {:+.1}% (80% {:+.0}%..{:+.0}%)",
+                    single_sender.len(),
+                    if single_sender.len() == 1 { "" } else { "s" },
+                    (g.median().exp() - 1.0) * 100.0,
+                    (g.quantile(0.1).exp() - 1.0) * 100.0,
+                    (g.quantile(0.9).exp() - 1.0) * 100.0,
+                ),
+            });
+            g
+        }
+        _ => Posterior::prior(own_prior),
+    };
     let own: Vec<Round> = cm
         .probe_rounds
         .iter()
@@ -517,7 +542,7 @@ fn decide(
         .collect();
     let beyond = swept.iter().map(|s| s.2).min().is_some_and(|at| at < n);
     let measured: Option<Posterior> = match (own.is_empty(), swept.is_empty()) {
-        (false, _) if n == 1 => Some(Posterior::of(own_prior, &own)),
+        (false, _) if n == 1 => Some(own_start.then(&own)),
         (false, false) => {
             // The shift from 1 to N: the study's (heavy-tailed, as the prior of θ) updated
             // with each sweep round's paired difference, the spread between rounds unknown.
@@ -528,11 +553,13 @@ fn decide(
             } else {
                 shift
             };
-            Some(Posterior::of(own_prior, &own).plus(&shift))
+            Some(own_start.then(&own).plus(&shift))
         }
-        (false, true) => {
-            Some(Posterior::of(own_prior, &own).plus(&Posterior::prior(prior - own_prior)))
-        }
+        (false, true) => Some(
+            own_start
+                .then(&own)
+                .plus(&Posterior::prior(prior - own_prior)),
+        ),
         (true, false) => {
             let rounds: Vec<Round> = swept
                 .iter()

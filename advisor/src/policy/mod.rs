@@ -68,7 +68,29 @@ pub struct Config {
     /// How a probe's gain carries over to the application's (not a setting: fitted on
     /// bench/apps; `bench/replay` varies it).
     pub transfer: posterior::Transfer,
+    /// Where a container's prior at N = 1 comes from (not a setting: `bench/replay` compares
+    /// the models on bench/apps' evidence).
+    pub prior: PriorModel,
 }
+
+/// The prior of a container's own log gain host/bridge with one network-active container.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PriorModel {
+    /// The study's figure alone (bridge +25 %), heavy-tailed.
+    Study,
+    /// The study's figure as the prior of the gateway's, updated with the sweep's rounds with
+    /// one sender (the gateway's own measurement, weighted toward the container's traffic),
+    /// then widened by `container_sd` (log units) for how far one container's probes may
+    /// differ from the sweep's sender.
+    Gateway { container_sd: f64 },
+}
+
+/// What ships: the study's. The gateway's, replayed on the three bench/apps runs of
+/// 2026-12-05 (66 points), lowered the Brier score against the oracle's own probability (0.097
+/// to 0.092) and the regret after one round (13.0 to 11.4 %), but decided 28 switches of which
+/// 7 were false where the study's decided 18 with 3: three servers on two cores that gain +1
+/// to +9 % are pushed over 0.95 (docs/advisor.md).
+pub const PRIOR_MODEL: PriorModel = PriorModel::Study;
 
 impl Default for Config {
     fn default() -> Self {
@@ -81,6 +103,7 @@ impl Default for Config {
             cooldown_ms: 30 * 60 * 1000,
             prior_crossover: 0,
             transfer: posterior::TRANSFER,
+            prior: PRIOR_MODEL,
         }
     }
 }

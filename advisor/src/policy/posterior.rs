@@ -150,9 +150,14 @@ fn sd_prior(scale: f64, log_uniform: bool) -> [f64; SD_GRID.len()] {
 impl Posterior {
     /// The prior alone: Student t around `center` with scale [`PRIOR_SD`].
     pub fn prior(center: f64) -> Posterior {
+        Posterior::student(center, PRIOR_SD)
+    }
+
+    /// Student t with [`PRIOR_DF`] degrees of freedom around `center`, of scale `scale`.
+    fn student(center: f64, scale: f64) -> Posterior {
         let mut weights: Vec<f64> = (0..THETA_POINTS)
             .map(|i| {
-                let z = (theta(i) - center) / PRIOR_SD;
+                let z = (theta(i) - center) / scale;
                 (1.0 + z * z / PRIOR_DF).powf(-(PRIOR_DF + 1.0) / 2.0)
             })
             .collect();
@@ -178,9 +183,32 @@ impl Posterior {
     }
 
     fn of_rounds(center: f64, rounds: &[Round], round_sd_scale: f64) -> Posterior {
-        let prior = Posterior::prior(center);
+        Posterior::prior(center).updated(rounds, round_sd_scale)
+    }
+
+    /// The prior of one container's log gain at N = 1 on this gateway: the study's, `center`,
+    /// updated with what the sweep measured with one sender in each of its rounds (one
+    /// aggregate figure per round, as [`Posterior::of_shift`]), widened by how far one
+    /// container's own probes may differ from the sweep's sender on the same path,
+    /// `container_sd` (the scale of a Student t: a container's own network may be policed,
+    /// which the sweep's senders do not see, and its probes must then not be dragged back). The gateway's kernel and CPU decide much of the
+    /// host/bridge difference; a Pi 3's figures are the prior of the gateway's, not of the
+    /// container's directly.
+    pub fn of_gateway(center: f64, single_sender: &[f64], container_sd: f64) -> Posterior {
+        let rounds: Vec<Round> = single_sender.iter().map(|d| Round::aggregate(*d)).collect();
+        Posterior::of_rounds(center, &rounds, SWEEP_ROUND_SD_SCALE)
+            .plus(&Posterior::student(0.0, container_sd))
+    }
+
+    /// This distribution as the prior, updated with `rounds` (the model of [`Posterior::of`]).
+    pub fn then(&self, rounds: &[Round]) -> Posterior {
+        self.updated(rounds, ROUND_SD_SCALE)
+    }
+
+    fn updated(&self, rounds: &[Round], round_sd_scale: f64) -> Posterior {
+        let prior = self;
         if rounds.is_empty() {
-            return prior;
+            return prior.clone();
         }
         let (pu, pe) = (
             sd_prior(round_sd_scale, false),
@@ -457,6 +485,63 @@ mod tests {
         assert!(pays(&[r]) > 0.99, "{}", pays(&[r]));
         let median = Posterior::of(-gain(0.25), &[r]).median();
         assert!(median > 3.0, "{median}");
+    }
+
+    #[test]
+    fn the_gateway_s_sweep_moves_the_prior_of_one_container() {
+        // Three sweep rounds with one sender: host +20 %, +25 %, +15 % on this gateway.
+        let single = [gain(0.20), gain(0.25), gain(0.15)];
+        let g = Posterior::of_gateway(-gain(0.25), &single, 0.1);
+        assert!(g.median() > gain(0.10), "{}", g.median());
+        // No sweep: the study's prior, unchanged in its centre.
+        let none = Posterior::of_gateway(-gain(0.25), &[], 0.1);
+        assert!(
+            (none.median() + gain(0.25)).abs() < 0.01,
+            "{}",
+            none.median()
+        );
+        // One modest round of this container's own, host +18 %: decided sooner from the
+        // gateway's prior than from the study's.
+        let r = runs(&[100.0, 102.0], &[118.0, 120.0]);
+        let (from_gateway, from_study) = (
+            g.then(&[r]).p_at_least(gain(0.10)),
+            Posterior::prior(-gain(0.25))
+                .then(&[r])
+                .p_at_least(gain(0.10)),
+        );
+        assert!(
+            from_gateway > from_study + 0.1,
+            "{from_gateway} vs {from_study}"
+        );
+    }
+
+    #[test]
+    fn a_policed_bridge_is_not_dragged_back_to_the_gateway_either() {
+        // The sweep's senders do not see a container's own policed network: host +20 % on
+        // the gateway, and this container's bridge at a hundredth of host.
+        let g = Posterior::of_gateway(-gain(0.25), &[gain(0.20), gain(0.20)], 0.1);
+        let p = g.then(&[runs(&[22e6, 48e6], &[2.5e9, 2.5e9])]);
+        assert!(
+            p.p_at_least(gain(0.10)) > 0.99,
+            "{}",
+            p.p_at_least(gain(0.10))
+        );
+        assert!(p.median() > 3.0, "{}", p.median());
+    }
+
+    #[test]
+    fn the_gateway_s_prior_mirrors_with_the_modes() {
+        let r = runs(&[100.0, 102.0], &[118.0, 120.0]);
+        let mirrored = Round { diff: -r.diff, ..r };
+        let p = Posterior::of_gateway(-gain(0.25), &[gain(0.2)], 0.1).then(&[r]);
+        let m = Posterior::of_gateway(gain(0.25), &[-gain(0.2)], 0.1).then(&[mirrored]);
+        assert!(
+            (p.median() + m.median()).abs() < 0.011,
+            "{} {}",
+            p.median(),
+            m.median()
+        );
+        assert!((p.p_at_least(0.1) - m.p_at_most(-0.1)).abs() < 1e-6);
     }
 
     #[test]

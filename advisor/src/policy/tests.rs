@@ -1680,3 +1680,24 @@ fn request_response_is_told_by_both_directions() {
     assert!(!with(96.0 * 20.0 * 8.0, 1330.0 * 20.0 * 8.0, 20.0, 20.0).request_response_like());
     assert!(!with(0.0, 1052.0 * 500.0 * 8.0, 0.0, 500.0).request_response_like());
 }
+
+#[test]
+fn the_gateway_s_prior_reads_the_sweep_with_one_sender() {
+    // One active container, host +18 % in its own round; the sweep says host +25 % with
+    // one sender on this gateway. From the gateway's prior the container's probability is
+    // higher than from the study's (bridge +25 %), and the evidence says where it came from.
+    let p_of = |prior: PriorModel| {
+        let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+        w.config.prior = prior;
+        w.sweep = Some(sweep(&[1.25, 1.3]));
+        w.containers[0].probes = Some(probes("r0", 1.18));
+        let (e, _) = w.eval(MIN, &Memory::default());
+        e.recommendations["web"].clone()
+    };
+    let study = p_of(PriorModel::Study);
+    let gateway = p_of(PriorModel::Gateway { container_sd: 0.1 });
+    let (ps, pg) = (study.p_switch_pays.unwrap(), gateway.p_switch_pays.unwrap());
+    assert!(pg > ps + 0.05, "gateway {pg} vs study {ps}");
+    assert!(gateway.evidence.iter().any(|e| e.step == "gateway prior"));
+    assert!(!study.evidence.iter().any(|e| e.step == "gateway prior"));
+}
