@@ -191,9 +191,9 @@ impl Posterior {
     /// aggregate figure per round, as [`Posterior::of_shift`]), widened by how far one
     /// container's own probes may differ from the sweep's sender on the same path,
     /// `container_sd` (the scale of a Student t: a container's own network may be policed,
-    /// which the sweep's senders do not see, and its probes must then not be dragged back). The gateway's kernel and CPU decide much of the
-    /// host/bridge difference; a Pi 3's figures are the prior of the gateway's, not of the
-    /// container's directly.
+    /// which the sweep's senders do not see, and its probes must then not be dragged back).
+    /// The gateway's kernel and CPU decide much of the host/bridge difference; a Pi 3's
+    /// figures are the prior of the gateway's, not of the container's directly.
     pub fn of_gateway(center: f64, single_sender: &[f64], container_sd: f64) -> Posterior {
         let rounds: Vec<Round> = single_sender.iter().map(|d| Round::aggregate(*d)).collect();
         Posterior::of_rounds(center, &rounds, SWEEP_ROUND_SD_SCALE)
