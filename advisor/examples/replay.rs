@@ -1,8 +1,8 @@
 //! The policy replayed on evidence a benchmark saved, under another transfer model
 //! (`bench/replay` drives it): the same runs, decided again, without running them again.
 //!
-//! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": "study" or
-//! "gateway", "container_sd": .., "points": [{"dir":
+//! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": {"model":
+//! "study"} or {"model": "gateway", "container_sd": ..}, "points": [{"dir":
 //! "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds the daemon's `/v1/status` (`status.json`)
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
 //! recommendation the policy gives that container now (JSON, one array). What the memory
@@ -26,6 +26,13 @@ struct TransferIn {
 }
 
 #[derive(Deserialize)]
+#[serde(tag = "model", rename_all = "lowercase")]
+enum PriorIn {
+    Study,
+    Gateway { container_sd: f64 },
+}
+
+#[derive(Deserialize)]
 struct Point {
     dir: PathBuf,
     name: String,
@@ -34,9 +41,8 @@ struct Point {
 #[derive(Deserialize)]
 struct Request {
     transfer: Option<TransferIn>,
-    /// The prior at N = 1: "study", or "gateway" with `container_sd` (default: the shipped).
-    prior: Option<String>,
-    container_sd: Option<f64>,
+    /// The prior at N = 1 (default: the shipped one).
+    prior: Option<PriorIn>,
     /// The run's `advisor.active_window`, seconds (default: the shipped one).
     active_window_s: Option<f64>,
     points: Vec<Point>,
@@ -54,8 +60,6 @@ enum Error {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("prior {0:?}: neither \"study\" nor \"gateway\"")]
-    Prior(String),
     #[error("{0}: no recommendation for {1}")]
     Missing(PathBuf, String),
 }
@@ -91,14 +95,12 @@ fn main() -> Result<(), Error> {
             sd: t.sd,
         };
     }
-    match (req.prior.as_deref(), req.container_sd) {
-        (None, None) => {}
-        (Some("study"), _) => config.prior = PriorModel::Study,
-        (Some("gateway") | None, Some(container_sd)) => {
+    match req.prior {
+        None => {}
+        Some(PriorIn::Study) => config.prior = PriorModel::Study,
+        Some(PriorIn::Gateway { container_sd }) => {
             config.prior = PriorModel::Gateway { container_sd }
         }
-        (Some("gateway"), None) => {}
-        (Some(other), _) => return Err(Error::Prior(other.into())),
     }
     if let Some(w) = req.active_window_s {
         config.active_window_s = w;

@@ -507,11 +507,14 @@ fn decide(
     let own_prior = prior_log_ratio(1, prior_crossover);
     // The prior of the container's own gain at N = 1: the study's, or the gateway's (the
     // study's updated with the sweep's single-sender rounds).
-    let single_sender: Vec<f64> = sweeps
-        .iter()
-        .filter_map(|r| round_at(r, 1, &profile))
-        .map(|(v, _)| v)
-        .collect();
+    let single_sender: Vec<f64> = match cfg.prior {
+        PriorModel::Gateway { .. } => sweeps
+            .iter()
+            .filter_map(|r| round_at(r, 1, &profile))
+            .map(|(v, _)| v)
+            .collect(),
+        PriorModel::Study => Vec::new(),
+    };
     let own_start = match cfg.prior {
         PriorModel::Gateway { container_sd } if !single_sender.is_empty() => {
             let g = Posterior::of_gateway(own_prior, &single_sender, container_sd);

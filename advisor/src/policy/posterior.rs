@@ -178,7 +178,13 @@ impl Posterior {
     /// do not make the shift certain, and the study's shift, heavy-tailed, gives way to
     /// rounds that agree on another.
     pub fn of_shift(center: f64, differences: &[f64]) -> Posterior {
-        let rounds: Vec<Round> = differences.iter().map(|d| Round::aggregate(*d)).collect();
+        Posterior::of_sweep(center, differences)
+    }
+
+    /// The prior around `center` updated with one aggregate figure per sweep round, the
+    /// spread between rounds on the scale of [`SWEEP_ROUND_SD_SCALE`].
+    fn of_sweep(center: f64, values: &[f64]) -> Posterior {
+        let rounds: Vec<Round> = values.iter().map(|d| Round::aggregate(*d)).collect();
         Posterior::of_rounds(center, &rounds, SWEEP_ROUND_SD_SCALE)
     }
 
@@ -195,9 +201,7 @@ impl Posterior {
     /// The gateway's kernel and CPU decide much of the host/bridge difference; a Pi 3's
     /// figures are the prior of the gateway's, not of the container's directly.
     pub fn of_gateway(center: f64, single_sender: &[f64], container_sd: f64) -> Posterior {
-        let rounds: Vec<Round> = single_sender.iter().map(|d| Round::aggregate(*d)).collect();
-        Posterior::of_rounds(center, &rounds, SWEEP_ROUND_SD_SCALE)
-            .plus(&Posterior::student(0.0, container_sd))
+        Posterior::of_sweep(center, single_sender).plus(&Posterior::student(0.0, container_sd))
     }
 
     /// This distribution as the prior, updated with `rounds` (the model of [`Posterior::of`]).
@@ -208,7 +212,7 @@ impl Posterior {
     fn updated(&self, rounds: &[Round], round_sd_scale: f64) -> Posterior {
         let prior = self;
         if rounds.is_empty() {
-            return prior.clone();
+            return self.clone();
         }
         let (pu, pe) = (
             sd_prior(round_sd_scale, false),
