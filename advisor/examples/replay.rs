@@ -1,7 +1,7 @@
 //! The policy replayed on evidence a benchmark saved, under another transfer model
 //! (`bench/replay` drives it): the same runs, decided again, without running them again.
 //!
-//! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": .., "sd_per_container": .. (default 0)}, "prior": {"model":
+//! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": {"model":
 //! "study"} or {"model": "gateway", "container_sd": ..}, "points": [{"dir":
 //! "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds the daemon's `/v1/status` (`status.json`)
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
@@ -23,8 +23,6 @@ struct TransferIn {
     beta: f64,
     beta_sd: f64,
     sd: f64,
-    #[serde(default)]
-    sd_per_container: f64,
 }
 
 #[derive(Deserialize)]
@@ -95,7 +93,6 @@ fn main() -> Result<(), Error> {
             beta: t.beta,
             beta_sd: t.beta_sd,
             sd: t.sd,
-            sd_per_container: t.sd_per_container,
         };
     }
     match req.prior {

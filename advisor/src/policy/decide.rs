@@ -578,12 +578,10 @@ fn decide(
     } else {
         own.len()
     };
-    // The transfer's error widened for the containers sharing the gateway (see Transfer).
-    let transfer = cfg.transfer.at(n);
     let posterior = match &measured {
         // A probe is not the application: the application gets a share of the probe's gain,
         // with an error of its own, that no round removes.
-        Some(p) => p.transferred(&transfer),
+        Some(p) => p.transferred(&cfg.transfer),
         None => Posterior::prior(prior),
     };
     let estimate = posterior.median();
@@ -625,7 +623,7 @@ fn decide(
         .then(|| {
             let edge = if c.mode_kind == ModeKind::Host { -t } else { t };
             let p = measured.as_ref()?;
-            rounds_to_decide(p, &transfer, edge, rounds_so_far, cfg.min_probability)
+            rounds_to_decide(p, &cfg.transfer, edge, rounds_so_far, cfg.min_probability)
         })
         .flatten();
     let (q10, q90) = (posterior.quantile(0.1), posterior.quantile(0.9));

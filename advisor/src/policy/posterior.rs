@@ -89,10 +89,6 @@ pub struct Transfer {
     pub beta_sd: f64,
     /// An error of the transfer that does not scale with the gain (log units).
     pub sd: f64,
-    /// What each further network-active container adds to that error (its variance adds
-    /// `sd_per_container²` per container beyond the first): N servers sharing a gateway's
-    /// CPUs gain by the mode from run to run more unevenly than one does.
-    pub sd_per_container: f64,
 }
 
 /// Fitted by `bench/replay` on bench/apps' evidence (servers from Debian's packages, loaded
@@ -106,21 +102,7 @@ pub const TRANSFER: Transfer = Transfer {
     beta: 1.0,
     beta_sd: 0.2,
     sd: 0.03,
-    sd_per_container: 0.0,
 };
-
-impl Transfer {
-    /// The transfer with `n` network-active containers: its fixed error widened by
-    /// `sd_per_container` for each container beyond the first.
-    pub fn at(&self, n: u32) -> Transfer {
-        let extra = n.saturating_sub(1) as f64;
-        Transfer {
-            sd: (self.sd.powi(2) + extra * self.sd_per_container.powi(2)).sqrt(),
-            sd_per_container: 0.0,
-            ..*self
-        }
-    }
-}
 
 impl Default for Transfer {
     fn default() -> Self {
@@ -615,14 +597,12 @@ mod tests {
             beta: 1.0,
             beta_sd: 0.0,
             sd: 0.0,
-            sd_per_container: 0.0,
         };
         assert!((p.transferred(&same).median() - p.median()).abs() < 0.011);
         let t = Transfer {
             beta: 0.6,
             beta_sd: 0.3,
             sd: 0.02,
-            sd_per_container: 0.0,
         };
         let q = p.transferred(&t);
         assert!(
@@ -639,31 +619,6 @@ mod tests {
             "{}",
             z.p_at_least(gain(0.10))
         );
-    }
-
-    #[test]
-    fn more_containers_widen_the_transfer_s_error() {
-        let t = Transfer {
-            sd_per_container: 0.06,
-            ..TRANSFER
-        };
-        // One container: the transfer as it is.
-        assert_eq!(t.at(1).sd, TRANSFER.sd);
-        assert_eq!(t.at(0).sd, TRANSFER.sd);
-        // Three: two more containers' variance added.
-        let three = t.at(3).sd;
-        assert!((three - (0.03f64.powi(2) + 2.0 * 0.06f64.powi(2)).sqrt()).abs() < 1e-12);
-        // A modest measured gain (+25 % in four agreeing rounds) is less certain to carry
-        // over to three servers than to one; a policed bridge's stays certain.
-        let r = |d: f64| Round::aggregate(d);
-        let modest = Posterior::of(0.0, &[r(0.22), r(0.23), r(0.21), r(0.22)]);
-        let (p1, p3) = (
-            modest.transferred(&t.at(1)).p_at_least(gain(0.10)),
-            modest.transferred(&t.at(3)).p_at_least(gain(0.10)),
-        );
-        assert!(p3 < p1 - 0.02, "{p1} {p3}");
-        let policed = Posterior::of(0.0, &[r(2.3), r(2.4)]);
-        assert!(policed.transferred(&t.at(4)).p_at_least(gain(0.10)) > 0.99);
     }
 
     #[test]
@@ -811,7 +766,7 @@ mod tests {
         fn the_transfer_mirrors_with_the_modes(b in arb_runs(), h in arb_runs(), shift in -2.0f64..2.0,
                                                beta in 0.3f64..1.2, beta_sd in 0.0f64..0.6, sd in 0.0f64..0.1) {
             let h: Vec<f64> = h.iter().map(|x| x + shift).collect();
-            let t = Transfer { beta, beta_sd, sd, sd_per_container: 0.0 };
+            let t = Transfer { beta, beta_sd, sd };
             let p = Posterior::of(-0.2, &[round_of(&[(1.0, b.clone(), h.clone())]).unwrap()]).transferred(&t);
             let q = Posterior::of(0.2, &[round_of(&[(1.0, h, b)]).unwrap()]).transferred(&t);
             for x in [0.0, 0.095, 0.3] {
