@@ -662,7 +662,10 @@ mod tests {
         assert!(twice >= 0.95 && policed >= 0.95, "{twice} {policed}");
         assert!(after2 < after1 && after2 < 0.95, "{after1} {after2}");
         assert!(overlap < 0.5, "{overlap}");
-        assert!(swept > 0.5, "{swept}");
+        // Host +30 % measured today is likely, not yet sure, to be +10 % for an application
+        // tomorrow (the issue's own figure: P 0.88; the transfer's day-to-day noise): it waits
+        // for another round instead of switching on one.
+        assert!(swept > 0.5 && swept < 0.95, "{swept}");
     }
 
     fn pays_posterior(rounds: &[Round]) -> Posterior {
