@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -458,6 +459,86 @@ def one_at_a_time(rows):
     return [dict(r, bridge_bps=r["one_bridge"], host_bps=r["one_host"], bridge_runs=r.get("one_bridge_runs"),
                  host_runs=r.get("one_host_runs")) if r.get("one_bridge") else r
             for r in rows]
+
+
+# The last commit before the policy had a probability (d59e45c): "today's policy" of issue 25,
+# a confidence `1 - posterior sd / 0.25` gating apply mode at advisor.min_confidence 0.5.
+LEGACY_COMMIT = "a66fc363849063603cb4048bad1ed9a0197bccb2"
+LEGACY_MIN_CONFIDENCE = 0.5
+
+
+def legacy_bin():
+    """The replay of the confidence policy (bench/legacy/replay.rs), built against
+    LEGACY_COMMIT's own tree in a scratch worktree (target/legacy keeps the build), or None
+    with the reason logged when this clone lacks that commit (a shallow clone)."""
+    exe = os.path.join(ROOT, "target", "legacy", "release", "examples", "legacy_replay")
+    source = os.path.join(ROOT, "bench", "legacy", "replay.rs")
+    if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(source):
+        return exe
+    if sh("git", "-C", ROOT, "cat-file", "-e", LEGACY_COMMIT + "^{commit}", check=False).returncode != 0:
+        log(f"the confidence policy is not replayed: commit {LEGACY_COMMIT[:7]} is not in this clone "
+            "(a shallow one? git fetch --unshallow)")
+        return None
+    where = tempfile.mkdtemp(prefix="nmlegacy-")
+    try:
+        sh("git", "-C", ROOT, "worktree", "add", "--detach", "--force", where, LEGACY_COMMIT)
+        shutil.copyfile(source, os.path.join(where, "advisor", "examples", "legacy_replay.rs"))
+        sh("cargo", "build", "--release", "--quiet", "-p", "netmode-advisor", "--example", "legacy_replay",
+           cwd=where, env=dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target", "legacy")))
+    finally:
+        sh("git", "-C", ROOT, "worktree", "remove", "--force", where, check=False)
+        sh("rm", "-rf", where, check=False)
+    return exe
+
+
+def legacy_policy(rows, name_of):
+    """Per row, the mode the confidence policy's apply mode would have chosen on the row's
+    saved evidence (`row["evidence"]`, the container `name_of(row)`, run in bridge mode as
+    bench/apps runs them): the recommended mode where it recommended a measured switch at
+    confidence >= LEGACY_MIN_CONFIDENCE (its default advisor.min_confidence), bridge
+    otherwise; a blocked switch counts as made, as the advisor's do. None for a row it could
+    not read; None instead of the list when it cannot be built."""
+    exe = legacy_bin()
+    if exe is None:
+        return None
+    req = {"points": [{"dir": r["evidence"], "name": name_of(r)} for r in rows], "active_window_s": 5.0}
+    out = subprocess.run([exe], input=json.dumps(req), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the confidence policy's replay failed: {out.stderr.strip()}")
+    modes = []
+    for rec in json.loads(out.stdout):
+        if rec is None:
+            modes.append(None)
+            continue
+        switch = (rec.get("action") == "switch" and rec.get("basis") == "measured"
+                  and rec.get("confidence", 0.0) >= LEGACY_MIN_CONFIDENCE)
+        modes.append(rec["mode"] if switch else "bridge")
+    return modes
+
+
+def regret(row, mode):
+    """What `mode` loses against the better of the two by the row's oracle, %."""
+    best = max(row["bridge_bps"], row["host_bps"])
+    return 100 * (best - row[f"{mode}_bps"]) / best
+
+
+def print_regret(rows):
+    """Mean regret of always-bridge, the study's static rule (`row["static"]`), the
+    confidence policy (`row["legacy"]`, where legacy_policy gave one for every row) and the
+    advisor (`row["advisor"]`) over `rows`, and per kind of bridge when both kinds are there."""
+    policies = [("always-bridge", lambda x: "bridge"), ("static rule", lambda x: x["static"]),
+                ("confidence policy", lambda x: x.get("legacy")), ("advisor", lambda x: x["advisor"])]
+    kinds = [("all", rows)]
+    policed = [x for x in rows if x["net"] == "policed"]
+    if 0 < len(policed) < len(rows):
+        kinds += [("policed", policed), ("unpoliced", [x for x in rows if x["net"] != "policed"])]
+    for kind, these in kinds:
+        shown = []
+        for label, mode in policies:
+            got = [regret(x, mode(x)) for x in these if mode(x)]
+            if len(got) == len(these):
+                shown.append(f"{label} {statistics.mean(got):.2f} %")
+        print(f"  mean regret, {kind} ({len(these)}): " + ", ".join(shown))
 
 
 def brier_ece(pts):
