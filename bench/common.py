@@ -461,7 +461,7 @@ def one_at_a_time(rows):
             for r in rows]
 
 
-# The last commit before the policy had a probability (d59e45c): "today's policy" of issue 25,
+# The last commit before d59e45c gave the policy a probability: "today's policy" of issue 25,
 # a confidence `1 - posterior sd / 0.25` gating apply mode at advisor.min_confidence 0.5.
 LEGACY_COMMIT = "a66fc363849063603cb4048bad1ed9a0197bccb2"
 LEGACY_MIN_CONFIDENCE = 0.5
