@@ -675,7 +675,7 @@ fn decide(
                         "undecided: about {k} more probe round{} expected to decide",
                         if k == 1 { "" } else { "s" }
                     ),
-                    None => "undecided: more than 8 more rounds expected (the modes may be within min_gain of each other, or the gain too uncertain for an application whatever the probes say): no follow-up probing, the scheduled runs go on".into(),
+                    None => "undecided: more than 8 more rounds expected (the modes may be within min_gain of each other)".into(),
                 },
             }
         ),

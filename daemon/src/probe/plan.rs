@@ -241,11 +241,7 @@ pub fn settled(
 /// whose decision is still open, the one whose decision is worth most: the chance the
 /// recommendation is wrong (the smaller of P and 1 - P that switching pays), times the gain at
 /// stake, times its traffic. A container whose recommendation rests on the prior alone counts
-/// as a coin toss at the study's gain. A measured one that more rounds like its own are not
-/// expected to decide within 8 (`rounds_to_decide` null: the modes within `min_gain` of each
-/// other, or a gain the transfer to an application leaves uncertain whatever the probes say)
-/// gets no follow-up: the scheduled runs go on measuring it, and a change of its traffic or of
-/// the gateway that brings a decision within reach brings the follow-ups back.
+/// as a coin toss at the study's gain.
 pub fn follow_up(containers: &[api::Container]) -> Option<&api::Container> {
     containers
         .iter()
@@ -253,9 +249,6 @@ pub fn follow_up(containers: &[api::Container]) -> Option<&api::Container> {
         .filter_map(|c| {
             let r = c.recommendation.as_ref()?;
             if !r.network_active || r.decision != api::Decision::Undecided {
-                return None;
-            }
-            if r.basis == api::Basis::Measured && r.rounds_to_decide.is_none() {
                 return None;
             }
             let p = r.p_switch_pays?;
@@ -544,20 +537,18 @@ mod tests {
         x
     }
 
-    /// A measured recommendation of `decision` with `p` that switching pays and `gain` at
-    /// stake; an undecided one expected to be decided in two more rounds.
+    /// A recommendation of `decision` with `p` that switching pays and `gain` at stake.
     fn decided(
         mut c: api::Container,
         decision: api::Decision,
         p: f64,
         gain: f64,
     ) -> api::Container {
-        let more = (decision == api::Decision::Undecided).then_some(2);
         c.recommendation = serde_json::from_value(serde_json::json!({
             "mode": "bridge", "action": "keep", "applicable": false, "expected_gain": gain,
             "confidence": 1.0 - p, "reason": "", "blockers": [], "warnings": [],
             "basis": "measured", "network_active": true, "held_until_ms": null, "evidence": [],
-            "p_switch_pays": p, "decision": decision, "rounds_to_decide": more,
+            "p_switch_pays": p, "decision": decision,
         }))
         .unwrap();
         c
@@ -586,29 +577,6 @@ mod tests {
         let mut ignored = decided(container("e", None, 10e6, 0.0), Undecided, 0.5, 0.3);
         ignored.policy_label = Some("ignore".into());
         assert_eq!(follow_up(&[ignored]).map(|c| c.name.as_str()), None);
-    }
-
-    #[test]
-    fn no_follow_up_for_a_container_more_rounds_would_not_decide() {
-        use api::Decision::Undecided;
-        let open = |name: &str, traffic: f64, more: Option<u32>, basis: &str| {
-            let mut c = decided(container(name, None, traffic, 0.0), Undecided, 0.5, 0.3);
-            let r = c.recommendation.as_mut().unwrap();
-            r.rounds_to_decide = more;
-            r.basis = serde_json::from_value(serde_json::json!(basis)).unwrap();
-            c
-        };
-        // The busiest container is worth most, but no number of rounds like its own is
-        // expected to decide it: the one that may be decided is probed.
-        let cs = vec![
-            open("busy", 500e6, None, "measured"),
-            open("quiet", 1e6, Some(3), "measured"),
-        ];
-        assert_eq!(follow_up(&cs).map(|c| c.name.as_str()), Some("quiet"));
-        assert_eq!(follow_up(&cs[..1]).map(|c| c.name.as_str()), None);
-        // Never measured: its first round is what a follow-up is for.
-        let fresh = open("fresh", 1e6, None, "prior");
-        assert_eq!(follow_up(&[fresh]).map(|c| c.name.as_str()), Some("fresh"));
     }
 
     #[test]
