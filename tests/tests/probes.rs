@@ -435,3 +435,87 @@ fn a_busy_gateway_postpones_scheduled_runs() {
     assert!(list.runs.is_empty() && list.running.is_none(), "{list:?}");
     drop(traffic);
 }
+
+/// Follow-up runs (`probe.undecided_interval`) probe a network-active container the evidence
+/// has not decided, between scheduled runs: its first round when it was never measured, more
+/// while it stays undecided, none once it is decided (the scheduled runs go on).
+#[test]
+fn follow_ups_probe_what_the_evidence_has_not_decided() {
+    require_docker();
+    let gateway = network_gateway("bridge");
+    let port = discard_listener();
+    // Scheduled runs an hour apart (the first after two minutes), follow-ups every 3 s with no
+    // duty-cycle wait.
+    let daemon = Daemon::start(
+        FAST_SAMPLING,
+        &format!(
+            "[advisor]\nactive_window = \"5s\"\n{}",
+            probe_section(
+                "enabled = true\ninterval = \"1h\"\nundecided_interval = \"3s\"\nmax_duty_cycle = 1.0\n\
+                 duration = \"300ms\"\nprotocols = [\"tcp\"]\nsizes = [1024]\nin_place = false\n\
+                 skip_above_cpu = 1.0\nskip_above_traffic = \"10Gbit\""
+            )
+        ),
+    );
+    let script = format!(
+        "while true; do (while true; do cat /bin/busybox; sleep 0.5; done) | nc {gateway} {port}; sleep 1; done"
+    );
+    let c = Container::run("fu", &[], busybox_image(), &["sh", "-c", &script]);
+    // Follow-up runs of it, finished, running or queued: scheduled, one container, no sweep
+    // (other tests' containers may get follow-ups of their own from this daemon).
+    let follow_ups = || -> Vec<ProbeRun> {
+        let list: api::ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).unwrap();
+        list.runs
+            .into_iter()
+            .chain(list.running)
+            .chain(list.queued)
+            .filter(|r| r.trigger == api::Trigger::Schedule && r.sweep.is_none())
+            .filter(|r| r.containers.len() == 1 && r.containers[0].target.name == c.name)
+            .collect()
+    };
+    // Never measured: a follow-up gives it its first round.
+    daemon.wait_for("a first follow-up run", Duration::from_secs(90), |_| {
+        follow_ups()
+            .iter()
+            .any(|r| r.state == RunState::Done)
+            .then_some(())
+    });
+    let rec = daemon.wait_for("a measured recommendation", Duration::from_secs(30), |s| {
+        let rec = find(s, &c.name)?.recommendation.clone()?;
+        (rec.basis == api::Basis::Measured).then_some(rec)
+    });
+    eprintln!(
+        "after a follow-up: {:?}, P {:?}, network-active {}",
+        rec.decision, rec.p_switch_pays, rec.network_active
+    );
+    if rec.network_active && rec.decision == api::Decision::Undecided {
+        let before = follow_ups().len();
+        daemon.wait_for("another follow-up run", Duration::from_secs(60), |_| {
+            (follow_ups().len() > before).then_some(())
+        });
+    } else {
+        // Decided: once nothing runs and the advisor has weighed the last run, five follow-up
+        // intervals pass without one.
+        let (rec, before) = daemon.wait_for("a quiet moment", Duration::from_secs(60), |s| {
+            let list: api::ProbeList = serde_json::from_str(&daemon.get("/v1/probes").1).unwrap();
+            let last_end = list.runs.iter().filter_map(|r| r.finished_at_ms).max()?;
+            let rec = find(s, &c.name)?.recommendation.clone()?;
+            (list.running.is_none()
+                && list.queued.is_empty()
+                && s.generated_at_ms >= last_end + 2000)
+                .then(|| (rec, follow_ups().len()))
+        });
+        std::thread::sleep(Duration::from_secs(15));
+        if rec.decision != api::Decision::Undecided || !rec.network_active {
+            let now = follow_ups();
+            assert_eq!(
+                now.len(),
+                before,
+                "a follow-up probed {} though it is decided or idle ({:?}, network-active {}): {now:?}",
+                c.name,
+                rec.decision,
+                rec.network_active
+            );
+        }
+    }
+}
