@@ -19,14 +19,16 @@ const BEYOND_SD: f64 = 0.1;
 /// spread (the probe's gain, `p`) shrinking with the square root of the rounds, carried to
 /// the application by `transfer` (whose own spread no round removes), until the expected
 /// gain is `z` spreads from `edge` (the switch threshold in the switch's direction). Normal
-/// approximations throughout. `None` past 8.
+/// approximations throughout. `Err(k)` when none up to 8 would: `k` 0 when no number of
+/// rounds would at this estimate (the transfer's spread alone is more than the distance
+/// allows), 8 when more than 8 might.
 fn rounds_to_decide(
     p: &Posterior,
     transfer: &Transfer,
     edge: f64,
     rounds: usize,
     min_probability: f64,
-) -> Option<u32> {
+) -> Result<u32, u32> {
     // z of a one-sided normal probability (0.95 -> 1.645).
     let z = normal_quantile(min_probability);
     let sd = (p.quantile(0.9) - p.quantile(0.1)) / (2.0 * 1.2816);
@@ -34,11 +36,16 @@ fn rounds_to_decide(
     let g = transfer.beta * m;
     let fixed = (g * transfer.beta_sd).powi(2) + transfer.sd.powi(2);
     let distance = (g - edge).abs();
+    if distance < z * fixed.sqrt() {
+        return Err(0);
+    }
     let r = rounds.max(1) as f64;
-    (1..=8u32).find(|k| {
-        let sd_k = ((transfer.beta * sd).powi(2) * r / (r + *k as f64) + fixed).sqrt();
-        distance >= z * sd_k
-    })
+    (1..=8u32)
+        .find(|k| {
+            let sd_k = ((transfer.beta * sd).powi(2) * r / (r + *k as f64) + fixed).sqrt();
+            distance >= z * sd_k
+        })
+        .ok_or(8)
 }
 
 /// The standard normal quantile of `p` (0.5..1), by the Abramowitz-Stegun rational
@@ -619,13 +626,21 @@ fn decide(
         Some(_) if p_switch <= 1.0 - cfg.min_probability => Decision::Keep,
         Some(_) => Decision::Undecided,
     };
-    let rounds_to_decide = (decision == Decision::Undecided && measured.is_some())
-        .then(|| {
+    // Ok(k): about k more rounds; Err(0): none at this estimate; Err(8): more than 8.
+    let more_rounds = match (&measured, decision) {
+        (Some(p), Decision::Undecided) => {
             let edge = if c.mode_kind == ModeKind::Host { -t } else { t };
-            let p = measured.as_ref()?;
-            rounds_to_decide(p, &cfg.transfer, edge, rounds_so_far, cfg.min_probability)
-        })
-        .flatten();
+            Some(rounds_to_decide(
+                p,
+                &cfg.transfer,
+                edge,
+                rounds_so_far,
+                cfg.min_probability,
+            ))
+        }
+        _ => None,
+    };
+    let rounds_to_decide = more_rounds.and_then(Result::ok);
     let (q10, q90) = (posterior.quantile(0.1), posterior.quantile(0.9));
     evidence.push(Evidence {
         step: "weighing".into(),
@@ -670,12 +685,13 @@ fn decide(
                 Decision::Undecided if measured.is_none() => {
                     "undecided: the prior alone decides nothing".into()
                 }
-                Decision::Undecided => match rounds_to_decide {
-                    Some(k) => format!(
+                Decision::Undecided => match more_rounds {
+                    Some(Ok(k)) => format!(
                         "undecided: about {k} more probe round{} expected to decide",
                         if k == 1 { "" } else { "s" }
                     ),
-                    None => "undecided: more than 8 more rounds expected (the modes may be within min_gain of each other)".into(),
+                    Some(Err(0)) => "undecided: no number of probe rounds decides it at this estimate (what an application gets of a probe's gain is uncertain by itself; only probes that move the estimate further from min_gain can)".into(),
+                    _ => "undecided: more than 8 more rounds expected (the modes may be within min_gain of each other)".into(),
                 },
             }
         ),

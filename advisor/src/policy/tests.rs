@@ -369,6 +369,36 @@ fn small_gains_do_not_move_containers() {
 }
 
 #[test]
+fn a_gain_the_transfer_alone_leaves_undecided_says_no_round_decides_it() {
+    // Probes that agree on host +25 % round after round: the probe's gain is soon known, but
+    // what an application gets of it stays uncertain (posterior::TRANSFER), and at this
+    // estimate that alone keeps P below min_probability: no count of rounds is promised.
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let (r, _) = with_rounds(&mut w, "web", 6, 1.25);
+    assert_eq!(r.decision, Decision::Undecided, "{}", r.reason);
+    assert_eq!(r.rounds_to_decide, None);
+    let said = r
+        .evidence
+        .iter()
+        .find(|e| e.step == "probability")
+        .map(|e| e.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        said.contains("no number of probe rounds decides it at this estimate"),
+        "{said}"
+    );
+    // A gain the probes put far from min_gain is still given a count (or decided).
+    let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
+    let (r, _) = with_rounds(&mut w, "web", 1, 1.6);
+    assert!(
+        r.decision != Decision::Undecided || r.rounds_to_decide.is_some(),
+        "{:?} {:?}",
+        r.decision,
+        r.evidence
+    );
+}
+
+#[test]
 fn the_sweep_carries_a_containers_own_ratio_to_the_active_concurrency() {
     // Alone the container does better in bridge mode (host 0.85x); the sweep shows host
     // gaining 40 % more at N = 3 than at N = 1.
