@@ -336,6 +336,17 @@ impl Container {
         Container::run(prefix, extra, busybox_image(), &["sh", "-c", &script])
     }
 
+    /// A busybox container that streams about 30 Mbit/s (its busybox binary, every half
+    /// second) to `gateway:port` (a [`discard_listener`] on the host) for as long as it runs,
+    /// reconnecting when the connection drops: in bridge mode or in host mode, which is what
+    /// a change of mode does to it.
+    pub fn streaming(prefix: &str, extra: &[&str], gateway: &str, port: u16) -> Container {
+        let script = format!(
+            "while true; do (while true; do cat /bin/busybox; sleep 0.5; done) | nc {gateway} {port}; sleep 1; done"
+        );
+        Container::run(prefix, extra, busybox_image(), &["sh", "-c", &script])
+    }
+
     pub fn ip(&self) -> String {
         docker(&[
             "inspect",

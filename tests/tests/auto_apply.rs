@@ -254,18 +254,7 @@ fn scheduled_runs_leave_out_a_decided_container() {
     );
     let gateway = network_gateway(&net.name);
     let port = discard_listener();
-    let c = Container::run(
-        "sends",
-        &["--network", &net.name],
-        busybox_image(),
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "while true; do (while true; do cat /bin/busybox; sleep 0.5; done) | nc {gateway} {port}; sleep 1; done"
-            ),
-        ],
-    );
+    let c = Container::streaming("sends", &["--network", &net.name], &gateway, port);
     daemon.wait_for("its traffic measured", Duration::from_secs(30), |s| {
         (find(s, &c.name)?.live.as_ref()?.tx_bps > 1e5).then_some(())
     });

@@ -11,15 +11,7 @@ use netmode_e2e::*;
 
 /// A container that streams about 30 Mbit/s to the discard listener, in either mode.
 fn sender(tag: &str, gateway: &str, port: u16) -> Container {
-    let script = format!(
-        "while true; do (while true; do cat /bin/busybox; sleep 0.5; done) | nc {gateway} {port}; sleep 1; done"
-    );
-    Container::run(
-        tag,
-        &["--stop-timeout", "1"],
-        busybox_image(),
-        &["sh", "-c", &script],
-    )
+    Container::streaming(tag, &["--stop-timeout", "1"], gateway, port)
 }
 
 /// Wait until no change runs and every container named runs in its recommended mode, with

@@ -457,10 +457,7 @@ fn follow_ups_probe_what_the_evidence_has_not_decided() {
             )
         ),
     );
-    let script = format!(
-        "while true; do (while true; do cat /bin/busybox; sleep 0.5; done) | nc {gateway} {port}; sleep 1; done"
-    );
-    let c = Container::run("fu", &[], busybox_image(), &["sh", "-c", &script]);
+    let c = Container::streaming("fu", &[], &gateway, port);
     // Follow-up runs of it, finished, running or queued: scheduled, one container, no sweep
     // (other tests' containers may get follow-ups of their own from this daemon).
     let follow_ups = || -> Vec<ProbeRun> {
