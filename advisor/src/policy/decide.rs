@@ -15,20 +15,29 @@ const HOLD_MARGIN: f64 = 0.10;
 /// The extra spread (log units) when the largest N swept stands in for a larger one.
 const BEYOND_SD: f64 = 0.1;
 
+/// What more probe rounds are expected to do for an undecided container.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MoreRounds {
+    /// About this many more (1 to 8) are expected to decide it.
+    About(u32),
+    /// More than 8 might.
+    Beyond,
+    /// None would at this estimate: the transfer's own spread alone keeps it undecided.
+    Never,
+}
+
 /// How many more rounds like the ones so far would likely decide: the measured posterior's
 /// spread (the probe's gain, `p`) shrinking with the square root of the rounds, carried to
 /// the application by `transfer` (whose own spread no round removes), until the expected
 /// gain is `z` spreads from `edge` (the switch threshold in the switch's direction). Normal
-/// approximations throughout. `Err(k)` when none up to 8 would: `k` 0 when no number of
-/// rounds would at this estimate (the transfer's spread alone is more than the distance
-/// allows), 8 when more than 8 might.
+/// approximations throughout.
 fn rounds_to_decide(
     p: &Posterior,
     transfer: &Transfer,
     edge: f64,
     rounds: usize,
     min_probability: f64,
-) -> Result<u32, u32> {
+) -> MoreRounds {
     // z of a one-sided normal probability (0.95 -> 1.645).
     let z = normal_quantile(min_probability);
     let sd = (p.quantile(0.9) - p.quantile(0.1)) / (2.0 * 1.2816);
@@ -37,7 +46,7 @@ fn rounds_to_decide(
     let fixed = (g * transfer.beta_sd).powi(2) + transfer.sd.powi(2);
     let distance = (g - edge).abs();
     if distance < z * fixed.sqrt() {
-        return Err(0);
+        return MoreRounds::Never;
     }
     let r = rounds.max(1) as f64;
     (1..=8u32)
@@ -45,7 +54,7 @@ fn rounds_to_decide(
             let sd_k = ((transfer.beta * sd).powi(2) * r / (r + *k as f64) + fixed).sqrt();
             distance >= z * sd_k
         })
-        .ok_or(8)
+        .map_or(MoreRounds::Beyond, MoreRounds::About)
 }
 
 /// The standard normal quantile of `p` (0.5..1), by the Abramowitz-Stegun rational
@@ -626,7 +635,6 @@ fn decide(
         Some(_) if p_switch <= 1.0 - cfg.min_probability => Decision::Keep,
         Some(_) => Decision::Undecided,
     };
-    // Ok(k): about k more rounds; Err(0): none at this estimate; Err(8): more than 8.
     let more_rounds = match (&measured, decision) {
         (Some(p), Decision::Undecided) => {
             let edge = if c.mode_kind == ModeKind::Host { -t } else { t };
@@ -640,7 +648,10 @@ fn decide(
         }
         _ => None,
     };
-    let rounds_to_decide = more_rounds.and_then(Result::ok);
+    let rounds_to_decide = match more_rounds {
+        Some(MoreRounds::About(k)) => Some(k),
+        _ => None,
+    };
     let (q10, q90) = (posterior.quantile(0.1), posterior.quantile(0.9));
     evidence.push(Evidence {
         step: "weighing".into(),
@@ -686,11 +697,11 @@ fn decide(
                     "undecided: the prior alone decides nothing".into()
                 }
                 Decision::Undecided => match more_rounds {
-                    Some(Ok(k)) => format!(
+                    Some(MoreRounds::About(k)) => format!(
                         "undecided: about {k} more probe round{} expected to decide",
                         if k == 1 { "" } else { "s" }
                     ),
-                    Some(Err(0)) => "undecided: no number of probe rounds decides it at this estimate (what an application gets of a probe's gain is uncertain by itself; only probes that move the estimate further from min_gain can)".into(),
+                    Some(MoreRounds::Never) => "undecided: no number of probe rounds decides it at this estimate (what an application gets of a probe's gain is uncertain by itself; only probes that move the estimate further from min_gain can)".into(),
                     _ => "undecided: more than 8 more rounds expected (the modes may be within min_gain of each other)".into(),
                 },
             }
