@@ -318,17 +318,14 @@ impl Engine {
         }
     }
 
-    /// `docker import`: a root filesystem tarball becomes `repo:tag`, with no Dockerfile
-    /// changes (Podman's compatible API takes one at most: containers made from the image set
-    /// their entrypoint and environment themselves). The image is then tagged `repo:tag` by the id the engine
-    /// reported: Podman's compatible API (4.3) ignores the `tag` of an import and names the
-    /// image `repo:latest`.
-    pub async fn import_image(&self, tar: Vec<u8>, repo: &str, tag: &str) -> Result<()> {
-        let opts = CreateImageOptionsBuilder::new()
-            .from_src("-")
-            .repo(repo)
-            .tag(tag)
-            .build();
+    /// `docker import` of a root filesystem tarball, with no name and no Dockerfile changes
+    /// (Podman's compatible API takes one at most: containers made from the image set their
+    /// entrypoint and environment themselves); the new image's id, which `tag_image` then
+    /// names. Unnamed, because an import with a name is not safe with two importers on one
+    /// engine: Podman's compatible API (4.3) ignores the `tag` of an import and names every
+    /// import `repo:latest`, a name that moves from one import to the next.
+    pub async fn import_image(&self, tar: Vec<u8>) -> Result<String> {
+        let opts = CreateImageOptionsBuilder::new().from_src("-").build();
         let body = bollard::body_full(hyper::body::Bytes::from(tar));
         let mut progress = std::pin::pin!(compat_stream(self.docker.create_image(
             Some(opts),
@@ -342,12 +339,13 @@ impl Engine {
                 id = Some(i);
             }
         }
-        let Some(id) = id else {
-            // An engine that names no id: the import's own tag is all there is.
-            return Ok(());
-        };
+        id.ok_or_else(|| DockerError::Ended("the engine named no id for the imported image".into()))
+    }
+
+    /// `docker tag ID repo:tag` (the name moves to this image if another holds it).
+    pub async fn tag_image(&self, id: &str, repo: &str, tag: &str) -> Result<()> {
         let opts = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
-        Compat::new(self.docker.tag_image(&id, Some(opts))).await?;
+        Compat::new(self.docker.tag_image(id, Some(opts))).await?;
         Ok(())
     }
 

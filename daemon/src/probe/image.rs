@@ -212,8 +212,17 @@ pub fn tag_for(files: &[File]) -> String {
 /// transient allocations that glibc's per-thread arenas then kept).
 static KNOWN: std::sync::OnceLock<(String, Launch)> = std::sync::OnceLock::new();
 
+/// How many times an import is tried when its image is gone before it could be named (an
+/// image prune at that moment).
+const IMPORT_TRIES: u32 = 3;
+
 /// Make sure the probe image of this very executable exists. Older probe images are removed
 /// (best effort: one still in use stays).
+///
+/// Several netmoded may share an engine (and the tests run several at once): each may find the
+/// image missing and import it. Each import is unnamed and then named by its id, so no name is
+/// ever removed that another daemon's import depends on; where two imports race, the name ends
+/// on one, and the daemon whose import lost it removes its own (now nameless) import.
 pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
     let mut read = None;
     let (tag, launch) = match KNOWN.get() {
@@ -230,58 +239,93 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
         name: format!("{REPO}:{tag}"),
         launch,
     };
-    if engine.image_exists(&image.name).await? {
+    let mut tar = None;
+    for attempt in 1..=IMPORT_TRIES {
+        if engine.image_exists(&image.name).await? {
+            return Ok(image);
+        }
+        // First use, or removed since (docker image prune): build it.
+        let bytes = match &tar {
+            Some(t) => Vec::clone(t),
+            None => {
+                let files = match read.take() {
+                    Some(f) => f,
+                    None => smol::unblock(contents).await?.0,
+                };
+                let size: usize = files.iter().map(|f| f.bytes.len()).sum();
+                log::info!(
+                    "building probe image {} ({} files, {:.1} MiB)",
+                    image.name,
+                    files.len(),
+                    size as f64 / (1 << 20) as f64
+                );
+                let t = smol::unblock(move || tarball(&files)).await?;
+                tar.insert(t).clone()
+            }
+        };
+        let id = engine
+            .import_image(bytes)
+            .await
+            .map_err(ProbeError::docker("import the probe image"))?;
+        if let Err(e) = engine.tag_image(&id, REPO, &tag).await {
+            // Gone before it was named (a prune), or named by another daemon meanwhile: look
+            // again.
+            log::info!(
+                "probe import {id} could not be named {} ({e}); attempt {attempt} of {IMPORT_TRIES}",
+                image.name
+            );
+            remove_own_import(engine, &id).await;
+            if attempt == IMPORT_TRIES {
+                return Err(ProbeError::docker(format!(
+                    "name the probe image {}",
+                    image.name
+                ))(e));
+            }
+            continue;
+        }
+        // Another daemon named its own import after this one: the name is its, this import
+        // is nameless and nobody else's.
+        match engine.image_id(&image.name).await {
+            Ok(Some(named)) if named != id => remove_own_import(engine, &id).await,
+            _ => {}
+        }
+        for old in stale_names(&engine.image_tags(REPO).await?, &tag) {
+            match engine.remove_image(&old).await {
+                Ok(()) => log::info!("removed old probe image {old}"),
+                Err(e) => log::debug!("old probe image {old} stays: {e}"),
+            }
+        }
         return Ok(image);
     }
-    // First use, or removed since (docker image prune): build it.
-    let files = match read {
-        Some(f) => f,
-        None => smol::unblock(contents).await?.0,
-    };
-    let size: usize = files.iter().map(|f| f.bytes.len()).sum();
-    log::info!(
-        "building probe image {} ({} files, {:.1} MiB)",
-        image.name,
-        files.len(),
-        size as f64 / (1 << 20) as f64
-    );
-    let tar = smol::unblock(move || tarball(&files)).await?;
-    engine.import_image(tar, REPO, &tag).await?;
-    for old in stale_names(&engine.image_tags(REPO).await?, &tag) {
-        match engine.remove_image(&old).await {
-            Ok(()) => log::info!("removed old probe image {old}"),
-            Err(e) => log::debug!("old probe image {old} stays: {e}"),
-        }
+    unreachable!("the last attempt returns")
+}
+
+/// Remove an import this daemon made that carries no name (best effort: a container that
+/// started from it keeps it).
+async fn remove_own_import(engine: &Engine, id: &str) {
+    match engine.remove_image_id(id).await {
+        Ok(()) => log::debug!("removed the nameless probe import {id}"),
+        Err(e) => log::debug!("the nameless probe import {id} stays: {e}"),
     }
-    Ok(image)
 }
 
 /// The names to remove among the probe images (each listed with its `repo:tag` names) once
-/// the image tagged `current` exists: older executables' tags, and the name `latest` where it
-/// is a second name of the current image (Podman 4 names an import `latest` whatever tag was
-/// asked for; removing a second name only untags). An image named `latest` alone is left: it
-/// may be another netmoded's import, not yet tagged (two daemons on one engine), and removing
-/// its only name would remove the image under it.
+/// the image tagged `current` exists: older executables' tags. A `latest` name is left alone:
+/// older netmoded imported with a name, which Podman 4 turns into `latest` whatever tag was
+/// asked for, and where it is an image's only name (another daemon's import, not yet tagged)
+/// removing it removes the image under it; a daemon that listed it as a second name may find
+/// it moved to such an import by the time it removes it.
 fn stale_names(images: &[Vec<String>], current: &str) -> Vec<String> {
     // Podman lists `docker.io/library/netmode-probe:TAG` (or `localhost/...`): the tag alone
     // tells the images apart.
     let tag = |name: &str| name.rsplit_once(':').map(|(_, t)| t.to_string());
-    let mut stale = Vec::new();
-    for names in images {
-        let is_current = names.iter().any(|n| tag(n).as_deref() == Some(current));
-        for n in names {
-            let t = tag(n);
-            let stale_name = if is_current {
-                t.as_deref() == Some("latest")
-            } else {
-                t.as_deref() != Some("latest")
-            };
-            if stale_name {
-                stale.push(n.clone());
-            }
-        }
-    }
-    stale
+    images
+        .iter()
+        .filter(|names| !names.iter().any(|n| tag(n).as_deref() == Some(current)))
+        .flatten()
+        .filter(|n| tag(n).as_deref() != Some("latest"))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -293,26 +337,27 @@ mod tests {
     }
 
     #[test]
-    fn only_older_tags_and_a_second_latest_are_stale() {
+    fn only_older_tags_are_stale_never_latest() {
         let images = vec![
-            // This executable's, with Podman 4's import name beside its tag.
+            // This executable's, with the name an older netmoded's import got from Podman 4.
             names(&[
                 "docker.io/library/netmode-probe:latest",
                 "docker.io/library/netmode-probe:0.1.0-aa",
             ]),
-            // An older executable's.
+            // Older executables': the tag goes, `latest` stays.
             names(&["netmode-probe:0.1.0-bb"]),
+            names(&[
+                "localhost/netmode-probe:latest",
+                "localhost/netmode-probe:0.1.0-cc",
+            ]),
             // Another daemon's import, not tagged yet: left alone.
             names(&["localhost/netmode-probe:latest"]),
         ];
         assert_eq!(
             stale_names(&images, "0.1.0-aa"),
-            names(&[
-                "docker.io/library/netmode-probe:latest",
-                "netmode-probe:0.1.0-bb"
-            ])
+            names(&["netmode-probe:0.1.0-bb", "localhost/netmode-probe:0.1.0-cc"])
         );
-        // Docker: the import carries its tag; nothing else to remove.
+        // This executable's image alone: nothing to remove.
         assert!(stale_names(&[names(&["netmode-probe:0.1.0-aa"])], "0.1.0-aa").is_empty());
     }
 
