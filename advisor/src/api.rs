@@ -569,8 +569,8 @@ pub struct ProbeCell {
     /// from before netmode probed ingress read as egress.
     #[serde(default)]
     pub direction: Direction,
-    /// A stream, or request/response (the probe asks, the sink answers, one transaction at
-    /// a time, as netperf's TCP_RR and UDP_RR).
+    /// A stream, or request/response (the probe asks, the sink answers, `in_flight`
+    /// transactions at a time; one at a time is netperf's TCP_RR and UDP_RR).
     #[serde(default)]
     pub pattern: Pattern,
     /// Upstream (off the gateway) or local (between containers of the gateway).
@@ -581,6 +581,11 @@ pub struct ProbeCell {
     pub size: u32,
     /// Concurrent senders (1 for a container probe; N in a sweep).
     pub concurrency: u32,
+    /// Request/response: exchanges each sender kept in flight, each on its own connection
+    /// (`probe.rr_in_flight`). 1 for streams and for cells recorded before it was kept (one
+    /// exchange at a time).
+    #[serde(default = "one")]
+    pub in_flight: u32,
     /// Receiver-side goodput, bit/s (summed over concurrent senders); `null` if it failed.
     pub goodput_bps: Option<f64>,
     /// What the senders sent, bit/s.
@@ -605,6 +610,10 @@ pub struct ProbeCell {
     pub runs_per_s: Vec<f64>,
     pub counters: Option<CellCounters>,
     pub error: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl ProbeCell {

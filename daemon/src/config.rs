@@ -133,6 +133,9 @@ pub struct Probe {
     /// What probe traffic looks like: `auto` (chosen from each container's live traffic, see
     /// `Traffic::Auto`) or a fixed list.
     pub traffic: Traffic,
+    /// Request/response exchanges a probe keeps in flight, each on its own connection.
+    #[serde(deserialize_with = "rr_in_flight")]
+    pub rr_in_flight: u32,
     /// Cap per sender, bit/s; `None`: as fast as it goes.
     #[serde(deserialize_with = "optional_rate")]
     pub rate: Option<u64>,
@@ -184,6 +187,7 @@ impl Default for Probe {
             protocols: vec![Protocol::Tcp, Protocol::Udp],
             sizes: vec![64, 1024],
             traffic: Traffic::Auto,
+            rr_in_flight: 8,
             rate: None,
             in_place: true,
             target: None,
@@ -760,6 +764,15 @@ fn repetitions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     number_in(d, 1, 10, " runs")
 }
 
+fn rr_in_flight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    number_in(
+        d,
+        1,
+        crate::traffic::MAX_IN_FLIGHT as u32,
+        " exchanges at once",
+    )
+}
+
 fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     number_in(d, 0, 32, " containers (0: the CPU count + 1)")
 }
@@ -1165,6 +1178,10 @@ mod tests {
             (
                 "[probe]\nrepetitions = 11",
                 "11 is out of range: expected 1..10 runs",
+            ),
+            (
+                "[probe]\nrr_in_flight = 0",
+                "0 is out of range: expected 1..64 exchanges at once",
             ),
             (
                 "[probe]\nsizes = [8]",

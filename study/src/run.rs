@@ -278,6 +278,8 @@ pub fn run(study: Study) -> Result<Results, StudyError> {
                     },
                     duration: study.options.duration,
                     rate_bps: None,
+                    // The study's request/response is netperf's: one exchange at a time.
+                    in_flight: 1,
                 };
                 let r = match key.mode {
                     Mode::Native => runner.in_namespace(std::process::id(), &cell).await,

@@ -87,6 +87,7 @@ fn cell(mode: ProbeMode, protocol: Protocol, size: u32, n: u32, bps: f64) -> Pro
         protocol,
         size,
         concurrency: n,
+        in_flight: 1,
         goodput_bps: Some(bps),
         sent_bps: Some(bps),
         loss: None,

@@ -24,6 +24,7 @@ commands:
          [--direction ingress]: the sink sends and this end receives (iperf3 -R)
          [--pattern request-response]: requests answered by the sink, one at a time
            (netperf's TCP_RR / UDP_RR): transactions per second and latency
+           [--in-flight N]: N exchanges at once, each on its own connection (1..64)
          URL is netmode://HOST:PORT (a netmoded sink) or iperf3://HOST:PORT (iperf3 -s)
 
 options:

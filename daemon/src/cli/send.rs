@@ -7,7 +7,7 @@ use netmode_advisor::api::{Direction, Pattern, Protocol};
 
 use super::{Arg, Global, parse_rest, text};
 use crate::error::{Error, ProbeError, Result};
-use crate::traffic::{self, SendSpec, SenderReport, Target};
+use crate::traffic::{self, MAX_IN_FLIGHT, SendSpec, SenderReport, Target};
 
 pub struct Options {
     pub target: Option<String>,
@@ -19,6 +19,8 @@ pub struct Options {
     /// Ingress: the sink sends and this end receives.
     pub direction: Direction,
     pub pattern: Pattern,
+    /// Request/response: exchanges in flight, each on its own connection.
+    pub in_flight: usize,
     /// Wait up to this long for SIGUSR1 before sending (the daemon's start signal).
     pub wait_go: Option<Duration>,
     pub json: bool,
@@ -37,6 +39,7 @@ impl Default for Options {
             session: None,
             direction: Direction::Egress,
             pattern: Pattern::Stream,
+            in_flight: 1,
             wait_go: None,
             json: false,
             perf: false,
@@ -90,6 +93,18 @@ pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<Options> {
                     .ok()
                     .filter(|s| (1..=65_000).contains(s))
                     .ok_or_else(|| bad(format!("--size {v:?}: bytes, 1..65000")))?;
+            }
+            "in-flight" => {
+                let v = text(p)?;
+                o.in_flight = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_IN_FLIGHT).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "--in-flight {v:?}: exchanges at once, 1..{MAX_IN_FLIGHT}"
+                        ))
+                    })?;
             }
             "duration" => {
                 let v = text(p)?;
@@ -180,6 +195,7 @@ pub fn run(o: Options) -> Result<()> {
         session: o.session.unwrap_or_else(traffic::new_session),
         direction: o.direction,
         pattern: o.pattern,
+        in_flight: o.in_flight,
     };
     let report = if o.wait_go.is_some_and(|limit| !wait_for_go(limit)) {
         SenderReport {

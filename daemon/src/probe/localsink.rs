@@ -349,6 +349,7 @@ mod tests {
                 session: 99,
                 direction: netmode_advisor::api::Direction::Egress,
                 pattern: netmode_advisor::api::Pattern::Stream,
+                in_flight: 1,
             };
             let mut ingress = spec.clone();
             let report = smol::unblock(move || crate::traffic::send(&spec, true)).await;

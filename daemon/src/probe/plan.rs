@@ -22,6 +22,8 @@ pub struct Cell {
     pub kind: api::CellKind,
     pub duration: Duration,
     pub rate_bps: Option<u64>,
+    /// Request/response: exchanges in flight (`probe.rr_in_flight`); 1 for streams.
+    pub in_flight: u32,
 }
 
 /// The senders' reports and the cell's counters.
@@ -53,6 +55,10 @@ pub fn cells_in(
                     },
                     duration: cfg.duration,
                     rate_bps: cfg.rate,
+                    in_flight: match pattern {
+                        Pattern::RequestResponse => cfg.rr_in_flight,
+                        Pattern::Stream => 1,
+                    },
                 });
             }
         }
@@ -311,6 +317,7 @@ pub fn cell_result(
         protocol: cell.kind.protocol,
         size: cell.kind.size,
         concurrency: n,
+        in_flight: cell.in_flight,
         goodput_bps: None,
         sent_bps: None,
         loss: None,
@@ -427,6 +434,7 @@ mod tests {
             protocol: Protocol::Tcp,
             size: 64,
             concurrency: n,
+            in_flight: 1,
             goodput_bps: Some(bps),
             sent_bps: None,
             loss: None,

@@ -85,6 +85,10 @@ fn sender_args(target: Target, cell: &Cell, session: u32, wait_go: bool) -> Vec<
     if cell.kind.pattern == Pattern::RequestResponse {
         a.push("--pattern".into());
         a.push("request-response".into());
+        if cell.in_flight > 1 {
+            a.push("--in-flight".into());
+            a.push(cell.in_flight.to_string());
+        }
     }
     if let Some(r) = cell.rate_bps {
         a.push("--rate".into());
@@ -506,6 +510,7 @@ impl Runner<'_> {
             session: traffic::new_session(),
             direction: cell.kind.direction,
             pattern: cell.kind.pattern,
+            in_flight: cell.in_flight as usize,
         };
         let (report, perf, softirqs) = netns::spawn_in("probe-in-place", pid, move || {
             let counters = perf::Counters::start(0);

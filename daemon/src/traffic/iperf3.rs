@@ -391,6 +391,7 @@ mod tests {
                     session: 1,
                     direction,
                     pattern: netmode_advisor::api::Pattern::Stream,
+                    in_flight: 1,
                 });
                 if r.as_ref().is_err_and(|e| e.to_string().contains("refused")) {
                     std::thread::sleep(Duration::from_millis(100));

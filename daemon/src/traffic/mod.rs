@@ -81,6 +81,10 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The most request/response exchanges one sender keeps in flight (a thread and a connection
+/// each): `send --in-flight` and `probe.rr_in_flight` are bounded by it.
+pub const MAX_IN_FLIGHT: usize = 64;
+
 /// One sender's job.
 #[derive(Debug, Clone)]
 pub struct SendSpec {
@@ -97,6 +101,9 @@ pub struct SendSpec {
     pub direction: Direction,
     /// A stream, or request/response (this end asks, the sink answers `size` bytes).
     pub pattern: Pattern,
+    /// Request/response: exchanges in flight, each on a connection of its own (as a server's
+    /// clients each wait for their own answer). 1 is netperf's TCP_RR; streams ignore it.
+    pub in_flight: usize,
 }
 
 /// What a sender achieved, with the receiver's view.

@@ -18,12 +18,14 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
     // Request/response and ingress: this end counts what it gets, no report to ask for.
     let receiving = match (spec.pattern, spec.direction, spec.protocol) {
-        (Pattern::RequestResponse, _, Protocol::Tcp) => {
-            Some(("request/response with", rr_tcp(addr, spec)))
-        }
-        (Pattern::RequestResponse, _, Protocol::Udp) => {
-            Some(("request/response with", rr_udp(addr, spec)))
-        }
+        (Pattern::RequestResponse, _, Protocol::Tcp) => Some((
+            "request/response with",
+            in_flight(spec, || rr_tcp(addr, spec)),
+        )),
+        (Pattern::RequestResponse, _, Protocol::Udp) => Some((
+            "request/response with",
+            in_flight(spec, || rr_udp(addr, spec)),
+        )),
         (Pattern::Stream, Direction::Ingress, Protocol::Tcp) => {
             Some(("receiving from", pull_tcp(addr, spec)))
         }
@@ -246,8 +248,47 @@ impl Rtts {
     }
 }
 
+/// `spec.in_flight` exchanges at once, each on its own connection (a thread each): their
+/// transactions summed, round trips pooled, over the longest one's time.
+/// UDP's loss is the share of requests that got no answer in time.
+fn in_flight<F>(spec: &SendSpec, one: F) -> io::Result<Outcome>
+where
+    F: Fn() -> io::Result<Exchanges> + Sync,
+{
+    let results: Vec<io::Result<Exchanges>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..spec.in_flight.max(1)).map(|_| s.spawn(&one)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("an exchange thread panicked")))
+            })
+            .collect()
+    });
+    let (mut rtts, mut elapsed, mut lost, mut sent) = (Rtts::default(), Duration::ZERO, 0, 0);
+    for r in results {
+        let x = r?;
+        rtts.0.extend(x.rtts.0);
+        elapsed = elapsed.max(x.elapsed);
+        lost += x.lost;
+        sent += x.sent;
+    }
+    let mut out = rtts.outcome(spec.size, elapsed, lost);
+    out.loss = (spec.protocol == Protocol::Udp && sent > 0).then(|| lost as f64 / sent as f64);
+    Ok(out)
+}
+
+/// What one connection's exchanges came to.
+struct Exchanges {
+    rtts: Rtts,
+    elapsed: Duration,
+    /// Requests that got no answer in time (UDP).
+    lost: u64,
+    sent: u64,
+}
+
 /// Request/response over TCP: a request of `size` bytes, the answer, the next request.
-fn rr_tcp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
+fn rr_tcp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Exchanges> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_nodelay(true)?;
     s.write_all(&pull_hello(spec))?;
@@ -263,12 +304,18 @@ fn rr_tcp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
     }
     let elapsed = start.elapsed();
     let _ = s.shutdown(Shutdown::Both);
-    Ok(rtts.outcome(spec.size, elapsed, 0))
+    let sent = rtts.0.len() as u64;
+    Ok(Exchanges {
+        rtts,
+        elapsed,
+        lost: 0,
+        sent,
+    })
 }
 
 /// Request/response over UDP: a request datagram, its echo (or 200 ms without one: lost),
 /// the next request.
-fn rr_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
+fn rr_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Exchanges> {
     if spec.size < wire::UDP_HEADER_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -313,10 +360,12 @@ fn rr_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
         }
         seq += 1;
     }
-    let elapsed = start.elapsed();
-    let mut out = rtts.outcome(spec.size, elapsed, lost);
-    out.loss = (seq > 0).then(|| lost as f64 / seq as f64);
-    Ok(out)
+    Ok(Exchanges {
+        rtts,
+        elapsed: start.elapsed(),
+        lost,
+        sent: seq,
+    })
 }
 
 fn send_udp(addr: SocketAddr, spec: &SendSpec) -> io::Result<Outcome> {
@@ -345,6 +394,7 @@ mod tests {
             session: super::super::new_session(),
             direction: Direction::Egress,
             pattern: Pattern::Stream,
+            in_flight: 1,
         }
     }
 
@@ -423,6 +473,61 @@ mod tests {
                 assert!(o.loss.is_some_and(|l| l < 0.5), "{o:?}");
             }
         }
+    }
+
+    /// Several exchanges in flight: each on a connection of its own, all open at once, and
+    /// every exchange of every connection counted (an echo server of the test's own counts
+    /// the connections; the real sink answers the UDP ones).
+    #[test]
+    fn exchanges_in_flight_each_have_a_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (open, most, accepted) = (
+            std::sync::Arc::new(AtomicUsize::new(0)),
+            std::sync::Arc::new(AtomicUsize::new(0)),
+            std::sync::Arc::new(AtomicUsize::new(0)),
+        );
+        let (o2, m2, a2) = (open.clone(), most.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                a2.fetch_add(1, SeqCst);
+                let now = o2.fetch_add(1, SeqCst) + 1;
+                m2.fetch_max(now, SeqCst);
+                let o3 = o2.clone();
+                std::thread::spawn(move || {
+                    let mut hello = [0u8; wire::HELLO_LEN + wire::PULL_LEN];
+                    let mut msg = [0u8; 64];
+                    if conn.read_exact(&mut hello).is_ok() {
+                        while conn.read_exact(&mut msg).is_ok() && conn.write_all(&msg).is_ok() {}
+                    }
+                    o3.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        let mut s = spec(addr, Protocol::Tcp, 64, 300);
+        s.pattern = Pattern::RequestResponse;
+        s.in_flight = 8;
+        let o = run(&s).unwrap();
+        assert_eq!(accepted.load(SeqCst), 8, "{o:?}");
+        assert_eq!(most.load(SeqCst), 8, "all eight open at once: {o:?}");
+        assert!(
+            o.transactions >= 8 && o.received_bytes == o.transactions * 64,
+            "{o:?}"
+        );
+        assert!(o.loss.is_none(), "{o:?}");
+
+        let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut s = spec(sink.tcp_addr, Protocol::Udp, 64, 300);
+        s.pattern = Pattern::RequestResponse;
+        s.in_flight = 4;
+        let o = run(&s).unwrap();
+        assert!(
+            o.transactions > 4 && o.received_bytes == o.transactions * 64,
+            "{o:?}"
+        );
+        assert!(o.loss.is_some_and(|l| l < 0.5), "{o:?}");
     }
 
     /// A pull that asks for nonsense (a UDP size below the header) gets nothing, not a stream.

@@ -335,6 +335,7 @@ fn serve_pull(mut conn: TcpStream, session: u32, udp_socket: &UdpFactory) -> io:
         session,
         direction: Direction::Egress,
         pattern: Pattern::Stream,
+        in_flight: 1,
     };
     // A receiver that stops reading ends the stream instead of holding a thread forever.
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
