@@ -324,9 +324,9 @@ impl Engine {
     /// names. Unnamed, because an import with a name is not safe with two importers on one
     /// engine: Podman's compatible API (4.3) ignores the `tag` of an import and names every
     /// import `repo:latest`, a name that moves from one import to the next.
-    pub async fn import_image(&self, tar: Vec<u8>) -> Result<String> {
+    pub async fn import_image(&self, tar: hyper::body::Bytes) -> Result<String> {
         let opts = CreateImageOptionsBuilder::new().from_src("-").build();
-        let body = bollard::body_full(hyper::body::Bytes::from(tar));
+        let body = bollard::body_full(tar);
         let mut progress = std::pin::pin!(compat_stream(self.docker.create_image(
             Some(opts),
             Some(body),

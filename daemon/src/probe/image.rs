@@ -244,9 +244,10 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
         if engine.image_exists(&image.name).await? {
             return Ok(image);
         }
-        // First use, or removed since (docker image prune): build it.
+        // First use, or removed since (docker image prune): build it (the tarball shared, not
+        // copied, when an attempt is repeated).
         let bytes = match &tar {
-            Some(t) => Vec::clone(t),
+            Some(t) => hyper::body::Bytes::clone(t),
             None => {
                 let files = match read.take() {
                     Some(f) => f,
@@ -259,7 +260,7 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
                     files.len(),
                     size as f64 / (1 << 20) as f64
                 );
-                let t = smol::unblock(move || tarball(&files)).await?;
+                let t = hyper::body::Bytes::from(smol::unblock(move || tarball(&files)).await?);
                 tar.insert(t).clone()
             }
         };
@@ -268,8 +269,8 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
             .await
             .map_err(ProbeError::docker("import the probe image"))?;
         if let Err(e) = engine.tag_image(&id, REPO, &tag).await {
-            // Gone before it was named (a prune), or named by another daemon meanwhile: look
-            // again.
+            // Gone before it was named (a prune, or an older netmoded removing `latest`): look
+            // again, another daemon may have made the image meanwhile.
             log::info!(
                 "probe import {id} could not be named {} ({e}); attempt {attempt} of {IMPORT_TRIES}",
                 image.name
