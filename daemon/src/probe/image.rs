@@ -271,10 +271,7 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
         if let Err(e) = engine.tag_image(&id, REPO, &tag).await {
             // Gone before it was named (a prune, or an older netmoded removing `latest`): look
             // again, another daemon may have made the image meanwhile.
-            log::info!(
-                "probe import {id} could not be named {} ({e}); attempt {attempt} of {IMPORT_TRIES}",
-                image.name
-            );
+            log::info!("probe import {id} not named ({e}); try {attempt}");
             remove_own_import(engine, &id).await;
             if attempt == IMPORT_TRIES {
                 return Err(ProbeError::docker(format!(

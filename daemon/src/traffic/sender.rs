@@ -18,14 +18,12 @@ pub fn run(spec: &SendSpec) -> Result<Outcome, TrafficError> {
     let addr = spec.target.addr();
     // Request/response and ingress: this end counts what it gets, no report to ask for.
     let receiving = match (spec.pattern, spec.direction, spec.protocol) {
-        (Pattern::RequestResponse, _, Protocol::Tcp) => Some((
-            "request/response with",
-            in_flight(spec, || rr_tcp(addr, spec)),
-        )),
-        (Pattern::RequestResponse, _, Protocol::Udp) => Some((
-            "request/response with",
-            in_flight(spec, || rr_udp(addr, spec)),
-        )),
+        (Pattern::RequestResponse, _, Protocol::Tcp) => {
+            Some(("request/response with", in_flight(spec, addr, rr_tcp)))
+        }
+        (Pattern::RequestResponse, _, Protocol::Udp) => {
+            Some(("request/response with", in_flight(spec, addr, rr_udp)))
+        }
         (Pattern::Stream, Direction::Ingress, Protocol::Tcp) => {
             Some(("receiving from", pull_tcp(addr, spec)))
         }
@@ -251,20 +249,25 @@ impl Rtts {
 /// `spec.in_flight` exchanges at once, each on its own connection (a thread each): their
 /// transactions summed, round trips pooled, over the longest one's time.
 /// UDP's loss is the share of requests that got no answer in time.
-fn in_flight<F>(spec: &SendSpec, one: F) -> io::Result<Outcome>
-where
-    F: Fn() -> io::Result<Exchanges> + Sync,
-{
-    let results: Vec<io::Result<Exchanges>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..spec.in_flight.max(1)).map(|_| s.spawn(&one)).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("an exchange thread panicked")))
-            })
-            .collect()
-    });
+fn in_flight(
+    spec: &SendSpec,
+    addr: SocketAddr,
+    one: fn(SocketAddr, &SendSpec) -> io::Result<Exchanges>,
+) -> io::Result<Outcome> {
+    // The others on threads of their own, the first on this one.
+    let others: Vec<_> = (1..spec.in_flight.max(1))
+        .map(|_| {
+            let spec = spec.clone();
+            std::thread::spawn(move || one(addr, &spec))
+        })
+        .collect();
+    let mut results = vec![one(addr, spec)];
+    for h in others {
+        results.push(
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("an exchange thread panicked"))),
+        );
+    }
     let (mut rtts, mut elapsed, mut lost, mut sent) = (Rtts::default(), Duration::ZERO, 0, 0);
     for r in results {
         let x = r?;
