@@ -240,7 +240,9 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
         launch,
     };
     let mut tar = None;
-    for attempt in 1..=IMPORT_TRIES {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         if engine.image_exists(&image.name).await? {
             return Ok(image);
         }
@@ -295,7 +297,6 @@ pub async fn ensure(engine: &Engine) -> Result<ProbeImage> {
         }
         return Ok(image);
     }
-    unreachable!("the last attempt returns")
 }
 
 /// Remove an import this daemon made that carries no name (best effort: a container that
