@@ -764,13 +764,13 @@ fn repetitions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     number_in(d, 1, 10, " runs")
 }
 
+/// The most request/response exchanges one sender keeps in flight (a thread and a connection
+/// each): `probe.rr_in_flight` and `send --in-flight` (as `traffic::MAX_IN_FLIGHT`) are
+/// bounded by it. It lives here, the lowest layer, because both config and traffic need it.
+pub const MAX_RR_IN_FLIGHT: u32 = 64;
+
 fn rr_in_flight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    number_in(
-        d,
-        1,
-        crate::traffic::MAX_IN_FLIGHT as u32,
-        " exchanges at once",
-    )
+    number_in(d, 1, MAX_RR_IN_FLIGHT, " exchanges at once")
 }
 
 fn concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
