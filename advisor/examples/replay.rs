@@ -7,7 +7,9 @@
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
 //! recommendation the policy gives that container now (JSON, one array). What the memory
 //! says was recommended before is forgotten, so that the decision follows the probability
-//! alone (no hysteresis from the run's own model).
+//! alone (no hysteresis from the run's own model). `"drop_sizes": [65000]` takes the probe
+//! cells of those message sizes out of the evidence first (the container's latest probe and
+//! the rounds its memory keeps): the same run decided as if the probe had not sent them.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -45,6 +47,9 @@ struct Request {
     prior: Option<PriorIn>,
     /// The run's `advisor.active_window`, seconds (default: the shipped one).
     active_window_s: Option<f64>,
+    /// Probe cells of these message sizes are taken out of the evidence.
+    #[serde(default)]
+    drop_sizes: Vec<u32>,
     points: Vec<Point>,
 }
 
@@ -107,11 +112,23 @@ fn main() -> Result<(), Error> {
     }
     let mut out = Vec::new();
     for p in &req.points {
-        let status: Status = read_json(&p.dir.join("status.json"))?;
+        let mut status: Status = read_json(&p.dir.join("status.json"))?;
         let mut memory: Memory = read_json(&p.dir.join("advisor.json"))?;
+        let kept = |size: u32| !req.drop_sizes.contains(&size);
         for m in memory.containers.values_mut() {
             m.recommended = None;
             m.last_flip_ms = 0;
+            for r in &mut m.probe_rounds {
+                r.cells.retain(|c| kept(c.size));
+            }
+            m.probe_rounds.retain(|r| !r.cells.is_empty());
+        }
+        for c in &mut status.containers {
+            if let Some(p) = &mut c.probes {
+                p.bridge.retain(|c| kept(c.size));
+                p.host.retain(|c| kept(c.size));
+                p.in_place.retain(|c| kept(c.size));
+            }
         }
         let none = BTreeMap::new();
         let layers = BTreeMap::new();
