@@ -361,7 +361,6 @@ impl ProbeEngine {
         };
         let mut measured: HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)> =
             HashMap::new();
-        let cells_per_kind = (self.cfg.protocols.len() * self.cfg.sizes.len()) as u32;
         let mut total: u32 = targets
             .iter()
             .map(|t| {
@@ -369,11 +368,7 @@ impl ProbeEngine {
                     .iter()
                     .filter(|d| d.launch(t).is_ok())
                     .count() as u32;
-                modes
-                    * plan::traffic(&self.cfg, t).len() as u32
-                    * plan::paths(t).len() as u32
-                    * cells_per_kind
-                    * self.cfg.repetitions
+                modes * plan::planned(&self.cfg, t).len() as u32 * self.cfg.repetitions
             })
             .sum();
         let sweep_kinds = plan::sweep_traffic(&self.cfg, &containers);
@@ -447,9 +442,9 @@ impl ProbeEngine {
         let stopped = || ProbeError::TargetStopped {
             container: t.name.clone(),
         };
-        let kinds = plan::traffic(&self.cfg, t);
         let paths = plan::paths(t);
-        let cells = plan::container_cells(&self.cfg, &kinds, &paths);
+        let cells = plan::planned(&self.cfg, t);
+        let kinds: Vec<&api::CellKind> = cells.iter().map(|c| &c.kind).collect();
         // Each mode: its cells measured for another container already, or how to measure.
         enum Plan {
             Known(Vec<ProbeCell>),
@@ -472,13 +467,13 @@ impl ProbeEngine {
                     return (cp, None);
                 }
             };
-            // Probe containers depend on the network, the limits and the kinds of traffic,
-            // not on the target.
+            // Probe containers depend on the network, the limits and the cells (the kinds of
+            // traffic, paths and sizes), not on the target.
             let key = match &launch {
                 Launch::Container { network_mode } => Some((
                     driver.mode(),
                     network_mode.clone(),
-                    format!("{:?} {kinds:?} {paths:?}", t.limits),
+                    format!("{:?} {kinds:?}", t.limits),
                 )),
                 Launch::InNamespace { .. } => None,
             };

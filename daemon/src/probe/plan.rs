@@ -140,6 +140,56 @@ pub fn container_cells(cfg: &ProbeConfig, kinds: &[TrafficKind], paths: &[Path])
     v
 }
 
+/// The message size of the cell `probe.traffic = "auto"` adds for a container moving a bulk
+/// TCP stream: what a bulk sender writes (iperf3 writes 128 KiB), where the study's 64 and
+/// 1024 B writes cost a bulk receiver several times its own CPU per byte and the 1024 B
+/// stream is bimodal run to run (docs/benchmarks.md, run f). `probe.sizes` goes up to it.
+pub const BULK_SIZE: u32 = 65_000;
+
+/// A live mean packet at least this large (bytes) is a bulk stream's: frames this large are
+/// the stack's offload aggregates (GSO/GRO), which full writes of a stream produce and
+/// requests, answers and datagrams do not (a bulk receiver here: 26-33 KB).
+pub const BULK_MIN_PACKET: f64 = 4096.0;
+
+/// Does `c` get the bulk cell? With `probe.traffic = "auto"`, TCP probed and the size not
+/// configured already, when its live traffic is a stream of offload-sized frames.
+pub fn bulk(cfg: &ProbeConfig, c: &api::Container) -> bool {
+    matches!(cfg.traffic, Traffic::Auto)
+        && cfg.protocols.contains(&Protocol::Tcp)
+        && !cfg.sizes.contains(&BULK_SIZE)
+        && c.live.as_ref().is_some_and(|l| {
+            !l.request_response_like()
+                && l.mean_packet_bytes.is_some_and(|m| m >= BULK_MIN_PACKET)
+        })
+}
+
+/// Every cell a container is probed with: its kinds of traffic x protocols x sizes on each
+/// of its paths, and for a bulk stream (`bulk`) a TCP stream cell of `BULK_SIZE` B writes
+/// per stream kind and path.
+pub fn planned(cfg: &ProbeConfig, c: &api::Container) -> Vec<Cell> {
+    let kinds = traffic(cfg, c);
+    let paths = paths(c);
+    let mut cells = container_cells(cfg, &kinds, &paths);
+    if bulk(cfg, c) {
+        let streams: Vec<TrafficKind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| k.direction_and_pattern().1 == Pattern::Stream)
+            .collect();
+        for &path in &paths {
+            cells.extend(
+                cells_in(cfg, &streams, &[Protocol::Tcp], &[BULK_SIZE])
+                    .into_iter()
+                    .map(|c| Cell {
+                        kind: api::CellKind { path, ..c.kind },
+                        ..c
+                    }),
+            );
+        }
+    }
+    cells
+}
+
 /// The kinds of traffic the sweep measures: the configured list, or (`auto`) every kind
 /// `traffic` chooses for a network-active container the run may probe (in the order egress,
 /// ingress, request/response), egress streams when none is active.
@@ -212,7 +262,8 @@ pub fn eligible(containers: &[api::Container]) -> Vec<api::Container> {
 
 /// Is `c` settled, so that a scheduled run leaves it out? Its mode is decided (switch or keep,
 /// on measured evidence), and its latest probe (`latest`) measured, in both modes, every cell
-/// it would be probed with now (the same kinds of traffic, paths, protocols and sizes). A
+/// it would be probed with now (`planned`: the same kinds of traffic, paths, protocols and
+/// sizes, the bulk cell included). A
 /// change of its traffic or of the configured cells brings it back, and so does a change of
 /// the gateway that reopens its decision (the sweep, still run, at another number of active
 /// containers): then it is undecided again.
@@ -235,7 +286,7 @@ pub fn settled(
             .iter()
             .any(|x| x.error.is_none() && x.concurrency == 1 && k.is(x))
     };
-    let want = container_cells(cfg, &traffic(cfg, c), &paths(c));
+    let want = planned(cfg, c);
     !want.is_empty()
         && want.iter().all(|cell| {
             measured(&l.host, &cell.kind)
@@ -690,6 +741,92 @@ mod tests {
             (cells[2].kind.direction, cells[2].kind.pattern),
             (Direction::Egress, Pattern::RequestResponse)
         );
+    }
+
+    #[test]
+    fn a_bulk_stream_gets_a_cell_of_bulk_writes() {
+        let cfg = ProbeConfig::default();
+        let sizes = |c: &api::Container, cfg: &ProbeConfig| -> Vec<(Direction, Protocol, u32)> {
+            planned(cfg, c)
+                .iter()
+                .map(|x| (x.kind.direction, x.kind.protocol, x.kind.size))
+                .collect()
+        };
+        // A bulk receiver (iperf3 here: 26-33 KB offload frames): its ingress cells at the
+        // configured sizes, then one of bulk writes.
+        let mut bulk_rx = container("a", None, 20e6, 1e5);
+        bulk_rx.live.as_mut().unwrap().mean_packet_bytes = Some(30_000.0);
+        let tcp = ProbeConfig {
+            protocols: vec![Protocol::Tcp],
+            ..ProbeConfig::default()
+        };
+        assert_eq!(
+            sizes(&bulk_rx, &tcp),
+            [
+                (Direction::Ingress, Protocol::Tcp, 64),
+                (Direction::Ingress, Protocol::Tcp, 1024),
+                (Direction::Ingress, Protocol::Tcp, BULK_SIZE),
+            ]
+        );
+        // UDP probed too (the default): the bulk cell is TCP's alone (a 65000 B datagram
+        // would be fragments).
+        let got = sizes(&bulk_rx, &cfg);
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[4], (Direction::Ingress, Protocol::Tcp, BULK_SIZE));
+        // Full frames or smaller (a stream of small writes, the study's 1024 B), requests and
+        // answers, or an idle container: the configured cells only.
+        let mut frames = bulk_rx.clone();
+        frames.live.as_mut().unwrap().mean_packet_bytes = Some(1500.0);
+        assert!(!bulk(&cfg, &frames));
+        assert_eq!(sizes(&frames, &tcp).len(), 2);
+        let mut rr = container("a", None, 2e5, 2e5);
+        let l = rr.live.as_mut().unwrap();
+        (l.rx_pps, l.tx_pps, l.mean_packet_bytes) = (250.0, 250.0, Some(100.0));
+        assert!(!bulk(&cfg, &rr));
+        assert!(!bulk(&cfg, &container("a", None, 0.0, 0.0)));
+        // A fixed list of kinds, no TCP, or the size configured already: as configured.
+        let fixed = ProbeConfig {
+            traffic: Traffic::List(vec![TrafficKind::Ingress]),
+            ..ProbeConfig::default()
+        };
+        assert!(!bulk(&fixed, &bulk_rx));
+        let udp = ProbeConfig {
+            protocols: vec![Protocol::Udp],
+            ..ProbeConfig::default()
+        };
+        assert!(!bulk(&udp, &bulk_rx));
+        let configured = ProbeConfig {
+            sizes: vec![64, BULK_SIZE],
+            ..tcp.clone()
+        };
+        assert!(!bulk(&configured, &bulk_rx));
+        assert_eq!(sizes(&bulk_rx, &configured).len(), 2);
+        // A decided bulk receiver whose latest probe lacks the bulk cell is not settled.
+        let d = decided(bulk_rx, api::Decision::Keep, 0.01, 0.3);
+        let measured = |mode: ProbeMode, cells: &[Cell]| -> Vec<ProbeCell> {
+            cells
+                .iter()
+                .map(|k| ProbeCell {
+                    protocol: k.kind.protocol,
+                    size: k.kind.size,
+                    direction: k.kind.direction,
+                    pattern: k.kind.pattern,
+                    path: k.kind.path,
+                    ..cell(mode, 1, 1e6)
+                })
+                .collect()
+        };
+        let all = planned(&tcp, &d);
+        let probes = |cells: &[Cell]| api::ContainerProbes {
+            run_id: "r".into(),
+            finished_at_ms: 0,
+            bridge: measured(ProbeMode::Bridge, cells),
+            host: measured(ProbeMode::Host, cells),
+            in_place: vec![],
+            measured_for: None,
+        };
+        assert!(settled(&tcp, &d, Some(&probes(&all))));
+        assert!(!settled(&tcp, &d, Some(&probes(&all[..2]))));
     }
 
     #[test]
