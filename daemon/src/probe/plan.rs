@@ -638,15 +638,10 @@ mod tests {
         assert_eq!(follow_up(&[ignored]).map(|c| c.name.as_str()), None);
     }
 
-    #[test]
-    fn a_decided_container_measured_as_it_is_now_is_settled() {
-        use api::Decision::{Keep, Switch, Undecided};
-        let cfg = ProbeConfig::default();
-        // Idle containers are probed with egress streams only.
-        let c = decided(container("a", None, 0.0, 0.0), Keep, 0.01, 0.3);
-        let kinds = container_cells(&cfg, &traffic(&cfg, &c), &paths(&c));
-        let cells = |mode: ProbeMode| -> Vec<ProbeCell> {
-            kinds
+    /// A latest probe that measured `cells` in bridge and in host mode.
+    fn measured(cells: &[Cell]) -> api::ContainerProbes {
+        let of = |mode: ProbeMode| -> Vec<ProbeCell> {
+            cells
                 .iter()
                 .map(|k| ProbeCell {
                     protocol: k.kind.protocol,
@@ -658,14 +653,23 @@ mod tests {
                 })
                 .collect()
         };
-        let latest = api::ContainerProbes {
+        api::ContainerProbes {
             run_id: "r".into(),
             finished_at_ms: 0,
-            bridge: cells(ProbeMode::Bridge),
-            host: cells(ProbeMode::Host),
+            bridge: of(ProbeMode::Bridge),
+            host: of(ProbeMode::Host),
             in_place: vec![],
             measured_for: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_decided_container_measured_as_it_is_now_is_settled() {
+        use api::Decision::{Keep, Switch, Undecided};
+        let cfg = ProbeConfig::default();
+        // Idle containers are probed with egress streams only.
+        let c = decided(container("a", None, 0.0, 0.0), Keep, 0.01, 0.3);
+        let latest = measured(&container_cells(&cfg, &traffic(&cfg, &c), &paths(&c)));
         assert!(settled(&cfg, &c, Some(&latest)));
         let switch = decided(container("a", None, 0.0, 0.0), Switch, 0.99, 0.3);
         assert!(settled(&cfg, &switch, Some(&latest)));
@@ -803,30 +807,9 @@ mod tests {
         assert_eq!(sizes(&bulk_rx, &configured).len(), 2);
         // A decided bulk receiver whose latest probe lacks the bulk cell is not settled.
         let d = decided(bulk_rx, api::Decision::Keep, 0.01, 0.3);
-        let measured = |mode: ProbeMode, cells: &[Cell]| -> Vec<ProbeCell> {
-            cells
-                .iter()
-                .map(|k| ProbeCell {
-                    protocol: k.kind.protocol,
-                    size: k.kind.size,
-                    direction: k.kind.direction,
-                    pattern: k.kind.pattern,
-                    path: k.kind.path,
-                    ..cell(mode, 1, 1e6)
-                })
-                .collect()
-        };
         let all = planned(&tcp, &d);
-        let probes = |cells: &[Cell]| api::ContainerProbes {
-            run_id: "r".into(),
-            finished_at_ms: 0,
-            bridge: measured(ProbeMode::Bridge, cells),
-            host: measured(ProbeMode::Host, cells),
-            in_place: vec![],
-            measured_for: None,
-        };
-        assert!(settled(&tcp, &d, Some(&probes(&all))));
-        assert!(!settled(&tcp, &d, Some(&probes(&all[..2]))));
+        assert!(settled(&tcp, &d, Some(&measured(&all))));
+        assert!(!settled(&tcp, &d, Some(&measured(&all[..2]))));
     }
 
     #[test]
