@@ -158,8 +158,7 @@ pub fn bulk(cfg: &ProbeConfig, c: &api::Container) -> bool {
         && cfg.protocols.contains(&Protocol::Tcp)
         && !cfg.sizes.contains(&BULK_SIZE)
         && c.live.as_ref().is_some_and(|l| {
-            !l.request_response_like()
-                && l.mean_packet_bytes.is_some_and(|m| m >= BULK_MIN_PACKET)
+            !l.request_response_like() && l.mean_packet_bytes.is_some_and(|m| m >= BULK_MIN_PACKET)
         })
 }
 
