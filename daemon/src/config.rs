@@ -765,7 +765,7 @@ fn repetitions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 
 /// The most request/response exchanges one sender keeps in flight (a thread and a connection
-/// each): `probe.rr_in_flight` and `send --in-flight` (as `traffic::MAX_IN_FLIGHT`) are
+/// each): `probe.rr_in_flight` and `send --in-flight` are
 /// bounded by it. It lives here, the lowest layer, because both config and traffic need it.
 pub const MAX_RR_IN_FLIGHT: u32 = 64;
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 use netmode_advisor::api::{Direction, Pattern, Protocol};
 
 use super::{Arg, Global, parse_rest, text};
+use crate::config::MAX_RR_IN_FLIGHT;
 use crate::error::{Error, ProbeError, Result};
-use crate::traffic::{self, MAX_IN_FLIGHT, SendSpec, SenderReport, Target};
+use crate::traffic::{self, SendSpec, SenderReport, Target};
 
 pub struct Options {
     pub target: Option<String>,
@@ -99,10 +100,10 @@ pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<Options> {
                 o.in_flight = v
                     .parse()
                     .ok()
-                    .filter(|n| (1..=MAX_IN_FLIGHT).contains(n))
+                    .filter(|n| (1..=MAX_RR_IN_FLIGHT as usize).contains(n))
                     .ok_or_else(|| {
                         bad(format!(
-                            "--in-flight {v:?}: exchanges at once, 1..{MAX_IN_FLIGHT}"
+                            "--in-flight {v:?}: exchanges at once, 1..{MAX_RR_IN_FLIGHT}"
                         ))
                     })?;
             }

@@ -81,10 +81,6 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// The most request/response exchanges one sender keeps in flight (a thread and a connection
-/// each): `send --in-flight` and `probe.rr_in_flight` are bounded by it (config's constant).
-pub const MAX_IN_FLIGHT: usize = crate::config::MAX_RR_IN_FLIGHT as usize;
-
 /// One sender's job.
 #[derive(Debug, Clone)]
 pub struct SendSpec {
