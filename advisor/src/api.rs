@@ -409,6 +409,16 @@ impl Protocol {
             Protocol::Udp => "udp",
         }
     }
+
+    /// The largest message (bytes) a probe of this protocol writes: for UDP a datagram's
+    /// payload, short of the 65507 B one IPv4 datagram carries; for TCP one write, as large as
+    /// iperf3's default (128 KiB) so that a bulk stream can be probed as a bulk sender writes.
+    pub const fn max_message(self) -> u32 {
+        match self {
+            Protocol::Tcp => 131_072,
+            Protocol::Udp => 65_000,
+        }
+    }
 }
 
 /// Which way a probe cell's traffic flows, seen from the container.

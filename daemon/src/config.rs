@@ -207,6 +207,37 @@ impl Default for Probe {
 }
 
 impl Probe {
+    /// A size (of `probe.sizes` or `probe.sweep_sizes`: the key and a message) that none of
+    /// the protocols it goes with can carry: above UDP's 65000 B with UDP alone.
+    pub fn uncarried_size(&self) -> Option<(&'static str, String)> {
+        [
+            (
+                "probe.sizes",
+                &self.sizes,
+                &self.protocols,
+                "probe.protocols",
+            ),
+            (
+                "probe.sweep_sizes",
+                &self.sweep_sizes,
+                &self.sweep_protocols,
+                "probe.sweep_protocols",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(key, sizes, protocols, with)| {
+            let largest = protocols.iter().map(|p| p.max_message()).max()?;
+            let size = sizes.iter().find(|&&s| s > largest)?;
+            Some((
+                key,
+                format!(
+                    "message size {size} is above {largest} bytes, the largest {with} carries \
+                     (larger sizes are for TCP)"
+                ),
+            ))
+        })
+    }
+
     /// The sweep's largest N on a host with `cpus` CPUs.
     pub fn sweep_max(&self, cpus: u32) -> u32 {
         if self.max_concurrency == 0 {
@@ -484,6 +515,9 @@ impl Config {
             let key = (key != "." && !key.is_empty()).then_some(key);
             at(message, inner.span(), key)
         })?;
+        if let Some((key, message)) = config.probe.uncarried_size() {
+            return Err(at(message, size_span(text, key), Some(key.to_string())));
+        }
         Ok(config)
     }
 
@@ -692,15 +726,33 @@ fn protocols<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Protocol>, D::Error>
     Ok(v)
 }
 
-/// Message sizes: 16 bytes (a UDP probe's header) up to 65000.
+/// Where `probe.sizes` or `probe.sweep_sizes` (`key`) is written, for an error about it.
+fn size_span(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    #[derive(Deserialize)]
+    struct Doc {
+        probe: Option<Probe>,
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        sizes: Option<toml::Spanned<toml::Value>>,
+        sweep_sizes: Option<toml::Spanned<toml::Value>>,
+    }
+    let probe = Doc::deserialize(toml::Deserializer::parse(text).ok()?)
+        .ok()?
+        .probe?;
+    match key {
+        "probe.sizes" => probe.sizes,
+        _ => probe.sweep_sizes,
+    }
+    .map(|v| v.span())
+}
+
+/// Message sizes: 16 bytes (a UDP probe's header) up to a TCP write's largest (131072);
+/// UDP cells take those up to 65000 (`Protocol::max_message`), larger ones are TCP's alone.
 fn check_size<E: serde::de::Error>(v: u32) -> Result<u32, E> {
-    if !(16..=65_000).contains(&v) {
-        return Err(out_of_range(
-            format!("message size {v}"),
-            16,
-            65_000,
-            " bytes",
-        ));
+    let max = Protocol::Tcp.max_message();
+    if !(16..=max).contains(&v) {
+        return Err(out_of_range(format!("message size {v}"), 16, max, " bytes"));
     }
     Ok(v)
 }
@@ -992,7 +1044,18 @@ mod tests {
             (Some(2), Some("probe.sizes")),
             "{e}"
         );
-        assert!(e.to_string().contains("16..65000"), "{e}");
+        assert!(e.to_string().contains("16..131072"), "{e}");
+        // Above a UDP datagram's largest: TCP's alone, an error with UDP alone.
+        let c = parse("[probe]\nsizes = [64, 131072]\n").unwrap();
+        assert_eq!(c.probe.sizes, [64, 131_072]);
+        let e = parse("[probe]\nsweep_protocols = [\"udp\"]\n\nsweep_sizes = [64, 70000]\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(4), Some("probe.sweep_sizes")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("70000 is above 65000"), "{e}");
         let e = parse("[probe]\nprotocols = [\"icmp\"]\n").unwrap_err();
         assert!(
             e.key
@@ -1185,7 +1248,7 @@ mod tests {
             ),
             (
                 "[probe]\nsizes = [8]",
-                "message size 8 is out of range: expected 16..65000 bytes",
+                "message size 8 is out of range: expected 16..131072 bytes",
             ),
             (
                 "[probe]\nmax_duty_cycle = 0.0",

@@ -92,8 +92,13 @@ pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<Options> {
                 o.size = v
                     .parse()
                     .ok()
-                    .filter(|s| (1..=65_000).contains(s))
-                    .ok_or_else(|| bad(format!("--size {v:?}: bytes, 1..65000")))?;
+                    .filter(|s| (1..=MAX_SIZE as usize).contains(s))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "--size {v:?}: bytes, 1..{MAX_SIZE} (UDP: 1..{})",
+                            Protocol::Udp.max_message()
+                        ))
+                    })?;
             }
             "in-flight" => {
                 let v = text(p)?;
@@ -141,6 +146,9 @@ pub fn parse(p: &mut lexopt::Parser, global: &mut Global) -> Result<Options> {
     Ok(o)
 }
 
+/// The largest `--size`: a TCP write's (`Protocol::max_message`).
+const MAX_SIZE: u32 = Protocol::Tcp.max_message();
+
 static GO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn on_go(_: libc::c_int) {
@@ -187,6 +195,14 @@ pub fn run(o: Options) -> Result<()> {
         Error::Usage("send needs --target netmode://HOST:PORT or iperf3://HOST:PORT".into())
     })?;
     let target = Target::parse(target).map_err(|e| Error::Usage(e.to_string()))?;
+    if o.size > o.protocol.max_message() as usize {
+        return Err(Error::Usage(format!(
+            "--size {}: a {} message is at most {} bytes",
+            o.size,
+            o.protocol.as_str(),
+            o.protocol.max_message()
+        )));
+    }
     let spec = SendSpec {
         target,
         protocol: o.protocol,

@@ -375,8 +375,13 @@ impl ProbeEngine {
         if q.sweep {
             total += self.cfg.sweep_max(self.shared.host().cpus)
                 * 2
-                * (sweep_kinds.len() * self.cfg.sweep_protocols.len() * self.cfg.sweep_sizes.len())
-                    as u32;
+                * plan::cells_in(
+                    &self.cfg,
+                    &sweep_kinds,
+                    &self.cfg.sweep_protocols,
+                    &self.cfg.sweep_sizes,
+                )
+                .len() as u32;
         }
         let mut progress = Progress {
             queue: &self.queue,

@@ -33,7 +33,8 @@ pub struct CellRun {
     pub counters: CellCounters,
 }
 
-/// Every kind of traffic x protocol x size.
+/// Every kind of traffic x protocol x size, but sizes above a protocol's `max_message` (a
+/// TCP write larger than a UDP datagram can be) for that protocol.
 pub fn cells_in(
     cfg: &ProbeConfig,
     kinds: &[TrafficKind],
@@ -44,7 +45,8 @@ pub fn cells_in(
     for kind in kinds {
         let (direction, pattern) = kind.direction_and_pattern();
         for &protocol in protocols {
-            for &size in sizes {
+            // A size above UDP's largest datagram is TCP's alone.
+            for &size in sizes.iter().filter(|&&s| s <= protocol.max_message()) {
                 v.push(Cell {
                     kind: api::CellKind {
                         path: Path::Upstream,
@@ -970,6 +972,22 @@ mod tests {
                 .all(|c| c.duration == Duration::from_secs(2) && c.rate_bps == Some(1_000_000))
         );
         assert!(cells_in(&cfg, &[TrafficKind::Egress], &[], &[64]).is_empty());
+        // A size above a UDP datagram's largest is TCP's alone.
+        let big = cells_in(
+            &cfg,
+            &[TrafficKind::Egress],
+            &[Protocol::Tcp, Protocol::Udp],
+            &[1024, 131_072],
+        );
+        let got: Vec<_> = big.iter().map(|c| (c.kind.protocol, c.kind.size)).collect();
+        assert_eq!(
+            got,
+            [
+                (Protocol::Tcp, 1024),
+                (Protocol::Tcp, 131_072),
+                (Protocol::Udp, 1024)
+            ]
+        );
     }
 
     #[test]

@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn tcp_to_a_real_sink_counts_every_byte() {
         let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        for size in [64, 1024] {
+        for size in [64, 1024, Protocol::Tcp.max_message() as usize] {
             let o = run(&spec(sink.tcp_addr, Protocol::Tcp, size, 300)).unwrap();
             assert!(o.sent_bytes > 0);
             assert_eq!(o.received_bytes, o.sent_bytes, "{o:?}");
@@ -436,6 +436,7 @@ mod tests {
         for (protocol, size) in [
             (Protocol::Tcp, 64),
             (Protocol::Tcp, 1024),
+            (Protocol::Tcp, Protocol::Tcp.max_message() as usize),
             (Protocol::Udp, 1024),
         ] {
             let mut s = spec(sink.tcp_addr, protocol, size, 400);
@@ -533,13 +534,24 @@ mod tests {
         assert!(o.loss.is_some_and(|l| l < 0.5), "{o:?}");
     }
 
-    /// A pull that asks for nonsense (a UDP size below the header) gets nothing, not a stream.
+    /// A pull that asks for nonsense (a UDP size below the header, or above a datagram's
+    /// largest, a TCP write above its largest) gets nothing, not a stream.
     #[test]
     fn insane_pulls_are_refused() {
         let sink = Sink::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut s = spec(sink.tcp_addr, Protocol::Udp, 8, 200);
-        s.direction = Direction::Ingress;
-        assert!(run(&s).is_err());
+        for (protocol, size) in [
+            (Protocol::Udp, 8),
+            (Protocol::Udp, Protocol::Udp.max_message() as usize + 1),
+            (Protocol::Tcp, Protocol::Tcp.max_message() as usize + 1),
+        ] {
+            let mut s = spec(sink.tcp_addr, protocol, size, 200);
+            s.direction = Direction::Ingress;
+            let refused = match run(&s) {
+                Err(_) => true,
+                Ok(o) => o.received_bytes == 0,
+            };
+            assert!(refused, "{protocol:?} {size}");
+        }
     }
 
     #[test]

@@ -82,13 +82,12 @@ pub fn parse_pull(b: &[u8]) -> Option<Pull> {
         Protocol::Tcp => 1,
         Protocol::Udp => UDP_HEADER_LEN as u32,
     };
-    ((min..=65_000).contains(&size) && !duration.is_zero() && duration <= MAX_PULL).then_some(
-        Pull {
+    ((min..=protocol.max_message()).contains(&size) && !duration.is_zero() && duration <= MAX_PULL)
+        .then_some(Pull {
             protocol,
             size,
             duration,
-        },
-    )
+        })
 }
 
 /// The datagram that opens a UDP pull's stream.
