@@ -10,6 +10,8 @@
 //! alone (no hysteresis from the run's own model). `"drop_sizes": [65000]` takes the probe
 //! cells of those message sizes out of the evidence first (the container's latest probe and
 //! the rounds its memory keeps): the same run decided as if the probe had not sent them.
+//! `"drop_sweep_sizes": [131072]` does the same to the sweep (the status's latest sweep and
+//! the sweep rounds the memory keeps).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -50,6 +52,9 @@ struct Request {
     /// Probe cells of these message sizes are taken out of the evidence.
     #[serde(default)]
     drop_sizes: Vec<u32>,
+    /// Sweep cells of these message sizes are taken out of the evidence.
+    #[serde(default)]
+    drop_sweep_sizes: Vec<u32>,
     points: Vec<Point>,
 }
 
@@ -122,6 +127,14 @@ fn main() -> Result<(), Error> {
                 r.cells.retain(|c| kept(c.size));
             }
             m.probe_rounds.retain(|r| !r.cells.is_empty());
+        }
+        let swept = |size: u32| !req.drop_sweep_sizes.contains(&size);
+        for s in &mut memory.sweeps {
+            s.cells.retain(|c| swept(c.size));
+        }
+        if let Some(s) = &mut status.probe.sweep {
+            s.cells.retain(|c| swept(c.size));
+            s.crossovers.retain(|c| swept(c.size));
         }
         for c in &mut status.containers {
             if let Some(p) = &mut c.probes {
