@@ -371,17 +371,9 @@ impl ProbeEngine {
                 modes * plan::planned(&self.cfg, t).len() as u32 * self.cfg.repetitions
             })
             .sum();
-        let sweep_kinds = plan::sweep_traffic(&self.cfg, &containers);
+        let sweep_cells = plan::sweep_cells(&self.cfg, &containers);
         if q.sweep {
-            total += self.cfg.sweep_max(self.shared.host().cpus)
-                * 2
-                * plan::cells_in(
-                    &self.cfg,
-                    &sweep_kinds,
-                    &self.cfg.sweep_protocols,
-                    &self.cfg.sweep_sizes,
-                )
-                .len() as u32;
+            total += self.cfg.sweep_max(self.shared.host().cpus) * 2 * sweep_cells.len() as u32;
         }
         let mut progress = Progress {
             queue: &self.queue,
@@ -412,7 +404,7 @@ impl ProbeEngine {
                     &runner,
                     limits,
                     self.shared.host().cpus,
-                    &sweep_kinds,
+                    &sweep_cells,
                     &mut progress,
                 )
                 .await,
@@ -582,20 +574,14 @@ impl ProbeEngine {
         runner: &Runner<'_>,
         limits: Limits,
         cpus: u32,
-        kinds: &[crate::config::TrafficKind],
+        profiles: &[plan::Cell],
         progress: &mut Progress<'_>,
     ) -> Sweep {
         let max = self.cfg.sweep_max(cpus);
-        let profiles = plan::cells_in(
-            &self.cfg,
-            kinds,
-            &self.cfg.sweep_protocols,
-            &self.cfg.sweep_sizes,
-        );
         let mut cells = Vec::new();
         // N outermost, the two modes back to back: drift over the sweep hits both alike.
         for n in 1..=max {
-            for cell in &profiles {
+            for cell in profiles {
                 for (mode, network) in [(ProbeMode::Bridge, "bridge"), (ProbeMode::Host, "host")] {
                     progress.show(Some(format!("sweep: {}", describe(mode, cell, n))));
                     let r = runner.containers(network, &limits, n, cell).await;

@@ -166,15 +166,34 @@ pub const BULK_SIZE: u32 = Protocol::Tcp.max_message();
 /// requests, answers and datagrams do not (a bulk receiver here: 26-33 KB).
 pub const BULK_MIN_PACKET: f64 = 4096.0;
 
+/// Is `c`'s live traffic a bulk stream: offload-sized frames, not requests and answers?
+fn bulk_stream(c: &api::Container) -> bool {
+    c.live.as_ref().is_some_and(|l| {
+        !l.request_response_like() && l.mean_packet_bytes.is_some_and(|m| m >= BULK_MIN_PACKET)
+    })
+}
+
+/// Would cells of `traffic` x `protocols` x `sizes` take the bulk cell: chosen (`auto`), TCP
+/// among the protocols and the size not configured already?
+fn takes_bulk(traffic: &Traffic, protocols: &[Protocol], sizes: &[u32]) -> bool {
+    matches!(traffic, Traffic::Auto)
+        && protocols.contains(&Protocol::Tcp)
+        && !sizes.contains(&BULK_SIZE)
+}
+
 /// Does `c` get the bulk cell? With `probe.traffic = "auto"`, TCP probed and the size not
 /// configured already, when its live traffic is a stream of offload-sized frames.
 pub fn bulk(cfg: &ProbeConfig, c: &api::Container) -> bool {
-    matches!(cfg.traffic, Traffic::Auto)
-        && cfg.protocols.contains(&Protocol::Tcp)
-        && !cfg.sizes.contains(&BULK_SIZE)
-        && c.live.as_ref().is_some_and(|l| {
-            !l.request_response_like() && l.mean_packet_bytes.is_some_and(|m| m >= BULK_MIN_PACKET)
-        })
+    takes_bulk(&cfg.traffic, &cfg.protocols, &cfg.sizes) && bulk_stream(c)
+}
+
+/// The stream kinds among `kinds` (what the bulk cell is measured for).
+fn streams(kinds: &[TrafficKind]) -> Vec<TrafficKind> {
+    kinds
+        .iter()
+        .copied()
+        .filter(|k| k.direction_and_pattern().1 == Pattern::Stream)
+        .collect()
 }
 
 /// Every cell a container is probed with: its kinds of traffic x protocols x sizes on each
@@ -185,18 +204,38 @@ pub fn planned(cfg: &ProbeConfig, c: &api::Container) -> Vec<Cell> {
     let paths = paths(c);
     let mut cells = container_cells(cfg, &kinds, &paths);
     if bulk(cfg, c) {
-        let streams: Vec<TrafficKind> = kinds
-            .iter()
-            .copied()
-            .filter(|k| k.direction_and_pattern().1 == Pattern::Stream)
-            .collect();
         cells.extend(cells_on(
             cfg,
-            &streams,
+            &streams(&kinds),
             &[Protocol::Tcp],
             &[BULK_SIZE],
             &paths,
         ));
+    }
+    cells
+}
+
+/// Every cell the sweep measures at each N: `probe.sweep_traffic` (`sweep_traffic`) x
+/// `sweep_protocols` x `sweep_sizes`, and with `sweep_traffic = "auto"`, when a
+/// network-active container the run may probe is a bulk stream, a TCP stream cell of
+/// `BULK_SIZE` B writes per stream kind of those containers, as their own probes have: the
+/// sweep's estimate for such a container otherwise rests on writes it does not make.
+pub fn sweep_cells(cfg: &ProbeConfig, containers: &[api::Container]) -> Vec<Cell> {
+    let mut cells = cells_in(
+        cfg,
+        &sweep_traffic(cfg, containers),
+        &cfg.sweep_protocols,
+        &cfg.sweep_sizes,
+    );
+    if takes_bulk(&cfg.sweep_traffic, &cfg.sweep_protocols, &cfg.sweep_sizes) {
+        let mut kinds: Vec<TrafficKind> = eligible(containers)
+            .iter()
+            .filter(|c| c.live.as_ref().is_some_and(is_active) && bulk_stream(c))
+            .flat_map(|c| streams(&traffic(cfg, c)))
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        cells.extend(cells_in(cfg, &kinds, &[Protocol::Tcp], &[BULK_SIZE]));
     }
     cells
 }
@@ -821,6 +860,73 @@ mod tests {
         let all = planned(&tcp, &d);
         assert!(settled(&tcp, &d, Some(&measured(&all))));
         assert!(!settled(&tcp, &d, Some(&measured(&all[..2]))));
+    }
+
+    #[test]
+    fn the_sweep_gets_the_bulk_cell_of_a_bulk_stream() {
+        let cells = |cfg: &ProbeConfig, cs: &[api::Container]| -> Vec<(Direction, Protocol, u32)> {
+            sweep_cells(cfg, cs)
+                .iter()
+                .map(|x| (x.kind.direction, x.kind.protocol, x.kind.size))
+                .collect()
+        };
+        let tcp = ProbeConfig {
+            sweep_protocols: vec![Protocol::Tcp],
+            ..ProbeConfig::default()
+        };
+        let mut bulk_rx = container("a", None, 20e6, 1e5);
+        bulk_rx.live.as_mut().unwrap().mean_packet_bytes = Some(30_000.0);
+        let mut small = container("b", None, 20e6, 1e5);
+        small.live.as_mut().unwrap().mean_packet_bytes = Some(1500.0);
+        // A receiver of small frames: the configured sizes, ingress.
+        assert_eq!(
+            cells(&tcp, std::slice::from_ref(&small)),
+            [
+                (Direction::Ingress, Protocol::Tcp, 64),
+                (Direction::Ingress, Protocol::Tcp, 1024),
+            ]
+        );
+        // A bulk receiver beside it: one cell of bulk writes more, for its kind.
+        assert_eq!(
+            cells(&tcp, &[small.clone(), bulk_rx.clone()]),
+            [
+                (Direction::Ingress, Protocol::Tcp, 64),
+                (Direction::Ingress, Protocol::Tcp, 1024),
+                (Direction::Ingress, Protocol::Tcp, BULK_SIZE),
+            ]
+        );
+        // Its own probes and the sweep agree on the cell.
+        assert!(
+            planned(&ProbeConfig::default(), &bulk_rx)
+                .iter()
+                .any(|c| c.kind.size == BULK_SIZE && c.kind.direction == Direction::Ingress)
+        );
+        // A fixed list of kinds, no TCP, the size configured, or an ignored container: as
+        // configured.
+        for cfg in [
+            ProbeConfig {
+                sweep_traffic: Traffic::List(vec![TrafficKind::Ingress]),
+                ..tcp.clone()
+            },
+            ProbeConfig {
+                sweep_protocols: vec![Protocol::Udp],
+                ..ProbeConfig::default()
+            },
+            ProbeConfig {
+                sweep_sizes: vec![64, BULK_SIZE],
+                ..tcp.clone()
+            },
+        ] {
+            let got = cells(&cfg, std::slice::from_ref(&bulk_rx));
+            assert_eq!(
+                got.iter().filter(|c| c.2 == BULK_SIZE).count(),
+                usize::from(cfg.sweep_sizes.contains(&BULK_SIZE)),
+                "{cfg:?}"
+            );
+        }
+        let mut ignored = bulk_rx.clone();
+        ignored.policy_label = Some("ignore".into());
+        assert!(cells(&tcp, &[ignored]).iter().all(|c| c.2 != BULK_SIZE));
     }
 
     #[test]
