@@ -2,7 +2,7 @@
 //! (`bench/replay` drives it): the same runs, decided again, without running them again.
 //!
 //! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": {"model":
-//! "study"} or {"model": "gateway", "container_sd": ..}, "points": [{"dir":
+//! "study"} or {"model": "gateway", "container_sd": ..}, "shift": "study" or "gateway", "points": [{"dir":
 //! "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds the daemon's `/v1/status` (`status.json`)
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
 //! recommendation the policy gives that container now (JSON, one array). What the memory
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use netmode_advisor::api::Status;
 use netmode_advisor::policy::posterior::Transfer;
-use netmode_advisor::policy::{self, Config, Input, Memory, PriorModel};
+use netmode_advisor::policy::{self, Config, Input, Memory, PriorModel, ShiftModel};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -37,6 +37,13 @@ enum PriorIn {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ShiftIn {
+    Study,
+    Gateway,
+}
+
+#[derive(Deserialize)]
 struct Point {
     dir: PathBuf,
     name: String,
@@ -47,6 +54,8 @@ struct Request {
     transfer: Option<TransferIn>,
     /// The prior at N = 1 (default: the shipped one).
     prior: Option<PriorIn>,
+    /// The prior of the shift from one container to N (default: the shipped one).
+    shift: Option<ShiftIn>,
     /// The run's `advisor.active_window`, seconds (default: the shipped one).
     active_window_s: Option<f64>,
     /// Probe cells of these message sizes are taken out of the evidence.
@@ -111,6 +120,11 @@ fn main() -> Result<(), Error> {
         Some(PriorIn::Gateway { container_sd }) => {
             config.prior = PriorModel::Gateway { container_sd }
         }
+    }
+    match req.shift {
+        None => {}
+        Some(ShiftIn::Study) => config.shift = ShiftModel::Study,
+        Some(ShiftIn::Gateway) => config.shift = ShiftModel::Gateway,
     }
     if let Some(w) = req.active_window_s {
         config.active_window_s = w;

@@ -566,7 +566,11 @@ fn decide(
             // The shift from 1 to N: the study's (heavy-tailed, as the prior of θ) updated
             // with each sweep round's paired difference, the spread between rounds unknown.
             let d: Vec<f64> = swept.iter().map(|(vn, v1, _)| vn - v1).collect();
-            let shift = Posterior::of_shift(prior - own_prior, &d);
+            let center = match cfg.shift {
+                ShiftModel::Study => prior - own_prior,
+                ShiftModel::Gateway => 0.0,
+            };
+            let shift = Posterior::of_shift(center, &d);
             let shift = if beyond {
                 shift.shifted(0.0, BEYOND_SD)
             } else {

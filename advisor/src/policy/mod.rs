@@ -71,6 +71,9 @@ pub struct Config {
     /// Where a container's prior at N = 1 comes from (not a setting: `bench/replay` compares
     /// the models on bench/apps' evidence).
     pub prior: PriorModel,
+    /// Where the prior of the shift from one container to N comes from, once the gateway
+    /// has swept (not a setting: `bench/replay` compares the models on bench/apps' evidence).
+    pub shift: ShiftModel,
 }
 
 /// The prior of a container's own log gain host/bridge with one network-active container.
@@ -92,6 +95,21 @@ pub enum PriorModel {
 /// to +9 % are pushed over 0.95 (docs/advisor.md).
 pub const PRIOR_MODEL: PriorModel = PriorModel::Study;
 
+/// The prior of the shift of a container's log gain from one network-active container to N,
+/// that the sweep's rounds (their paired differences S_N - S_1) update. Without a sweep it
+/// is the study's either way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ShiftModel {
+    /// The study's: bridge +25 % at N = 1 to host +38 % from the crossover (a factor 1.72),
+    /// heavy-tailed.
+    Study,
+    /// None until the gateway's own sweep shows one: centred on no shift, as heavy-tailed.
+    Gateway,
+}
+
+/// What ships: the study's.
+pub const SHIFT_MODEL: ShiftModel = ShiftModel::Study;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -104,6 +122,7 @@ impl Default for Config {
             prior_crossover: 0,
             transfer: posterior::TRANSFER,
             prior: PRIOR_MODEL,
+            shift: SHIFT_MODEL,
         }
     }
 }
