@@ -1728,3 +1728,59 @@ fn the_gateway_s_prior_reads_the_sweep_with_one_sender() {
     assert!(gateway.evidence.iter().any(|e| e.step == "gateway prior"));
     assert!(!study.evidence.iter().any(|e| e.step == "gateway prior"));
 }
+
+#[test]
+fn the_gateway_s_shift_starts_from_none_and_follows_its_sweep() {
+    // Two active containers on a two-core gateway, host +15 % in a's own rounds. `rounds` sweep rounds; each says
+    // host/bridge `s1` with one sender and `s2` with two.
+    let run = |shift: ShiftModel, rounds: u64, s1: f64, s2: f64| {
+        let mut names: Vec<Container> = ["a", "b"]
+            .iter()
+            .map(|n| active(container(n, ModeKind::Bridge)))
+            .collect();
+        names[0].probes = Some(probes("p1", 1.15));
+        let mut w = World::new(names);
+        // A two-core gateway: the study's crossover at N = 2.
+        w.config.prior_crossover = 2;
+        w.config.shift = shift;
+        let mut memory = Memory::default();
+        for i in 1..=rounds {
+            w.containers[0].probes = Some(probes(&format!("p{i}"), 1.15));
+            w.sweep = Some(sweep(&[s1 + 0.001 * i as f64, s2]));
+            memory = w.eval(i * MIN, &memory).1;
+        }
+        let (e, _) = w.eval((rounds + 1) * MIN, &memory);
+        e.recommendations["a"].clone()
+    };
+    // One sweep round whose single sender read low: a shift of ln(1.2 / 0.8) = 0.41 in one
+    // noisy difference. The study's shift (ln 1.72 = 0.54) takes it as confirmed and
+    // decides a switch; the gateway's, centred on none, leaves it undecided.
+    let study = run(ShiftModel::Study, 1, 0.8, 1.2);
+    let gateway = run(ShiftModel::Gateway, 1, 0.8, 1.2);
+    let (ps, pg) = (study.p_switch_pays.unwrap(), gateway.p_switch_pays.unwrap());
+    assert!(ps > pg + 0.05, "study {ps} vs gateway {pg}");
+    assert_eq!(study.decision, Decision::Switch, "{:?}", study.evidence);
+    assert_eq!(
+        gateway.decision,
+        Decision::Undecided,
+        "{:?}",
+        gateway.evidence
+    );
+    // Sweep rounds that agree on a large shift (host 0.9x alone, 1.6x with two: ln 1.78)
+    // carry the gateway's shift there too, and the container to a switch.
+    let shown = run(ShiftModel::Gateway, 4, 0.9, 1.6);
+    assert_eq!(
+        (shown.action, shown.decision),
+        (Action::Switch, Decision::Switch),
+        "{}\n{:?}",
+        shown.reason,
+        shown.evidence
+    );
+    // Four sweep rounds that agree on no shift decide it whichever the prior: the
+    // container stays at its own +15 %, undecided near the threshold.
+    let study = run(ShiftModel::Study, 4, 1.15, 1.15);
+    let gateway = run(ShiftModel::Gateway, 4, 1.15, 1.15);
+    let (ps, pg) = (study.p_switch_pays.unwrap(), gateway.p_switch_pays.unwrap());
+    assert!((ps - pg).abs() < 0.02, "study {ps} vs gateway {pg}");
+    assert!((0.3..0.9).contains(&pg), "{pg}");
+}
