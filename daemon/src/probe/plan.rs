@@ -228,13 +228,13 @@ pub fn sweep_cells(cfg: &ProbeConfig, containers: &[api::Container]) -> Vec<Cell
         &cfg.sweep_sizes,
     );
     if takes_bulk(&cfg.sweep_traffic, &cfg.sweep_protocols, &cfg.sweep_sizes) {
-        let mut kinds: Vec<TrafficKind> = eligible(containers)
-            .iter()
-            .filter(|c| c.live.as_ref().is_some_and(is_active) && bulk_stream(c))
-            .flat_map(|c| streams(&traffic(cfg, c)))
-            .collect();
-        kinds.sort();
-        kinds.dedup();
+        let kinds = active_kinds(containers, |c| {
+            if bulk_stream(c) {
+                streams(&traffic(cfg, c))
+            } else {
+                Vec::new()
+            }
+        });
         cells.extend(cells_in(cfg, &kinds, &[Protocol::Tcp], &[BULK_SIZE]));
     }
     cells
@@ -247,16 +247,26 @@ pub fn sweep_traffic(cfg: &ProbeConfig, containers: &[api::Container]) -> Vec<Tr
     if let Traffic::List(v) = &cfg.sweep_traffic {
         return v.clone();
     }
-    let mut kinds: Vec<TrafficKind> = eligible(containers)
-        .iter()
-        .filter(|c| c.live.as_ref().is_some_and(is_active))
-        .flat_map(|c| traffic(cfg, c))
-        .collect();
-    kinds.sort();
-    kinds.dedup();
+    let mut kinds = active_kinds(containers, |c| traffic(cfg, c));
     if kinds.is_empty() {
         kinds.push(TrafficKind::Egress);
     }
+    kinds
+}
+
+/// The kinds `pick` gives for the network-active containers a run may probe, sorted, each
+/// once.
+fn active_kinds(
+    containers: &[api::Container],
+    pick: impl Fn(&api::Container) -> Vec<TrafficKind>,
+) -> Vec<TrafficKind> {
+    let mut kinds: Vec<TrafficKind> = eligible(containers)
+        .iter()
+        .filter(|c| c.live.as_ref().is_some_and(is_active))
+        .flat_map(pick)
+        .collect();
+    kinds.sort();
+    kinds.dedup();
     kinds
 }
 
