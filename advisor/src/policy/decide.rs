@@ -563,8 +563,9 @@ fn decide(
     let measured: Option<Posterior> = match (own.is_empty(), swept.is_empty()) {
         (false, _) if n == 1 => Some(own_start.then(&own)),
         (false, false) => {
-            // The shift from 1 to N: the study's (heavy-tailed, as the prior of θ) updated
-            // with each sweep round's paired difference, the spread between rounds unknown.
+            // The shift from 1 to N: its prior (`cfg.shift`: the study's, or none; heavy-tailed,
+            // as the prior of θ) updated with each sweep round's paired difference, the
+            // spread between rounds unknown.
             let d: Vec<f64> = swept.iter().map(|(vn, v1, _)| vn - v1).collect();
             let center = match cfg.shift {
                 ShiftModel::Study => prior - own_prior,
