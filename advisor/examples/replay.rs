@@ -2,8 +2,9 @@
 //! (`bench/replay` drives it): the same runs, decided again, without running them again.
 //!
 //! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": {"model":
-//! "study"} or {"model": "gateway", "container_sd": ..}, "shift": "study" or "gateway", "points": [{"dir":
-//! "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds the daemon's `/v1/status` (`status.json`)
+//! "study"} or {"model": "gateway", "container_sd": ..}, "shift": "study" or "gateway",
+//! "points": [{"dir": "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds
+//! the daemon's `/v1/status` (`status.json`)
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
 //! recommendation the policy gives that container now (JSON, one array). What the memory
 //! says was recommended before is forgotten, so that the decision follows the probability
@@ -37,13 +38,6 @@ enum PriorIn {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ShiftIn {
-    Study,
-    Gateway,
-}
-
-#[derive(Deserialize)]
 struct Point {
     dir: PathBuf,
     name: String,
@@ -55,7 +49,7 @@ struct Request {
     /// The prior at N = 1 (default: the shipped one).
     prior: Option<PriorIn>,
     /// The prior of the shift from one container to N (default: the shipped one).
-    shift: Option<ShiftIn>,
+    shift: Option<ShiftModel>,
     /// The run's `advisor.active_window`, seconds (default: the shipped one).
     active_window_s: Option<f64>,
     /// Probe cells of these message sizes are taken out of the evidence.
@@ -121,10 +115,8 @@ fn main() -> Result<(), Error> {
             config.prior = PriorModel::Gateway { container_sd }
         }
     }
-    match req.shift {
-        None => {}
-        Some(ShiftIn::Study) => config.shift = ShiftModel::Study,
-        Some(ShiftIn::Gateway) => config.shift = ShiftModel::Gateway,
+    if let Some(shift) = req.shift {
+        config.shift = shift;
     }
     if let Some(w) = req.active_window_s {
         config.active_window_s = w;

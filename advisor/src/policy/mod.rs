@@ -98,7 +98,8 @@ pub const PRIOR_MODEL: PriorModel = PriorModel::Study;
 /// The prior of the shift of a container's log gain from one network-active container to N,
 /// that the sweep's rounds (their paired differences S_N - S_1) update. Without a sweep it
 /// is the study's either way.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ShiftModel {
     /// The study's: bridge +25 % at N = 1 to host +38 % from the crossover (a factor 1.72),
     /// heavy-tailed.
