@@ -20,7 +20,8 @@ options:
                          report.html go (default: netmode-study)
   --paper                the paper's method: 60 s cells, 1..4 containers
   --protocols LIST       tcp,udp (default both)
-  --sizes LIST           message sizes in bytes (default 64,1024)
+  --sizes LIST           message sizes in bytes, 1..131072 (default 64,1024); a size above
+                         65000, UDP's largest datagram here, is measured over TCP alone
   --figures LIST         which figures to measure: 3,4,5 (default all; 3 and 4 share their cells,
                          with Tables 1 and 2; `--figures 5` runs only the concurrent containers)
   --max-n N              Figure 5: 1..N concurrent containers (default: CPUs + 1; 0: no Figure 5)
@@ -70,8 +71,29 @@ fn protocol(s: &str) -> Option<Protocol> {
     }
 }
 
+/// A message size, from 1 byte to the largest a probe of any protocol writes (TCP's); which
+/// protocols carry it is checked once both lists are known.
 fn size(s: &str) -> Option<u32> {
-    s.parse().ok().filter(|n| (1..=65_000).contains(n))
+    s.parse()
+        .ok()
+        .filter(|n| (1..=Protocol::Tcp.max_message()).contains(n))
+}
+
+/// A usage error if a size is larger than every protocol of the study carries (sizes above
+/// UDP's largest datagram are measured over TCP alone).
+fn sizes_carried(sizes: &[u32], protocols: &[Protocol]) -> Result<(), StudyError> {
+    let largest = protocols.iter().map(|p| p.max_message()).max().unwrap_or(0);
+    match sizes.iter().find(|&&z| z > largest) {
+        Some(z) => Err(usage(format!(
+            "--sizes: {z} bytes is above {largest}, the largest message {} carries",
+            protocols
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn main_inner() -> Result<(), StudyError> {
@@ -128,7 +150,11 @@ fn main_inner() -> Result<(), StudyError> {
                 };
                 let mut parts = v.split('/');
                 let pr = parts.next().and_then(protocol).ok_or_else(bad)?;
-                let sz = parts.next().and_then(size).ok_or_else(bad)?;
+                let sz = parts
+                    .next()
+                    .and_then(size)
+                    .filter(|&z| z <= pr.max_message())
+                    .ok_or_else(bad)?;
                 (options.multi_direction, options.multi_pattern) = match parts.next() {
                     None | Some("egress") => (Direction::Egress, Pattern::Stream),
                     Some("ingress") => (Direction::Ingress, Pattern::Stream),
@@ -206,6 +232,7 @@ fn main_inner() -> Result<(), StudyError> {
             options.max_n = p.max_n;
         }
     }
+    sizes_carried(&options.sizes, &options.protocols)?;
     if !options.single && options.max_n == 0 {
         return Err(usage(
             "--figures 5 with --max-n 0 leaves nothing to measure",

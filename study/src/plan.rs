@@ -96,6 +96,20 @@ impl Options {
         }
     }
 
+    /// The (protocol, size) pairs of the single-sender cells, protocols outermost: each size
+    /// with the protocols that carry it (a size above UDP's largest datagram is TCP's alone).
+    pub fn pairs(&self) -> Vec<(Protocol, u32)> {
+        self.protocols
+            .iter()
+            .flat_map(|&p| {
+                self.sizes
+                    .iter()
+                    .filter(move |&&z| z <= p.max_message())
+                    .map(move |&z| (p, z))
+            })
+            .collect()
+    }
+
     /// The paper's own settings: 60 s cells, 1 to 4 containers.
     pub fn paper() -> Options {
         Options {
@@ -149,18 +163,16 @@ impl CellKey {
 pub fn cells(o: &Options) -> Vec<CellKey> {
     let mut v = Vec::new();
     for rep in 0..o.repetitions {
-        for &protocol in o.protocols.iter().filter(|_| o.single) {
-            for &size in &o.sizes {
-                for mode in [Mode::Native, Mode::Bridge, Mode::Host] {
-                    v.push(CellKey {
-                        experiment: Experiment::Single,
-                        mode,
-                        protocol,
-                        size,
-                        n: 1,
-                        rep,
-                    });
-                }
+        for &(protocol, size) in o.pairs().iter().filter(|_| o.single) {
+            for mode in [Mode::Native, Mode::Bridge, Mode::Host] {
+                v.push(CellKey {
+                    experiment: Experiment::Single,
+                    mode,
+                    protocol,
+                    size,
+                    n: 1,
+                    rep,
+                });
             }
         }
         for n in 1..=o.max_n {
@@ -187,6 +199,32 @@ pub fn estimate(o: &Options, remaining: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_size_above_udp_s_largest_datagram_is_measured_over_tcp_alone() {
+        let o = Options {
+            sizes: vec![64, 131_072],
+            ..Options::quick(2)
+        };
+        assert_eq!(
+            o.pairs(),
+            vec![
+                (Protocol::Tcp, 64),
+                (Protocol::Tcp, 131_072),
+                (Protocol::Udp, 64)
+            ]
+        );
+        let single: Vec<_> = cells(&o)
+            .into_iter()
+            .filter(|c| c.experiment == Experiment::Single)
+            .collect();
+        assert_eq!(single.len(), 3 * 3 * 3);
+        assert!(
+            !single
+                .iter()
+                .any(|c| c.protocol == Protocol::Udp && c.size > Protocol::Udp.max_message())
+        );
+    }
 
     #[test]
     fn every_cell_once_repetitions_outermost_modes_back_to_back() {

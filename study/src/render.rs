@@ -215,12 +215,7 @@ fn legend(out: &mut String, modes: &[Mode]) {
 /// Grouped bars (median) with whiskers (min..max of the repetitions), one group per
 /// protocol and size, one series (`<g class="series" data-mode=...>`) per mode.
 fn bars(title: &str, r: &Results, s: &BTreeMap<Group, Summary>, modes: &[Mode]) -> String {
-    let groups: Vec<(Protocol, u32)> = r
-        .options
-        .protocols
-        .iter()
-        .flat_map(|&p| r.options.sizes.iter().map(move |&z| (p, z)))
-        .collect();
+    let groups = r.options.pairs();
     let ymax = groups
         .iter()
         .flat_map(|&(p, z)| modes.iter().filter_map(move |&m| single(s, m, p, z)))
@@ -474,19 +469,17 @@ fn counter_rows(rows: &[RowSource]) -> (Vec<&'static str>, Vec<Vec<String>>) {
 
 fn tables(r: &Results, s: &BTreeMap<Group, Summary>) -> Vec<Table> {
     let mut t1 = Vec::new();
-    for &p in &r.options.protocols {
-        for &z in &r.options.sizes {
-            for m in [Mode::Bridge, Mode::Native] {
-                t1.push((
-                    format!("{} {z} B, {}", p.as_str().to_uppercase(), m.as_str()),
-                    single(s, m, p, z),
-                    if m == Mode::Bridge {
-                        paper::table1(p, z)
-                    } else {
-                        None
-                    },
-                ));
-            }
+    for (p, z) in r.options.pairs() {
+        for m in [Mode::Bridge, Mode::Native] {
+            t1.push((
+                format!("{} {z} B, {}", p.as_str().to_uppercase(), m.as_str()),
+                single(s, m, p, z),
+                if m == Mode::Bridge {
+                    paper::table1(p, z)
+                } else {
+                    None
+                },
+            ));
         }
     }
     let (h1, b1) = counter_rows(&t1);
@@ -586,13 +579,11 @@ impl Findings {
             }
         }
         let mut host_vs_bridge = Vec::new();
-        for &p in &r.options.protocols {
-            for &z in &r.options.sizes {
-                let b = single(s, Mode::Bridge, p, z).and_then(|x| x.goodput);
-                let h = single(s, Mode::Host, p, z).and_then(|x| x.goodput);
-                if let (Some(b), Some(h)) = (b, h) {
-                    host_vs_bridge.push((p, z, pct(&h, &b), h.overlaps(&b)));
-                }
+        for (p, z) in r.options.pairs() {
+            let b = single(s, Mode::Bridge, p, z).and_then(|x| x.goodput);
+            let h = single(s, Mode::Host, p, z).and_then(|x| x.goodput);
+            if let (Some(b), Some(h)) = (b, h) {
+                host_vs_bridge.push((p, z, pct(&h, &b), h.overlaps(&b)));
             }
         }
         let clear_host = |n: u32| match (multi(s, r, Mode::Host, n), multi(s, r, Mode::Bridge, n)) {

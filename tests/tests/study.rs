@@ -310,3 +310,56 @@ fn a_link_rate_cap_holds_every_mode_to_it() {
     );
     assert_eq!(leftovers(), (vec![], vec![]));
 }
+
+/// A bulk sender's writes (128 KiB, iperf3's default) are measured over TCP alone: UDP's
+/// largest datagram here is 65000 B, so `--sizes 131072` with both protocols gives TCP's three
+/// cells (native, bridge, host), each delivering, and tables.md names them; a size no given
+/// protocol carries, or `--multi` over UDP above it, is a usage error naming the limit.
+#[test]
+fn a_size_above_a_udp_datagram_is_measured_over_tcp_alone() {
+    let _serial = serial();
+    require_docker();
+    let dir = TempDir::new("study-bulk");
+    let out = dir.path().join("out");
+    let subnet = unique_sink_subnet();
+    let o = small_study(
+        &out,
+        &[
+            "--sink-subnet",
+            &subnet,
+            "--protocols",
+            "tcp,udp",
+            "--sizes",
+            "131072",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cells = cells_in(&out);
+    assert_eq!(cells.len(), 3, "{cells:?}");
+    for c in &cells {
+        assert_eq!(
+            (c["protocol"].as_str(), c["size"].as_u64()),
+            (Some("tcp"), Some(131_072))
+        );
+        assert!(c["goodput_bps"].as_f64().unwrap_or(0.0) > 1e6, "{c}");
+    }
+    let tables = std::fs::read_to_string(out.join("tables.md")).unwrap();
+    assert!(tables.contains("TCP 131072 B, bridge"), "{tables}");
+    assert!(!tables.contains("UDP 131072"), "{tables}");
+    assert_eq!(leftovers(), (vec![], vec![]));
+
+    for (extra, needle) in [
+        (
+            &["--protocols", "udp", "--sizes", "70000"][..],
+            "70000 bytes is above 65000",
+        ),
+        (&["--sizes", "131073"][..], "--sizes: cannot read"),
+        (&["--multi", "udp/70000"][..], "--multi: expected"),
+    ] {
+        let o = small_study(&dir.path().join("refused"), extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(64), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+    assert!(!dir.path().join("refused").exists());
+}
