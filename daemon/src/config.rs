@@ -187,7 +187,7 @@ impl Default for Probe {
             protocols: vec![Protocol::Tcp, Protocol::Udp],
             sizes: vec![64, 1024],
             traffic: Traffic::Auto,
-            rr_in_flight: 8,
+            rr_in_flight: 2,
             rate: None,
             in_place: true,
             target: None,
