@@ -276,27 +276,26 @@ fn the_native_tcp_cell_agrees_with_iperf3_on_the_same_path() {
     );
 }
 
+/// `small_study` over TCP and UDP on a sink subnet of its own, plus `extra`, into a new
+/// temporary directory named `name`: it must succeed. (The directory, the study's out.)
+fn tcp_and_udp_study(name: &str, extra: &[&str]) -> (TempDir, std::path::PathBuf) {
+    require_docker();
+    let dir = TempDir::new(name);
+    let out = dir.path().join("out");
+    let subnet = unique_sink_subnet();
+    let mut args = vec!["--sink-subnet", &subnet, "--protocols", "tcp,udp"];
+    args.extend_from_slice(extra);
+    let o = small_study(&out, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (dir, out)
+}
+
 /// `--link-rate 20Mbit` caps every mode at the paper's 802.11g rate (tc tbf on the sink's
 /// veth), and goes with the sink.
 #[test]
 fn a_link_rate_cap_holds_every_mode_to_it() {
     let _serial = serial();
-    require_docker();
-    let dir = TempDir::new("study-cap");
-    let out = dir.path().join("out");
-    let subnet = unique_sink_subnet();
-    let o = small_study(
-        &out,
-        &[
-            "--sink-subnet",
-            &subnet,
-            "--protocols",
-            "tcp,udp",
-            "--link-rate",
-            "20Mbit",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_dir, out) = tcp_and_udp_study("study-cap", &["--link-rate", "20Mbit"]);
     let cells = cells_in(&out);
     assert_eq!(cells.len(), 6);
     for c in &cells {
@@ -318,22 +317,7 @@ fn a_link_rate_cap_holds_every_mode_to_it() {
 #[test]
 fn a_size_above_a_udp_datagram_is_measured_over_tcp_alone() {
     let _serial = serial();
-    require_docker();
-    let dir = TempDir::new("study-bulk");
-    let out = dir.path().join("out");
-    let subnet = unique_sink_subnet();
-    let o = small_study(
-        &out,
-        &[
-            "--sink-subnet",
-            &subnet,
-            "--protocols",
-            "tcp,udp",
-            "--sizes",
-            "131072",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (dir, out) = tcp_and_udp_study("study-bulk", &["--sizes", "131072"]);
     let cells = cells_in(&out);
     assert_eq!(cells.len(), 3, "{cells:?}");
     for c in &cells {
