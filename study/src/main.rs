@@ -150,11 +150,14 @@ fn main_inner() -> Result<(), StudyError> {
                 };
                 let mut parts = v.split('/');
                 let pr = parts.next().and_then(protocol).ok_or_else(bad)?;
-                let sz = parts
-                    .next()
-                    .and_then(size)
-                    .filter(|&z| z <= pr.max_message())
-                    .ok_or_else(bad)?;
+                let sz = parts.next().and_then(size).ok_or_else(bad)?;
+                if sz > pr.max_message() {
+                    return Err(usage(format!(
+                        "--multi: {sz} bytes is above {}, the largest message {} carries",
+                        pr.max_message(),
+                        pr.as_str()
+                    )));
+                }
                 (options.multi_direction, options.multi_pattern) = match parts.next() {
                     None | Some("egress") => (Direction::Egress, Pattern::Stream),
                     Some("ingress") => (Direction::Ingress, Pattern::Stream),

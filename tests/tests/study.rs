@@ -338,7 +338,10 @@ fn a_size_above_a_udp_datagram_is_measured_over_tcp_alone() {
             "70000 bytes is above 65000",
         ),
         (&["--sizes", "131073"][..], "--sizes: cannot read"),
-        (&["--multi", "udp/70000"][..], "--multi: expected"),
+        (
+            &["--multi", "udp/70000"][..],
+            "--multi: 70000 bytes is above 65000",
+        ),
     ] {
         let o = small_study(&dir.path().join("refused"), extra);
         let err = String::from_utf8_lossy(&o.stderr);
