@@ -419,6 +419,13 @@ impl Protocol {
             Protocol::Udp => 65_000,
         }
     }
+
+    /// The first of `sizes` that none of `protocols` carries, with the largest message they
+    /// do carry: `(size, largest)`. None if every size is carried (or no protocol is given).
+    pub fn first_uncarried(sizes: &[u32], protocols: &[Protocol]) -> Option<(u32, u32)> {
+        let largest = protocols.iter().map(|p| p.max_message()).max()?;
+        sizes.iter().find(|&&s| s > largest).map(|&s| (s, largest))
+    }
 }
 
 /// Which way a probe cell's traffic flows, seen from the container.

@@ -226,8 +226,7 @@ impl Probe {
         ]
         .into_iter()
         .find_map(|(key, sizes, protocols, with)| {
-            let largest = protocols.iter().map(|p| p.max_message()).max()?;
-            let size = sizes.iter().find(|&&s| s > largest)?;
+            let (size, largest) = Protocol::first_uncarried(sizes, protocols)?;
             Some((
                 key,
                 format!(

@@ -79,13 +79,12 @@ fn size(s: &str) -> Option<u32> {
         .filter(|n| (1..=Protocol::Tcp.max_message()).contains(n))
 }
 
-/// A usage error if a size is larger than every protocol of the study carries (sizes above
-/// UDP's largest datagram are measured over TCP alone).
-fn sizes_carried(sizes: &[u32], protocols: &[Protocol]) -> Result<(), StudyError> {
-    let largest = protocols.iter().map(|p| p.max_message()).max().unwrap_or(0);
-    match sizes.iter().find(|&&z| z > largest) {
-        Some(z) => Err(usage(format!(
-            "--sizes: {z} bytes is above {largest}, the largest message {} carries",
+/// A usage error naming `--flag` if a size is larger than every one of `protocols` carries
+/// (sizes above UDP's largest datagram are measured over TCP alone).
+fn sizes_carried(flag: &str, sizes: &[u32], protocols: &[Protocol]) -> Result<(), StudyError> {
+    match Protocol::first_uncarried(sizes, protocols) {
+        Some((z, largest)) => Err(usage(format!(
+            "--{flag}: {z} bytes is above {largest}, the largest message {} carries",
             protocols
                 .iter()
                 .map(|p| p.as_str())
@@ -151,13 +150,7 @@ fn main_inner() -> Result<(), StudyError> {
                 let mut parts = v.split('/');
                 let pr = parts.next().and_then(protocol).ok_or_else(bad)?;
                 let sz = parts.next().and_then(size).ok_or_else(bad)?;
-                if sz > pr.max_message() {
-                    return Err(usage(format!(
-                        "--multi: {sz} bytes is above {}, the largest message {} carries",
-                        pr.max_message(),
-                        pr.as_str()
-                    )));
-                }
+                sizes_carried("multi", &[sz], &[pr])?;
                 (options.multi_direction, options.multi_pattern) = match parts.next() {
                     None | Some("egress") => (Direction::Egress, Pattern::Stream),
                     Some("ingress") => (Direction::Ingress, Pattern::Stream),
@@ -235,7 +228,7 @@ fn main_inner() -> Result<(), StudyError> {
             options.max_n = p.max_n;
         }
     }
-    sizes_carried(&options.sizes, &options.protocols)?;
+    sizes_carried("sizes", &options.sizes, &options.protocols)?;
     if !options.single && options.max_n == 0 {
         return Err(usage(
             "--figures 5 with --max-n 0 leaves nothing to measure",
