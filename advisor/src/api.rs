@@ -756,7 +756,7 @@ impl Sweep {
 /// What a cell sends, without its mode and concurrency: where, the traffic, the protocol,
 /// the size. Two cells of one kind in two modes are the pair a comparison reads (ordered:
 /// path, pattern, direction, protocol, size).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CellKind {
     pub path: Path,
     pub pattern: Pattern,

@@ -359,7 +359,7 @@ impl ProbeEngine {
             None if q.all => eligible(&containers),
             None => Vec::new(),
         };
-        let mut measured: HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)> =
+        let mut measured: HashMap<ShareKey, (String, Vec<ProbeCell>)> =
             HashMap::new();
         let mut total: u32 = targets
             .iter()
@@ -421,7 +421,7 @@ impl ProbeEngine {
         &self,
         runner: &Runner<'_>,
         t: &api::Container,
-        measured: &mut HashMap<(ProbeMode, String, String), (String, Vec<ProbeCell>)>,
+        measured: &mut HashMap<ShareKey, (String, Vec<ProbeCell>)>,
         progress: &mut Progress<'_>,
     ) -> (ContainerProbe, Option<ProbeError>) {
         let mut cp = ContainerProbe {
@@ -441,14 +441,14 @@ impl ProbeEngine {
         };
         let paths = plan::paths(t);
         let cells = plan::planned(&self.cfg, t);
-        let kinds: Vec<&api::CellKind> = cells.iter().map(|c| &c.kind).collect();
+        let kinds: Vec<api::CellKind> = cells.iter().map(|c| c.kind).collect();
         // Each mode: its cells measured for another container already, or how to measure.
         enum Plan {
             Known(Vec<ProbeCell>),
             Measure {
                 mode: ProbeMode,
                 launch: Launch,
-                key: Option<(ProbeMode, String, String)>,
+                key: Option<ShareKey>,
             },
         }
         let mut plans = Vec::new();
@@ -467,10 +467,11 @@ impl ProbeEngine {
             // Probe containers depend on the network, the limits and the cells (the kinds of
             // traffic, paths and sizes), not on the target.
             let key = match &launch {
-                Launch::Container { network_mode } => Some((
+                Launch::Container { network_mode } => Some(ShareKey::of(
                     driver.mode(),
-                    network_mode.clone(),
-                    format!("{:?} {kinds:?}", t.limits),
+                    network_mode,
+                    &t.limits,
+                    &kinds,
                 )),
                 Launch::InNamespace { .. } => None,
             };
@@ -609,6 +610,47 @@ impl ProbeEngine {
             cells,
             crossovers,
             max_concurrency: max,
+        }
+    }
+}
+
+/// What a probe container's cells depend on besides its target: the mode, the network, the
+/// target's limits (the probe container gets them) and the cells it runs. Two targets with
+/// one key share one measurement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ShareKey {
+    mode: ProbeMode,
+    network_mode: String,
+    /// `Limits::cpus` by its bits: two containers share only an identical quota.
+    cpus: Option<u64>,
+    cpu_shares: Option<u64>,
+    cpuset: Option<String>,
+    memory_bytes: Option<u64>,
+    kinds: Vec<api::CellKind>,
+}
+
+impl ShareKey {
+    fn of(
+        mode: ProbeMode,
+        network_mode: &str,
+        limits: &Limits,
+        kinds: &[api::CellKind],
+    ) -> ShareKey {
+        // Every field named: a limit added to `Limits` must be added here too.
+        let Limits {
+            cpus,
+            cpu_shares,
+            cpuset,
+            memory_bytes,
+        } = limits;
+        ShareKey {
+            mode,
+            network_mode: network_mode.to_owned(),
+            cpus: cpus.map(f64::to_bits),
+            cpu_shares: *cpu_shares,
+            cpuset: cpuset.clone(),
+            memory_bytes: *memory_bytes,
+            kinds: kinds.to_vec(),
         }
     }
 }
