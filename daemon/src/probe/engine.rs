@@ -753,3 +753,67 @@ impl Progress<'_> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netmode_advisor::api::{CellKind, Direction, Pattern, Protocol};
+
+    fn kind(size: u32) -> CellKind {
+        CellKind {
+            path: Path::Upstream,
+            pattern: Pattern::Stream,
+            direction: Direction::Egress,
+            protocol: Protocol::Tcp,
+            size,
+        }
+    }
+
+    /// Two targets share a measurement only when nothing the probe container copies from
+    /// them differs: every limit, the network, the mode and the cells take part in the key.
+    #[test]
+    fn targets_share_a_measurement_only_with_every_limit_alike() {
+        let limits = Limits {
+            cpus: Some(0.5),
+            cpu_shares: Some(512),
+            cpuset: Some("0".into()),
+            memory_bytes: Some(64 << 20),
+        };
+        let kinds = [kind(64), kind(1024)];
+        let key = |mode, net: &str, l: &Limits, k: &[CellKind]| ShareKey::of(mode, net, l, k);
+        let base = key(ProbeMode::Bridge, "bridge", &limits, &kinds);
+        assert_eq!(base, key(ProbeMode::Bridge, "bridge", &limits.clone(), &kinds));
+        let differs = [
+            Limits {
+                cpus: Some(0.5000001),
+                ..limits.clone()
+            },
+            Limits {
+                cpus: None,
+                ..limits.clone()
+            },
+            Limits {
+                cpu_shares: Some(1024),
+                ..limits.clone()
+            },
+            Limits {
+                cpuset: Some("1".into()),
+                ..limits.clone()
+            },
+            Limits {
+                memory_bytes: Some(128 << 20),
+                ..limits.clone()
+            },
+        ];
+        for l in &differs {
+            assert_ne!(base, key(ProbeMode::Bridge, "bridge", l, &kinds), "{l:?}");
+        }
+        assert_ne!(base, key(ProbeMode::Host, "bridge", &limits, &kinds));
+        assert_ne!(base, key(ProbeMode::Bridge, "iot-net", &limits, &kinds));
+        assert_ne!(base, key(ProbeMode::Bridge, "bridge", &limits, &kinds[..1]));
+        // A map keyed by it finds the same target's measurement again.
+        let mut m = HashMap::new();
+        m.insert(base.clone(), 1);
+        assert_eq!(m.get(&key(ProbeMode::Bridge, "bridge", &limits, &kinds)), Some(&1));
+    }
+}
