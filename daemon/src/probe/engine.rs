@@ -359,8 +359,7 @@ impl ProbeEngine {
             None if q.all => eligible(&containers),
             None => Vec::new(),
         };
-        let mut measured: HashMap<ShareKey, (String, Vec<ProbeCell>)> =
-            HashMap::new();
+        let mut measured: HashMap<ShareKey, (String, Vec<ProbeCell>)> = HashMap::new();
         let mut total: u32 = targets
             .iter()
             .map(|t| {
@@ -467,12 +466,9 @@ impl ProbeEngine {
             // Probe containers depend on the network, the limits and the cells (the kinds of
             // traffic, paths and sizes), not on the target.
             let key = match &launch {
-                Launch::Container { network_mode } => Some(ShareKey::of(
-                    driver.mode(),
-                    network_mode,
-                    &t.limits,
-                    &kinds,
-                )),
+                Launch::Container { network_mode } => {
+                    Some(ShareKey::of(driver.mode(), network_mode, &t.limits, &kinds))
+                }
                 Launch::InNamespace { .. } => None,
             };
             match key.as_ref().and_then(|k| measured.get(k)) {
@@ -782,7 +778,10 @@ mod tests {
         let kinds = [kind(64), kind(1024)];
         let key = |mode, net: &str, l: &Limits, k: &[CellKind]| ShareKey::of(mode, net, l, k);
         let base = key(ProbeMode::Bridge, "bridge", &limits, &kinds);
-        assert_eq!(base, key(ProbeMode::Bridge, "bridge", &limits.clone(), &kinds));
+        assert_eq!(
+            base,
+            key(ProbeMode::Bridge, "bridge", &limits.clone(), &kinds)
+        );
         let differs = [
             Limits {
                 cpus: Some(0.5000001),
@@ -814,6 +813,9 @@ mod tests {
         // A map keyed by it finds the same target's measurement again.
         let mut m = HashMap::new();
         m.insert(base.clone(), 1);
-        assert_eq!(m.get(&key(ProbeMode::Bridge, "bridge", &limits, &kinds)), Some(&1));
+        assert_eq!(
+            m.get(&key(ProbeMode::Bridge, "bridge", &limits, &kinds)),
+            Some(&1)
+        );
     }
 }
