@@ -3,7 +3,7 @@
 //!
 //! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": {"model":
 //! "study"} or {"model": "gateway", "container_sd": ..}, "shift": "study" or "gateway",
-//! "points": [{"dir": "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds
+//! "path": "whole" or "measured", "points": [{"dir": "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds
 //! the daemon's `/v1/status` (`status.json`)
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
 //! recommendation the policy gives that container now (JSON, one array). What the memory
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use netmode_advisor::api::Status;
 use netmode_advisor::policy::posterior::Transfer;
-use netmode_advisor::policy::{self, Config, Input, Memory, PriorModel, ShiftModel};
+use netmode_advisor::policy::{self, Config, Input, Memory, PathModel, PriorModel, ShiftModel};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -50,6 +50,9 @@ struct Request {
     prior: Option<PriorIn>,
     /// The prior of the shift from one container to N (default: the shipped one).
     shift: Option<ShiftModel>,
+    /// Whether the path's measured share of an application's work carries the probes' gain
+    /// (default: the shipped model).
+    path: Option<PathModel>,
     /// The run's `advisor.active_window`, seconds (default: the shipped one).
     active_window_s: Option<f64>,
     /// Probe cells of these message sizes are taken out of the evidence.
@@ -117,6 +120,9 @@ fn main() -> Result<(), Error> {
     }
     if let Some(shift) = req.shift {
         config.shift = shift;
+    }
+    if let Some(path) = req.path {
+        config.path = path;
     }
     if let Some(w) = req.active_window_s {
         config.active_window_s = w;

@@ -313,6 +313,12 @@ pub struct Live {
     /// messages cost more per byte.
     #[serde(default)]
     pub cpu_s_per_gb: Option<f64>,
+    /// CPU microseconds the container's cgroup spent per packet it moved (either way) over
+    /// the interval; `null` below 100 packets or where its CPU is not read. For a server
+    /// answering requests, about half its CPU per exchange: the advisor compares it with the
+    /// probes' own CPU per exchange to tell how much of its work the path is.
+    #[serde(default)]
+    pub cpu_us_per_packet: Option<f64>,
     /// Share of its traffic exchanged with other containers of this gateway. Where the
     /// per-cgroup counters count it: bytes of every protocol by each packet's peer address,
     /// over the last interval in which anything moved. Otherwise its TCP alone (peer addresses of its sockets, sock_diag): bytes of its

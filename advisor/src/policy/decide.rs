@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::constraints::{blocker, served_ports};
-use super::measure::{matching_sweeps, mean_sd, probe_round, round_at, sweep_at, weighted_ratios};
-use super::posterior::{Posterior, Round, Transfer};
+use super::measure::{
+    matching_sweeps, mean_sd, path_cost, probe_round, round_at, sweep_at, weighted_ratios,
+};
+use super::posterior::{PathShare, Posterior, Round, Transfer};
 use super::*;
 use crate::api::{Action, Basis, Decision, Evidence};
 
@@ -34,6 +36,7 @@ enum MoreRounds {
 fn rounds_to_decide(
     p: &Posterior,
     transfer: &Transfer,
+    path: Option<PathShare>,
     edge: f64,
     rounds: usize,
     min_probability: f64,
@@ -41,9 +44,10 @@ fn rounds_to_decide(
     // z of a one-sided normal probability (0.95 -> 1.645).
     let z = normal_quantile(min_probability);
     let sd = (p.quantile(0.9) - p.quantile(0.1)) / (2.0 * 1.2816);
-    let m = p.median();
-    let g = transfer.beta * m;
-    let fixed = (g * transfer.beta_sd).powi(2) + transfer.sd.powi(2);
+    let x = transfer.beta * p.median();
+    // Amdahl's law bends the transfer: spreads of the path's gain scale by its slope.
+    let (g, slope) = path.map_or((x, 1.0), |s| (s.carry(x), s.slope(x)));
+    let fixed = slope.powi(2) * ((x * transfer.beta_sd).powi(2) + transfer.sd.powi(2));
     let distance = (g - edge).abs();
     if distance < z * fixed.sqrt() {
         return MoreRounds::Never;
@@ -51,7 +55,7 @@ fn rounds_to_decide(
     let r = rounds.max(1) as f64;
     (1..=8u32)
         .find(|k| {
-            let sd_k = ((transfer.beta * sd).powi(2) * r / (r + *k as f64) + fixed).sqrt();
+            let sd_k = ((slope * transfer.beta * sd).powi(2) * r / (r + *k as f64) + fixed).sqrt();
             distance >= z * sd_k
         })
         .map_or(MoreRounds::Beyond, MoreRounds::About)
@@ -599,10 +603,19 @@ fn decide(
     } else {
         own.len()
     };
+    // The path's share of the container's time per exchange, where it is measured.
+    let cost = path_cost(cm.probe_rounds.iter().flat_map(|r| &r.cells), &profile);
+    let path = match cfg.path {
+        PathModel::Measured => cost.map(|cost| PathShare {
+            share: cost.share(),
+            in_host: c.mode_kind == ModeKind::Host,
+        }),
+        PathModel::Whole => None,
+    };
     let posterior = match &measured {
         // A probe is not the application: the application gets a share of the probe's gain,
         // with an error of its own, that no round removes.
-        Some(p) => p.transferred(&cfg.transfer),
+        Some(p) => p.transferred_with(&cfg.transfer, path),
         None => Posterior::prior(prior),
     };
     let estimate = posterior.median();
@@ -646,6 +659,7 @@ fn decide(
             Some(rounds_to_decide(
                 p,
                 &cfg.transfer,
+                path,
                 edge,
                 rounds_so_far,
                 cfg.min_probability,
@@ -658,6 +672,21 @@ fn decide(
         _ => None,
     };
     let (q10, q90) = (posterior.quantile(0.1), posterior.quantile(0.9));
+    if let Some(cost) = cost {
+        evidence.push(Evidence {
+            step: "path share".into(),
+            detail: format!(
+                "the probes' path takes {:.0} us an exchange, beside {:.0} us of its own work (its CPU per exchange less the probe's): {} of its time (Amdahl's law); {}",
+                cost.path_us,
+                cost.work_us,
+                pct(cost.share()),
+                match path {
+                    Some(_) => "it gets that share of the path's saving",
+                    None => "not applied (the probes' gain is carried whole)",
+                }
+            ),
+        });
+    }
     evidence.push(Evidence {
         step: "weighing".into(),
         detail: match &measured {

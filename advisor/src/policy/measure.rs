@@ -14,6 +14,17 @@ pub fn cell_cpu_s_per_gb(c: &ProbeCell) -> Option<f64> {
     (gb > 0.0 && cpu > 0.0).then(|| cpu / gb)
 }
 
+/// CPU microseconds a request/response cell's senders spent per exchange (its counters and
+/// its rate are the same run's: the median one).
+pub fn cell_cpu_us_per_exchange(c: &ProbeCell) -> Option<f64> {
+    if c.pattern != Pattern::RequestResponse {
+        return None;
+    }
+    let exchanges = c.transactions.as_ref()?.per_s * c.duration_s;
+    let cpu = c.counters.as_ref()?.cpu_s;
+    (exchanges > 0.0 && cpu > 0.0).then(|| cpu * 1e6 / exchanges)
+}
+
 /// A cell's figure in each of its runs, larger is better: goodput, or for request/response
 /// transactions per second; the merged figure when it ran once. A request/response cell
 /// recorded before its rates were kept has its runs' median round trips instead.
@@ -99,6 +110,8 @@ pub fn cell_ratios(bridge: &[ProbeCell], host: &[ProbeCell]) -> Vec<CellRatio> {
             log_ratio: l,
             bridge_cpu_s_per_gb: cell_cpu_s_per_gb(b),
             host_cpu_s_per_gb: cell_cpu_s_per_gb(h),
+            bridge_cpu_us_per_exchange: cell_cpu_us_per_exchange(b),
+            host_cpu_us_per_exchange: cell_cpu_us_per_exchange(h),
         });
     }
     out
@@ -143,6 +156,8 @@ pub struct Profile {
     pub tcp_share: Option<f64>,
     pub mean_packet: Option<f64>,
     pub cpu_s_per_gb: Option<f64>,
+    /// CPU microseconds its cgroup spends per packet (`Live::cpu_us_per_packet`).
+    pub cpu_us_per_packet: Option<f64>,
     /// Share of its traffic (bytes) it receives; `None` when it moves nothing.
     pub rx_share: Option<f64>,
     /// Whether its traffic looks like requests and answers (`Live::request_response_like`);
@@ -161,6 +176,7 @@ impl Profile {
             tcp_share: l.and_then(|l| l.tcp_share),
             mean_packet: l.and_then(|l| l.mean_packet_bytes),
             cpu_s_per_gb: l.and_then(|l| l.cpu_s_per_gb),
+            cpu_us_per_packet: l.and_then(|l| l.cpu_us_per_packet),
             rx_share: l.and_then(Live::rx_share),
             request_response: l
                 .filter(|l| l.rx_pps + l.tx_pps > 0.0)
@@ -176,6 +192,7 @@ impl Profile {
             tcp_share: None,
             mean_packet: None,
             cpu_s_per_gb: None,
+            cpu_us_per_packet: None,
             rx_share: None,
             request_response: None,
             local_share: None,
@@ -252,6 +269,62 @@ pub fn cell_weight(c: &CellRatio, p: &Profile) -> f64 {
         }
     };
     pattern * direction * path * proto * size
+}
+
+/// What one exchange of a container costs, in the mode it runs in, as Amdahl's law needs it:
+/// the time the probes' path takes (microseconds per exchange at the probe's own rate) and
+/// the container's own work beside it (its CPU per exchange less the probe sender's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathCost {
+    pub path_us: f64,
+    pub work_us: f64,
+}
+
+impl PathCost {
+    /// The path's share of the container's time per exchange.
+    pub fn share(&self) -> f64 {
+        self.path_us / (self.path_us + self.work_us)
+    }
+}
+
+/// A container's [`PathCost`], from the request/response cells of every round (weighed
+/// toward its traffic as their ratios are; geometric means) and its cgroup's CPU per packet
+/// (two packets an exchange: a request and its answer). `None` unless its traffic looks like
+/// requests and answers and both are measured. A server whose own work per request is ten
+/// times the path's time gets a tenth of the path's saving; a policed bridge, whose path
+/// stalls each exchange far longer than any server works on it, passes on nearly all of it.
+pub fn path_cost<'a>(
+    cells: impl IntoIterator<Item = &'a CellRatio>,
+    p: &Profile,
+) -> Option<PathCost> {
+    if p.request_response != Some(true) {
+        return None;
+    }
+    let app = p.cpu_us_per_packet.filter(|x| *x > 0.0)? * 2.0;
+    let median = |v: &[f64]| -> Option<f64> {
+        let mut v: Vec<f64> = v.iter().copied().filter(|x| *x > 0.0).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len().checked_sub(1)? / 2).copied()
+    };
+    let (mut time, mut cpu, mut w) = (0.0, 0.0, 0.0);
+    for c in cells.into_iter().filter(|c| c.rr_runs == RrFigure::PerS) {
+        let (runs, cpu_us) = if p.mode == ModeKind::Host {
+            (&c.host_runs, c.host_cpu_us_per_exchange)
+        } else {
+            (&c.bridge_runs, c.bridge_cpu_us_per_exchange)
+        };
+        let (Some(per_s), Some(cpu_us)) = (median(runs), cpu_us.filter(|x| *x > 0.0)) else {
+            continue;
+        };
+        let k = cell_weight(c, p);
+        time += k * (1e6 / per_s).ln();
+        cpu += k * cpu_us.ln();
+        w += k;
+    }
+    (w > 0.0).then(|| PathCost {
+        path_us: (time / w).exp(),
+        work_us: (app - (cpu / w).exp()).max(0.0),
+    })
 }
 
 /// The weighted ratio of each repetition of a round (one value when its cells ran once): a

@@ -74,6 +74,10 @@ pub struct Config {
     /// Where the prior of the shift from one container to N comes from, once the gateway
     /// has swept (not a setting: `bench/replay` compares the models on bench/apps' evidence).
     pub shift: ShiftModel,
+    /// Whether an application gets the probes' gain as the transfer carries it, or only the
+    /// share of it its path is of its work, where that is measured (not a setting:
+    /// `bench/replay` compares the models on bench/apps' evidence).
+    pub path: PathModel,
 }
 
 /// The prior of a container's own log gain host/bridge with one network-active container.
@@ -113,6 +117,22 @@ pub enum ShiftModel {
 /// k, written down first, scored worse (0.417 against 0.377; docs/benchmarks.md).
 pub const SHIFT_MODEL: ShiftModel = ShiftModel::Study;
 
+/// How much of the probes' gain reaches an application besides the transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathModel {
+    /// All of it: the transfer alone.
+    Whole,
+    /// Where the container's traffic looks like requests and answers and both its CPU per
+    /// packet and the probes' CPU per exchange are measured, the share of its time per
+    /// exchange its path takes (`measure::path_cost`, Amdahl's law); elsewhere all of it.
+    Measured,
+}
+
+/// What ships: the transfer alone, until bench/apps' run q (docs/benchmarks.md) has tested
+/// the measured share on a server whose own work dwarfs its path.
+pub const PATH_MODEL: PathModel = PathModel::Whole;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -126,6 +146,7 @@ impl Default for Config {
             transfer: posterior::TRANSFER,
             prior: PRIOR_MODEL,
             shift: SHIFT_MODEL,
+            path: PATH_MODEL,
         }
     }
 }
@@ -220,6 +241,12 @@ pub struct CellRatio {
     pub bridge_cpu_s_per_gb: Option<f64>,
     #[serde(default)]
     pub host_cpu_s_per_gb: Option<f64>,
+    /// Request/response cells: CPU microseconds the probe sender spent per exchange, in each
+    /// mode (`None` for streams, and in rounds remembered before it was kept).
+    #[serde(default)]
+    pub bridge_cpu_us_per_exchange: Option<f64>,
+    #[serde(default)]
+    pub host_cpu_us_per_exchange: Option<f64>,
     /// Each run's figure (goodput; for request/response what `rr_runs` says) per mode, in no
     /// particular order (empty in rounds remembered before they were kept).
     #[serde(default)]
@@ -294,6 +321,8 @@ impl SweepRatio {
             log_ratio: self.log_ratio,
             bridge_cpu_s_per_gb: self.bridge_cpu_s_per_gb,
             host_cpu_s_per_gb: self.host_cpu_s_per_gb,
+            bridge_cpu_us_per_exchange: None,
+            host_cpu_us_per_exchange: None,
             bridge_runs: Vec::new(),
             host_runs: Vec::new(),
             // The sweep's request/response ratios were always transactions per second.

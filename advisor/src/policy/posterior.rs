@@ -114,6 +114,47 @@ impl Default for Transfer {
     }
 }
 
+/// The probes' path as a share of an application's time per exchange, measured in the mode
+/// it runs in (`measure::path_cost`): where the path gets `e^x` times faster, the rest of
+/// the application's work does not (Amdahl's law). An application in bridge mode then gets
+/// `1 / (1 - share (1 - e^-x))` times faster, one in host mode `1 + share (e^x - 1)`: the
+/// same ratio of its two times per exchange, seen from either end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathShare {
+    pub share: f64,
+    /// Measured in host mode (else in bridge mode).
+    pub in_host: bool,
+}
+
+impl PathShare {
+    /// The application's log gain host/bridge where the path's is `x`.
+    pub fn carry(&self, x: f64) -> f64 {
+        let s = self.share.clamp(0.0, 1.0);
+        if self.in_host {
+            (s * x.exp_m1()).ln_1p()
+        } else {
+            -(s * (-x).exp_m1()).ln_1p()
+        }
+    }
+
+    /// How fast `carry` changes at `x` (what a spread of the path's gain becomes).
+    pub fn slope(&self, x: f64) -> f64 {
+        const H: f64 = 1e-4;
+        (self.carry(x + H) - self.carry(x - H)) / (2.0 * H)
+    }
+}
+
+/// Adds `w` at log ratio `x`, shared between the two grid points around it.
+fn spread_at(weights: &mut [f64], x: f64, w: f64) {
+    let last = (THETA_POINTS - 1) as f64;
+    let at = ((x - THETA_MIN) / THETA_STEP).clamp(0.0, last);
+    let (lo, frac) = (at.floor() as usize, at - at.floor());
+    weights[lo] += w * (1.0 - frac);
+    if frac > 0.0 {
+        weights[lo + 1] += w * frac;
+    }
+}
+
 /// Gauss-Hermite nodes and weights for a standard normal (9 points: exact for polynomials up
 /// to degree 17).
 const HERMITE_9: [(f64, f64); 9] = [
@@ -342,24 +383,40 @@ impl Posterior {
 
     /// The application's log gain `β θ + ε` (see [`Transfer`]); `self` is the probe's.
     pub fn transferred(&self, t: &Transfer) -> Posterior {
+        self.transferred_with(t, None)
+    }
+
+    /// The application's log gain `share(β θ + ε)`: the transfer, with the path's gain
+    /// carried by Amdahl's law where the path's share of the application's time is known
+    /// ([`PathShare`]; the transfer's error is the path's too, so it is carried as well).
+    pub fn transferred_with(&self, t: &Transfer, path: Option<PathShare>) -> Posterior {
         let mut weights = vec![0.0; THETA_POINTS];
-        let last = (THETA_POINTS - 1) as f64;
         for (i, w) in self.weights.iter().enumerate() {
             if *w < 1e-15 {
                 continue;
             }
             for (z, v) in HERMITE_9 {
                 // β θ, shared between the two grid points around it.
-                let x = t.beta * (t.beta_sd * z).exp() * theta(i);
-                let at = ((x - THETA_MIN) / THETA_STEP).clamp(0.0, last);
-                let (lo, frac) = (at.floor() as usize, at - at.floor());
-                weights[lo] += w * v * (1.0 - frac);
-                if frac > 0.0 {
-                    weights[lo + 1] += w * v * frac;
-                }
+                spread_at(
+                    &mut weights,
+                    t.beta * (t.beta_sd * z).exp() * theta(i),
+                    w * v,
+                );
             }
         }
-        Posterior { weights }.shifted(0.0, t.sd)
+        let carried = Posterior { weights }.shifted(0.0, t.sd);
+        match path {
+            None => carried,
+            Some(p) => {
+                let mut weights = vec![0.0; THETA_POINTS];
+                for (i, w) in carried.weights.iter().enumerate() {
+                    if *w >= 1e-15 {
+                        spread_at(&mut weights, p.carry(theta(i)), *w);
+                    }
+                }
+                Posterior { weights }
+            }
+        }
     }
 
     /// P(θ >= x).
@@ -636,6 +693,61 @@ mod tests {
         );
     }
 
+    /// Amdahl's law from both ends: a server working `w` per exchange beside a path of `t_b`
+    /// in bridge and `t_h` in host gains `(w + t_b) / (w + t_h)`, whichever mode it runs in
+    /// and so whichever share is measured.
+    #[test]
+    fn the_path_share_carries_amdahls_law() {
+        let (w, t_b, t_h) = (280.0f64, 20.0f64, 12.5f64);
+        let x = (t_b / t_h).ln();
+        let truth = ((w + t_b) / (w + t_h)).ln();
+        let bridge = PathShare {
+            share: t_b / (w + t_b),
+            in_host: false,
+        };
+        let host = PathShare {
+            share: t_h / (w + t_h),
+            in_host: true,
+        };
+        assert!(
+            (bridge.carry(x) - truth).abs() < 1e-12,
+            "{}",
+            bridge.carry(x)
+        );
+        assert!((host.carry(x) - truth).abs() < 1e-12, "{}", host.carry(x));
+        for in_host in [false, true] {
+            let whole = PathShare {
+                share: 1.0,
+                in_host,
+            };
+            let none = PathShare {
+                share: 0.0,
+                in_host,
+            };
+            for x in [-2.0, -0.1, 0.0, 0.3, 4.0] {
+                assert!((whole.carry(x) - x).abs() < 1e-12);
+                assert_eq!(none.carry(x), 0.0);
+            }
+        }
+        // The posterior: a probe's +60 % carried by a share of a fifteenth is about +2.5 %.
+        let p = pays_posterior(&[runs(&[100.0, 101.0, 99.0], &[160.0, 161.0, 159.0])]);
+        let q = p.transferred_with(&TRANSFER, Some(bridge));
+        assert!(
+            (q.median().exp() - 1.0 - 0.0235).abs() < 0.01,
+            "{}",
+            q.median()
+        );
+        assert!(
+            q.p_at_least(gain(0.10)) < 0.05,
+            "{}",
+            q.p_at_least(gain(0.10))
+        );
+        assert_eq!(
+            p.transferred_with(&TRANSFER, None),
+            p.transferred(&TRANSFER)
+        );
+    }
+
     /// Issue 25's five cases, one container in bridge on the defaults, carried to an
     /// application by the shipped transfer (`cargo test -p netmode-advisor five_cases --
     /// --nocapture` prints them).
@@ -779,6 +891,21 @@ mod tests {
             for x in [0.0, 0.095, 0.3] {
                 prop_assert!((p.p_at_least(x) - q.p_at_most(-x)).abs() < 1e-9);
             }
+        }
+
+        /// Amdahl's share keeps the order, never carries more than the path's gain, carries
+        /// more the larger the share, and mirrors with the modes.
+        #[test]
+        fn the_path_share_is_monotone_and_mirrors(x in -4.0f64..4.0, up in 0.01f64..1.0,
+                                                   share in 0.0f64..1.0, more in 0.0f64..1.0, in_host: bool) {
+            let s = PathShare { share, in_host };
+            prop_assert!(s.carry(x + up) >= s.carry(x) - 1e-12);
+            prop_assert!(s.carry(x).abs() <= x.abs() + 1e-12);
+            prop_assert!(s.carry(x) * x >= -1e-12, "the sign stays");
+            let bigger = PathShare { share: share + (1.0 - share) * more, in_host };
+            prop_assert!(bigger.carry(x).abs() >= s.carry(x).abs() - 1e-12);
+            let other = PathShare { share, in_host: !in_host };
+            prop_assert!((other.carry(-x) + s.carry(x)).abs() < 1e-9);
         }
 
         /// The transfer keeps the order: a probe that says more for host says more for the

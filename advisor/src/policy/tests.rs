@@ -67,6 +67,7 @@ fn live(bps: f64, mean: f64) -> Live {
         note: None,
         tcp_share: None,
         cpu_s_per_gb: None,
+        cpu_us_per_packet: None,
         local_share: None,
         local_peers: vec![],
         udp_drops: None,
@@ -515,6 +516,8 @@ fn ratio_cell(protocol: Protocol, size: u32, ratio: f64, cpu_s_per_gb: f64) -> C
         reps: vec![],
         bridge_cpu_s_per_gb: Some(cpu_s_per_gb),
         host_cpu_s_per_gb: Some(cpu_s_per_gb),
+        bridge_cpu_us_per_exchange: None,
+        host_cpu_us_per_exchange: None,
         bridge_runs: vec![],
         host_runs: vec![],
         rr_runs: RrFigure::PerS,
@@ -1783,4 +1786,144 @@ fn the_gateway_s_shift_starts_from_none_and_follows_its_sweep() {
     let (ps, pg) = (study.p_switch_pays.unwrap(), gateway.p_switch_pays.unwrap());
     assert!((ps - pg).abs() < 0.02, "study {ps} vs gateway {pg}");
     assert!((0.3..0.9).contains(&pg), "{pg}");
+}
+
+// ------------------------------------------------------------------ the path's share
+
+/// A server answering 100 requests a second, each `cpu_us` CPU microseconds per packet.
+fn server(name: &str, cpu_us: f64) -> Container {
+    let mut c = container(name, ModeKind::Bridge);
+    let mut l = live(100.0 * 110.0 * 8.0, 110.0);
+    (l.tx_bps, l.rx_pps, l.tx_pps) = (l.rx_bps, 100.0, 100.0);
+    l.cpu_us_per_packet = Some(cpu_us);
+    assert!(l.request_response_like());
+    c.live = Some(l);
+    c
+}
+
+/// A probe round of request/response cells only: host completes `ratio` times bridge's
+/// exchanges (`per_s` in bridge), the sender spending `cpu_us` CPU microseconds per exchange
+/// in each mode.
+fn rr_probes(run: &str, per_s: f64, ratio: f64, cpu_us: f64) -> ContainerProbes {
+    let mut p = probes(run, 1.0);
+    for (mode, rate) in [(ProbeMode::Bridge, per_s), (ProbeMode::Host, per_s * ratio)] {
+        let cells = cells_of(&mut p, mode);
+        cells.clear();
+        for size in [64, 1024] {
+            let c = cell(mode, Protocol::Tcp, size, 1, 1e6);
+            cells.push(ProbeCell {
+                pattern: Pattern::RequestResponse,
+                transactions: Some(crate::api::Transactions {
+                    per_s: rate,
+                    latency_p50_us: 2e6 / rate,
+                    latency_p99_us: 6e6 / rate,
+                    loss: None,
+                }),
+                runs: vec![2e6 / rate, 2e6 / rate],
+                runs_per_s: vec![rate * 0.99, rate * 1.01],
+                counters: Some(crate::api::CellCounters {
+                    cpu_s: cpu_us * 1e-6 * rate * c.duration_s,
+                    ..Default::default()
+                }),
+                ..c
+            });
+        }
+    }
+    p
+}
+
+fn with_path(
+    model: PathModel,
+    c: Container,
+    rounds: u64,
+    per_s: f64,
+    ratio: f64,
+) -> Recommendation {
+    let mut w = World::new(vec![c]);
+    w.config.path = model;
+    rounds_of(&mut w, rounds, |i| {
+        rr_probes(&format!("r{i}"), per_s, ratio, 20.0)
+    })
+    .0
+}
+
+/// bench/apps' run p: redis running a Lua loop of about 0.3 ms per request. The probes'
+/// exchanges go 60 % faster in host mode, round after round, and the transfer alone decides
+/// a switch; but the path takes 25 us an exchange beside 280 us of the server's own work
+/// (300 us of CPU less the probe's 20), and by Amdahl's law the server gains about 3 %: with
+/// the measured share it is decided keep.
+#[test]
+fn a_server_whose_work_dwarfs_its_path_gets_its_share_of_the_saving() {
+    let whole = with_path(PathModel::Whole, server("lua", 150.0), 4, 40_000.0, 1.6);
+    assert_eq!(whole.decision, Decision::Switch, "{}", whole.reason);
+    let r = with_path(PathModel::Measured, server("lua", 150.0), 4, 40_000.0, 1.6);
+    assert_eq!(
+        (r.mode, r.decision),
+        (ModeKind::Bridge, Decision::Keep),
+        "{}\n{:?}",
+        r.reason,
+        r.evidence
+    );
+    // 1 / (1 - 25/305 (1 - 1/1.6)) - 1 = 3.2 %.
+    assert!(r.expected_gain.abs() < 0.06, "{}", r.expected_gain);
+    let said = r
+        .evidence
+        .iter()
+        .find(|e| e.step == "path share")
+        .map(|e| e.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        said.contains("takes 25 us an exchange, beside 280 us") && said.contains(": 8% of"),
+        "{said}"
+    );
+    // A server as lean as the probe's echo gets the path's saving whole.
+    let lean = with_path(PathModel::Measured, server("echo", 10.0), 4, 40_000.0, 1.6);
+    assert_eq!(lean.decision, Decision::Switch, "{}", lean.reason);
+    assert!(
+        (lean.expected_gain - whole.expected_gain).abs() < 0.02,
+        "{} {}",
+        lean.expected_gain,
+        whole.expected_gain
+    );
+}
+
+/// A policed bridge stalls every exchange for far longer than any server works on one: the
+/// path takes 1 ms an exchange beside the server's 80 us of work, and two rounds still decide
+/// the switch, for several times the throughput.
+#[test]
+fn a_policed_bridge_is_decided_whatever_the_share() {
+    let r = with_path(PathModel::Measured, server("web", 50.0), 2, 1_000.0, 40.0);
+    assert_eq!(
+        (r.mode, r.decision),
+        (ModeKind::Host, Decision::Switch),
+        "{}\n{:?}",
+        r.reason,
+        r.evidence
+    );
+    assert!(r.expected_gain > 2.0, "{}", r.expected_gain);
+}
+
+/// Streams are not exchanges: a bulk receiver's share is not measured, and the probes'
+/// gain is carried whole.
+#[test]
+fn the_share_is_measured_only_for_requests_and_answers() {
+    let mut bulk = server("bulk", 150.0);
+    let l = bulk.live.as_mut().unwrap();
+    (l.rx_bps, l.rx_pps) = (200e6, 17_000.0);
+    (l.tx_bps, l.tx_pps) = (1e6, 1_500.0);
+    assert!(!l.request_response_like());
+    let p = Profile::of(&bulk);
+    let cells = cell_ratios(
+        &rr_probes("r", 40_000.0, 1.6, 20.0).bridge,
+        &rr_probes("r", 40_000.0, 1.6, 20.0).host,
+    );
+    assert_eq!(super::measure::path_cost(&cells, &p), None);
+    // The lower median run of the bridge (39,600 exchanges/s): 25.25 us an exchange.
+    let p = Profile::of(&server("lua", 150.0));
+    let cost = super::measure::path_cost(&cells, &p).unwrap();
+    assert!((cost.path_us - 1e6 / 39_600.0).abs() < 1e-6, "{cost:?}");
+    assert!((cost.work_us - 280.0).abs() < 1e-6, "{cost:?}");
+    // A server leaner than the probe's sender: no work of its own, the path's whole time.
+    let p = Profile::of(&server("echo", 5.0));
+    assert_eq!(super::measure::path_cost(&cells, &p).unwrap().share(), 1.0);
 }

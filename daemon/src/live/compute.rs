@@ -97,8 +97,12 @@ pub fn rates(d: &Counters, dt: f64) -> Rates {
 
 /// Below this much traffic in an interval, shares and costs per byte are noise.
 const PROFILE_MIN_BYTES: u64 = 1 << 20;
+/// Below this many packets in an interval, the cost per packet is noise (a server answering
+/// 100 requests a second moves about 200 a second, and too few bytes for the cost per GB).
+const PROFILE_MIN_PACKETS: u64 = 100;
 
-/// What the container's traffic looks like (each `None` below `PROFILE_MIN_BYTES`).
+/// What the container's traffic looks like (the shares and the cost per GB `None` below
+/// `PROFILE_MIN_BYTES`, the cost per packet below `PROFILE_MIN_PACKETS`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Profile {
     /// The TCP share of its bytes (TCP payload against its veth's frames; bridge mode only,
@@ -106,12 +110,21 @@ pub struct Profile {
     pub tcp_share: Option<f64>,
     /// The CPU seconds its cgroup spends per GB moved.
     pub cpu_s_per_gb: Option<f64>,
+    /// The CPU microseconds its cgroup spends per packet moved, either way.
+    pub cpu_us_per_packet: Option<f64>,
 }
 
 pub fn profile(d: &Counters, tcp: &Counters, cpu_s: Option<f64>, host_mode: bool) -> Profile {
     let bytes = d.rx_bytes + d.tx_bytes;
+    let packets = d.rx_packets + d.tx_packets;
+    let cpu_us_per_packet = cpu_s
+        .filter(|_| packets >= PROFILE_MIN_PACKETS)
+        .map(|c| c * 1e6 / packets as f64);
     if bytes < PROFILE_MIN_BYTES {
-        return Profile::default();
+        return Profile {
+            cpu_us_per_packet,
+            ..Profile::default()
+        };
     }
     let tcp_share = (!host_mode).then(|| {
         // Frames carry 40-70 bytes of headers a TCP payload count lacks.
@@ -122,6 +135,7 @@ pub fn profile(d: &Counters, tcp: &Counters, cpu_s: Option<f64>, host_mode: bool
     Profile {
         tcp_share,
         cpu_s_per_gb: cpu_s.map(|c| c / (bytes as f64 / 1e9)),
+        cpu_us_per_packet,
     }
 }
 
@@ -810,6 +824,7 @@ pub fn compute(
                 note: src.note,
                 tcp_share: unless_unseen(p.tcp_share, &tcp, new_sockets),
                 cpu_s_per_gb: p.cpu_s_per_gb,
+                cpu_us_per_packet: p.cpu_us_per_packet,
                 local_share,
                 local_peers,
                 udp_drops: round.cgroups.count(&s.id).and_then(|c| c.udp_drops),
@@ -993,12 +1008,14 @@ mod tests {
         let p = profile(&d, &tcp, Some(0.5), false);
         assert!((p.tcp_share.unwrap() - 1.0).abs() < 0.01, "{p:?}");
         assert!((p.cpu_s_per_gb.unwrap() - 0.5 / 0.01054).abs() < 1e-6);
+        assert!((p.cpu_us_per_packet.unwrap() - 50.0).abs() < 1e-9, "{p:?}");
         // UDP only: no TCP bytes.
         assert_eq!(
             profile(&d, &Counters::default(), None, false),
             Profile {
                 tcp_share: Some(0.0),
-                cpu_s_per_gb: None
+                cpu_s_per_gb: None,
+                cpu_us_per_packet: None,
             }
         );
         // Host mode: the share cannot be known.
@@ -1008,6 +1025,24 @@ mod tests {
             profile(&Counters::default(), &tcp, Some(1.0), false),
             Profile::default()
         );
+        // A server answering 100 requests a second: too few bytes for the shares and the
+        // cost per GB, enough packets for the cost per packet (0.03 s over 200 packets).
+        let light = Counters {
+            rx_bytes: 11_000,
+            tx_bytes: 9_000,
+            rx_packets: 100,
+            tx_packets: 100,
+        };
+        let p = profile(&light, &tcp, Some(0.03), false);
+        assert_eq!((p.tcp_share, p.cpu_s_per_gb), (None, None));
+        assert!((p.cpu_us_per_packet.unwrap() - 150.0).abs() < 1e-9, "{p:?}");
+        // 99 packets: none.
+        let fewer = Counters {
+            tx_packets: 99,
+            rx_packets: 0,
+            ..light
+        };
+        assert_eq!(profile(&fewer, &tcp, Some(0.03), false), Profile::default());
     }
 
     #[test]
@@ -1212,6 +1247,7 @@ mod tests {
             note: None,
             tcp_share: None,
             cpu_s_per_gb: None,
+            cpu_us_per_packet: None,
             local_share: None,
             local_peers: vec![],
             udp_drops: None,
