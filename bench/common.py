@@ -39,7 +39,7 @@ def ensure_installed(command, package):
     found = sh("sh", "-c", f"command -v {command}", check=False).stdout.strip()
     if found:
         return found
-    log(f"{command} missing: apt-get install {package}")
+    log(f"{command} not found: installing {package} (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     if not _apt_updated:
         sh("apt-get", "update", "-qq", env=env)

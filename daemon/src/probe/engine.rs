@@ -776,8 +776,9 @@ mod tests {
             memory_bytes: Some(64 << 20),
         };
         let kinds = [kind(64), kind(1024)];
-        let key = |mode, net: &str, l: &Limits, k: &[CellKind]| ShareKey::of(mode, net, l, k);
+        let key = ShareKey::of;
         let base = key(ProbeMode::Bridge, "bridge", &limits, &kinds);
+        // Built again from an equal copy of the limits: the same key.
         assert_eq!(
             base,
             key(ProbeMode::Bridge, "bridge", &limits.clone(), &kinds)
