@@ -315,8 +315,8 @@ pub struct Live {
     pub cpu_s_per_gb: Option<f64>,
     /// CPU microseconds the container's cgroup spent per packet it moved (either way) over
     /// the interval; `null` below 100 packets or where its CPU is not read. For a server
-    /// answering requests, about half its CPU per exchange: the advisor compares it with the
-    /// probes' own CPU per exchange to tell how much of its work the path is.
+    /// answering requests, about half its CPU per exchange (under a light load, much of it
+    /// the cost of waking up for each request rather than its work).
     #[serde(default)]
     pub cpu_us_per_packet: Option<f64>,
     /// Share of its traffic exchanged with other containers of this gateway. Where the

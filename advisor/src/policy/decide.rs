@@ -672,18 +672,17 @@ fn decide(
         _ => None,
     };
     let (q10, q90) = (posterior.quantile(0.1), posterior.quantile(0.9));
-    if let Some(cost) = cost {
+    // Only where it is applied: the light load's CPU per exchange is no measure of a
+    // server's work at load (bench/apps' run q), and a figure shown unapplied would read as
+    // one.
+    if let (Some(cost), Some(_)) = (cost, path) {
         evidence.push(Evidence {
             step: "path share".into(),
             detail: format!(
-                "the probes' path takes {:.0} us an exchange, beside {:.0} us of its own work (its CPU per exchange less the probe's): {} of its time (Amdahl's law); {}",
+                "the probes' path takes {:.0} us an exchange, beside {:.0} us of its own work (its CPU per exchange less the probe's): {} of its time (Amdahl's law); it gets that share of the path's saving",
                 cost.path_us,
                 cost.work_us,
                 pct(cost.share()),
-                match path {
-                    Some(_) => "it gets that share of the path's saving",
-                    None => "not applied (the probes' gain is carried whole)",
-                }
             ),
         });
     }

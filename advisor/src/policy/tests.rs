@@ -1851,7 +1851,8 @@ fn with_path(
 /// exchanges go 60 % faster in host mode, round after round, and the transfer alone decides
 /// a switch; but the path takes 25 us an exchange beside 280 us of the server's own work
 /// (300 us of CPU less the probe's 20), and by Amdahl's law the server gains about 3 %: with
-/// the measured share it is decided keep.
+/// the measured share (`PathModel::Measured`, in the library for bench/replay; not shipped,
+/// docs/benchmarks.md run q) it is decided keep.
 #[test]
 fn a_server_whose_work_dwarfs_its_path_gets_its_share_of_the_saving() {
     let whole = with_path(PathModel::Whole, server("lua", 150.0), 4, 40_000.0, 1.6);
