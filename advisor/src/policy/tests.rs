@@ -327,6 +327,15 @@ fn rounds_of(
     (last.unwrap(), memory)
 }
 
+/// The detail of the evidence step `name` of `r` (a panic showing every step if it has none).
+fn step(r: &Recommendation, name: &str) -> String {
+    r.evidence
+        .iter()
+        .find(|e| e.step == name)
+        .map(|e| e.detail.clone())
+        .unwrap_or_else(|| panic!("no {name} step: {}: {:?}", r.reason, r.evidence))
+}
+
 #[test]
 fn consistent_measurements_override_the_prior() {
     let mut w = World::new(vec![active(container("web", ModeKind::Bridge))]);
@@ -379,12 +388,7 @@ fn a_gain_the_transfer_alone_leaves_undecided_says_no_round_decides_it() {
     let (r, _) = with_rounds(&mut w, "web", 6, 1.25);
     assert_eq!(r.decision, Decision::Undecided, "{}", r.reason);
     assert_eq!(r.rounds_to_decide, None);
-    let said = r
-        .evidence
-        .iter()
-        .find(|e| e.step == "probability")
-        .map(|e| e.detail.clone())
-        .unwrap_or_default();
+    let said = step(&r, "probability");
     assert!(
         said.contains("no number of probe rounds decides it at this estimate"),
         "{said}"
@@ -608,12 +612,11 @@ fn an_ingress_heavy_container_follows_its_ingress_cells() {
         "{}",
         r.reason
     );
-    let probes = r.evidence.iter().find(|e| e.step == "probes").unwrap();
+    let probes = step(&r, "probes");
     assert!(
-        probes.detail.contains("cells (ingress 95%, egress 5%)")
-            && probes.detail.contains("95% received"),
+        probes.contains("cells (ingress 95%, egress 5%)") && probes.contains("95% received"),
         "{}",
-        probes.detail
+        probes
     );
     // The same container sending instead: the egress cells decide, host.
     let mut l = live(1e6, 1000.0);
@@ -665,17 +668,9 @@ fn a_request_response_container_is_judged_on_its_transactions() {
         "{}",
         r.reason
     );
-    let probes = r
-        .evidence
-        .iter()
-        .find(|e| e.step == "probes")
-        .unwrap_or_else(|| panic!("{}: {:?}", r.reason, r.evidence));
-    assert!(
-        probes.detail.contains("request/response cells"),
-        "{}",
-        probes.detail
-    );
-    assert!(probes.detail.contains("-20.0%"), "{}", probes.detail);
+    let probes = step(&r, "probes");
+    assert!(probes.contains("request/response cells"), "{}", probes);
+    assert!(probes.contains("-20.0%"), "{}", probes);
 }
 
 /// A broker on a policed bridge: its exchanges take the same median round trip in both
@@ -873,18 +868,12 @@ fn traffic_between_containers_is_judged_on_its_own_path() {
     };
     let r = decide(0.95);
     assert_eq!(r.mode, ModeKind::Bridge, "{}\n{:?}", r.reason, r.evidence);
-    let probes = r
-        .evidence
-        .iter()
-        .find(|e| e.step == "probes")
-        .unwrap_or_else(|| panic!("{:?}", r.evidence));
+    let probes = step(&r, "probes");
     assert!(
-        probes
-            .detail
-            .contains("% on the path between containers of the gateway")
-            && probes.detail.contains("95% with containers of the gateway"),
+        probes.contains("% on the path between containers of the gateway")
+            && probes.contains("95% with containers of the gateway"),
         "{}",
-        probes.detail
+        probes
     );
     let r = decide(0.05);
     assert_eq!(
@@ -924,12 +913,8 @@ fn a_cell_that_disagrees_with_itself_is_weak_evidence() {
         "{}",
         steady.reason
     );
-    let probes = steady.evidence.iter().find(|e| e.step == "probes").unwrap();
-    assert!(
-        probes.detail.contains("2 probe rounds (4 runs)"),
-        "{}",
-        probes.detail
-    );
+    let probes = step(&steady, "probes");
+    assert!(probes.contains("2 probe rounds (4 runs)"), "{}", probes);
     assert_eq!(steady.decision, Decision::Switch, "{:?}", steady.evidence);
     // A larger mean advantage from runs of 3x and 0.85x: not decided.
     let bimodal = decide([3.0, 0.85]);
@@ -1867,12 +1852,7 @@ fn a_server_whose_work_dwarfs_its_path_gets_its_share_of_the_saving() {
     );
     // 1 / (1 - 25/305 (1 - 1/1.6)) - 1 = 3.2 %.
     assert!(r.expected_gain.abs() < 0.06, "{}", r.expected_gain);
-    let said = r
-        .evidence
-        .iter()
-        .find(|e| e.step == "path share")
-        .map(|e| e.detail.clone())
-        .unwrap_or_default();
+    let said = step(&r, "path share");
     assert!(
         said.contains("takes 25 us an exchange, beside 280 us") && said.contains(": 8% of"),
         "{said}"
