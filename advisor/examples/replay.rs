@@ -3,8 +3,8 @@
 //!
 //! Standard input: `{"transfer": {"beta": .., "beta_sd": .., "sd": ..}, "prior": {"model":
 //! "study"} or {"model": "gateway", "container_sd": ..}, "shift": "study" or "gateway",
-//! "path": "whole" or "measured", "points": [{"dir": "..", "name": ".."}], "active_window_s": 5}`, where each `dir` holds
-//! the daemon's `/v1/status` (`status.json`)
+//! "path": "whole" or "measured", "points": [{"dir": "..", "name": ".."}],
+//! "active_window_s": 5}`, where each `dir` holds the daemon's `/v1/status` (`status.json`)
 //! and the policy's memory (`advisor.json`) at one moment. Standard output: per point, the
 //! recommendation the policy gives that container now (JSON, one array). What the memory
 //! says was recommended before is forgotten, so that the decision follows the probability

@@ -603,15 +603,16 @@ fn decide(
     } else {
         own.len()
     };
-    // The path's share of the container's time per exchange, where it is measured.
-    let cost = path_cost(cm.probe_rounds.iter().flat_map(|r| &r.cells), &profile);
-    let path = match cfg.path {
-        PathModel::Measured => cost.map(|cost| PathShare {
-            share: cost.share(),
-            in_host: c.mode_kind == ModeKind::Host,
-        }),
+    // The path's share of the container's time per exchange, where it is measured and the
+    // model uses it (under the shipped `Whole` nothing reads it, so it is not computed).
+    let cost = match cfg.path {
+        PathModel::Measured => path_cost(cm.probe_rounds.iter().flat_map(|r| &r.cells), &profile),
         PathModel::Whole => None,
     };
+    let path = cost.map(|cost| PathShare {
+        share: cost.share(),
+        in_host: c.mode_kind == ModeKind::Host,
+    });
     let posterior = match &measured {
         // A probe is not the application: the application gets a share of the probe's gain,
         // with an error of its own, that no round removes.
@@ -675,7 +676,7 @@ fn decide(
     // Only where it is applied: the light load's CPU per exchange is no measure of a
     // server's work at load (bench/apps' run q), and a figure shown unapplied would read as
     // one.
-    if let (Some(cost), Some(_)) = (cost, path) {
+    if let Some(cost) = cost {
         evidence.push(Evidence {
             step: "path share".into(),
             detail: format!(
