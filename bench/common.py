@@ -717,4 +717,12 @@ def calibration_figures(rows):
     cover = [c for c in (oracle_coverage(r) for _, _, r in pts) if c is not None]
     if cover:
         figures["80% coverage of the oracle's own gain"] = statistics.mean(cover)
+    # Discrimination, which no recalibration gives: how often P ranks a point where host paid
+    # above one where it did not (0.5 is a coin), over all points and without the policed
+    # ones (whose gains are not in doubt).
+    for label, these in (("auc", pts), ("auc unpoliced", [pt for pt in pts if pt[2].get("net") != "policed"])):
+        pos = [p for p, y, _ in these if y == 1.0]
+        neg = [p for p, y, _ in these if y == 0.0]
+        if pos and neg:
+            figures[label] = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
     return bins, figures
