@@ -97,7 +97,7 @@ pub enum PriorModel {
 /// the study's Raspberry Pi said. With the transfer's noise at 0.1 it pushed servers on two
 /// cores that gained +1 to +9 % over 0.95 (7 false switches of 28 against 3 of 18, on the
 /// runs of 2026-12-05); with 0.2 (posterior::TRANSFER) the two together made 3 false
-/// switches of 51 on 22 runs against 9 of 64, and passed run t, written down first
+/// switches of 54 on 23 runs against 9 of 67, and passed run t, written down first
 /// (docs/benchmarks.md). Without a sweep it is the study's.
 pub const PRIOR_MODEL: PriorModel = PriorModel::Gateway { container_sd: 0.2 };
 

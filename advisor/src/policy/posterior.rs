@@ -97,14 +97,15 @@ pub struct Transfer {
 /// β_sd 0.2, sd 0 on the six scenarios other than nginx (nginx was re-run after its traffic
 /// was told as request/response). The probes' gain carries over on median, but spread by a
 /// fifth of its log between applications. `sd` is 0.2 for what the probes cannot see of an
-/// application: on the 22 bench/apps runs of 2026-12-05 to 2026-12-07 (288 points) the
+/// application: on the bench/apps runs of 2026-12-05 to 2026-12-07 (276 points, 21 runs) the
 /// applications' log gains departed from the expected one by 0.20 to 0.26 of a log (one to
 /// four rounds), while their own gains sat at +15 % with a spread of 8 %; the probes said
 /// little about a +5 % against a +20 % (P's AUC on the unpoliced points 0.43). With 0.1 a
 /// probe's +30 % read as P 0.95 or more for a server that gained +2 to +9 % or lost 5 %
-/// (9 false switches of 64); with 0.2, and the gateway's prior (`PriorModel::Gateway`), 3 of
-/// 51, the 80 % interval covering 78 % of the gains (70 %), a policed bridge still decided
-/// in one round (run t, written down first: docs/benchmarks.md). Before run t it was 0.1, for
+/// (9 false switches of 67 on 23 runs); with 0.2, and the gateway's prior
+/// (`PriorModel::Gateway`), 3 of 54, the 80 % interval covering 78 % of the gains (70 %),
+/// a policed bridge still decided in one round (run t, written down first:
+/// docs/benchmarks.md). Before run t it was 0.1, for
 /// what one application's gain does from day to day (chosen on the three runs of 2026-12-05,
 /// it scored 0.350 against 0.373 with 0.03 on a fresh fourth).
 pub const TRANSFER: Transfer = Transfer {
