@@ -105,9 +105,9 @@ pub struct Transfer {
 /// (9 false switches of 67 on 23 runs); with 0.2, and the gateway's prior
 /// (`PriorModel::Gateway`), 3 of 54, the 80 % interval covering 78 % of the gains (70 %),
 /// a policed bridge still decided in one round (run t, written down first:
-/// docs/benchmarks.md). Before run t it was 0.1, for
-/// what one application's gain does from day to day (chosen on the three runs of 2026-12-05,
-/// it scored 0.350 against 0.373 with 0.03 on a fresh fourth).
+/// docs/benchmarks.md). Before run t it was 0.1, for what one application's gain does from
+/// day to day (chosen on the three runs of 2026-12-05, it scored 0.350 against 0.373 with
+/// 0.03 on a fresh fourth).
 pub const TRANSFER: Transfer = Transfer {
     beta: 1.0,
     beta_sd: 0.2,

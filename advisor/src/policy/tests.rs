@@ -1719,8 +1719,8 @@ fn the_gateway_s_prior_reads_the_sweep_with_one_sender() {
 
 #[test]
 fn the_gateway_s_shift_starts_from_none_and_follows_its_sweep() {
-    // Two active containers on a two-core gateway, host +30 % in a's own rounds. `rounds` sweep rounds; each says
-    // host/bridge `s1` with one sender and `s2` with two.
+    // Two active containers on a two-core gateway, host +30 % in a's own rounds. `rounds`
+    // sweep rounds; each says host/bridge `s1` with one sender and `s2` with two.
     let run = |shift: ShiftModel, rounds: u64, s1: f64, s2: f64| {
         let mut names: Vec<Container> = ["a", "b"]
             .iter()
